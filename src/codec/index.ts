@@ -1,0 +1,91 @@
+/**
+ * Codecs turn payload values into bytes and back. A codec is chosen per serve/connect as a plain
+ * descriptor (it crosses into worker threads); each thread builds its own instance with `createCodec`,
+ * so no encoder state is shared between instances or threads.
+ */
+import { Packr } from 'msgpackr';
+import { RpcError } from '../errors.js';
+
+export type CodecKind = 'msgpack' | 'json';
+
+/** A serialisable choice of codec. */
+export type CodecDescriptor = { kind: 'msgpack' } | { kind: 'json' };
+
+export interface Codec {
+  readonly kind: CodecKind;
+  /** Encodes a value; the returned bytes may be a view into a reused buffer, valid until the next encode. */
+  encode(value: unknown): Uint8Array;
+  /** Decodes bytes into a fresh value that does not reference `bytes` (which may be a ring view). */
+  decode(bytes: Uint8Array): unknown;
+}
+
+/** MessagePack via msgpackr (the default): binary-safe, fast, keeps Uint8Array, Date, Map, Set, bigint. */
+export function msgpack(): CodecDescriptor {
+  return { kind: 'msgpack' };
+}
+
+/** JSON (UTF-8): readable on the wire; values must be JSON-serialisable (Uint8Array does not survive). */
+export function json(): CodecDescriptor {
+  return { kind: 'json' };
+}
+
+export function createCodec(descriptor: CodecDescriptor = msgpack()): Codec {
+  switch (descriptor?.kind) {
+    case 'msgpack':
+      return new MsgpackCodec();
+    case 'json':
+      return new JsonCodec();
+    default:
+      throw new RpcError('INVALID_ARGUMENT', `unknown codec ${JSON.stringify((descriptor as { kind?: unknown })?.kind)}`);
+  }
+}
+
+class MsgpackCodec implements Codec {
+  readonly kind = 'msgpack' as const;
+  // copyBuffers: decoded binary must not alias the frame, which may be a view into a shared ring.
+  readonly #packr = new Packr({ useRecords: false, copyBuffers: true, largeBigIntToFloat: false });
+
+  encode(value: unknown): Uint8Array {
+    try {
+      return this.#packr.pack(value);
+    } catch (cause) {
+      throw new RpcError('INVALID_ARGUMENT', `value cannot be encoded as msgpack: ${(cause as Error).message}`, { cause });
+    }
+  }
+
+  decode(bytes: Uint8Array): unknown {
+    try {
+      return bytes.length === 0 ? undefined : this.#packr.unpack(bytes);
+    } catch (cause) {
+      throw new RpcError('PROTOCOL', `payload is not valid msgpack: ${(cause as Error).message}`, { cause });
+    }
+  }
+}
+
+class JsonCodec implements Codec {
+  readonly kind = 'json' as const;
+  readonly #encoder = new TextEncoder();
+  readonly #decoder = new TextDecoder('utf-8', { fatal: true });
+
+  encode(value: unknown): Uint8Array {
+    let text: string | undefined;
+    try {
+      text = JSON.stringify(value);
+    } catch (cause) {
+      throw new RpcError('INVALID_ARGUMENT', `value cannot be encoded as JSON: ${(cause as Error).message}`, { cause });
+    }
+    // undefined encodes as an empty payload, which decodes back to undefined.
+    return text === undefined ? new Uint8Array(0) : this.#encoder.encode(text);
+  }
+
+  decode(bytes: Uint8Array): unknown {
+    if (bytes.length === 0) return undefined;
+    try {
+      // TextDecoder refuses views of shared memory; copy those out first.
+      const own = bytes.buffer instanceof SharedArrayBuffer ? bytes.slice() : bytes;
+      return JSON.parse(this.#decoder.decode(own));
+    } catch (cause) {
+      throw new RpcError('PROTOCOL', `payload is not valid JSON: ${(cause as Error).message}`, { cause });
+    }
+  }
+}

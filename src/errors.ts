@@ -1,0 +1,187 @@
+/**
+ * The one error class of ogurpchik. Every failure a user can see is an `RpcError` whose `code`
+ * comes from a closed set, so callers branch on `err.code`, never on message text.
+ */
+
+/** Every code an `RpcError` can carry. */
+export const errorCodes = [
+  'CLOSED', // the connection or node was closed (locally, or the peer went away)
+  'TIMEOUT', // the call's deadline passed
+  'CANCELLED', // the caller aborted the call (AbortSignal) or the peer cancelled it
+  'HANDSHAKE_FAILED', // the handshake did not complete (mismatch, timeout, bad packet)
+  'AUTH_FAILED', // the peer rejected our credentials
+  'PROTOCOL', // malformed frame or envelope
+  'FRAME_TOO_LARGE', // a frame's length prefix exceeds the configured maximum
+  'REMOTE', // the peer's handler threw; see `remote` and `cause`
+  'UNAVAILABLE', // nothing to connect to, or the connection failed
+  'BUSY', // a one-to-one server already serves a client, or the worker pool is full
+  'NATIVE_MISSING', // the native addon is not built
+  'UNIMPLEMENTED', // the peer has no handler for this kind of message
+  'INVALID_ARGUMENT', // the caller passed something unusable (bad address, bad option, unencodable value)
+] as const;
+
+export type ErrorCode = (typeof errorCodes)[number];
+
+/** What the peer's handler threw, as far as it could be carried. */
+export interface RemoteErrorInfo {
+  name: string;
+  stack?: string;
+  /** When the handler threw an RpcError itself: its code. */
+  code?: ErrorCode;
+}
+
+/** The plain shape an error has when it crosses a thread or the wire. */
+export interface WireError {
+  code: ErrorCode;
+  name: string;
+  message: string;
+  stack?: string;
+  data?: Record<string, unknown>;
+  cause?: WireError;
+  remote?: RemoteErrorInfo;
+}
+
+const kCodeSet: ReadonlySet<string> = new Set(errorCodes);
+const kMaxCauseDepth = 8;
+
+export interface RpcErrorOptions {
+  cause?: unknown;
+  /** Own properties of the original error, kept across the wire. */
+  data?: Record<string, unknown>;
+  remote?: RemoteErrorInfo;
+}
+
+export class RpcError extends Error {
+  /** What went wrong, from a closed set. */
+  readonly code: ErrorCode;
+  /** Own enumerable properties the original error carried (e.g. `statusCode`). */
+  readonly data?: Record<string, unknown>;
+  /** For `REMOTE`: the name and stack of the error the peer's handler threw. */
+  readonly remote?: RemoteErrorInfo;
+
+  constructor(code: ErrorCode, message: string, options: RpcErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'RpcError';
+    this.code = code;
+    if (options.data !== undefined) this.data = options.data;
+    if (options.remote !== undefined) this.remote = options.remote;
+  }
+
+  /** True for any value that is an RpcError, also one built in another realm. */
+  static is(value: unknown): value is RpcError {
+    return value instanceof RpcError || (value instanceof Error && value.name === 'RpcError' && kCodeSet.has((value as RpcError).code));
+  }
+}
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && kCodeSet.has(value);
+}
+
+/** Own enumerable properties worth carrying: everything but the standard fields, kept only if serialisable as plain data. */
+function ownData(err: object): Record<string, unknown> | undefined {
+  let data: Record<string, unknown> | undefined;
+  for (const key of Object.keys(err)) {
+    if (key === 'name' || key === 'message' || key === 'stack' || key === 'cause' || key === 'code' && err instanceof RpcError) continue;
+    if (key === 'data' || key === 'remote') continue;
+    const value = (err as Record<string, unknown>)[key];
+    if (typeof value === 'function' || typeof value === 'symbol') continue;
+    (data ??= {})[key] = plainValue(value, 0);
+  }
+  if (err instanceof RpcError && err.data) data = { ...err.data, ...data };
+  return data;
+}
+
+/** Reduces a value to something every codec (and structured clone) can carry. */
+function plainValue(value: unknown, depth: number): unknown {
+  if (value === null || typeof value !== 'object') {
+    if (typeof value === 'bigint') return value.toString();
+    if (typeof value === 'function' || typeof value === 'symbol') return undefined;
+    return value;
+  }
+  if (depth > 8) return undefined;
+  if (value instanceof Error) return toWireError(value);
+  if (value instanceof Uint8Array) return value;
+  if (value instanceof Date) return value.toISOString();
+  if (Array.isArray(value)) return value.map((v) => plainValue(v, depth + 1));
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    const p = plainValue(v, depth + 1);
+    if (p !== undefined) out[k] = p;
+  }
+  return out;
+}
+
+/** Converts any thrown value into the plain wire shape; anything but an RpcError gets code `REMOTE`. */
+export function toWireError(err: unknown, depth = 0): WireError {
+  if (!(err instanceof Error)) {
+    return { code: 'REMOTE', name: 'Error', message: typeof err === 'string' ? err : safeString(err) };
+  }
+  const wire: WireError = {
+    code: RpcError.is(err) ? err.code : 'REMOTE',
+    name: err.name,
+    message: err.message,
+  };
+  if (err.stack !== undefined) wire.stack = err.stack;
+  const data = ownData(err);
+  if (data !== undefined) wire.data = data;
+  if (RpcError.is(err) && err.remote) wire.remote = err.remote;
+  if (err.cause !== undefined && depth < kMaxCauseDepth) wire.cause = toWireError(err.cause, depth + 1);
+  return wire;
+}
+
+function safeString(value: unknown): string {
+  try {
+    return String(value);
+  } catch {
+    return 'unknown error';
+  }
+}
+
+/**
+ * Rebuilds an error from its wire shape. An RpcError stays an RpcError with its code; any other
+ * error becomes `RpcError('REMOTE')` whose `remote` names the original class, with `cause` rebuilt.
+ */
+export function fromWireError(wire: WireError, depth = 0): RpcError {
+  const cause = wire.cause !== undefined && depth < kMaxCauseDepth ? fromWireCause(wire.cause, depth + 1) : undefined;
+  const code: ErrorCode = isErrorCode(wire.code) ? wire.code : 'REMOTE';
+  const remote = wire.name !== 'RpcError' ? { name: wire.name, stack: wire.stack } : wire.remote;
+  const err = new RpcError(code, String(wire.message ?? ''), { cause, data: wire.data, remote });
+  if (wire.stack !== undefined && wire.name === 'RpcError') err.stack = wire.stack;
+  return err;
+}
+
+/**
+ * The error a caller sees when the peer's handler threw: always `REMOTE`, with the thrown error's
+ * name, stack and (for an RpcError) code under `remote`, its own properties in `data`, `cause` rebuilt.
+ */
+export function remoteError(wire: WireError): RpcError {
+  const remote: RemoteErrorInfo = { name: wire.name };
+  if (wire.stack !== undefined) remote.stack = wire.stack;
+  if (wire.name === 'RpcError' && isErrorCode(wire.code)) remote.code = wire.code;
+  const cause = wire.cause !== undefined ? fromWireCause(wire.cause, 1) : undefined;
+  return new RpcError('REMOTE', String(wire.message ?? ''), { cause, data: wire.data, remote });
+}
+
+/** A cause is rebuilt as the closest thing to what it was: an RpcError, or an Error with its name. */
+function fromWireCause(wire: WireError, depth: number): Error {
+  if (wire.name === 'RpcError') return fromWireError(wire, depth);
+  const err = new Error(String(wire.message ?? ''), wire.cause ? { cause: fromWireCause(wire.cause, depth + 1) } : undefined);
+  err.name = wire.name;
+  if (wire.stack !== undefined) err.stack = wire.stack;
+  if (wire.data) Object.assign(err, wire.data);
+  return err;
+}
+
+/** Reads a value that should be a WireError (from an untrusted peer) into one, or undefined. */
+export function asWireError(value: unknown): WireError | undefined {
+  if (value === null || typeof value !== 'object') return undefined;
+  const v = value as Record<string, unknown>;
+  if (typeof v.message !== 'string' || typeof v.name !== 'string') return undefined;
+  const wire: WireError = { code: isErrorCode(v.code) ? v.code : 'REMOTE', name: v.name, message: v.message };
+  if (typeof v.stack === 'string') wire.stack = v.stack;
+  if (v.data !== null && typeof v.data === 'object' && !Array.isArray(v.data)) wire.data = v.data as Record<string, unknown>;
+  const cause = asWireError(v.cause);
+  if (cause) wire.cause = cause;
+  if (v.remote !== null && typeof v.remote === 'object' && typeof (v.remote as RemoteErrorInfo).name === 'string') wire.remote = v.remote as RemoteErrorInfo;
+  return wire;
+}

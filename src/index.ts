@@ -1,0 +1,12 @@
+export { Node, RunningNode, Client } from './main/node.js';
+export type { NodeOptions, ServeOptions, ConnectOptions, HandlerInput } from './main/node.js';
+export type { PoolOptions } from './main/pool.js';
+export { tcp, unix, custom } from './transport/descriptors.js';
+export type { Address, TransportDescriptor, TcpDescriptor, UnixDescriptor, CustomDescriptor } from './transport/descriptors.js';
+export type { ByteStream, StreamEvents, StreamListener, TransportAdapter } from './transport/types.js';
+export { msgpack, json } from './codec/index.js';
+export type { CodecDescriptor, CodecKind } from './codec/index.js';
+export { RpcError, errorCodes } from './errors.js';
+export type { ErrorCode, RemoteErrorInfo } from './errors.js';
+export type { CallContext, CallOptions, Handler, PeerClient, PeerInfo } from './types.js';
+export { kProtocolVersion } from './protocol/envelope.js';

@@ -1,0 +1,208 @@
+/**
+ * The public entry: `new Node()` is a builder; `start()` turns it into a running node whose
+ * listeners and connections live in worker threads.
+ */
+import { pathToFileURL } from 'node:url';
+import { RpcError } from '../errors.js';
+import { msgpack, type CodecDescriptor } from '../codec/index.js';
+import { kDefaultMaxFrameBytes } from '../protocol/framing.js';
+import type { Address, TransportDescriptor } from '../transport/descriptors.js';
+import type { CallOptions, Handler, PeerClient } from '../types.js';
+import { PoolLease, type PoolOptions } from './pool.js';
+import { RemoteTask } from './remote-task.js';
+
+export interface NodeOptions {
+  /** Largest frame body accepted or sent, in bytes (default 64 MiB). A larger incoming frame closes that connection with FRAME_TOO_LARGE. */
+  maxFrameBytes?: number;
+  /** Size of each ring between the main thread and a connection worker (default 1 MiB; larger messages are chunked). */
+  ringBytes?: number;
+  /** The process-wide worker pool's size; applied by the first node started in the process. */
+  pool?: PoolOptions;
+}
+
+export interface ServeOptions {
+  codec?: CodecDescriptor;
+}
+
+export interface ConnectOptions {
+  codec?: CodecDescriptor;
+  /** Serves requests and events the server sends back over this connection (main thread). */
+  handler?: Handler;
+}
+
+/**
+ * A handler: an object whose `onRequest`/`onEvent` run on this thread, or the URL (or absolute path)
+ * of a module whose named export `handler` runs inside the connection worker, off this thread.
+ */
+export type HandlerInput = Handler | URL | string;
+
+/** Calls the server this node connected to. */
+export class Client<Req = unknown, Res = unknown, Ev = unknown> implements PeerClient<Req, Res, Ev> {
+  readonly #task: RemoteTask;
+
+  /** @internal */
+  constructor(task: RemoteTask) {
+    this.#task = task;
+  }
+
+  /** Sends a request; resolves with the response or rejects with an RpcError (TIMEOUT, CANCELLED, REMOTE, CLOSED, …). */
+  call(request: Req, options?: CallOptions): Promise<Res> {
+    return this.#task.clientSession.call(request, options);
+  }
+
+  /** Sends a one-way event to the server's `onEvent`; resolves once it is queued for writing, in order. */
+  notify(event: Ev): Promise<void> {
+    return this.#task.clientSession.notify(event);
+  }
+
+  /** Calls in flight. */
+  get pending(): number {
+    return this.#task.clientSession.pendingCount;
+  }
+
+  /** Why the connection closed, once it has (e.g. code BUSY from a one-to-one server, CLOSED when the server went away). */
+  get closedWith(): RpcError | undefined {
+    return this.#task.clientSession.closedWith;
+  }
+}
+
+/** A started node. Close it (or `await using` it) to release its sockets and workers. */
+export class RunningNode<Req = unknown, Res = unknown> {
+  /** Addresses the node listens on, with port 0 resolved. */
+  readonly addresses: Address[];
+  readonly #client: Client<Req, Res> | undefined;
+  readonly #tasks: RemoteTask[];
+  readonly #lease: PoolLease;
+  #closing: Promise<void> | undefined;
+
+  /** @internal */
+  constructor(tasks: RemoteTask[], client: Client<Req, Res> | undefined, lease: PoolLease) {
+    this.#tasks = tasks;
+    this.#client = client;
+    this.#lease = lease;
+    this.addresses = tasks.flatMap((t) => (t.address ? [t.address] : []));
+  }
+
+  /** The client of the `connect()` transport. Throws when the node only serves. */
+  get client(): Client<Req, Res> {
+    if (this.#client === undefined) throw new RpcError('INVALID_ARGUMENT', 'this node has no client: call .connect() before .start()');
+    return this.#client;
+  }
+
+  /** Closes connections (pending calls reject with CLOSED), stops listening, removes socket files. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      // Connections first, so a node serving and calling itself closes its client before its server.
+      for (const task of [...this.#tasks].reverse()) await task.close();
+      await this.#lease.release();
+    })();
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+interface ServeSpec {
+  transport: TransportDescriptor;
+  handler: HandlerInput;
+  options: ServeOptions;
+}
+
+interface ConnectSpec {
+  transport: TransportDescriptor;
+  options: ConnectOptions;
+}
+
+export class Node<Req = unknown, Res = unknown> {
+  readonly #options: Required<Omit<NodeOptions, 'pool'>> & Pick<NodeOptions, 'pool'>;
+  #serve: ServeSpec | undefined;
+  #connect: ConnectSpec | undefined;
+  #oneToOne = false;
+
+  constructor(options: NodeOptions = {}) {
+    const maxFrameBytes = options.maxFrameBytes ?? kDefaultMaxFrameBytes;
+    const ringBytes = options.ringBytes ?? 1024 * 1024;
+    if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < 16 || maxFrameBytes > 0xffffffff) {
+      throw new RpcError('INVALID_ARGUMENT', `maxFrameBytes must be an integer from 16 to 2^32-1, got ${maxFrameBytes}`);
+    }
+    this.#options = { maxFrameBytes, ringBytes, pool: options.pool };
+  }
+
+  /** Listens on `transport` and answers with `handler`. */
+  serve(transport: TransportDescriptor, handler: HandlerInput, options: ServeOptions = {}): this {
+    if (this.#serve) throw new RpcError('INVALID_ARGUMENT', 'serve() was already called on this node');
+    checkHandler(handler);
+    this.#serve = { transport, handler, options };
+    return this;
+  }
+
+  /** Connects to `transport`; the running node's `client` calls it. */
+  connect<Q = Req, S = Res>(transport: TransportDescriptor, options: ConnectOptions = {}): Node<Q, S> {
+    if (this.#connect) throw new RpcError('INVALID_ARGUMENT', 'connect() was already called on this node');
+    if (options.handler !== undefined && (typeof options.handler !== 'object' || options.handler === null)) {
+      throw new RpcError('INVALID_ARGUMENT', 'connect({ handler }) takes a handler object');
+    }
+    this.#connect = { transport, options };
+    return this as unknown as Node<Q, S>;
+  }
+
+  /** Serve one client at a time: a second gets BUSY while the first is connected. */
+  oneToOne(): this {
+    this.#oneToOne = true;
+    return this;
+  }
+
+  /** Serve any number of clients at once (the default). */
+  oneToMany(): this {
+    this.#oneToOne = false;
+    return this;
+  }
+
+  /** Starts listening and connecting; resolves once both are done, rejects (having cleaned up) otherwise. */
+  async start(): Promise<RunningNode<Req, Res>> {
+    if (!this.#serve && !this.#connect) throw new RpcError('INVALID_ARGUMENT', 'nothing to start: call .serve() and/or .connect() first');
+    const lease = new PoolLease(this.#options.pool);
+    const tasks: RemoteTask[] = [];
+    const base = { oneToOne: this.#oneToOne, maxFrameBytes: this.#options.maxFrameBytes, ringBytes: this.#options.ringBytes };
+    try {
+      if (this.#serve) {
+        const { transport, handler, options } = this.#serve;
+        tasks.push(
+          await RemoteTask.start(lease, {
+            ...base,
+            role: 'listen',
+            transport,
+            codec: options.codec ?? msgpack(),
+            handler: typeof handler === 'object' && !(handler instanceof URL) ? handler : moduleHref(handler),
+          }),
+        );
+      }
+      let client: Client<Req, Res> | undefined;
+      if (this.#connect) {
+        const { transport, options } = this.#connect;
+        const task = await RemoteTask.start(lease, { ...base, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler });
+        tasks.push(task);
+        client = new Client(task);
+      }
+      return new RunningNode<Req, Res>(tasks, client, lease);
+    } catch (err) {
+      for (const task of tasks.reverse()) await task.close().catch(() => {});
+      await lease.release();
+      throw err;
+    }
+  }
+}
+
+function checkHandler(handler: HandlerInput): void {
+  if (handler instanceof URL || typeof handler === 'string') return;
+  if (handler === null || typeof handler !== 'object' || (typeof handler.onRequest !== 'function' && typeof handler.onEvent !== 'function')) {
+    throw new RpcError('INVALID_ARGUMENT', 'a handler is an object with onRequest() and/or onEvent(), or the URL of a module exporting `handler`');
+  }
+}
+
+function moduleHref(handler: URL | string): string {
+  if (handler instanceof URL) return handler.href;
+  return /^[a-z][a-z0-9+.-]*:/i.test(handler) && !/^[a-z]:\\/i.test(handler) ? handler : pathToFileURL(handler).href;
+}

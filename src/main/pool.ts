@@ -1,0 +1,70 @@
+/**
+ * The process-wide piscina pool that hosts connection tasks. Tasks are long-lived, so the pool is
+ * sized by tasks per thread, and a full pool refuses a task with BUSY instead of queueing it behind
+ * tasks that will not finish.
+ */
+import os from 'node:os';
+import { Piscina } from 'piscina';
+import { RpcError } from '../errors.js';
+import type { TaskSpec } from '../protocol/control.js';
+
+export interface PoolOptions {
+  /** Worker threads (default: available parallelism). */
+  threads?: number;
+  /** Listeners and connections one worker hosts at most (default 1024). */
+  tasksPerThread?: number;
+}
+
+const kEntry = new URL('../worker/entry.js', import.meta.url).href;
+
+interface Shared {
+  pool: Piscina;
+  capacity: number;
+  active: number;
+  users: number;
+}
+
+let shared: Shared | undefined;
+
+/** A user's hold on the shared pool; the pool is destroyed when the last user releases it. */
+export class PoolLease {
+  #released = false;
+
+  constructor(options: PoolOptions = {}) {
+    if (shared === undefined) {
+      const threads = Math.max(1, options.threads ?? os.availableParallelism());
+      const tasksPerThread = Math.max(1, options.tasksPerThread ?? 1024);
+      const pool = new Piscina({
+        filename: kEntry,
+        minThreads: threads,
+        maxThreads: threads,
+        concurrentTasksPerWorker: tasksPerThread,
+        // 'sync' would park a worker in Atomics.wait between tasks, freezing its sockets and ports.
+        atomics: 'disabled',
+        idleTimeout: 2 ** 31 - 1,
+      });
+      shared = { pool, capacity: threads * tasksPerThread, active: 0, users: 0 };
+    }
+    shared.users++;
+  }
+
+  /** Runs one connection task; rejects with BUSY when every slot is taken, resolves when the task ends. */
+  run(spec: TaskSpec): Promise<void> {
+    const s = shared!;
+    if (s.active >= s.capacity) {
+      return Promise.reject(new RpcError('BUSY', `the worker pool is full: ${s.capacity} listeners and connections are open (raise pool.tasksPerThread)`));
+    }
+    s.active++;
+    const done = s.pool.run(spec, { transferList: [spec.port] as never });
+    return done.finally(() => s.active--);
+  }
+
+  async release(): Promise<void> {
+    if (this.#released || shared === undefined) return;
+    this.#released = true;
+    const s = shared;
+    if (--s.users > 0) return;
+    shared = undefined;
+    await s.pool.destroy();
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * The main thread's side of one connection task: its comlink control proxy, its rings, and a call
+ * session per relayed connection. Every session settles when the task ends, however it ends.
+ */
+import { MessageChannel } from 'node:worker_threads';
+import * as Comlink from 'comlink';
+import { RpcError, fromWireError, type WireError } from '../errors.js';
+import { createCodec, type Codec, type CodecDescriptor } from '../codec/index.js';
+import { Kind } from '../protocol/envelope.js';
+import { kClientConnectionId, type HandlerSpec, type TaskControl, type TaskSpec } from '../protocol/control.js';
+import { nodeEndpoint } from '../protocol/endpoint.js';
+import { Session } from '../session/session.js';
+import { RingReader, RingWriter, createRing } from '../shm/ring.js';
+import type { Address, TransportDescriptor } from '../transport/descriptors.js';
+import type { Handler, PeerInfo } from '../types.js';
+import type { PoolLease } from './pool.js';
+
+export interface RemoteTaskOptions {
+  role: 'listen' | 'connect';
+  transport: TransportDescriptor;
+  codec: CodecDescriptor;
+  /** A main-thread handler object, a module URL run in the worker, or none. */
+  handler: Handler | string | undefined;
+  oneToOne: boolean;
+  maxFrameBytes: number;
+  ringBytes: number;
+}
+
+const kDecoder = new TextDecoder();
+
+export class RemoteTask {
+  /** The bound address (listeners). */
+  address: Address | undefined;
+  readonly #codec: Codec;
+  readonly #handler: Handler | undefined;
+  readonly #sessions = new Map<number, Session>();
+  readonly #control: Comlink.Remote<TaskControl>;
+  readonly #toWorker: RingWriter;
+  readonly #fromWorker: RingReader;
+  readonly #ended: Promise<void>;
+  #endReason: RpcError | undefined;
+
+  private constructor(lease: PoolLease, options: RemoteTaskOptions) {
+    this.#codec = createCodec(options.codec);
+    this.#handler = typeof options.handler === 'object' ? options.handler : undefined;
+    const handlerSpec: HandlerSpec =
+      typeof options.handler === 'string' ? { kind: 'module', url: options.handler } : options.handler ? { kind: 'main' } : { kind: 'none' };
+    const toWorker = createRing(options.ringBytes);
+    const toMain = createRing(options.ringBytes);
+    const { port1, port2 } = new MessageChannel();
+    const spec: TaskSpec = {
+      role: options.role,
+      transport: options.transport,
+      codec: options.codec,
+      handler: handlerSpec,
+      oneToOne: options.oneToOne,
+      maxFrameBytes: options.maxFrameBytes,
+      toWorker,
+      toMain,
+      port: port2,
+    };
+    this.#toWorker = new RingWriter(toWorker);
+    this.#fromWorker = new RingReader(toMain, { onMessage: (tag, bytes) => this.#onMessage(tag, bytes) });
+    this.#control = Comlink.wrap<TaskControl>(nodeEndpoint(port1));
+    if (options.role === 'connect') this.#open(kClientConnectionId, undefined);
+    this.#ended = lease.run(spec).then(
+      () => this.#end(new RpcError('CLOSED', 'the connection was closed')),
+      (err: Error) => this.#end(RpcError.is(err) ? err : new RpcError('CLOSED', `the connection worker exited: ${err?.message ?? err}`, { cause: err })),
+    );
+    this.#ended.finally(() => port1.close());
+    this.#fromWorker.start();
+  }
+
+  /** Starts a task and waits until it listens or is connected; rejects with the task's error. */
+  static async start(lease: PoolLease, options: RemoteTaskOptions): Promise<RemoteTask> {
+    const task = new RemoteTask(lease, options);
+    // If the worker dies before answering, comlink's promise would never settle: race it with the task's end.
+    const ended = task.#ended.then(() => {
+      throw task.#endReason ?? new RpcError('CLOSED', 'the connection task ended before it was ready');
+    });
+    const ready = await Promise.race([task.#control.ready(), ended]);
+    if (!ready.ok) {
+      await task.#ended;
+      throw fromWireError(ready.error);
+    }
+    task.address = ready.address;
+    return task;
+  }
+
+  /** The session of a connect task's single connection. */
+  get clientSession(): Session {
+    return this.#sessions.get(kClientConnectionId) ?? this.#closedSession();
+  }
+
+  /** Resolves when the task has ended. */
+  get ended(): Promise<void> {
+    return this.#ended;
+  }
+
+  async close(): Promise<void> {
+    if (this.#endReason === undefined) {
+      await Promise.race([this.#control.close().catch(() => {}), this.#ended]);
+    }
+    await this.#ended;
+  }
+
+  #open(connId: number, peer: PeerInfo | undefined): Session {
+    const session = new Session({
+      codec: this.#codec,
+      peer: peer ?? { transport: 'unknown', auth: 'none', connectionId: connId },
+      handler: this.#handler,
+      send: (body) => {
+        if (this.#toWorker.write(connId, body)) return;
+        return this.#toWorker.flushed();
+      },
+    });
+    this.#sessions.set(connId, session);
+    return session;
+  }
+
+  #onMessage(connId: number, bytes: Uint8Array): void {
+    const kind = bytes[0];
+    if (kind === Kind.ConnOpen) {
+      const peer = readJson(bytes) as PeerInfo;
+      const existing = this.#sessions.get(connId);
+      if (existing) Object.assign(existing.peer, peer);
+      else this.#open(connId, peer);
+      return;
+    }
+    const session = this.#sessions.get(connId);
+    if (session === undefined) return;
+    if (kind === Kind.ConnClosed) {
+      this.#sessions.delete(connId);
+      session.close(fromWireError(readJson(bytes) as WireError));
+      return;
+    }
+    try {
+      session.receive(bytes);
+    } catch (err) {
+      session.close(RpcError.is(err) ? err : new RpcError('PROTOCOL', String(err)));
+    }
+  }
+
+  #end(reason: RpcError): void {
+    this.#endReason = reason;
+    this.#fromWorker.stop();
+    try {
+      this.#toWorker.close();
+    } catch {
+      // already closed
+    }
+    for (const session of this.#sessions.values()) session.close(reason);
+    this.#sessions.clear();
+  }
+
+  #closedSession(): Session {
+    const session = new Session({ codec: this.#codec, peer: { transport: 'unknown', auth: 'none', connectionId: 0 }, send: () => {} });
+    session.close(this.#endReason ?? new RpcError('CLOSED', 'the connection is closed'));
+    return session;
+  }
+}
+
+function readJson(bytes: Uint8Array): unknown {
+  // A copy: TextDecoder refuses views of shared memory.
+  return JSON.parse(kDecoder.decode(bytes.slice(1)));
+}

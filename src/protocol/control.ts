@@ -1,0 +1,50 @@
+/**
+ * The control plane between the main thread and a connection worker: the task a worker runs for one
+ * listener or connection, and the object it exposes back over comlink. Data never travels here; it
+ * rides the task's rings (see src/shm/ring.ts), as envelope bodies tagged with a connection id.
+ */
+import type { CodecDescriptor } from '../codec/index.js';
+import type { WireError } from '../errors.js';
+import type { Address, TransportDescriptor } from '../transport/descriptors.js';
+import type { MessagePort } from 'node:worker_threads';
+
+/** Where a connection's requests and events are served. */
+export type HandlerSpec =
+  | { kind: 'none' } // no handler: incoming requests are answered with UNIMPLEMENTED
+  | { kind: 'main' } // relayed to the main thread through the task's rings
+  | { kind: 'module'; url: string }; // the module's export `handler`, run inside the worker
+
+export interface TaskSpec {
+  role: 'listen' | 'connect';
+  transport: TransportDescriptor;
+  codec: CodecDescriptor;
+  handler: HandlerSpec;
+  /** Listener only: refuse a second connection while one is open. */
+  oneToOne: boolean;
+  maxFrameBytes: number;
+  /** Main → worker ring and worker → main ring. */
+  toWorker: SharedArrayBuffer;
+  toMain: SharedArrayBuffer;
+  /** The comlink endpoint for `TaskControl`; moved into the task. */
+  port: MessagePort;
+}
+
+export type ReadyResult = { ok: true; address?: Address; connectionId?: number } | { ok: false; error: WireError };
+
+export interface TaskStats {
+  connections: number;
+  framesIn: number;
+  framesOut: number;
+}
+
+/** What a connection task exposes to the main thread. */
+export interface TaskControl {
+  /** Resolves once listening or connected (or with why not). */
+  ready(): Promise<ReadyResult>;
+  /** Closes the listener and every connection of this task; resolves when all are closed. */
+  close(): Promise<void>;
+  stats(): TaskStats;
+}
+
+/** Connection id the single connection of a `connect` task gets. */
+export const kClientConnectionId = 1;

@@ -1,0 +1,168 @@
+/**
+ * Every wire shape of ogurpchik, defined once. A frame body is an envelope: one kind byte, a fixed
+ * header for that kind, then the codec-encoded payload (see docs/PROTOCOL.md).
+ *
+ *   Request   1 | id u64 | deadlineMs u32 | payload     (deadline relative, 0 = none)
+ *   Response  2 | id u64 | payload
+ *   Error     3 | id u64 | payload = codec(WireError & { origin })
+ *   Event     4 | payload                               (one-way, no reply)
+ *   Cancel    5 | id u64                                (the caller gave up on call `id`)
+ *   Ping      6 | token u64
+ *   Pong      7 | token u64
+ *   Close     8 | payload = codec(WireError)            (why the sender is closing, e.g. BUSY)
+ *
+ * All integers little-endian. Kinds 0x80 and up never travel on the wire: they are the runtime's own
+ * control records between a connection worker and the main thread.
+ */
+import { RpcError } from '../errors.js';
+
+/** Version of this envelope layout; bumped on any incompatible change. */
+export const kProtocolVersion = 1;
+
+export const Kind = {
+  Request: 1,
+  Response: 2,
+  Error: 3,
+  Event: 4,
+  Cancel: 5,
+  Ping: 6,
+  Pong: 7,
+  Close: 8,
+  /** Control (worker → main): a connection opened; payload = JSON PeerInfo. */
+  ConnOpen: 0x80,
+  /** Control (worker → main): a connection closed; payload = JSON WireError. */
+  ConnClosed: 0x81,
+} as const;
+export type Kind = (typeof Kind)[keyof typeof Kind];
+
+export type Envelope =
+  | { kind: typeof Kind.Request; id: number; deadlineMs: number; payload: Uint8Array }
+  | { kind: typeof Kind.Response; id: number; payload: Uint8Array }
+  | { kind: typeof Kind.Error; id: number; payload: Uint8Array }
+  | { kind: typeof Kind.Event; payload: Uint8Array }
+  | { kind: typeof Kind.Cancel; id: number }
+  | { kind: typeof Kind.Ping; id: number }
+  | { kind: typeof Kind.Pong; id: number }
+  | { kind: typeof Kind.Close; payload: Uint8Array };
+
+/** Header bytes before the payload, per kind (index = kind). */
+const kHeader = [0, 13, 9, 9, 1, 9, 9, 9, 1];
+/** Largest id we hand out: ids stay exact in a JS number. */
+export const kMaxId = Number.MAX_SAFE_INTEGER;
+/** Largest deadline that fits the u32 field. */
+export const kMaxDeadlineMs = 0xffffffff;
+
+// Hot path: hand-written byte reads and writes; a DataView per frame would allocate.
+function writeU64(b: Uint8Array, at: number, v: number): void {
+  const lo = v >>> 0;
+  const hi = Math.floor(v / 0x100000000) >>> 0;
+  b[at] = lo;
+  b[at + 1] = lo >>> 8;
+  b[at + 2] = lo >>> 16;
+  b[at + 3] = lo >>> 24;
+  b[at + 4] = hi;
+  b[at + 5] = hi >>> 8;
+  b[at + 6] = hi >>> 16;
+  b[at + 7] = hi >>> 24;
+}
+
+function readU32(b: Uint8Array, at: number): number {
+  return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
+}
+
+function readU64(b: Uint8Array, at: number): number {
+  const hi = readU32(b, at + 4);
+  if (hi > 0x1fffff) throw new RpcError('PROTOCOL', 'envelope id exceeds 2^53');
+  return hi * 0x100000000 + readU32(b, at);
+}
+
+export function writeU32(b: Uint8Array, at: number, v: number): void {
+  b[at] = v;
+  b[at + 1] = v >>> 8;
+  b[at + 2] = v >>> 16;
+  b[at + 3] = v >>> 24;
+}
+
+function withHeader(kind: Kind, headerBytes: number, payload: Uint8Array | undefined): Uint8Array {
+  const out = new Uint8Array(headerBytes + (payload ? payload.length : 0));
+  out[0] = kind;
+  if (payload) out.set(payload, headerBytes);
+  return out;
+}
+
+export function encodeRequest(id: number, deadlineMs: number, payload: Uint8Array): Uint8Array {
+  const b = withHeader(Kind.Request, 13, payload);
+  writeU64(b, 1, id);
+  writeU32(b, 9, deadlineMs);
+  return b;
+}
+
+export function encodeResponse(id: number, payload: Uint8Array): Uint8Array {
+  const b = withHeader(Kind.Response, 9, payload);
+  writeU64(b, 1, id);
+  return b;
+}
+
+export function encodeError(id: number, payload: Uint8Array): Uint8Array {
+  const b = withHeader(Kind.Error, 9, payload);
+  writeU64(b, 1, id);
+  return b;
+}
+
+export function encodeEvent(payload: Uint8Array): Uint8Array {
+  return withHeader(Kind.Event, 1, payload);
+}
+
+export function encodeCancel(id: number): Uint8Array {
+  const b = withHeader(Kind.Cancel, 9, undefined);
+  writeU64(b, 1, id);
+  return b;
+}
+
+export function encodePing(kind: typeof Kind.Ping | typeof Kind.Pong, token: number): Uint8Array {
+  const b = withHeader(kind, 9, undefined);
+  writeU64(b, 1, token);
+  return b;
+}
+
+export function encodeClose(payload: Uint8Array): Uint8Array {
+  return withHeader(Kind.Close, 1, payload);
+}
+
+/** The kind byte of a body, after checking the body is long enough for that kind's header. */
+export function checkEnvelope(body: Uint8Array): Kind {
+  const kind = body.length > 0 ? body[0] : 0;
+  const header = kHeader[kind];
+  if (header === undefined || header === 0) throw new RpcError('PROTOCOL', `unknown envelope kind ${kind}`);
+  if (body.length < header) throw new RpcError('PROTOCOL', `envelope of kind ${kind} is ${body.length} bytes, shorter than its ${header}-byte header`);
+  if ((kind === Kind.Cancel || kind === Kind.Ping || kind === Kind.Pong) && body.length !== header) {
+    throw new RpcError('PROTOCOL', `envelope of kind ${kind} has trailing bytes`);
+  }
+  return kind as Kind;
+}
+
+/** The id of a body whose kind carries one (Request, Response, Error, Cancel, Ping, Pong). */
+export function envelopeId(body: Uint8Array): number {
+  return readU64(body, 1);
+}
+
+/** Parses a frame body. Throws RpcError('PROTOCOL') on anything malformed; payloads are views into `body`. */
+export function decodeEnvelope(body: Uint8Array): Envelope {
+  const kind = checkEnvelope(body);
+  switch (kind) {
+    case Kind.Request:
+      return { kind, id: readU64(body, 1), deadlineMs: readU32(body, 9), payload: body.subarray(13) };
+    case Kind.Response:
+    case Kind.Error:
+      return { kind, id: readU64(body, 1), payload: body.subarray(9) };
+    case Kind.Event:
+    case Kind.Close:
+      return { kind, payload: body.subarray(1) };
+    case Kind.Cancel:
+    case Kind.Ping:
+    case Kind.Pong:
+      return { kind, id: readU64(body, 1) };
+    default:
+      throw new RpcError('PROTOCOL', `unknown envelope kind ${kind}`);
+  }
+}

@@ -1,0 +1,157 @@
+/**
+ * Stream framing: every frame is a u32 little-endian body length, then the body.
+ * The decoder is fed arbitrary chunks and hands out whole bodies; the encoder batches bodies into
+ * as few buffers as possible so pipelined calls cost one write, not one each.
+ */
+import { RpcError } from '../errors.js';
+import { writeU32 } from './envelope.js';
+
+export const kLengthBytes = 4;
+/** Default largest frame body: 64 MiB. */
+export const kDefaultMaxFrameBytes = 64 * 1024 * 1024;
+
+export class FrameDecoder {
+  readonly #max: number;
+  /** Partial frame being assembled across chunks (allocated once its length is known). */
+  #partial: Uint8Array | undefined;
+  #partialFilled = 0;
+  /** Up to three bytes of a length prefix split across chunks. */
+  readonly #lenBytes = new Uint8Array(kLengthBytes);
+  #lenFilled = 0;
+
+  constructor(maxFrameBytes: number = kDefaultMaxFrameBytes) {
+    this.#max = maxFrameBytes;
+  }
+
+  /** True while a frame has been started but not completed. */
+  get pending(): boolean {
+    return this.#partial !== undefined || this.#lenFilled > 0;
+  }
+
+  /**
+   * Feeds one chunk; calls `onFrame` for every completed body (a view into `chunk` when the frame lies
+   * inside it, else a fresh array). Throws RpcError('FRAME_TOO_LARGE') for a length over the maximum;
+   * after a throw the decoder is unusable (the connection must close).
+   */
+  push(chunk: Uint8Array, onFrame: (body: Uint8Array) => void): void {
+    let at = 0;
+    const end = chunk.length;
+    if (this.#partial !== undefined) at = this.#fillPartial(chunk, 0, onFrame);
+    while (at < end) {
+      let len: number;
+      if (this.#lenFilled > 0 || end - at < kLengthBytes) {
+        // A length prefix split across chunks: gather its bytes one by one (rare).
+        while (this.#lenFilled < kLengthBytes && at < end) this.#lenBytes[this.#lenFilled++] = chunk[at++];
+        if (this.#lenFilled < kLengthBytes) return;
+        this.#lenFilled = 0;
+        const l = this.#lenBytes;
+        len = (l[0] | (l[1] << 8) | (l[2] << 16) | (l[3] << 24)) >>> 0;
+      } else {
+        len = (chunk[at] | (chunk[at + 1] << 8) | (chunk[at + 2] << 16) | (chunk[at + 3] << 24)) >>> 0;
+        at += kLengthBytes;
+      }
+      if (len > this.#max) {
+        throw new RpcError('FRAME_TOO_LARGE', `frame of ${len} bytes exceeds the maximum of ${this.#max}`, { data: { length: len, max: this.#max } });
+      }
+      if (end - at >= len) {
+        onFrame(chunk.subarray(at, at + len));
+        at += len;
+      } else {
+        this.#partial = new Uint8Array(len);
+        this.#partialFilled = 0;
+        at = this.#fillPartial(chunk, at, onFrame);
+      }
+    }
+  }
+
+  #fillPartial(chunk: Uint8Array, at: number, onFrame: (body: Uint8Array) => void): number {
+    const partial = this.#partial!;
+    const take = Math.min(partial.length - this.#partialFilled, chunk.length - at);
+    partial.set(chunk.subarray(at, at + take), this.#partialFilled);
+    this.#partialFilled += take;
+    if (this.#partialFilled === partial.length) {
+      this.#partial = undefined;
+      onFrame(partial);
+    }
+    return at + take;
+  }
+
+  /** The stream ended: throws RpcError('PROTOCOL') if it ended inside a frame. */
+  end(): void {
+    if (this.pending) {
+      const have = this.#partial ? this.#partialFilled : this.#lenFilled;
+      const want = this.#partial ? this.#partial.length : kLengthBytes;
+      this.#partial = undefined;
+      this.#lenFilled = 0;
+      throw new RpcError('PROTOCOL', `stream ended inside a frame (${have} of ${want} bytes)`);
+    }
+  }
+}
+
+/** Bodies at least this large are written by reference instead of being copied into the batch. */
+const kCopyLimit = 16 * 1024;
+const kBatchBytes = 64 * 1024;
+
+/**
+ * Collects frames for one stream and writes them out in batches: small bodies are copied into one
+ * buffer behind their length prefixes, large ones are passed through by reference.
+ */
+export class FrameWriter {
+  readonly #write: (chunk: Uint8Array) => void;
+  #buf = new Uint8Array(kBatchBytes);
+  #used = 0;
+
+  /** `write` receives each outgoing chunk; it owns the chunk afterwards. */
+  constructor(write: (chunk: Uint8Array) => void) {
+    this.#write = write;
+  }
+
+  /** True when frames are waiting for `flush()`. */
+  get pending(): boolean {
+    return this.#used > 0;
+  }
+
+  /**
+   * Queues one frame. `body` is copied unless it is large and `owned` (the caller will not reuse it),
+   * so a view into a ring or a reused buffer is safe to pass.
+   */
+  push(body: Uint8Array, owned: boolean): void {
+    const len = body.length;
+    if (len >= kCopyLimit && owned) {
+      this.#reserve(kLengthBytes);
+      writeU32(this.#buf, this.#used, len);
+      this.#used += kLengthBytes;
+      this.flush();
+      this.#write(body);
+      return;
+    }
+    this.#reserve(kLengthBytes + len);
+    writeU32(this.#buf, this.#used, len);
+    this.#buf.set(body, this.#used + kLengthBytes);
+    this.#used += kLengthBytes + len;
+  }
+
+  #reserve(n: number): void {
+    if (this.#used + n <= this.#buf.length) return;
+    this.flush();
+    if (n > this.#buf.length) this.#buf = new Uint8Array(n);
+  }
+
+  /** Writes everything queued as one chunk. */
+  flush(): void {
+    if (this.#used === 0) return;
+    // The stream keeps the chunk until written, so hand it an exact-size copy and keep reusing our buffer.
+    const chunk = this.#buf.slice(0, this.#used);
+    if (this.#buf.length > kBatchBytes) this.#buf = new Uint8Array(kBatchBytes);
+    this.#used = 0;
+    this.#write(chunk);
+  }
+}
+
+/** One frame as a standalone buffer (tests, custom transports). */
+export function encodeFrame(body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(kLengthBytes + body.length);
+  writeU32(out, 0, body.length);
+  out.set(body, kLengthBytes);
+  return out;
+}

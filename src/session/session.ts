@@ -1,0 +1,312 @@
+/**
+ * The call layer of one connection, thread-neutral: the pending-call table, ids, deadlines,
+ * cancellation, and dispatch of incoming requests and events to a handler. It sees only envelope
+ * bodies: `send` hands one to whatever carries it (a framed socket in a worker, a ring to a worker
+ * on the main thread), `receive` takes one in.
+ */
+import { RpcError, fromWireError, remoteError, toWireError, asWireError, type WireError } from '../errors.js';
+import type { Codec } from '../codec/index.js';
+import {
+  Kind,
+  decodeEnvelope,
+  encodeCancel,
+  encodeError,
+  encodeEvent,
+  encodePing,
+  encodeRequest,
+  encodeResponse,
+  kMaxDeadlineMs,
+} from '../protocol/envelope.js';
+import type { CallContext, CallOptions, Handler, PeerClient, PeerInfo } from '../types.js';
+
+/** Delivers one envelope body to the peer, in order. A returned promise means "queued: wait before more". */
+export type SendBody = (body: Uint8Array) => void | Promise<void>;
+
+export interface SessionOptions {
+  codec: Codec;
+  send: SendBody;
+  peer: PeerInfo;
+  handler?: Handler;
+  /** First id this session hands out; sessions sharing a connection use disjoint ranges. */
+  firstId?: number;
+  /** Told about a handler error that has nobody to reach (a throwing `onEvent`). */
+  onUnhandled?: (err: unknown) => void;
+}
+
+interface Pending {
+  resolve(value: unknown): void;
+  reject(err: RpcError): void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/** Error payloads say who raised them: the peer's handler (`handler`) or its runtime (`runtime`). */
+type ErrorPayload = WireError & { origin?: 'handler' | 'runtime' };
+
+export class Session implements PeerClient {
+  readonly peer: PeerInfo;
+  readonly #codec: Codec;
+  readonly #send: SendBody;
+  readonly #handler: Handler | undefined;
+  readonly #onUnhandled: (err: unknown) => void;
+  readonly #pending = new Map<number, Pending>();
+  /** Requests being served, by id: aborting one fires the handler's ctx.signal. */
+  readonly #serving = new Map<number, AbortController>();
+  #nextId: number;
+  #closed: RpcError | undefined;
+
+  constructor(options: SessionOptions) {
+    this.#codec = options.codec;
+    this.#send = options.send;
+    this.peer = options.peer;
+    this.#handler = options.handler;
+    this.#nextId = options.firstId ?? 1;
+    this.#onUnhandled = options.onUnhandled ?? ((err) => process.emitWarning(`ogurpchik: an onEvent handler threw: ${(err as Error)?.stack ?? err}`));
+  }
+
+  /** Why the session closed, once it has. */
+  get closedWith(): RpcError | undefined {
+    return this.#closed;
+  }
+
+  /** Calls in flight. */
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  call(request: unknown, options?: CallOptions): Promise<any> {
+    if (this.#closed) return Promise.reject(this.#closed);
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(cancelled(signal));
+    let timeoutMs = options?.timeoutMs;
+    let deadline = 0;
+    if (timeoutMs !== undefined) {
+      if (!(timeoutMs >= 0)) return Promise.reject(new RpcError('INVALID_ARGUMENT', `timeoutMs must be a non-negative number, got ${timeoutMs}`));
+      deadline = Math.min(Math.max(1, Math.ceil(timeoutMs)), kMaxDeadlineMs);
+    }
+    let body: Uint8Array;
+    const id = this.#nextId++;
+    try {
+      body = encodeRequest(id, deadline, this.#codec.encode(request));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise((resolve, reject) => {
+      const p: Pending = { resolve, reject, timer: undefined, signal, onAbort: undefined };
+      if (deadline > 0) {
+        p.timer = setTimeout(() => this.#giveUp(id, new RpcError('TIMEOUT', `call timed out after ${timeoutMs} ms`)), timeoutMs);
+      }
+      if (signal) {
+        p.onAbort = () => this.#giveUp(id, cancelled(signal));
+        signal.addEventListener('abort', p.onAbort, { once: true });
+      }
+      this.#pending.set(id, p);
+      this.#sendSafely(body);
+    });
+  }
+
+  async notify(event: unknown): Promise<void> {
+    if (this.#closed) throw this.#closed;
+    await this.#send(encodeEvent(this.#codec.encode(event)));
+  }
+
+  /** Takes one envelope body from the peer. Throws RpcError('PROTOCOL') when the body is malformed. */
+  receive(body: Uint8Array): void {
+    const env = decodeEnvelope(body);
+    switch (env.kind) {
+      case Kind.Response: {
+        const p = this.#settle(env.id);
+        if (p === undefined) return; // late reply to a call that timed out or was cancelled
+        let value: unknown;
+        try {
+          value = this.#codec.decode(env.payload);
+        } catch (err) {
+          p.reject(err as RpcError);
+          return;
+        }
+        p.resolve(value);
+        return;
+      }
+      case Kind.Error: {
+        const p = this.#settle(env.id);
+        if (p === undefined) return;
+        p.reject(this.#decodeError(env.payload));
+        return;
+      }
+      case Kind.Request:
+        this.#serve(env.id, env.deadlineMs, env.payload);
+        return;
+      case Kind.Event:
+        this.#event(env.payload);
+        return;
+      case Kind.Cancel:
+        this.#serving.get(env.id)?.abort(new RpcError('CANCELLED', 'the caller cancelled the call'));
+        return;
+      case Kind.Ping:
+        this.#sendSafely(encodePing(Kind.Pong, env.id));
+        return;
+      case Kind.Pong:
+        return;
+      case Kind.Close:
+        this.close(this.#decodeError(env.payload, true));
+        return;
+    }
+  }
+
+  /** Rejects every pending call with `reason`, aborts every handler in progress, refuses further calls. Idempotent. */
+  close(reason: RpcError): void {
+    if (this.#closed) return;
+    this.#closed = reason;
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) {
+      clearPending(p);
+      p.reject(reason);
+    }
+    const serving = [...this.#serving.values()];
+    this.#serving.clear();
+    for (const ac of serving) ac.abort(reason);
+  }
+
+  #settle(id: number): Pending | undefined {
+    const p = this.#pending.get(id);
+    if (p === undefined) return undefined;
+    this.#pending.delete(id);
+    clearPending(p);
+    return p;
+  }
+
+  #giveUp(id: number, reason: RpcError): void {
+    const p = this.#settle(id);
+    if (p === undefined) return;
+    p.reject(reason);
+    if (!this.#closed) this.#sendSafely(encodeCancel(id));
+  }
+
+  #sendSafely(body: Uint8Array): void {
+    try {
+      const r = this.#send(body);
+      if (r !== undefined) r.catch((err) => this.close(asRpcError(err)));
+    } catch (err) {
+      this.close(asRpcError(err));
+    }
+  }
+
+  #decodeError(payload: Uint8Array, asIs = false): RpcError {
+    let wire: ErrorPayload | undefined;
+    try {
+      wire = asWireError(this.#codec.decode(payload)) as ErrorPayload | undefined;
+    } catch (err) {
+      return asRpcError(err);
+    }
+    if (wire === undefined) return new RpcError('PROTOCOL', 'the peer sent an error that is not an error');
+    return asIs || wire.origin === 'runtime' ? fromWireError(wire) : remoteError(wire);
+  }
+
+  #encodeError(id: number, err: unknown, origin: 'handler' | 'runtime'): Uint8Array {
+    const wire: ErrorPayload = { ...toWireError(err), origin };
+    try {
+      return encodeError(id, this.#codec.encode(wire));
+    } catch {
+      // Own properties the codec cannot carry: send the error without them.
+      const { data: _dropped, cause: _cause, ...plain } = wire;
+      return encodeError(id, this.#codec.encode(plain));
+    }
+  }
+
+  #context(ac: AbortController, deadlineMs: number): CallContext {
+    const ctx: CallContext = { signal: ac.signal, peer: this.peer, client: this };
+    if (deadlineMs > 0) ctx.deadline = Date.now() + deadlineMs;
+    return ctx;
+  }
+
+  #serve(id: number, deadlineMs: number, payload: Uint8Array): void {
+    const onRequest = this.#handler?.onRequest;
+    if (onRequest === undefined) {
+      this.#sendSafely(this.#encodeError(id, new RpcError('UNIMPLEMENTED', 'the peer serves no requests on this connection'), 'runtime'));
+      return;
+    }
+    let request: unknown;
+    try {
+      request = this.#codec.decode(payload);
+    } catch (err) {
+      this.#sendSafely(this.#encodeError(id, err, 'runtime'));
+      return;
+    }
+    const ac = new AbortController();
+    this.#serving.set(id, ac);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (deadlineMs > 0) {
+      timer = setTimeout(() => ac.abort(new RpcError('TIMEOUT', `the caller's deadline of ${deadlineMs} ms passed`)), deadlineMs);
+    }
+    let result: unknown;
+    try {
+      result = onRequest.call(this.#handler, request, this.#context(ac, deadlineMs));
+    } catch (err) {
+      this.#finish(id, ac, timer, undefined, err);
+      return;
+    }
+    if (result instanceof Promise || (result !== null && typeof (result as PromiseLike<unknown>)?.then === 'function')) {
+      (result as PromiseLike<unknown>).then(
+        (value) => this.#finish(id, ac, timer, value, undefined),
+        (err) => this.#finish(id, ac, timer, undefined, err ?? new Error('handler rejected with ' + err)),
+      );
+    } else {
+      this.#finish(id, ac, timer, result, undefined);
+    }
+  }
+
+  #finish(id: number, ac: AbortController, timer: ReturnType<typeof setTimeout> | undefined, value: unknown, err: unknown): void {
+    if (timer !== undefined) clearTimeout(timer);
+    this.#serving.delete(id);
+    // The caller gave up (cancel or deadline) or the connection closed: nobody waits for this answer.
+    if (ac.signal.aborted || this.#closed) return;
+    if (err !== undefined) {
+      this.#sendSafely(this.#encodeError(id, err, 'handler'));
+      return;
+    }
+    let body: Uint8Array;
+    try {
+      body = encodeResponse(id, this.#codec.encode(value));
+    } catch (encodeErr) {
+      body = this.#encodeError(id, encodeErr, 'runtime');
+    }
+    this.#sendSafely(body);
+  }
+
+  #event(payload: Uint8Array): void {
+    const onEvent = this.#handler?.onEvent;
+    if (onEvent === undefined) return;
+    let event: unknown;
+    try {
+      event = this.#codec.decode(payload);
+    } catch (err) {
+      this.#onUnhandled(err);
+      return;
+    }
+    const ac = new AbortController();
+    try {
+      const r = onEvent.call(this.#handler, event, this.#context(ac, 0));
+      if (r && typeof (r as Promise<void>).then === 'function') (r as Promise<void>).then(undefined, this.#onUnhandled);
+    } catch (err) {
+      this.#onUnhandled(err);
+    }
+  }
+}
+
+function clearPending(p: Pending): void {
+  if (p.timer !== undefined) clearTimeout(p.timer);
+  if (p.onAbort !== undefined) p.signal!.removeEventListener('abort', p.onAbort);
+}
+
+function cancelled(signal: AbortSignal): RpcError {
+  const reason = signal.reason;
+  if (RpcError.is(reason) && reason.code === 'CANCELLED') return reason;
+  return new RpcError('CANCELLED', 'the call was cancelled', reason === undefined ? {} : { cause: reason });
+}
+
+export function asRpcError(err: unknown): RpcError {
+  if (RpcError.is(err)) return err;
+  return new RpcError('CLOSED', (err as Error)?.message ?? String(err), { cause: err });
+}

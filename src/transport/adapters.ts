@@ -1,0 +1,35 @@
+/** Turns a descriptor into its adapter, inside the connection worker. */
+import { RpcError } from '../errors.js';
+import type { TransportDescriptor } from './descriptors.js';
+import { tcpTransport } from './tcp.js';
+import type { TransportAdapter } from './types.js';
+import { unixTransport } from './unix.js';
+
+export async function adapterFor(d: TransportDescriptor): Promise<TransportAdapter> {
+  switch (d.kind) {
+    case 'tcp':
+      return tcpTransport;
+    case 'unix':
+      return unixTransport;
+    case 'custom': {
+      let mod: { transport?: TransportAdapter };
+      try {
+        mod = await import(d.module);
+      } catch (cause) {
+        throw new RpcError('INVALID_ARGUMENT', `custom transport module ${d.module} failed to load: ${(cause as Error).message}`, { cause });
+      }
+      const t = mod.transport;
+      if (!t || typeof t.connect !== 'function' || typeof t.listen !== 'function') {
+        throw new RpcError('INVALID_ARGUMENT', `custom transport module ${d.module} must export \`transport\` with connect() and listen()`);
+      }
+      return t;
+    }
+    default:
+      throw new RpcError('INVALID_ARGUMENT', `unknown transport kind ${JSON.stringify((d as { kind?: unknown }).kind)}`);
+  }
+}
+
+/** The options an adapter receives for a descriptor. */
+export function adapterOptions(d: TransportDescriptor): unknown {
+  return d.kind === 'custom' ? d.options : d;
+}

@@ -1,0 +1,52 @@
+/**
+ * The Unix socket adapter; on Windows the same code serves named pipes (`\\.\pipe\name`), which
+ * have no socket file to secure or clean up.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import type { UnixDescriptor } from './descriptors.js';
+import { connectNet, listenNet } from './net-stream.js';
+import type { TransportAdapter } from './types.js';
+
+export function isNamedPipe(path: string): boolean {
+  return /^\\\\[.?]\\pipe\\/i.test(path);
+}
+
+export const unixTransport: TransportAdapter = {
+  connect(d: UnixDescriptor) {
+    return connectNet({ path: d.path }, d.path);
+  },
+  async listen(d: UnixDescriptor, onStream) {
+    const pipe = isNamedPipe(d.path);
+    if (!pipe) await removeStaleSocket(d.path);
+    const { listener } = await listenNet({ path: d.path }, onStream, () => d.path);
+    // Only the owner may connect (DESIGN §7); set before anyone else could use it in practice.
+    if (!pipe) fs.chmodSync(d.path, 0o600);
+    return listener({ kind: 'unix', path: d.path }, () => {
+      if (!pipe) fs.rmSync(d.path, { force: true });
+    });
+  },
+};
+
+/**
+ * A socket file left by a crashed owner blocks `listen` with EADDRINUSE. If nothing answers on it,
+ * it is stale and removed; if a live server answers, the path is in use and we leave it alone.
+ */
+async function removeStaleSocket(path: string): Promise<void> {
+  let stat: fs.Stats;
+  try {
+    stat = fs.lstatSync(path);
+  } catch {
+    return;
+  }
+  if (!stat.isSocket()) return; // not ours to delete: listen will fail with EADDRINUSE
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = net.connect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (!alive) fs.rmSync(path, { force: true });
+}

@@ -1,0 +1,164 @@
+/**
+ * One connection inside a worker: a byte stream with framing on top, and above that either a local
+ * call layer (a handler module running in this worker) or a relay of envelope bodies to the main
+ * thread through the task's ring. The stream knows nothing of calls; the session knows nothing of
+ * bytes.
+ */
+import { RpcError, toWireError } from '../errors.js';
+import type { Codec } from '../codec/index.js';
+import { Kind, checkEnvelope, encodeClose, encodePing, envelopeId } from '../protocol/envelope.js';
+import { FrameDecoder, FrameWriter } from '../protocol/framing.js';
+import type { Session } from '../session/session.js';
+import type { ByteStream } from '../transport/types.js';
+import type { PeerInfo } from '../types.js';
+
+/** What a connection needs from the task that owns it. */
+export interface ConnectionHost {
+  readonly codec: Codec;
+  readonly maxFrameBytes: number;
+  /** The connection has frames queued: flush it at the end of this turn. */
+  markDirty(conn: Connection): void;
+  /** Relays one body to the main thread; returns false when the ring is full (then wait for `relayFlushed`). */
+  relay?(connId: number, body: Uint8Array): boolean;
+  relayFlushed?(): Promise<void>;
+  /** The connection closed; `reason` says why. */
+  closed(conn: Connection, reason: RpcError): void;
+}
+
+export class Connection {
+  readonly id: number;
+  readonly peer: PeerInfo;
+  /** Frames received and sent, for stats. */
+  framesIn = 0;
+  framesOut = 0;
+  readonly #stream: ByteStream;
+  readonly #host: ConnectionHost;
+  readonly #decoder: FrameDecoder;
+  readonly #writer: FrameWriter;
+  #session: Session | undefined;
+  #closing: RpcError | undefined;
+  #writable = true;
+  #readPaused = 0;
+
+  constructor(id: number, stream: ByteStream, peer: PeerInfo, host: ConnectionHost) {
+    this.id = id;
+    this.peer = peer;
+    this.#stream = stream;
+    this.#host = host;
+    this.#decoder = new FrameDecoder(host.maxFrameBytes);
+    this.#writer = new FrameWriter((chunk) => {
+      if (!this.#stream.write(chunk) && this.#writable) {
+        this.#writable = false;
+        this.#pauseReading();
+      }
+    });
+  }
+
+  /** Serves this connection's envelopes with a local session instead of relaying them. */
+  attach(session: Session): void {
+    this.#session = session;
+  }
+
+  start(): void {
+    this.#stream.start({
+      data: (chunk) => this.#onData(chunk),
+      drain: () => {
+        if (this.#writable) return;
+        this.#writable = true;
+        this.#resumeReading();
+      },
+      close: (error) => this.#onClose(error),
+    });
+  }
+
+  /** Queues one envelope body for the peer. `owned`: the caller will not reuse `body`. */
+  send(body: Uint8Array, owned: boolean): void {
+    if (this.#closing) return;
+    this.framesOut++;
+    this.#writer.push(body, owned);
+    this.#host.markDirty(this);
+  }
+
+  /** Writes queued frames in one chunk. */
+  flush(): void {
+    this.#writer.flush();
+  }
+
+  /** False while the stream's write buffer is over its limit: upstream should hold back. */
+  get writable(): boolean {
+    return this.#writable;
+  }
+
+  /** Closes with `reason`: tells the peer why (when `tellPeer`), ends the stream, settles everything. */
+  close(reason: RpcError, tellPeer: boolean): void {
+    if (this.#closing) return;
+    if (tellPeer) {
+      try {
+        this.#writer.push(encodeClose(this.#host.codec.encode(toWireError(reason))), true);
+      } catch {
+        // an unencodable reason is not worth failing the close over
+      }
+    }
+    this.#writer.flush();
+    this.#closing = reason;
+    this.#stream.end();
+    // A peer that never closes its side must not keep us open.
+    setTimeout(() => this.#stream.destroy(), 2000).unref();
+  }
+
+  #onData(chunk: Uint8Array): void {
+    try {
+      this.#decoder.push(chunk, (body) => this.#onFrame(body));
+    } catch (err) {
+      const reason = RpcError.is(err) ? err : new RpcError('PROTOCOL', (err as Error).message, { cause: err });
+      this.close(reason, true);
+      this.#stream.pause();
+    }
+  }
+
+  #onFrame(body: Uint8Array): void {
+    if (this.#closing) return;
+    this.framesIn++;
+    const kind = checkEnvelope(body);
+    if (kind === Kind.Ping) {
+      // Answered here, so keepalive never waits on a busy main thread.
+      this.send(encodePing(Kind.Pong, envelopeId(body)), true);
+      return;
+    }
+    if (this.#session) {
+      this.#session.receive(body);
+      return;
+    }
+    const relay = this.#host.relay;
+    if (relay && !relay(this.id, body)) {
+      // The ring to the main thread is full: stop reading this socket until it drains (backpressure).
+      this.#pauseReading();
+      this.#host.relayFlushed!().then(() => this.#resumeReading());
+    }
+  }
+
+  #pauseReading(): void {
+    if (this.#readPaused++ === 0) this.#stream.pause();
+  }
+
+  #resumeReading(): void {
+    if (--this.#readPaused === 0 && !this.#closing) this.#stream.resume();
+  }
+
+  #onClose(error: Error | undefined): void {
+    let reason = this.#closing;
+    if (reason === undefined) {
+      try {
+        this.#decoder.end();
+        reason = error
+          ? new RpcError('CLOSED', `connection lost: ${error.message}`, { cause: error })
+          : new RpcError('CLOSED', 'the peer closed the connection');
+      } catch (truncated) {
+        reason = truncated as RpcError;
+      }
+    }
+    this.#closing = reason;
+    this.#session?.close(reason);
+    this.#host.closed(this, reason);
+  }
+}

@@ -1,0 +1,233 @@
+/**
+ * One long-lived piscina task: a listener with its accepted connections, or one outgoing
+ * connection. It exposes `TaskControl` to the main thread over comlink and moves envelope bodies
+ * to and from the main thread through its two rings.
+ */
+import * as Comlink from 'comlink';
+import { RpcError, toWireError } from '../errors.js';
+import { createCodec, type Codec } from '../codec/index.js';
+import { Kind } from '../protocol/envelope.js';
+import { kClientConnectionId, type ReadyResult, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
+import { nodeEndpoint } from '../protocol/endpoint.js';
+import { Session } from '../session/session.js';
+import { RingReader, RingWriter } from '../shm/ring.js';
+import { adapterFor, adapterOptions } from '../transport/adapters.js';
+import { formatAddress, type Address } from '../transport/descriptors.js';
+import type { ByteStream, StreamListener } from '../transport/types.js';
+import type { Handler } from '../types.js';
+import { Connection, type ConnectionHost } from './connection.js';
+
+const kEncoder = new TextEncoder();
+
+export class ConnectionTask implements ConnectionHost {
+  readonly codec: Codec;
+  readonly maxFrameBytes: number;
+  readonly #spec: TaskSpec;
+  readonly #connections = new Map<number, Connection>();
+  readonly #dirty = new Set<Connection>();
+  readonly #toMain: RingWriter;
+  readonly #fromMain: RingReader;
+  #flushScheduled = false;
+  readonly #relayed: boolean;
+  #handler: Handler | undefined;
+  #listener: StreamListener | undefined;
+  #nextId = kClientConnectionId;
+  #closing = false;
+  #ready: Promise<ReadyResult>;
+  readonly #done: Promise<void>;
+  #finish!: () => void;
+
+  constructor(spec: TaskSpec) {
+    this.#spec = spec;
+    this.codec = createCodec(spec.codec);
+    this.maxFrameBytes = spec.maxFrameBytes;
+    this.#done = new Promise((resolve) => (this.#finish = resolve));
+    this.#toMain = new RingWriter(spec.toMain);
+    this.#fromMain = new RingReader(spec.toWorker, {
+      onMessage: (tag, bytes) => this.#connections.get(tag)?.send(bytes, false),
+      onBatch: () => this.#flushAll(),
+    });
+    // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
+    this.#relayed = spec.role === 'connect' || spec.handler.kind === 'main';
+    if (this.#relayed) {
+      this.relay = (connId, body) => this.#toMain.write(connId, body);
+      this.relayFlushed = () => this.#toMain.flushed();
+    }
+    this.#ready = this.#open();
+    this.#fromMain.start();
+    const control: TaskControl = {
+      ready: () => this.#ready,
+      close: () => this.close(),
+      stats: () => this.#stats(),
+    };
+    Comlink.expose(control, nodeEndpoint(spec.port));
+  }
+
+  relay?: (connId: number, body: Uint8Array) => boolean;
+  relayFlushed?: () => Promise<void>;
+
+  /** Resolves when the task has closed: piscina then counts it finished. */
+  get done(): Promise<void> {
+    return this.#done;
+  }
+
+  markDirty(conn: Connection): void {
+    this.#dirty.add(conn);
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    // One write per connection per event-loop turn, however many frames the turn produced.
+    setImmediate(() => this.#flushAll());
+  }
+
+  closed(conn: Connection, reason: RpcError): void {
+    this.#connections.delete(conn.id);
+    this.#dirty.delete(conn);
+    if (this.#relayed) this.#control(conn.id, Kind.ConnClosed, toWireError(reason));
+    if (this.#spec.role === 'connect' || (this.#closing && this.#connections.size === 0)) void this.close();
+  }
+
+  async close(): Promise<void> {
+    if (!this.#closing) {
+      this.#closing = true;
+      const listener = this.#listener;
+      this.#listener = undefined;
+      await listener?.close().catch(() => {});
+      const reason = new RpcError('CLOSED', 'the node was closed');
+      for (const conn of this.#connections.values()) conn.close(reason, true);
+      await Promise.race([
+        new Promise<void>((resolve) => {
+          const check = () => (this.#connections.size === 0 ? resolve() : setTimeout(check, 5));
+          check();
+        }),
+        new Promise<void>((resolve) => setTimeout(resolve, 3000).unref()),
+      ]);
+      this.#toMain.close();
+      this.#fromMain.stop();
+      // Let comlink's reply to close() leave before the port goes away.
+      setImmediate(() => {
+        this.#spec.port.close();
+        this.#finish();
+      });
+    }
+    return this.#done;
+  }
+
+  async #open(): Promise<ReadyResult> {
+    try {
+      const spec = this.#spec;
+      if (spec.handler.kind === 'module') this.#handler = await loadHandler(spec.handler.url);
+      const adapter = await adapterFor(spec.transport);
+      if (spec.role === 'listen') {
+        this.#listener = await adapter.listen(adapterOptions(spec.transport), (stream) => this.#accept(stream));
+        return { ok: true, address: this.#listener.address as Address };
+      }
+      let stream: ByteStream;
+      try {
+        stream = await adapter.connect(adapterOptions(spec.transport));
+      } catch (cause) {
+        throw new RpcError('UNAVAILABLE', `cannot connect to ${formatAddress(spec.transport)}: ${(cause as Error).message}`, { cause });
+      }
+      const conn = this.#accept(stream);
+      return { ok: true, connectionId: conn?.id };
+    } catch (err) {
+      queueMicrotask(() => void this.close());
+      return { ok: false, error: toWireError(err) };
+    }
+  }
+
+  #accept(stream: ByteStream): Connection | undefined {
+    if (this.#closing) {
+      stream.destroy();
+      return undefined;
+    }
+    const id = this.#nextId++;
+    const peer = {
+      transport: this.#spec.transport.kind === 'custom' ? this.#spec.transport.name : this.#spec.transport.kind,
+      auth: 'none' as const,
+      connectionId: id,
+      ...(stream.remoteAddress !== undefined ? { address: stream.remoteAddress } : {}),
+      ...(stream.remotePid !== undefined ? { pid: stream.remotePid } : {}),
+    };
+    const conn = new Connection(id, stream, peer, this);
+    if (this.#spec.oneToOne && this.#connections.size > 0) {
+      conn.start();
+      conn.close(new RpcError('BUSY', 'this server is one-to-one and already serves a client'), true);
+      return undefined;
+    }
+    this.#connections.set(id, conn);
+    if (this.#relayed) {
+      this.#control(id, Kind.ConnOpen, peer);
+    } else {
+      conn.attach(
+        new Session({
+          codec: this.codec,
+          peer,
+          handler: this.#handler,
+          send: (body) => conn.send(body, true),
+        }),
+      );
+    }
+    conn.start();
+    return conn;
+  }
+
+  #control(connId: number, kind: number, value: unknown): void {
+    const text = kEncoder.encode(JSON.stringify(value));
+    const body = new Uint8Array(1 + text.length);
+    body[0] = kind;
+    body.set(text, 1);
+    try {
+      this.#toMain.write(connId, body);
+    } catch {
+      // the ring is closed: the main side is gone or closing
+    }
+  }
+
+  #flushAll(): void {
+    this.#flushScheduled = false;
+    for (const conn of this.#dirty) conn.flush();
+    this.#dirty.clear();
+    // A stream over its write limit holds the ring from the main thread until it drains.
+    for (const conn of this.#connections.values()) {
+      if (!conn.writable) {
+        this.#fromMain.pause();
+        this.#waitWritable();
+        return;
+      }
+    }
+  }
+
+  #waitWritable(): void {
+    const check = () => {
+      for (const conn of this.#connections.values()) {
+        if (!conn.writable) return void setTimeout(check, 1);
+      }
+      this.#fromMain.resume();
+    };
+    setTimeout(check, 1);
+  }
+
+  #stats(): TaskStats {
+    let framesIn = 0;
+    let framesOut = 0;
+    for (const c of this.#connections.values()) {
+      framesIn += c.framesIn;
+      framesOut += c.framesOut;
+    }
+    return { connections: this.#connections.size, framesIn, framesOut };
+  }
+}
+
+async function loadHandler(url: string): Promise<Handler> {
+  let mod: { handler?: Handler };
+  try {
+    mod = await import(url);
+  } catch (cause) {
+    throw new RpcError('INVALID_ARGUMENT', `handler module ${url} failed to load: ${(cause as Error).message}`, { cause });
+  }
+  const handler = mod.handler;
+  if (handler === null || typeof handler !== 'object' || (typeof handler.onRequest !== 'function' && typeof handler.onEvent !== 'function')) {
+    throw new RpcError('INVALID_ARGUMENT', `handler module ${url} must export \`handler\` with onRequest() and/or onEvent()`);
+  }
+  return handler;
+}
