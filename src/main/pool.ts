@@ -15,7 +15,7 @@ export interface PoolOptions {
   tasksPerThread?: number;
 }
 
-const kEntry = new URL('../worker/entry.js', import.meta.url).href;
+const kEntry = new URL('../worker/entry.cjs', import.meta.url).href;
 
 interface Shared {
   pool: Piscina;

@@ -194,14 +194,15 @@ export class Session implements PeerClient {
   }
 
   #decodeError(payload: Uint8Array, asIs = false): RpcError {
-    let wire: ErrorPayload | undefined;
+    let raw: unknown;
     try {
-      wire = asWireError(this.#codec.decode(payload)) as ErrorPayload | undefined;
+      raw = this.#codec.decode(payload);
     } catch (err) {
       return asRpcError(err);
     }
+    const wire = asWireError(raw);
     if (wire === undefined) return new RpcError('PROTOCOL', 'the peer sent an error that is not an error');
-    return asIs || wire.origin === 'runtime' ? fromWireError(wire) : remoteError(wire);
+    return asIs || (raw as ErrorPayload).origin === 'runtime' ? fromWireError(wire) : remoteError(wire);
   }
 
   #encodeError(id: number, err: unknown, origin: 'handler' | 'runtime'): Uint8Array {

@@ -1,0 +1,80 @@
+/** Shared test helpers: child-process servers, temp dirs, timing. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Address } from '../src/index.js';
+
+export interface ChildServer {
+  address: Address;
+  pid: number;
+  child: ChildProcess;
+  /** Kills the child by pid (SIGKILL by default) and waits for it to exit. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+const children = new Set<ChildProcess>();
+
+/** Starts test/fixtures/server.js in its own process and waits (at most 10 s) for its address. */
+export async function startServer(options: Record<string, unknown>): Promise<ChildServer> {
+  const script = new URL('./fixtures/server.js', import.meta.url);
+  const child = spawn(process.execPath, [script.pathname, JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  const kill = async (signal: NodeJS.Signals = 'SIGKILL') => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    process.kill(child.pid!, signal);
+    await exited;
+  };
+  const line = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('test server did not start within 10 s')), 10_000);
+    const rl = createInterface({ input: child.stdout! });
+    rl.once('line', (l) => {
+      clearTimeout(timer);
+      resolve(l);
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`test server exited with ${code} before listening`));
+    });
+  }).catch(async (err) => {
+    await kill();
+    throw err;
+  });
+  const { address, pid } = JSON.parse(line);
+  return { address, pid, child, kill };
+}
+
+/** Kills every child server still running (mocha root hook). */
+export async function killAllChildren(): Promise<void> {
+  await Promise.all(
+    [...children].map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null) return resolve();
+          c.once('exit', () => resolve());
+          process.kill(c.pid!, 'SIGKILL');
+        }),
+    ),
+  );
+}
+
+/** A fresh private temp dir; removed by the returned function. */
+export function tempDir(): { dir: string; remove(): void } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ogurpchik-test-'));
+  return { dir, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Resolves with the rejection of `p`, failing if it resolves. */
+export async function rejectionOf(p: Promise<unknown>): Promise<any> {
+  try {
+    await p;
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected the promise to reject, it resolved');
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
