@@ -1,0 +1,120 @@
+/** Garbage, oversize and truncated frames close only the connection they came on. */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { Node, tcp, type RunningNode } from '../src/index.js';
+import { FrameDecoder, encodeFrame } from '../src/protocol/framing.js';
+import { Kind, decodeEnvelope, encodeRequest } from '../src/protocol/envelope.js';
+import { createCodec } from '../src/codec/index.js';
+import { startServer, type ChildServer } from './helpers.js';
+
+interface RawResult {
+  closed: boolean;
+  /** Why the server said it closed, when it sent a Close envelope first. */
+  reason?: { code: string; message: string };
+  frames: number;
+}
+
+/** Opens a raw socket, writes `bytes` (then ends when `end`), and reports how the server reacted. */
+function rawExchange(port: number, bytes: Uint8Array, end: boolean): Promise<RawResult> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const dec = new FrameDecoder();
+    const result: RawResult = { closed: false, frames: 0 };
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error('the server did not close the connection within 5 s'));
+    }, 5000);
+    socket.on('data', (chunk) =>
+      dec.push(chunk, (body) => {
+        result.frames++;
+        const env = decodeEnvelope(body);
+        if (env.kind === Kind.Close) result.reason = createCodec().decode(env.payload) as RawResult['reason'];
+      }),
+    );
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(timer);
+      result.closed = true;
+      resolve(result);
+    });
+    socket.write(bytes);
+    if (end) socket.end();
+  });
+}
+
+for (const handler of ['module', 'main'] as const) {
+  describe(`bad input closes only its own connection (${handler} handler)`, function () {
+    this.timeout(20_000);
+    let server: ChildServer;
+    let good: RunningNode<any, any>;
+    let port: number;
+
+    before(async () => {
+      server = await startServer({ transport: 'tcp', handler, maxFrameBytes: 1024 * 1024 });
+      port = (server.address as any).port;
+      good = await new Node().connect(tcp(server.address as any)).start();
+    });
+    after(async () => {
+      await good?.close();
+      await server?.kill();
+    });
+    afterEach(async () => {
+      // The well-behaved client on its own connection is unaffected.
+      assert.deepEqual(await good.client.call({ type: 'Echo', text: 'ok' }), { type: 'Echo', text: 'ok' });
+      assert.equal(good.client.closedWith, undefined);
+    });
+
+    it('garbage bytes: the server closes that connection with PROTOCOL', async () => {
+      const garbage = Buffer.concat([Buffer.from([12, 0, 0, 0]), Buffer.from('not an envelope')]);
+      const r = await rawExchange(port, garbage, false);
+      assert.equal(r.closed, true);
+      assert.equal(r.reason?.code, 'PROTOCOL');
+    });
+
+    it('a length prefix over the maximum: closed with FRAME_TOO_LARGE', async () => {
+      const r = await rawExchange(port, new Uint8Array([0, 0, 0x20, 0, 1, 2, 3]), false); // 2 MiB > 1 MiB
+      assert.equal(r.closed, true);
+      assert.equal(r.reason?.code, 'FRAME_TOO_LARGE');
+    });
+
+    it('a truncated frame: the connection closes and nothing is answered', async () => {
+      const frame = encodeFrame(encodeRequest(1, 0, createCodec().encode({ type: 'Ping' })));
+      const r = await rawExchange(port, frame.subarray(0, frame.length - 2), true);
+      assert.equal(r.closed, true);
+      assert.equal(r.frames === 0 || r.reason?.code === 'PROTOCOL', true);
+    });
+
+    it('a valid frame on a raw socket is answered (the raw client speaks the protocol)', async () => {
+      const frame = encodeFrame(encodeRequest(1, 0, createCodec().encode({ type: 'Ping' })));
+      const socket = net.connect(port, '127.0.0.1');
+      const reply = await new Promise<unknown>((resolve, reject) => {
+        const dec = new FrameDecoder();
+        socket.on('error', reject);
+        socket.on('data', (c) => dec.push(c, (b) => {
+          const env = decodeEnvelope(b);
+          if (env.kind === Kind.Response) resolve(createCodec().decode(env.payload));
+        }));
+        socket.write(frame);
+      });
+      socket.destroy();
+      assert.deepEqual(reply, { type: 'Pong' });
+    });
+
+    it('an undecodable request payload gets a PROTOCOL error reply, the connection stays', async () => {
+      const frame = encodeFrame(encodeRequest(5, 0, new Uint8Array([0x92, 1]))); // an array of two with one element
+      const socket = net.connect(port, '127.0.0.1');
+      const err = await new Promise<any>((resolve, reject) => {
+        const dec = new FrameDecoder();
+        socket.on('error', reject);
+        socket.on('data', (c) => dec.push(c, (b) => {
+          const env = decodeEnvelope(b);
+          if (env.kind === Kind.Error || env.kind === Kind.Response) resolve({ kind: env.kind, ...(createCodec().decode(env.payload) as object) });
+        }));
+        socket.write(frame);
+      });
+      socket.destroy();
+      assert.equal(err.kind, Kind.Error);
+      assert.equal(err.code, 'PROTOCOL');
+    });
+  });
+}

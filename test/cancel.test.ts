@@ -1,0 +1,65 @@
+/** Deadlines and cancellation: the caller rejects at once, and the handler's ctx.signal fires. */
+import assert from 'node:assert/strict';
+import { Node, tcp, type RunningNode } from '../src/index.js';
+import { rejectionOf, sleep, startServer, type ChildServer } from './helpers.js';
+
+for (const handler of ['module', 'main'] as const) {
+  describe(`cancellation and deadlines (${handler} handler)`, function () {
+    this.timeout(20_000);
+    let server: ChildServer;
+    let node: RunningNode<any, any>;
+    before(async () => {
+      server = await startServer({ transport: 'tcp', handler });
+      node = await new Node().connect(tcp(server.address as any)).start();
+    });
+    after(async () => {
+      await node?.close();
+      await server?.kill();
+    });
+
+    async function seenBy(tag: string) {
+      // The cancel frame races our next call; poll briefly for the handler's record.
+      for (let i = 0; i < 50; i++) {
+        const seen = await node.client.call({ type: 'Seen', tag });
+        if (seen.length > 0) return seen;
+        await sleep(20);
+      }
+      return [];
+    }
+
+    it('a timeout rejects with TIMEOUT on time and aborts the handler with TIMEOUT', async () => {
+      const t0 = Date.now();
+      const err = await rejectionOf(node.client.call({ type: 'Wait', tag: `t-${handler}` }, { timeoutMs: 150 }));
+      const took = Date.now() - t0;
+      assert.equal(err.code, 'TIMEOUT');
+      assert.ok(took >= 140 && took < 2000, `rejected after ${took} ms`);
+      const seen = await seenBy(`t-${handler}`);
+      assert.equal(seen.length, 1, 'the handler saw its signal abort');
+      assert.equal(seen[0].deadline, true, 'the handler saw the deadline');
+      // Whichever came first at the server, the cancel frame or its own deadline timer:
+      assert.ok(['TIMEOUT', 'CANCELLED'].includes(seen[0].reason), `reason ${seen[0].reason}`);
+    });
+
+    it('an AbortSignal rejects with CANCELLED at once and the handler sees CANCELLED', async () => {
+      const ac = new AbortController();
+      const p = node.client.call({ type: 'Wait', tag: `c-${handler}` }, { signal: ac.signal });
+      await sleep(50);
+      const t0 = Date.now();
+      ac.abort();
+      const err = await rejectionOf(p);
+      assert.equal(err.code, 'CANCELLED');
+      assert.ok(Date.now() - t0 < 100, 'rejected locally, without waiting for the server');
+      const seen = await seenBy(`c-${handler}`);
+      assert.deepEqual(seen, [{ id: `c-${handler}`, reason: 'CANCELLED', deadline: false }]);
+    });
+
+    it('an already-aborted signal rejects without sending', async () => {
+      const err = await rejectionOf(node.client.call({ type: 'Ping' }, { signal: AbortSignal.abort() }));
+      assert.equal(err.code, 'CANCELLED');
+    });
+
+    it('a call that finishes before its deadline resolves normally', async () => {
+      assert.deepEqual(await node.client.call({ type: 'Wait', ms: 20, tag: 'fast' }, { timeoutMs: 5000 }), { type: 'Waited', aborted: false });
+    });
+  });
+}

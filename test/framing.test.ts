@@ -1,0 +1,144 @@
+/** The frame decoder and envelope parser, including property tests over random splits and random bytes. */
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { RpcError } from '../src/index.js';
+import { FrameDecoder, FrameWriter, encodeFrame } from '../src/protocol/framing.js';
+import { Kind, decodeEnvelope, encodeCancel, encodeClose, encodeError, encodeEvent, encodePing, encodeRequest, encodeResponse } from '../src/protocol/envelope.js';
+
+function decodeAll(chunks: Uint8Array[], max = 1 << 20): Uint8Array[] {
+  const dec = new FrameDecoder(max);
+  const out: Uint8Array[] = [];
+  for (const c of chunks) dec.push(c, (b) => out.push(b.slice()));
+  dec.end();
+  return out;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  return new Uint8Array(Buffer.concat(parts));
+}
+
+/** Splits `bytes` at the given cut points. */
+function split(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
+  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+  const out: Uint8Array[] = [];
+  let prev = 0;
+  for (const p of points) {
+    out.push(bytes.subarray(prev, p));
+    prev = p;
+  }
+  out.push(bytes.subarray(prev));
+  return out;
+}
+
+describe('frame decoder', () => {
+  it('decodes any split of a valid stream into the same frames (property)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 20 }), fc.array(fc.nat(), { maxLength: 40 }), (bodies, cuts) => {
+        const stream = concat(bodies.map(encodeFrame));
+        const frames = decodeAll(split(stream, cuts));
+        assert.deepEqual(frames.map((f) => Buffer.from(f).toString('hex')), bodies.map((b) => Buffer.from(b).toString('hex')));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('random bytes never throw anything but PROTOCOL or FRAME_TOO_LARGE (property)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 10 }), (chunks) => {
+        const dec = new FrameDecoder(256);
+        try {
+          for (const c of chunks) {
+            dec.push(c, (body) => {
+              try {
+                decodeEnvelope(body);
+              } catch (err) {
+                if (!(err instanceof RpcError) || err.code !== 'PROTOCOL') throw err;
+              }
+            });
+          }
+          dec.end();
+        } catch (err) {
+          assert.ok(err instanceof RpcError, `threw ${err}`);
+          assert.ok(['PROTOCOL', 'FRAME_TOO_LARGE'].includes(err.code), err.code);
+        }
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('rejects a length prefix over the maximum with FRAME_TOO_LARGE before reading the body', () => {
+    const dec = new FrameDecoder(100);
+    const header = new Uint8Array([101, 0, 0, 0]);
+    assert.throws(() => dec.push(header, () => assert.fail('no frame')), (e: RpcError) => e.code === 'FRAME_TOO_LARGE' && /101/.test(e.message));
+  });
+
+  it('reports a stream that ends inside a frame as PROTOCOL', () => {
+    const dec = new FrameDecoder();
+    dec.push(encodeFrame(new Uint8Array(10)).subarray(0, 7), () => assert.fail('no frame'));
+    assert.throws(() => dec.end(), (e: RpcError) => e.code === 'PROTOCOL' && /ended inside a frame/.test(e.message));
+    const dec2 = new FrameDecoder();
+    dec2.push(new Uint8Array([5, 0]), () => {});
+    assert.throws(() => dec2.end(), (e: RpcError) => e.code === 'PROTOCOL');
+  });
+
+  it('hands out frames that lie inside one chunk without copying', () => {
+    const chunk = concat([encodeFrame(new Uint8Array([1, 2])), encodeFrame(new Uint8Array([3]))]);
+    const frames: Uint8Array[] = [];
+    new FrameDecoder().push(chunk, (b) => frames.push(b));
+    assert.equal(frames[0].buffer, chunk.buffer);
+    assert.deepEqual([...frames[1]], [3]);
+  });
+});
+
+describe('frame writer', () => {
+  it('batches small frames into one write and passes large owned ones by reference', () => {
+    const writes: Uint8Array[] = [];
+    const w = new FrameWriter((c) => writes.push(c));
+    for (let i = 0; i < 100; i++) w.push(new Uint8Array([i]), false);
+    w.flush();
+    assert.equal(writes.length, 1, 'one write for 100 small frames');
+    const big = new Uint8Array(100_000).fill(7);
+    w.push(big, true);
+    w.flush();
+    assert.ok(writes.includes(big), 'the large body is written by reference');
+    const frames = decodeAll(writes);
+    assert.equal(frames.length, 101);
+    assert.deepEqual([...frames[42]], [42]);
+    assert.equal(frames[100].length, 100_000);
+  });
+
+  it('copies bodies it does not own, so reusing the source buffer is safe', () => {
+    const writes: Uint8Array[] = [];
+    const w = new FrameWriter((c) => writes.push(c));
+    const src = new Uint8Array(50_000).fill(1);
+    w.push(src, false);
+    src.fill(2);
+    w.flush();
+    assert.ok(decodeAll(writes)[0].every((b) => b === 1));
+  });
+});
+
+describe('envelope', () => {
+  it('round-trips every kind', () => {
+    const p = new Uint8Array([9, 8, 7]);
+    const big = 2 ** 53 - 1;
+    assert.deepEqual(decodeEnvelope(encodeRequest(big, 1500, p)), { kind: Kind.Request, id: big, deadlineMs: 1500, payload: p });
+    assert.deepEqual(decodeEnvelope(encodeResponse(7, p)), { kind: Kind.Response, id: 7, payload: p });
+    assert.deepEqual(decodeEnvelope(encodeError(8, p)), { kind: Kind.Error, id: 8, payload: p });
+    assert.deepEqual(decodeEnvelope(encodeEvent(p)), { kind: Kind.Event, payload: p });
+    assert.deepEqual(decodeEnvelope(encodeCancel(2 ** 40)), { kind: Kind.Cancel, id: 2 ** 40 });
+    assert.deepEqual(decodeEnvelope(encodePing(Kind.Ping, 3)), { kind: Kind.Ping, id: 3 });
+    assert.deepEqual(decodeEnvelope(encodePing(Kind.Pong, 3)), { kind: Kind.Pong, id: 3 });
+    assert.deepEqual(decodeEnvelope(encodeClose(p)), { kind: Kind.Close, payload: p });
+  });
+
+  it('lays a request out as documented: kind, u64 LE id, u32 LE relative deadline, payload', () => {
+    const b = encodeRequest(0x0102030405, 0x0a0b0c0d, new Uint8Array([0xee]));
+    assert.deepEqual([...b], [1, 0x05, 0x04, 0x03, 0x02, 0x01, 0, 0, 0, 0x0d, 0x0c, 0x0b, 0x0a, 0xee]);
+  });
+
+  it('refuses unknown kinds, short headers, trailing bytes and ids past 2^53 with PROTOCOL', () => {
+    const bad = [new Uint8Array([]), new Uint8Array([0]), new Uint8Array([0x80, 1]), new Uint8Array([1, 1, 2]), new Uint8Array([5, 0, 0, 0, 0, 0, 0, 0, 0, 1]), new Uint8Array([2, 0, 0, 0, 0, 0, 0, 0x20, 0])];
+    for (const b of bad) assert.throws(() => decodeEnvelope(b), (e: RpcError) => e instanceof RpcError && e.code === 'PROTOCOL', `accepted ${[...b]}`);
+  });
+});

@@ -1,0 +1,29 @@
+/** A one-to-one server refuses a second client with BUSY while it serves the first. */
+import assert from 'node:assert/strict';
+import { Node, tcp } from '../src/index.js';
+import { rejectionOf, sleep, startServer } from './helpers.js';
+
+it('one-to-one rejects a second client with BUSY and keeps serving the first', async function () {
+  this.timeout(20_000);
+  const server = await startServer({ transport: 'tcp', handler: 'module', oneToOne: true });
+  const first = await new Node().connect(tcp(server.address as any)).start();
+  try {
+    assert.deepEqual(await first.client.call({ type: 'Ping' }), { type: 'Pong' });
+    const second = await new Node().connect(tcp(server.address as any)).start();
+    const err = await rejectionOf(second.client.call({ type: 'Ping' }, { timeoutMs: 5000 }));
+    assert.equal(err.code, 'BUSY');
+    assert.match(err.message, /one-to-one/);
+    assert.equal(second.client.closedWith?.code, 'BUSY');
+    await second.close();
+    assert.deepEqual(await first.client.call({ type: 'Echo', text: 'still here' }), { type: 'Echo', text: 'still here' });
+    await first.close();
+    // Once the first client is gone, another one is served.
+    await sleep(50);
+    const third = await new Node().connect(tcp(server.address as any)).start();
+    assert.deepEqual(await third.client.call({ type: 'Ping' }), { type: 'Pong' });
+    await third.close();
+  } finally {
+    await first.close();
+    await server.kill();
+  }
+});

@@ -1,0 +1,359 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { Worker } from 'node:worker_threads';
+import fc from 'fast-check';
+import { RpcError } from '../src/errors.js';
+import { kClosedIndex, kReaderSleepingIndex, kTailIndex } from '../src/shm/layout.js';
+import {
+  atomicsSignal,
+  createRing,
+  kRingHeaderBytes,
+  RingReader,
+  RingWriter,
+  type RingHandlers,
+  type RingSignal,
+} from '../src/shm/ring.js';
+
+const kWorkerUrl = new URL('./fixtures/ring-echo-worker.js', import.meta.url);
+
+/** Deterministic content for message `tag` of `size` bytes; the `i >>> 8` term catches whole-block shifts. */
+function pattern(tag: number, size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  const seed = Math.imul(tag, 2654435761) >>> 0;
+  for (let i = 0; i < size; i++) out[i] = (seed + i * 7 + (i >>> 8)) & 255;
+  return out;
+}
+
+/** Throws unless `bytes` is exactly pattern(tag, size). */
+function checkPattern(tag: number, size: number, bytes: Uint8Array): void {
+  if (bytes.length !== size) throw new Error(`message ${tag}: length ${bytes.length}, expected ${size}`);
+  const seed = Math.imul(tag, 2654435761) >>> 0;
+  for (let i = 0; i < size; i++) {
+    if (bytes[i] !== ((seed + i * 7 + (i >>> 8)) & 255)) throw new Error(`message ${tag}: byte ${i} differs`);
+  }
+}
+
+/** Small seeded PRNG (mulberry32) so a failing size sequence can be replayed. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+async function until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await delay(1);
+  }
+}
+
+/** Main-thread ends of an echo worker: `writer` feeds it, `handlers` receive its echoes. */
+function startEcho(capacity: number, handlers: RingHandlers) {
+  const input = createRing(capacity);
+  const output = createRing(capacity);
+  const worker = new Worker(kWorkerUrl, { workerData: { input, output } });
+  const exited = once(worker, 'exit') as Promise<[number]>;
+  const failed = once(worker, 'error').then(([err]) => Promise.reject(err as Error));
+  failed.catch(() => {});
+  const writer = new RingWriter(input);
+  const reader = new RingReader(output, handlers);
+  reader.start();
+  return { writer, reader, worker, exited, failed };
+}
+
+describe('shm ring', function () {
+  this.timeout(20000);
+
+  it('createRing rounds capacity up to a power of two >= 4096 and rejects unusable values', function () {
+    this.timeout(2000);
+    assert.equal(createRing(1).byteLength, kRingHeaderBytes + 4096);
+    assert.equal(createRing(4096).byteLength, kRingHeaderBytes + 4096);
+    assert.equal(createRing(5000).byteLength, kRingHeaderBytes + 8192);
+    for (const bad of [0, -1, 1.5, NaN, Infinity, 2 ** 31]) {
+      assert.throws(() => createRing(bad), (e: unknown) => RpcError.is(e) && e.code === 'INVALID_ARGUMENT', String(bad));
+    }
+    assert.throws(() => new RingWriter(new SharedArrayBuffer(kRingHeaderBytes + 4096)), (e: unknown) => RpcError.is(e) && e.code === 'INVALID_ARGUMENT');
+  });
+
+  it('echoes 20,000 messages of random sizes through 4 KiB rings to a worker and back, in order and intact', async function () {
+    this.timeout(60000);
+    const cap = 4096;
+    const rnd = prng(0x5eed);
+    const sizes: number[] = [0, 1, 7, 8, 9, cap - 1, cap, cap + 1, 1015, 1016, 1017, 1008, 1009, 3 * cap + 5, 5 * cap];
+    while (sizes.length < 20000) {
+      const r = rnd();
+      sizes.push(r < 0.7 ? Math.floor(rnd() * 64) : r < 0.9 ? Math.floor(rnd() * 2048) : Math.floor(rnd() * 5 * cap));
+    }
+    let received = 0;
+    let closed!: () => void;
+    const closedP = new Promise<void>((resolve) => (closed = resolve));
+    const echo = startEcho(cap, {
+      onMessage(tag, bytes) {
+        assert.equal(tag, received, 'messages out of order');
+        checkPattern(tag, sizes[tag], bytes);
+        received++;
+      },
+      onClose: () => closed(),
+    });
+    let queuedWrites = 0;
+    let split = 0;
+    for (let i = 0; i < sizes.length; i++) {
+      const msg = pattern(i, sizes[i]);
+      let wrote: boolean;
+      if (i % 3 === 0) {
+        const k = Math.floor(rnd() * (msg.length + 1));
+        wrote = echo.writer.write2(i, msg.subarray(0, k), msg.subarray(k));
+        split++;
+      } else {
+        wrote = echo.writer.write(i, msg);
+      }
+      if (!wrote) queuedWrites++;
+      // Mostly let the queue grow; sometimes let it empty so direct writes follow queued ones.
+      if (i % 2500 === 2499) await echo.writer.flushed();
+    }
+    echo.writer.close();
+    await Promise.race([closedP, echo.failed]);
+    assert.equal(received, sizes.length);
+    assert.ok(queuedWrites > 1000, `backpressure was exercised (${queuedWrites} writes queued)`);
+    assert.ok(split > 6000);
+    assert.equal(echo.writer.queuedBytes, 0);
+    assert.deepEqual(await echo.exited, [0]);
+  });
+
+  it('wakes the sleeping side by notify, never by the safety timeout (3,000 sequential round trips)', async function () {
+    this.timeout(30000);
+    let resolveOne: (() => void) | null = null;
+    const echo = startEcho(4096, {
+      onMessage(tag, bytes) {
+        checkPattern(tag, 16, bytes);
+        resolveOne!();
+      },
+    });
+    let worst = 0;
+    const started = performance.now();
+    for (let i = 0; i < 3000; i++) {
+      const t0 = performance.now();
+      const p = new Promise<void>((resolve) => (resolveOne = resolve));
+      echo.writer.write(i, pattern(i, 16));
+      await p;
+      worst = Math.max(worst, performance.now() - t0);
+    }
+    const total = performance.now() - started;
+    echo.writer.close();
+    echo.reader.stop();
+    await echo.exited;
+    // A lost wake-up would stall one round trip until the 1000 ms safety timeout.
+    assert.ok(worst < 500, `worst round trip ${worst.toFixed(1)} ms`);
+    assert.ok(total < 15000, `3000 round trips took ${total.toFixed(0)} ms`);
+  });
+
+  it('carries a 64 MiB message through a 64 KiB ring to a worker and back intact', async function () {
+    this.timeout(60000);
+    const size = 64 * 1024 * 1024;
+    const msg = pattern(7, size);
+    let got: Uint8Array | undefined;
+    let count = 0;
+    const echo = startEcho(65536, {
+      onMessage(tag, bytes) {
+        count++;
+        assert.equal(tag, 7);
+        got = bytes;
+      },
+    });
+    assert.equal(echo.writer.write(7, msg), false, 'a message larger than the ring queues');
+    assert.ok(echo.writer.queuedBytes > size / 2, 'most of it waits in memory for ring space');
+    await Promise.race([until(() => count > 0, 50000, 'the echo'), echo.failed]);
+    checkPattern(7, size, got!);
+    assert.equal(echo.writer.queuedBytes, 0);
+    echo.writer.close();
+    echo.reader.stop();
+    assert.deepEqual(await echo.exited, [0]);
+    assert.equal(count, 1);
+  });
+
+  it('delivers any interleaving of writes, partial drains and queue flushes in order (fast-check)', function () {
+    this.timeout(60000);
+    const cap = 4096;
+    const size = fc.oneof(
+      fc.integer({ min: 0, max: 64 }),
+      fc.integer({ min: 0, max: 1100 }),
+      fc.constantFrom(0, 1007, 1008, 1009, 1015, 1016, 1017, cap - 1, cap, cap + 1),
+      fc.integer({ min: 0, max: 3 * cap }),
+    );
+    const op = fc.oneof(
+      fc.record({ op: fc.constant('write' as const), size, split: fc.double({ min: 0, max: 1, noNaN: true }) }),
+      fc.record({ op: fc.constant('drain' as const), limit: fc.integer({ min: 1, max: 40 }) }),
+      fc.record({ op: fc.constant('flush' as const) }),
+    );
+    let totalMessages = 0;
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 300, size: 'max' }), fc.boolean(), (ops, close) => {
+        const sab = createRing(cap);
+        const writer = new RingWriter(sab);
+        const sizes: number[] = [];
+        let received = 0;
+        let closedAt = -1;
+        const reader = new RingReader(sab, {
+          onMessage(tag, bytes) {
+            assert.equal(tag, received);
+            checkPattern(tag, sizes[tag], bytes);
+            received++;
+          },
+          onClose() {
+            assert.equal(closedAt, -1, 'onClose twice');
+            closedAt = received;
+          },
+        });
+        for (const o of ops) {
+          if (o.op === 'write') {
+            const tag = sizes.length;
+            sizes.push(o.size);
+            const msg = pattern(tag, o.size);
+            const k = Math.floor(o.split * o.size);
+            if (tag % 2 === 0) writer.write(tag, msg);
+            else writer.write2(tag, msg.subarray(0, k), msg.subarray(k));
+          } else if (o.op === 'drain') {
+            reader.drain(o.limit);
+          } else {
+            writer.flushQueue();
+          }
+        }
+        if (close) writer.close();
+        for (let i = 0; i < 100000 && (writer.queuedBytes > 0 || received < sizes.length || (close && closedAt < 0)); i++) {
+          writer.flushQueue();
+          reader.drain(17);
+        }
+        assert.equal(received, sizes.length);
+        assert.equal(writer.queuedBytes, 0);
+        assert.equal(closedAt, close ? sizes.length : -1);
+        assert.equal(reader.drain(), 0, 'nothing left over');
+        writer.destroy();
+        totalMessages += sizes.length;
+      }),
+      { numRuns: 150 },
+    );
+    assert.ok(totalMessages > 2000, `the property saw ${totalMessages} messages`);
+  });
+
+  it('close() delivers onClose once, after every queued message; writes after close throw CLOSED', async function () {
+    this.timeout(10000);
+    const sab = createRing(4096);
+    const writer = new RingWriter(sab);
+    const got: number[] = [];
+    let closes = 0;
+    let closedAfter = -1;
+    const reader = new RingReader(sab, {
+      onMessage(tag, bytes) {
+        checkPattern(tag, 1000, bytes);
+        got.push(tag);
+      },
+      onClose() {
+        closes++;
+        closedAfter = got.length;
+      },
+    });
+    reader.start();
+    let queued = 0;
+    for (let i = 0; i < 100; i++) if (!writer.write(i, pattern(i, 1000))) queued++;
+    assert.ok(queued > 90, 'most messages wait behind a full ring');
+    writer.close();
+    writer.close(); // idempotent
+    assert.throws(() => writer.write(1, new Uint8Array(1)), (e: unknown) => RpcError.is(e) && e.code === 'CLOSED');
+    assert.throws(() => writer.write2(1, new Uint8Array(1), new Uint8Array(1)), (e: unknown) => e instanceof RpcError && e.code === 'CLOSED');
+    await until(() => closes > 0, 5000, 'onClose');
+    await writer.flushed();
+    await delay(20);
+    assert.equal(closes, 1);
+    assert.equal(closedAfter, 100);
+    assert.deepEqual(got, Array.from({ length: 100 }, (_, i) => i));
+    assert.equal(new Int32Array(sab)[kClosedIndex], 1);
+    assert.equal(reader.drain(), 0);
+  });
+
+  it('pause() applies backpressure to the writer and resume() recovers without loss', async function () {
+    this.timeout(10000);
+    const sab = createRing(4096);
+    const writer = new RingWriter(sab);
+    const got: number[] = [];
+    const reader = new RingReader(sab, {
+      onMessage(tag, bytes) {
+        checkPattern(tag, 300, bytes);
+        got.push(tag);
+        if (tag === 4) reader.pause(); // also from inside a delivery
+      },
+    });
+    reader.start();
+    reader.pause();
+    const results: boolean[] = [];
+    for (let i = 0; i < 60; i++) results.push(writer.write(i, pattern(i, 300)));
+    assert.equal(results[0], true);
+    assert.ok(results.includes(false), 'the paused reader made the ring fill');
+    const queuedWhilePaused = writer.queuedBytes;
+    assert.ok(queuedWhilePaused > 0);
+    await delay(50);
+    assert.equal(got.length, 0, 'nothing delivered while paused');
+    assert.equal(writer.queuedBytes, queuedWhilePaused, 'the writer stays blocked while paused');
+    reader.resume();
+    await until(() => got.length === 5, 2000, 'the pause inside onMessage');
+    await delay(30);
+    assert.equal(got.length, 5, 'pause() from onMessage stops before the next message');
+    reader.resume();
+    await writer.flushed();
+    await until(() => got.length === 60, 2000, 'every message');
+    assert.deepEqual(got, Array.from({ length: 60 }, (_, i) => i));
+    assert.equal(writer.queuedBytes, 0);
+    reader.stop();
+  });
+
+  it('notifies once per burst, and only a sleeping reader', async function () {
+    this.timeout(5000);
+    const counts = { waits: 0, notifies: 0 };
+    const signal: RingSignal = {
+      wait(view, index, expected, timeoutMs) {
+        counts.waits++;
+        return atomicsSignal.wait(view, index, expected, timeoutMs);
+      },
+      notify(view, index) {
+        counts.notifies++;
+        atomicsSignal.notify(view, index);
+      },
+    };
+    const sab = createRing(1 << 16);
+    const ctl = new Int32Array(sab);
+    const writer = new RingWriter(sab, { signal });
+    let got = 0;
+    let batches = 0;
+    const reader = new RingReader(sab, { onMessage: () => void got++, onBatch: () => void batches++ }, { signal });
+    reader.start();
+    assert.equal(ctl[kReaderSleepingIndex], 1, 'an idle reader sleeps at once');
+    for (let burst = 1; burst <= 3; burst++) {
+      for (let i = 0; i < 100; i++) writer.write(i, pattern(i, 16));
+      assert.equal(counts.notifies, burst, 'one notify for 100 writes');
+      await until(() => got === burst * 100, 2000, 'the burst');
+      await until(() => ctl[kReaderSleepingIndex] === 1, 2000, 'the reader to sleep again');
+    }
+    assert.ok(batches >= 3 && batches <= 6, `batches: ${batches}`);
+    assert.equal(counts.waits, 4);
+    reader.stop();
+  });
+
+  it('rejects a corrupt record with PROTOCOL instead of delivering garbage', function () {
+    this.timeout(2000);
+    const sab = createRing(4096);
+    const ctl = new Int32Array(sab);
+    new Int32Array(sab, kRingHeaderBytes)[0] = (16 << 3) | 7; // no such record kind
+    Atomics.store(ctl, kTailIndex, 24);
+    let delivered = 0;
+    const reader = new RingReader(sab, { onMessage: () => void delivered++ });
+    assert.throws(() => reader.drain(), (e: unknown) => RpcError.is(e) && e.code === 'PROTOCOL');
+    assert.equal(delivered, 0);
+  });
+});
