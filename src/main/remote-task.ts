@@ -80,7 +80,7 @@ export class RemoteTask {
     });
     const ready = await Promise.race([task.#control.ready(), ended]);
     if (!ready.ok) {
-      await task.#ended;
+      await task.close();
       throw fromWireError(ready.error);
     }
     task.address = ready.address;

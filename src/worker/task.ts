@@ -130,7 +130,7 @@ export class ConnectionTask implements ConnectionHost {
       const conn = this.#accept(stream);
       return { ok: true, connectionId: conn?.id };
     } catch (err) {
-      queueMicrotask(() => void this.close());
+      // The main thread answers a failed start with close(); closing here would race the reply.
       return { ok: false, error: toWireError(err) };
     }
   }

@@ -1,0 +1,214 @@
+/**
+ * Server child processes and temp dirs for the bench, with the bookkeeping that guarantees none
+ * outlives the bench: every child is stopped by pid and every temp dir removed, on success, on
+ * failure and on SIGINT/SIGTERM.
+ *
+ * The child protocol: a server script prints one JSON line on stdout when it is ready — its
+ * address (`{"kind":"tcp","host":…,"port":…}` or `{"kind":"unix","path":…}`), or
+ * `{"error":"…"}` when it could not start; non-JSON lines before it are passed on to stderr.
+ * It stops on SIGTERM, and when its parent goes away (the IPC channel of `fork` disconnects).
+ */
+
+import { fork, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type ServerAddress =
+  | { kind: 'tcp'; host: string; port: number }
+  | { kind: 'unix'; path: string };
+
+/** Why a server child did not come up. `reported` means the child said why (see `message`). */
+export type ChildStartFailure = 'timeout' | 'exited' | 'reported' | 'bad-output';
+
+export class ChildStartError extends Error {
+  override readonly name = 'ChildStartError';
+  constructor(
+    message: string,
+    readonly reason: ChildStartFailure,
+  ) {
+    super(message);
+  }
+}
+
+export interface ServerChild {
+  readonly pid: number;
+  readonly address: ServerAddress;
+  /** Stops the child by pid (SIGTERM, then SIGKILL after `kStopGraceMs`); safe to call twice. */
+  stop(): Promise<void>;
+}
+
+const kReadyTimeoutMs = 10_000;
+const kStopGraceMs = 3_000;
+
+const liveChildren = new Set<ChildProcess>();
+const tempDirs = new Set<string>();
+
+export interface StartServerOptions {
+  /** Shown in progress and error messages, e.g. "raw tcp server". */
+  label: string;
+  readyTimeoutMs?: number;
+}
+
+/** Forks `script` (a compiled .js file) with `args` and waits for its ready line. */
+export function startServerChild(
+  script: URL,
+  args: readonly string[],
+  options: StartServerOptions,
+): Promise<ServerChild> {
+  const readyTimeoutMs = options.readyTimeoutMs ?? kReadyTimeoutMs;
+  // execArgv: [] so that the parent's flags (--inspect, --cpu-prof…) do not leak into servers.
+  const child = fork(fileURLToPath(script), [...args], {
+    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    execArgv: [],
+  });
+  liveChildren.add(child);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  exited.then(() => liveChildren.delete(child));
+  const stop = () => stopChild(child, exited);
+
+  return new Promise<ServerChild>((resolve, reject) => {
+    let buffered = '';
+    let done = false;
+    const fail = (message: string, reason: ChildStartFailure): void => {
+      if (done) return;
+      done = true;
+      cleanup();
+      // Stop the child before reporting, so that a caller that exits at once leaves nothing behind.
+      stop().then(
+        () => reject(new ChildStartError(`${options.label}: ${message}`, reason)),
+        () => reject(new ChildStartError(`${options.label}: ${message}`, reason)),
+      );
+    };
+    const onData = (chunk: Buffer): void => {
+      buffered += chunk.toString('utf8');
+      let newline: number;
+      while (!done && (newline = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        onLine(line);
+      }
+    };
+    const onLine = (line: string): void => {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(line);
+      } catch {
+        parsed = undefined;
+      }
+      if (typeof parsed !== 'object' || parsed === null) {
+        // Not the ready line: something the server logged. Show it rather than choke on it.
+        process.stderr.write(`[${options.label}] ${line}\n`);
+        return;
+      }
+      const record = parsed as Record<string, unknown>;
+      if (typeof record.error === 'string') {
+        fail(record.error, 'reported');
+        return;
+      }
+      if (!isAddress(record)) {
+        fail(`ready line is not an address: ${line.slice(0, 200)}`, 'bad-output');
+        return;
+      }
+      done = true;
+      cleanup();
+      // Keep draining stdout so that a chatty child never blocks on a full pipe.
+      child.stdout!.resume();
+      resolve({ pid: child.pid!, address: record, stop });
+    };
+    const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
+      fail(`exited before it was ready (code ${code}, signal ${signal})`, 'exited');
+    const onError = (err: Error): void => fail(`could not be started: ${err.message}`, 'exited');
+    const timer = setTimeout(
+      () => fail(`did not report its address within ${readyTimeoutMs / 1000} s`, 'timeout'),
+      readyTimeoutMs,
+    );
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      child.stdout!.off('data', onData);
+      child.off('exit', onExit);
+      child.off('error', onError);
+    };
+    child.stdout!.on('data', onData);
+    child.once('exit', onExit);
+    child.once('error', onError);
+  });
+}
+
+function isAddress(value: Record<string, unknown>): value is ServerAddress {
+  if (value.kind === 'tcp') return typeof value.host === 'string' && typeof value.port === 'number';
+  if (value.kind === 'unix') return typeof value.path === 'string';
+  return false;
+}
+
+async function stopChild(child: ChildProcess, exited: Promise<void>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  killQuietly(child.pid, 'SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  const graceOver = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), kStopGraceMs);
+  });
+  const stopped = await Promise.race([exited.then(() => true), graceOver]);
+  clearTimeout(timer);
+  if (!stopped) {
+    killQuietly(child.pid, 'SIGKILL');
+    await exited;
+  }
+}
+
+function killQuietly(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // Already gone: nothing to stop.
+  }
+}
+
+/** A fresh private (0700) directory under the OS temp dir, removed by `removeTempDir` or at exit. */
+export async function makeTempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'ogurpchik-bench-'));
+  tempDirs.add(dir);
+  return dir;
+}
+
+export async function removeTempDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+  tempDirs.delete(dir);
+}
+
+/** Stops every child still running and removes every temp dir still present. */
+export async function cleanupAll(): Promise<void> {
+  await Promise.all([...liveChildren].map((child) => stopChild(child, onceExited(child))));
+  await Promise.all([...tempDirs].map((dir) => removeTempDir(dir)));
+}
+
+function onceExited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/**
+ * On SIGINT/SIGTERM: kill every child by pid, remove temp dirs, and exit 130/143. Synchronous,
+ * because the process is about to end and pending promises will not run.
+ */
+export function installSignalCleanup(): void {
+  const onSignal = (signal: NodeJS.Signals): void => {
+    process.stderr.write(`\n[bench] ${signal}: stopping ${liveChildren.size} server child(ren)\n`);
+    cleanupSync();
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  // Last resort if the bench exits by another path (an uncaught exception).
+  process.once('exit', cleanupSync);
+}
+
+function cleanupSync(): void {
+  for (const child of liveChildren) if (child.pid !== undefined) killQuietly(child.pid, 'SIGKILL');
+  liveChildren.clear();
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  tempDirs.clear();
+}
+

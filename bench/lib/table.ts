@@ -1,0 +1,82 @@
+/**
+ * Formats benchmark results as a plain fixed-width text table, readable in a terminal and in a
+ * log file alike (no colours, no box-drawing characters).
+ */
+
+export type Verdict = 'PASS' | 'MISS' | 'info';
+
+/** One line of the table; figures a scenario does not measure are left undefined. */
+export interface ResultRow {
+  scenario: string;
+  transport: string;
+  medianUs?: number;
+  p99Us?: number;
+  callsPerSec?: number;
+  /** Name of the row this one is compared with, e.g. "raw tcp, 1 in flight". */
+  baseline?: string;
+  /** This row's figure over the baseline's (time for round trips, rate for calls/s). */
+  ratio?: number;
+  /** Human-readable target, e.g. "<= 1.50x". */
+  target?: string;
+  verdict?: Verdict;
+}
+
+interface Column {
+  header: string;
+  align: 'left' | 'right';
+  cell(row: ResultRow): string;
+}
+
+const dash = '-';
+
+function us(value: number | undefined): string {
+  if (value === undefined || !Number.isFinite(value)) return dash;
+  return value >= 1000 ? value.toFixed(0) : value.toFixed(1);
+}
+
+function rate(value: number | undefined): string {
+  if (value === undefined || !Number.isFinite(value)) return dash;
+  return Math.round(value).toLocaleString('en-US');
+}
+
+const columns: Column[] = [
+  { header: 'scenario', align: 'left', cell: (r) => r.scenario },
+  { header: 'transport', align: 'left', cell: (r) => r.transport },
+  { header: 'median µs', align: 'right', cell: (r) => us(r.medianUs) },
+  { header: 'p99 µs', align: 'right', cell: (r) => us(r.p99Us) },
+  { header: 'calls/s', align: 'right', cell: (r) => rate(r.callsPerSec) },
+  { header: 'baseline', align: 'left', cell: (r) => r.baseline ?? dash },
+  {
+    header: 'ratio',
+    align: 'right',
+    cell: (r) => (r.ratio === undefined || !Number.isFinite(r.ratio) ? dash : `${r.ratio.toFixed(2)}x`),
+  },
+  { header: 'target', align: 'left', cell: (r) => r.target ?? dash },
+  { header: 'result', align: 'left', cell: (r) => r.verdict ?? dash },
+];
+
+/** The whole table as one string: header, rule, one line per row; `null` rows become blank lines. */
+export function formatTable(rows: ReadonlyArray<ResultRow | null>): string {
+  const cells = rows.map((row) => (row === null ? null : columns.map((c) => c.cell(row))));
+  const widths = columns.map((c, i) =>
+    Math.max(c.header.length, ...cells.map((line) => (line === null ? 0 : line[i]!.length))),
+  );
+  const render = (line: readonly string[]): string =>
+    line
+      .map((text, i) => (columns[i]!.align === 'left' ? text.padEnd(widths[i]!) : text.padStart(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  const out = [render(columns.map((c) => c.header)), widths.map((w) => '-'.repeat(w)).join('  ')];
+  for (const line of cells) out.push(line === null ? '' : render(line));
+  return out.join('\n');
+}
+
+/** PASS when `value` is at most `limit` (times, ratios of times). */
+export function atMost(value: number, limit: number): Verdict {
+  return Number.isFinite(value) && value <= limit ? 'PASS' : 'MISS';
+}
+
+/** PASS when `value` is at least `limit` (rates, ratios of rates). */
+export function atLeast(value: number, limit: number): Verdict {
+  return Number.isFinite(value) && value >= limit ? 'PASS' : 'MISS';
+}

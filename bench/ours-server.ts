@@ -1,0 +1,78 @@
+/**
+ * ogurpchik echo server (a child process of the bench).
+ * Usage: `node ours-server.js --kind tcp|unix [--path <socket>] --handler worker|main
+ *         [--busy-slice-ms <ms>]`.
+ * `--handler worker` serves the echo module inside the connection worker; `main` serves the same
+ * object on this process's main thread. `--busy-slice-ms` keeps the main thread busy in CPU
+ * slices of that length, letting the event loop turn once between slices (the busy-host case).
+ * Prints its address as one JSON line when ready (`{"error":…}` if the runtime is unavailable);
+ * stops on SIGTERM or when the parent goes.
+ */
+
+import { parseArgs } from 'node:util';
+import { handler as echo } from './echo-handler.js';
+import { loadOurs, type OursRunning } from './lib/ours-api.js';
+
+const { values } = parseArgs({
+  options: {
+    kind: { type: 'string' },
+    path: { type: 'string' },
+    handler: { type: 'string', default: 'worker' },
+    'busy-slice-ms': { type: 'string' },
+  },
+});
+
+function report(line: object): void {
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+}
+
+function fail(message: string): never {
+  report({ error: message });
+  process.exit(2);
+}
+
+let running: OursRunning | undefined;
+let busy = false;
+
+const shutdown = (): void => {
+  busy = false;
+  setTimeout(() => process.exit(0), 2_000).unref();
+  (running?.close() ?? Promise.resolve()).finally(() => process.exit(0));
+};
+process.once('SIGTERM', shutdown);
+process.once('disconnect', shutdown);
+
+const api = await loadOurs().catch((err: Error) => fail(err.message));
+let transport: unknown;
+if (values.kind === 'tcp') transport = api.tcp('127.0.0.1:0');
+else if (values.kind === 'unix' && values.path !== undefined) transport = api.unix(values.path);
+else fail('ours server: expected --kind tcp, or --kind unix --path <path>');
+
+const serving =
+  values.handler === 'main' ? echo : new URL('./echo-handler.js', import.meta.url);
+try {
+  running = await new api.Node().serve(transport, serving).start();
+} catch (err) {
+  fail(`ours server start() failed: ${(err as Error).message}`);
+}
+
+const address =
+  running.addresses?.[0] ?? (values.kind === 'unix' ? { kind: 'unix', path: values.path } : undefined);
+if (address === undefined) fail('ours server: start() resolved without addresses');
+report(address);
+
+const sliceMs = values['busy-slice-ms'] === undefined ? 0 : Number(values['busy-slice-ms']);
+if (sliceMs > 0) {
+  busy = true;
+  // Block the main thread for a slice, then let the event loop turn once (I/O, timers,
+  // immediates) before the next slice: a host doing CPU-heavy work in chunks.
+  const spin = (): void => {
+    if (!busy) return;
+    const end = performance.now() + sliceMs;
+    while (performance.now() < end) {
+      // busy
+    }
+    setImmediate(spin);
+  };
+  setImmediate(spin);
+}

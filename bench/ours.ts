@@ -1,0 +1,107 @@
+/**
+ * ogurpchik's side of the suite: the same echo scenarios as the raw baseline, through the public
+ * API. The server is a child process (ours-server.ts); the client is a `Node` in the bench
+ * process, so its connection I/O runs in this process's worker.
+ */
+
+import { join } from 'node:path';
+import { ChildStartError, startServerChild } from './lib/children.js';
+import { withDeadline } from './lib/measure.js';
+import { transportFor, type OursAddress, type OursApi, type OursRunning } from './lib/ours-api.js';
+import { kPayloadBytes, type Subject, type TransportKind } from './lib/subject.js';
+
+export type HandlerMode = 'worker' | 'main';
+
+/** The runtime is present but could not serve or connect: the bench skips ours and says why. */
+export class OursUnavailableError extends Error {
+  override readonly name = 'OursUnavailableError';
+}
+
+export interface OursSubjectOptions {
+  transport: TransportKind;
+  handler: HandlerMode;
+  /** Holds the Unix socket; removed by the caller. */
+  dir: string;
+  /** When set, the server's main thread stays busy in CPU slices of this length. */
+  busySliceMs?: number;
+  /** Distinguishes several servers in one `dir`. */
+  name?: string;
+}
+
+const kConnectTimeoutMs = 10_000;
+const kCloseTimeoutMs = 5_000;
+
+const handlerLabel: Record<HandlerMode, string> = {
+  worker: 'worker handler',
+  main: 'main-thread handler',
+};
+
+/** Starts an ogurpchik echo server child and connects a client Node to it. */
+export async function startOursSubject(api: OursApi, options: OursSubjectOptions): Promise<Subject> {
+  const name = options.name ?? `ours-${options.handler}`;
+  const args = ['--kind', options.transport, '--handler', options.handler];
+  if (options.transport === 'unix') args.push('--path', join(options.dir, `${name}.sock`));
+  if (options.busySliceMs !== undefined) args.push('--busy-slice-ms', String(options.busySliceMs));
+
+  let server;
+  try {
+    server = await startServerChild(new URL('./ours-server.js', import.meta.url), args, {
+      label: `ours ${options.transport} server (${handlerLabel[options.handler]})`,
+    });
+  } catch (err) {
+    if (err instanceof ChildStartError && err.reason === 'reported') throw new OursUnavailableError(err.message);
+    throw err;
+  }
+
+  let running: OursRunning;
+  try {
+    running = await connectWithin(api, server.address, kConnectTimeoutMs);
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+  const client = running.client;
+  if (client === undefined) {
+    await running.close();
+    await server.stop();
+    throw new OursUnavailableError('client start() resolved without a client');
+  }
+
+  let closed = false;
+  return {
+    key: name,
+    label: `ours ${handlerLabel[options.handler]}`,
+    transport: options.transport,
+    // A fresh payload per call: the runtime may transfer (detach) what it is given.
+    call: () => client.call(new Uint8Array(kPayloadBytes)),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      try {
+        await withDeadline(running.close(), kCloseTimeoutMs, 'ours client close()');
+      } finally {
+        await server.stop();
+      }
+    },
+  };
+}
+
+/** `start()` errors mean "not available yet"; a `start()` that hangs is a bench failure. */
+async function connectWithin(api: OursApi, address: OursAddress, ms: number): Promise<OursRunning> {
+  let timer: NodeJS.Timeout | undefined;
+  const starting = (async () => {
+    try {
+      return await new api.Node().connect(transportFor(api, address)).start();
+    } catch (err) {
+      throw new OursUnavailableError(`client start() failed: ${(err as Error).message}`);
+    }
+  })();
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`ours client start() did not resolve within ${ms / 1000} s`)), ms);
+  });
+  try {
+    return await Promise.race([starting, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

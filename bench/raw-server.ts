@@ -1,0 +1,56 @@
+/**
+ * Raw baseline server (a child process of the bench): echoes every u32-LE-framed message back,
+ * one `write` per frame. Usage: `node raw-server.js --kind tcp|unix [--path <socket path>]`.
+ * Prints its address as one JSON line when listening; stops on SIGTERM or when the parent goes.
+ */
+
+import net from 'node:net';
+import { parseArgs } from 'node:util';
+import { FrameSplitter } from './lib/frames.js';
+
+const { values } = parseArgs({
+  options: { kind: { type: 'string' }, path: { type: 'string' } },
+});
+
+function report(line: object): void {
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+}
+
+const server = net.createServer((socket) => {
+  socket.setNoDelay(true);
+  const splitter = new FrameSplitter();
+  socket.on('data', (chunk: Buffer) => {
+    try {
+      splitter.push(chunk, (frame) => socket.write(frame));
+    } catch {
+      socket.destroy();
+    }
+  });
+  socket.on('error', () => socket.destroy());
+});
+
+server.once('error', (err) => {
+  report({ error: `raw server could not listen: ${err.message}` });
+  process.exit(2);
+});
+
+if (values.kind === 'tcp') {
+  server.listen({ host: '127.0.0.1', port: 0 }, () => {
+    const { address, port } = server.address() as net.AddressInfo;
+    report({ kind: 'tcp', host: address, port });
+  });
+} else if (values.kind === 'unix' && values.path !== undefined) {
+  const path = values.path;
+  server.listen({ path }, () => report({ kind: 'unix', path }));
+} else {
+  report({ error: 'raw server: expected --kind tcp, or --kind unix --path <path>' });
+  process.exit(2);
+}
+
+const shutdown = (): void => {
+  server.close(() => process.exit(0));
+  // Open client sockets keep `close` from finishing; do not wait for them.
+  setTimeout(() => process.exit(0), 200).unref();
+};
+process.once('SIGTERM', shutdown);
+process.once('disconnect', shutdown);

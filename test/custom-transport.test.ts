@@ -1,0 +1,34 @@
+/** A user's own transport, loaded by URL inside the connection worker, carries calls end to end. */
+import assert from 'node:assert/strict';
+import { Node, custom, tcp } from '../src/index.js';
+import { rejectionOf, startServer } from './helpers.js';
+
+it('a custom transport module serves and connects across two processes', async function () {
+  this.timeout(20_000);
+  const server = await startServer({ transport: 'custom', handler: 'module' });
+  const address = server.address as { kind: 'custom'; name: string; address: { host: string; port: number } };
+  assert.equal(address.kind, 'custom');
+  assert.equal(address.name, 'xor');
+  const node = await new Node().connect<any, any>(custom(new URL('./fixtures/xor-transport.js', import.meta.url), address.address, 'xor')).start();
+  try {
+    assert.deepEqual(await node.client.call({ type: 'Echo', text: 'through xor' }), { type: 'Echo', text: 'through xor' });
+    const peer = (await node.client.call({ type: 'Pid' })).peer;
+    assert.equal(peer.transport, 'xor', 'the server saw the custom transport');
+    assert.match(peer.address, /^xor:/, 'the address came from the custom adapter');
+    // The bytes really are scrambled: a plain tcp() client on the same port cannot talk to it.
+    const plain = await new Node().connect(tcp(address.address)).start();
+    const err = await rejectionOf(plain.client.call({ type: 'Ping' }, { timeoutMs: 3000 }));
+    assert.ok(['CLOSED', 'PROTOCOL', 'FRAME_TOO_LARGE', 'TIMEOUT'].includes(err.code), err.code);
+    await plain.close();
+  } finally {
+    await node.close();
+    await server.kill();
+  }
+});
+
+it('a custom transport module that does not exist fails start() with INVALID_ARGUMENT', async function () {
+  this.timeout(10_000);
+  const err = await rejectionOf(new Node().connect(custom('file:///nonexistent/transport.js', {})).start());
+  assert.equal(err.code, 'INVALID_ARGUMENT');
+  assert.match(err.message, /failed to load/);
+});

@@ -1,0 +1,149 @@
+/** The Node builder and running node: validation, addresses, close, dispose, failures, socket files. */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { Node, RpcError, tcp, unix } from '../src/index.js';
+import { rejectionOf, startServer, tempDir } from './helpers.js';
+
+const echoModule = new URL('./fixtures/echo-handler.js', import.meta.url);
+
+describe('Node builder', function () {
+  this.timeout(20_000);
+
+  it('validates its input with INVALID_ARGUMENT', () => {
+    const bad = [
+      () => tcp('no-port'),
+      () => tcp('h:99999'),
+      () => unix(''),
+      () => new Node({ maxFrameBytes: 1 }),
+      () => new Node().serve(tcp('127.0.0.1:0'), {} as never),
+      () => new Node().serve(tcp('127.0.0.1:0'), echoModule).serve(tcp('127.0.0.1:0'), echoModule),
+    ];
+    for (const f of bad) assert.throws(f, (e: RpcError) => e instanceof RpcError && e.code === 'INVALID_ARGUMENT');
+  });
+
+  it('start() with nothing to do rejects', async () => {
+    assert.equal((await rejectionOf(new Node().start())).code, 'INVALID_ARGUMENT');
+  });
+
+  it('serves and calls itself in one node; port 0 is resolved in addresses', async () => {
+    // Find a free port first, since a node connects to the address given before start().
+    const port = await new Promise<number>((resolve) => {
+      const s = net.createServer().listen(0, '127.0.0.1', () => {
+        const p = (s.address() as net.AddressInfo).port;
+        s.close(() => resolve(p));
+      });
+    });
+    const node = await new Node().serve(tcp({ port }), echoModule).connect(tcp({ port })).start();
+    assert.deepEqual(node.addresses, [{ kind: 'tcp', host: '127.0.0.1', port }]);
+    assert.deepEqual(await node.client.call({ type: 'Ping' }), { type: 'Pong' });
+    await node.close();
+    await node.close(); // idempotent
+    assert.equal((await rejectionOf(node.client.call({ type: 'Ping' }))).code, 'CLOSED');
+  });
+
+  it('a serve-only node has addresses but no client', async () => {
+    const node = await new Node().serve(tcp('127.0.0.1:0'), echoModule).start();
+    try {
+      const a = node.addresses[0] as { port: number };
+      assert.ok(a.port > 0);
+      assert.throws(() => node.client, (e: RpcError) => e.code === 'INVALID_ARGUMENT');
+    } finally {
+      await node.close();
+    }
+  });
+
+  it('closes on Symbol.asyncDispose (await using), rejecting pending calls with CLOSED', async () => {
+    const server = await startServer({ transport: 'tcp', handler: 'module' });
+    let pending: Promise<unknown> | undefined;
+    {
+      await using node = await new Node().connect(tcp(server.address as any)).start();
+      pending = rejectionOf(node.client.call({ type: 'Wait', tag: 'dispose' }));
+      assert.equal(node.client.pending, 1);
+    }
+    assert.equal(((await pending) as RpcError).code, 'CLOSED');
+    await server.kill();
+  });
+
+  it('connecting to a port nobody listens on rejects start() with UNAVAILABLE', async () => {
+    const server = net.createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => server.once('listening', r));
+    const port = (server.address() as net.AddressInfo).port;
+    await new Promise((r) => server.close(r));
+    const err = await rejectionOf(new Node().connect(tcp({ port })).start());
+    assert.equal(err.code, 'UNAVAILABLE');
+    assert.match(err.message, /ECONNREFUSED/);
+  });
+
+  it('a failing handler module rejects start() with INVALID_ARGUMENT', async () => {
+    const err = await rejectionOf(new Node().serve(tcp('127.0.0.1:0'), new URL('./fixtures/nonexistent.js', import.meta.url)).start());
+    assert.equal(err.code, 'INVALID_ARGUMENT');
+  });
+
+  it('a handler that kills its worker: the client gets CLOSED, never a hang', async () => {
+    const server = await startServer({ transport: 'tcp', handler: 'module' });
+    const node = await new Node().connect(tcp(server.address as any)).start();
+    try {
+      const err = await rejectionOf(node.client.call({ type: 'Exit' }, { timeoutMs: 5000 }));
+      assert.equal(err.code, 'CLOSED');
+    } finally {
+      await node.close();
+      await server.kill();
+    }
+  });
+});
+
+describe('unix socket files', function () {
+  this.timeout(20_000);
+
+  it('are created 0600 and removed on close', async () => {
+    const tmp = tempDir();
+    const file = path.join(tmp.dir, 'a.sock');
+    try {
+      const node = await new Node().serve(unix(file), echoModule).start();
+      assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+      await node.close();
+      assert.equal(fs.existsSync(file), false);
+    } finally {
+      tmp.remove();
+    }
+  });
+
+  it('a stale socket file left by a crashed owner is replaced', async () => {
+    const tmp = tempDir();
+    const file = path.join(tmp.dir, 'b.sock');
+    try {
+      const server = await startServer({ transport: 'unix', path: file, handler: 'module' });
+      await server.kill('SIGKILL');
+      assert.equal(fs.existsSync(file), true, 'the killed owner left its socket file');
+      const node = await new Node().serve(unix(file), echoModule).connect(unix(file)).start();
+      assert.deepEqual(await node.client.call({ type: 'Ping' }), { type: 'Pong' });
+      await node.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+
+  it('a live server on the path is not taken over', async () => {
+    const tmp = tempDir();
+    const file = path.join(tmp.dir, 'c.sock');
+    const first = await new Node().serve(unix(file), echoModule).start();
+    try {
+      const err = await rejectionOf(new Node().serve(unix(file), echoModule).start());
+      assert.match(err.message, /EADDRINUSE/);
+    } finally {
+      await first.close();
+      tmp.remove();
+    }
+  });
+});
+
+it('a full worker pool refuses a connection with BUSY instead of queueing it', function () {
+  this.timeout(20_000);
+  const script = new URL('./fixtures/pool-full.js', import.meta.url).pathname;
+  const r = spawnSync(process.execPath, [script], { encoding: 'utf8', timeout: 15_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), { started: 2, third: 'BUSY', afterClose: 'ok' });
+});
