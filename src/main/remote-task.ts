@@ -109,8 +109,8 @@ export class RemoteTask {
       codec: this.#codec,
       peer: peer ?? { transport: 'unknown', auth: 'none', connectionId: connId },
       handler: this.#handler,
-      send: (body) => {
-        if (this.#toWorker.write(connId, body)) return;
+      send: (head, payload) => {
+        if (this.#toWorker.write2(connId, head, payload)) return;
         return this.#toWorker.flushed();
       },
     });

@@ -166,3 +166,30 @@ export function decodeEnvelope(body: Uint8Array): Envelope {
       throw new RpcError('PROTOCOL', `unknown envelope kind ${kind}`);
   }
 }
+
+/**
+ * Header writers for the hot path: they fill `scratch` (at least 13 bytes, reused per sender) and
+ * return a view of it, so a body goes out as header + payload without being concatenated first.
+ */
+export function requestHeader(scratch: Uint8Array, id: number, deadlineMs: number): Uint8Array {
+  scratch[0] = Kind.Request;
+  writeU64(scratch, 1, id);
+  writeU32(scratch, 9, deadlineMs);
+  return scratch.subarray(0, 13);
+}
+
+/** Header of a Response, Error, Cancel, Ping or Pong. */
+export function idHeader(scratch: Uint8Array, kind: Kind, id: number): Uint8Array {
+  scratch[0] = kind;
+  writeU64(scratch, 1, id);
+  return scratch.subarray(0, 9);
+}
+
+/** Header of an Event or Close. */
+export function kindHeader(scratch: Uint8Array, kind: Kind): Uint8Array {
+  scratch[0] = kind;
+  return scratch.subarray(0, 1);
+}
+
+/** Reads a u32 at `at` (for callers that parse headers in place). */
+export { readU32 as readU32LE };

@@ -131,6 +131,20 @@ export class FrameWriter {
     this.#used += kLengthBytes + len;
   }
 
+  /** Queues one frame whose body is `head` followed by `payload`; both are copied. */
+  push2(head: Uint8Array, payload: Uint8Array): void {
+    const len = head.length + payload.length;
+    this.#reserve(kLengthBytes + len);
+    const buf = this.#buf;
+    let at = this.#used;
+    writeU32(buf, at, len);
+    at += kLengthBytes;
+    // Headers are a few bytes: a loop beats set()'s call overhead.
+    for (let i = 0; i < head.length; i++) buf[at + i] = head[i];
+    buf.set(payload, at + head.length);
+    this.#used = at + len;
+  }
+
   #reserve(n: number): void {
     if (this.#used + n <= this.#buf.length) return;
     this.flush();

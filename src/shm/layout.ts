@@ -15,6 +15,11 @@
  * of `tail`, the reader loads writer-waiting after every advance of `head`; both loads then hit a
  * line the checking side owns anyway, and the flag itself is written only around a sleep.
  *
+ * The two flag words are 0 while their side is awake; a side about to sleep stores the position
+ * it has seen, | 1 (positions are 8-aligned, so that is never 0): the reader its head, the writer
+ * the head it found too close to its tail. The other side notifies only when that position is
+ * behind its own, which keeps a stale wake-up from consuming the flag of the next sleep.
+ *
  * Positions are u32 byte counters that wrap mod 2^32 (kept as int32 in JS); `pos & (capacity-1)`
  * is the offset in the data area, `(tail - head) | 0` the bytes in use.
  *

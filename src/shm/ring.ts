@@ -39,7 +39,12 @@ import {
 export { kRingHeaderBytes } from './layout.js';
 
 /** Waits carry a timeout only as a safety net against a bug or a dead peer; wake-ups come from notify. */
-const kSafetyTimeoutMs = 1000;
+/**
+ * No timeout on waits: the sleeping-flag handshake cannot lose a wake-up, and in Node every
+ * Atomics.waitAsync with a finite timeout posts a delayed task that wakes the waiting thread's own
+ * event loop once more (measured: one extra uv_async write and loop turn per call, several µs).
+ */
+const kWaitForever = Infinity;
 /** Records the reader consumes before it yields to the event loop, so a flood cannot starve the thread. */
 const kBatchRecords = 256;
 /** Copies this short are faster as a loop than through TypedArray#set's call overhead. */
@@ -53,7 +58,7 @@ const noop = (): void => {};
 // lib ES2023 does not declare Atomics.waitAsync (ES2024), though Node 20 has it.
 type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
 const atomicsWithWaitAsync = Atomics as unknown as {
-  waitAsync(view: Int32Array, index: number, value: number, timeoutMs: number): WaitAsyncResult;
+  waitAsync(view: Int32Array, index: number, value: number, timeoutMs?: number): WaitAsyncResult;
 };
 
 /** How a side sleeps and wakes the other. Default: Atomics.waitAsync / Atomics.notify (same process). Later a native futex implements it for cross-process rings. */
@@ -67,7 +72,7 @@ export interface RingSignal {
 /** Same-process signal: Atomics.waitAsync parks a promise, not the thread. */
 export const atomicsSignal: RingSignal = {
   wait(view, index, expected, timeoutMs) {
-    const r = atomicsWithWaitAsync.waitAsync(view, index, expected, timeoutMs);
+    const r = timeoutMs === Infinity ? atomicsWithWaitAsync.waitAsync(view, index, expected) : atomicsWithWaitAsync.waitAsync(view, index, expected, timeoutMs);
     return r.async ? (r.value as Promise<unknown> as Promise<void>) : kResolved;
   },
   notify(view, index) {
@@ -301,13 +306,14 @@ export class RingWriter {
     try {
       while (!this.flushQueue() && !this.destroyed) {
         const seen = this.headCache; // flushQueue just reloaded it and found too little space
-        Atomics.store(ctl, kWriterWaitingIndex, 1);
-        // Dekker with the reader, which stores head and then loads this flag. All four accesses
-        // are seq-cst, so either our load below sees its new head (we retry at once), or its
-        // load comes after our store and it notifies. A notify landing before wait() parks is
-        // not lost: wait() on the head word returns at once when head no longer equals `seen`.
+        // Announce "waiting at head = seen" (seen | 1: positions are 8-aligned, so never 0).
+        // Dekker with the reader, which stores head and then loads this word: all accesses are
+        // seq-cst, so either our load below sees its new head (we retry at once), or its load
+        // comes after our store and it notifies. A notify landing before wait() parks is not
+        // lost: wait() returns at once when the head word no longer equals `seen`.
+        Atomics.store(ctl, kWriterWaitingIndex, seen | 1);
         if (Atomics.load(ctl, kHeadIndex) === seen) {
-          await this.signal.wait(ctl, kHeadIndex, seen, kSafetyTimeoutMs);
+          await this.signal.wait(ctl, kHeadIndex, seen, kWaitForever);
         }
         Atomics.store(ctl, kWriterWaitingIndex, 0);
       }
@@ -416,9 +422,13 @@ export class RingWriter {
     // Release: the record bytes written above with plain stores are visible to a reader whose
     // Atomics.load of tail sees this value (seq-cst store / load synchronise).
     Atomics.store(ctl, kTailIndex, tail);
-    // Dekker with the reader's "store sleeping = 1; load tail": see RingReader#loop. The load is
-    // the check; the exchange makes sure one burst of writes costs one notify, not one each.
-    if (Atomics.load(ctl, kReaderSleepingIndex) !== 0 && Atomics.exchange(ctl, kReaderSleepingIndex, 0) !== 0) {
+    // Dekker with the reader's "store sleeping; load tail" (RingReader#loop). The word holds the
+    // head the reader saw before sleeping, | 1. Equal to our tail | 1: it has consumed everything,
+    // this very record included, and sleeps for the *next* one, so neither notify nor clear it
+    // (clearing there would silence the notify the next write owes it: a lost wake-up). Any other
+    // non-zero value: it sleeps behind our tail; the CAS makes one burst cost one notify.
+    const sleeping = Atomics.load(ctl, kReaderSleepingIndex);
+    if (sleeping !== 0 && sleeping !== (tail | 1) && Atomics.compareExchange(ctl, kReaderSleepingIndex, sleeping, 0) === sleeping) {
       this.signal.notify(ctl, kTailIndex);
     }
   }
@@ -612,9 +622,12 @@ export class RingReader {
     const ctl = this.ctl;
     this.head = head;
     Atomics.store(ctl, kHeadIndex, head);
-    // Dekker with the writer's "store waiting = 1; load head" (RingWriter#pump). Checked per
-    // record, not per batch, so a blocked writer restarts as soon as space frees up.
-    if (Atomics.load(ctl, kWriterWaitingIndex) !== 0 && Atomics.exchange(ctl, kWriterWaitingIndex, 0) !== 0) {
+    // Dekker with the writer's "store waiting; load head" (RingWriter#pump), checked per record so
+    // a blocked writer restarts as soon as space frees up. The word holds the head the writer saw
+    // (| 1); if that is our new head it waits for space we have not freed yet: leave it set (see
+    // RingWriter#publish for why clearing it would lose the next wake-up).
+    const waiting = Atomics.load(ctl, kWriterWaitingIndex);
+    if (waiting !== 0 && waiting !== (head | 1) && Atomics.compareExchange(ctl, kWriterWaitingIndex, waiting, 0) === waiting) {
       this.signal.notify(ctl, kHeadIndex);
     }
   }
@@ -638,17 +651,19 @@ export class RingReader {
           continue;
         }
         if (this.spinMicros > 0 && this.spin()) continue;
-        // Going to sleep. Dekker with the writer, which stores tail and then loads this flag:
-        // every access is seq-cst, so in their single total order either our tail load below
-        // comes after the writer's tail store (we see the new record and skip the sleep), or the
-        // writer's flag load comes after our flag store (it sees 1 and notifies). A notify that
-        // lands before wait() parks is not lost either: wait() compares the tail word with
-        // `seen` atomically and returns at once when they differ.
-        Atomics.store(ctl, kReaderSleepingIndex, 1);
+        // Going to sleep at head = this.head; announce it as head | 1 (positions are 8-aligned, so
+        // never 0). Dekker with the writer, which stores tail and then loads this word: every
+        // access is seq-cst, so in their single total order either our tail load below comes
+        // after the writer's tail store (we see the new record and skip the sleep), or the
+        // writer's load comes after our store (it sees a position behind its tail and notifies).
+        // A notify that lands before wait() parks is not lost either: wait() compares the tail
+        // word with `seen` atomically and returns at once when they differ.
+        const head = this.head;
+        Atomics.store(ctl, kReaderSleepingIndex, head | 1);
         const seen = Atomics.load(ctl, kTailIndex);
-        if (seen === this.head) {
+        if (seen === head) {
           this.sleeping = true;
-          await this.signal.wait(ctl, kTailIndex, seen, kSafetyTimeoutMs);
+          await this.signal.wait(ctl, kTailIndex, seen, kWaitForever);
           this.sleeping = false;
         }
         // Usually the writer already cleared it when it notified; after a timeout it did not.

@@ -79,6 +79,14 @@ export class Connection {
     this.#host.markDirty(this);
   }
 
+  /** Queues one envelope body given as header + payload (both copied). */
+  send2(head: Uint8Array, payload: Uint8Array): void {
+    if (this.#closing) return;
+    this.framesOut++;
+    this.#writer.push2(head, payload);
+    this.#host.markDirty(this);
+  }
+
   /** Writes queued frames in one chunk. */
   flush(): void {
     this.#writer.flush();

@@ -163,7 +163,7 @@ export class ConnectionTask implements ConnectionHost {
           codec: this.codec,
           peer,
           handler: this.#handler,
-          send: (body) => conn.send(body, true),
+          send: (head, payload) => conn.send2(head, payload),
         }),
       );
     }
