@@ -31,33 +31,35 @@ export async function runBusyHost(
 ): Promise<BusyHostResult> {
   const result: BusyHostResult = { sliceMs: kBusySliceMs, skipped: [] };
   const dir = await makeTempDir();
-  const subjects = new Map<HandlerMode, Subject>();
   try {
+    // One busy server at a time: two busy main threads at once would fill both cores of a
+    // 2-core machine, which measures the scheduler, not a busy host.
     for (const handler of ['worker', 'main'] as const) {
       log(`busy host: starting ours unix server (${handler} handler, ${kBusySliceMs} ms slices)`);
+      let subject: Subject;
       try {
-        subjects.set(
+        subject = await startOursSubject(api, {
+          transport: 'unix',
           handler,
-          await startOursSubject(api, {
-            transport: 'unix',
-            handler,
-            dir,
-            busySliceMs: kBusySliceMs,
-            name: `busy-${handler}`,
-          }),
-        );
+          dir,
+          busySliceMs: kBusySliceMs,
+          name: `busy-${handler}`,
+        });
       } catch (err) {
         if (!(err instanceof OursUnavailableError)) throw err;
         log(`ours: runtime not available yet (busy host, ${handler} handler: ${err.message})`);
         result.skipped.push(`${handler}: ${err.message}`);
+        continue;
+      }
+      try {
+        const summaries = await measureInterleaved([subject], config, { pipelined: false, log });
+        result[handler] = summaries.get(subject);
+      } finally {
+        await subject.close().catch((err: Error) => log(`close: ${err.message}`));
       }
     }
-    const summaries = await measureInterleaved([...subjects.values()], config, { pipelined: false, log });
-    result.worker = subjects.has('worker') ? summaries.get(subjects.get('worker')!) : undefined;
-    result.main = subjects.has('main') ? summaries.get(subjects.get('main')!) : undefined;
     return result;
   } finally {
-    for (const subject of subjects.values()) await subject.close().catch((err: Error) => log(`close: ${err.message}`));
     await removeTempDir(dir);
   }
 }
