@@ -44,6 +44,20 @@ describe('Node builder', function () {
     assert.equal((await rejectionOf(node.client.call({ type: 'Ping' }))).code, 'CLOSED');
   });
 
+  it('the opt-in spin strategy still delivers every call (spinMicros)', async () => {
+    const node = await new Node({ spinMicros: 50 }).serve(tcp('127.0.0.1:0'), { onRequest: (r: unknown) => r }).start();
+    const client = await new Node({ spinMicros: 50 }).connect<number, number>(tcp(node.addresses[0] as { host: string; port: number })).start();
+    try {
+      const results = await Promise.all(Array.from({ length: 200 }, (_, i) => client.client.call(i)));
+      assert.deepEqual(results, Array.from({ length: 200 }, (_, i) => i));
+      assert.equal(await client.client.call(7), 7);
+    } finally {
+      await client.close();
+      await node.close();
+    }
+    assert.throws(() => new Node({ spinMicros: -1 }), (e: RpcError) => e.code === 'INVALID_ARGUMENT');
+  });
+
   it('a serve-only node has addresses but no client', async () => {
     const node = await new Node().serve(tcp('127.0.0.1:0'), echoModule).start();
     try {

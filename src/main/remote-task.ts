@@ -24,6 +24,7 @@ export interface RemoteTaskOptions {
   oneToOne: boolean;
   maxFrameBytes: number;
   ringBytes: number;
+  spinMicros: number;
 }
 
 const kDecoder = new TextDecoder();
@@ -55,12 +56,13 @@ export class RemoteTask {
       handler: handlerSpec,
       oneToOne: options.oneToOne,
       maxFrameBytes: options.maxFrameBytes,
+      spinMicros: options.spinMicros,
       toWorker,
       toMain,
       port: port2,
     };
     this.#toWorker = new RingWriter(toWorker);
-    this.#fromWorker = new RingReader(toMain, { onMessage: (tag, bytes) => this.#onMessage(tag, bytes) });
+    this.#fromWorker = new RingReader(toMain, { onMessage: (tag, bytes) => this.#onMessage(tag, bytes) }, { spinMicros: options.spinMicros });
     this.#control = Comlink.wrap<TaskControl>(nodeEndpoint(port1));
     if (options.role === 'connect') this.#open(kClientConnectionId, undefined);
     this.#ended = lease.run(spec).then(

@@ -22,6 +22,8 @@ export interface TaskSpec {
   /** Listener only: refuse a second connection while one is open. */
   oneToOne: boolean;
   maxFrameBytes: number;
+  /** Busy-poll this long for ring traffic before sleeping (0: never spin). */
+  spinMicros: number;
   /** Main → worker ring and worker → main ring. */
   toWorker: SharedArrayBuffer;
   toMain: SharedArrayBuffer;

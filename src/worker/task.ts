@@ -46,7 +46,7 @@ export class ConnectionTask implements ConnectionHost {
     this.#fromMain = new RingReader(spec.toWorker, {
       onMessage: (tag, bytes) => this.#connections.get(tag)?.send(bytes, false),
       onBatch: () => this.#flushAll(),
-    });
+    }, { spinMicros: spec.spinMicros });
     // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
     this.#relayed = spec.role === 'connect' || spec.handler.kind === 'main';
     if (this.#relayed) {
