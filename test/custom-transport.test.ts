@@ -32,3 +32,24 @@ it('a custom transport module that does not exist fails start() with INVALID_ARG
   assert.equal(err.code, 'INVALID_ARGUMENT');
   assert.match(err.message, /failed to load/);
 });
+
+it('a connection worker that dies mid-call rejects the call with CLOSED, and the process lives on', async function () {
+  this.timeout(20_000);
+  const server = await startServer({ transport: 'tcp', handler: 'module' });
+  const node = await new Node().connect(custom(new URL('./fixtures/exit-transport.js', import.meta.url), server.address, 'exit')).start();
+  try {
+    const err = await rejectionOf(node.client.call({ type: 'Ping' }));
+    assert.equal(err.code, 'CLOSED');
+    assert.match(err.message, /worker exited|closed/);
+    assert.equal((await rejectionOf(node.client.call({ type: 'Ping' }))).code, 'CLOSED');
+  } finally {
+    await node.close();
+    await server.kill();
+  }
+  // The pool replaced the dead worker: new connections work.
+  const server2 = await startServer({ transport: 'tcp', handler: 'module' });
+  const again = await new Node().connect(tcp(server2.address as any)).start();
+  assert.deepEqual(await again.client.call({ type: 'Ping' }), { type: 'Pong' });
+  await again.close();
+  await server2.kill();
+});
