@@ -9,6 +9,7 @@ import { kDefaultMaxFrameBytes } from '../protocol/framing.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { CallOptions, Handler, PeerClient } from '../types.js';
 import { PoolLease, type PoolOptions } from './pool.js';
+import { IsolateRunner } from './isolate-runner.js';
 import { RemoteTask } from './remote-task.js';
 
 export interface NodeOptions {
@@ -142,6 +143,7 @@ export class Node<Req = unknown, Res = unknown> {
   /** Listens on `transport` and answers with `handler`. */
   serve(transport: TransportDescriptor, handler: HandlerInput, options: ServeOptions = {}): this {
     if (this.#serve) throw new RpcError('INVALID_ARGUMENT', 'serve() was already called on this node');
+    if (transport?.kind === 'isolate') throw new RpcError('INVALID_ARGUMENT', 'an isolate() plugin can only be connected to: connect(isolate(url))');
     checkHandler(handler);
     this.#serve = { transport, handler, options };
     return this;
@@ -192,7 +194,9 @@ export class Node<Req = unknown, Res = unknown> {
       let client: Client<Req, Res> | undefined;
       if (this.#connect) {
         const { transport, options } = this.#connect;
-        const task = await RemoteTask.start(lease, { ...base, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler });
+        const runner = transport.kind === 'isolate' ? new IsolateRunner() : lease;
+        const closeTimeoutMs = transport.kind === 'isolate' ? transport.closeTimeoutMs : undefined;
+        const task = await RemoteTask.start(runner, { ...base, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs });
         tasks.push(task);
         client = new Client(task);
       }

@@ -7,6 +7,7 @@ import os from 'node:os';
 import { Piscina } from 'piscina';
 import { RpcError } from '../errors.js';
 import type { TaskSpec } from '../protocol/control.js';
+import type { TaskRunner } from './remote-task.js';
 
 export interface PoolOptions {
   /** Worker threads (default: available parallelism). */
@@ -27,7 +28,7 @@ interface Shared {
 let shared: Shared | undefined;
 
 /** A user's hold on the shared pool; the pool is destroyed when the last user releases it. */
-export class PoolLease {
+export class PoolLease implements TaskRunner {
   #released = false;
 
   constructor(options: PoolOptions = {}) {

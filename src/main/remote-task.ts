@@ -13,7 +13,13 @@ import { Session } from '../session/session.js';
 import { RingReader, RingWriter, createRing } from '../shm/ring.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { Handler, PeerInfo } from '../types.js';
-import type { PoolLease } from './pool.js';
+
+/** Runs a task spec somewhere (the shared pool, or a plugin's own thread) until it ends. */
+export interface TaskRunner {
+  run(spec: TaskSpec): Promise<void>;
+  /** Ends the task by force, when it does not close within its timeout. */
+  kill?(): void;
+}
 
 export interface RemoteTaskOptions {
   role: 'listen' | 'connect';
@@ -25,6 +31,8 @@ export interface RemoteTaskOptions {
   maxFrameBytes: number;
   ringBytes: number;
   spinMicros: number;
+  /** With a runner that can kill: how long close() waits before it does. */
+  closeTimeoutMs?: number;
 }
 
 const kDecoder = new TextDecoder();
@@ -40,8 +48,12 @@ export class RemoteTask {
   readonly #fromWorker: RingReader;
   readonly #ended: Promise<void>;
   #endReason: RpcError | undefined;
+  readonly #runner: TaskRunner;
+  readonly #closeTimeoutMs: number;
 
-  private constructor(lease: PoolLease, options: RemoteTaskOptions) {
+  private constructor(runner: TaskRunner, options: RemoteTaskOptions) {
+    this.#runner = runner;
+    this.#closeTimeoutMs = options.closeTimeoutMs ?? 2000;
     this.#codec = createCodec(options.codec);
     this.#handler = typeof options.handler === 'object' ? options.handler : undefined;
     const handlerSpec: HandlerSpec =
@@ -65,7 +77,7 @@ export class RemoteTask {
     this.#fromWorker = new RingReader(toMain, { onMessage: (tag, bytes) => this.#onMessage(tag, bytes) }, { spinMicros: options.spinMicros });
     this.#control = Comlink.wrap<TaskControl>(nodeEndpoint(port1));
     if (options.role === 'connect') this.#open(kClientConnectionId, undefined);
-    this.#ended = lease.run(spec).then(
+    this.#ended = runner.run(spec).then(
       () => this.#end(new RpcError('CLOSED', 'the connection was closed')),
       (err: Error) => this.#end(RpcError.is(err) ? err : new RpcError('CLOSED', `the connection worker exited: ${err?.message ?? err}`, { cause: err })),
     );
@@ -74,8 +86,8 @@ export class RemoteTask {
   }
 
   /** Starts a task and waits until it listens or is connected; rejects with the task's error. */
-  static async start(lease: PoolLease, options: RemoteTaskOptions): Promise<RemoteTask> {
-    const task = new RemoteTask(lease, options);
+  static async start(runner: TaskRunner, options: RemoteTaskOptions): Promise<RemoteTask> {
+    const task = new RemoteTask(runner, options);
     // If the worker dies before answering, comlink's promise would never settle: race it with the task's end.
     const ended = task.#ended.then(() => {
       throw task.#endReason ?? new RpcError('CLOSED', 'the connection task ended before it was ready');
@@ -101,7 +113,12 @@ export class RemoteTask {
 
   async close(): Promise<void> {
     if (this.#endReason === undefined) {
+      const kill = this.#runner.kill?.bind(this.#runner);
+      // A task stuck in a loop never answers close(): a runner that can kill it does, after the timeout.
+      const timer = kill ? setTimeout(kill, this.#closeTimeoutMs) : undefined;
       await Promise.race([this.#control.close().catch(() => {}), this.#ended]);
+      await this.#ended;
+      if (timer !== undefined) clearTimeout(timer);
     }
     await this.#ended;
   }

@@ -24,6 +24,8 @@ export async function adapterFor(d: TransportDescriptor): Promise<TransportAdapt
       }
       return t;
     }
+    case 'isolate':
+      throw new RpcError('INVALID_ARGUMENT', 'an isolate() plugin can only be connected to, not served');
     default:
       throw new RpcError('INVALID_ARGUMENT', `unknown transport kind ${JSON.stringify((d as { kind?: unknown }).kind)}`);
   }

@@ -26,7 +26,17 @@ export interface CustomDescriptor {
   name: string;
 }
 
-export type TransportDescriptor = TcpDescriptor | UnixDescriptor | CustomDescriptor;
+export interface IsolateDescriptor {
+  kind: 'isolate';
+  /** URL of the plugin module: it exports `handler` (and optionally `onConnect(host)`). */
+  module: string;
+  /** Limits for the plugin's worker thread (heap sizes, stack), as for `new Worker`. */
+  resourceLimits?: { maxOldGenerationSizeMb?: number; maxYoungGenerationSizeMb?: number; codeRangeSizeMb?: number; stackSizeMb?: number };
+  /** How long `close()` waits for the plugin to stop before terminating its thread (default 2000 ms). */
+  closeTimeoutMs: number;
+}
+
+export type TransportDescriptor = TcpDescriptor | UnixDescriptor | CustomDescriptor | IsolateDescriptor;
 
 /** An address a server actually listens on (port 0 resolved). */
 export type Address =
@@ -65,6 +75,22 @@ export function custom(module: string | URL, options: unknown = {}, name = 'cust
   return { kind: 'custom', module: href, options, name };
 }
 
+/**
+ * An in-process plugin isolated in its own worker thread: `connect(isolate(pluginUrl))` starts the
+ * module in a new thread, and the node's client calls its `handler`; the plugin calls back through
+ * `ctx.client` (or the client given to its `onConnect`). Traffic rides shared-memory rings; a
+ * plugin that throws at load, exits, runs out of memory or spins forever never takes the host down.
+ */
+export function isolate(
+  module: string | URL,
+  options: { resourceLimits?: IsolateDescriptor['resourceLimits']; closeTimeoutMs?: number } = {},
+): IsolateDescriptor {
+  const href = module instanceof URL ? module.href : /^[a-z]+:/i.test(module) ? module : new URL(`file://${module}`).href;
+  const d: IsolateDescriptor = { kind: 'isolate', module: href, closeTimeoutMs: options.closeTimeoutMs ?? 2000 };
+  if (options.resourceLimits) d.resourceLimits = options.resourceLimits;
+  return d;
+}
+
 /** How an address reads in messages and discovery records. */
 export function formatAddress(a: Address | TransportDescriptor): string {
   switch (a.kind) {
@@ -74,5 +100,7 @@ export function formatAddress(a: Address | TransportDescriptor): string {
       return a.path;
     case 'custom':
       return 'address' in a ? `${a.name}:${JSON.stringify(a.address)}` : `${a.name}:${a.module}`;
+    case 'isolate':
+      return `isolate:${a.module}`;
   }
 }

@@ -1,0 +1,161 @@
+/**
+ * The one door to the native addon (native/, built by `npm run build:native`): its TS shape and
+ * its loader. Nothing else in the package imports the `.node` file.
+ *
+ * The addon maps POSIX shared memory into SharedArrayBuffers and waits/wakes futexes across
+ * processes (V8's Atomics.wait/notify never cross a process boundary). It is optional: when it
+ * is not built, `loadNative()` throws `RpcError('NATIVE_MISSING')` and the transports that need
+ * it say so, while TCP, Unix-socket and worker transports keep working.
+ */
+
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { RpcError } from '../errors.js';
+import type { RingSignal } from './ring.js';
+
+/** What every native failure carries: `code` is the errno name ('ENOENT'), `errno` its negated number (Node's convention). Bad arguments are TypeErrors with code 'EINVAL'. */
+export interface NativeError extends Error {
+  code: string;
+  errno: number;
+  syscall?: string;
+}
+
+export interface ShmOpenOptions {
+  /** POSIX shm name: '/' then 1–255 characters without '/'; lives in /dev/shm. */
+  name: string;
+  /** Bytes to map. Required with `create`; when opening, defaults to the segment's size and may not exceed it. */
+  size?: number;
+  /** Create the segment (mode 0600, sized with ftruncate) if it does not exist. */
+  create?: boolean;
+  /** With `create`: fail with EEXIST if it already exists. */
+  exclusive?: boolean;
+}
+
+/** A 32-bit word in a SharedArrayBuffer (from shmOpen, or any SharedArrayBuffer for in-process use). */
+export interface FutexWord {
+  buffer: SharedArrayBuffer;
+  /** Byte offset of the word in `buffer`; a multiple of 4. */
+  byteOffset: number;
+}
+
+export interface FutexWaitOptions extends FutexWord {
+  /** Sleep only while the word holds this value (int32 or uint32 spelling). */
+  expected: number;
+  /** Give up after this many milliseconds; Infinity (the default) waits forever. */
+  timeoutMs?: number;
+}
+
+export interface FutexWakeOptions extends FutexWord {
+  /** Most waiters to wake, across every process; default Infinity. */
+  count?: number;
+}
+
+/** 'ok': woken (possibly spuriously, re-check the word); 'not-equal': the word did not hold `expected`; 'timed-out'. */
+export type FutexWaitResult = 'ok' | 'not-equal' | 'timed-out';
+
+export interface PeerCredentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** The addon's exports (native/src/addon.cc). */
+export interface NativeBinding {
+  /** NODE_MODULE_VERSION the binary was built for; the loader rejects a mismatch. */
+  readonly moduleVersion: number;
+  /** Maps a POSIX shm segment (MAP_SHARED) as a SharedArrayBuffer; unmapped when the last buffer over it is collected. */
+  shmOpen(options: ShmOpenOptions): SharedArrayBuffer;
+  /** Removes the segment's name; existing mappings stay valid. Throws ENOENT if absent. */
+  shmUnlink(name: string): void;
+  /** FUTEX_WAKE (process-shared): returns how many waiters, in any process, were woken. */
+  futexWake(options: FutexWakeOptions): number;
+  /** FUTEX_WAIT on a native thread; the promise settles on the calling thread's loop, which is never blocked. Cancelled (left pending) when the calling thread's environment exits. */
+  futexWait(options: FutexWaitOptions): Promise<FutexWaitResult>;
+  /** Blocking FUTEX_WAIT on the calling thread: for tests and dedicated threads only. */
+  futexWaitSync(options: FutexWaitOptions): FutexWaitResult;
+  /** SO_PEERCRED of a connected Unix socket fd (e.g. `socket._handle.fd`): who connected, as the kernel saw it. */
+  peerCredentials(fd: number): PeerCredentials;
+}
+
+/** Where `npm run build:native` puts the binary, from dist/src/shm/native.js up to the package root. */
+const kBinaryPath = fileURLToPath(new URL('../../../native/build/Release/ogurpchik_native.node', import.meta.url));
+const kBuildHint = 'build it with: npm run build:native';
+
+let binding: NativeBinding | undefined;
+let loadError: RpcError | undefined;
+
+/** The addon, loaded once per thread (each worker thread gets its own instance); throws RpcError NATIVE_MISSING when it is not built or was built for another Node ABI. */
+export function loadNative(): NativeBinding {
+  if (binding !== undefined) return binding;
+  if (loadError !== undefined) throw loadError;
+  try {
+    if (!fs.existsSync(kBinaryPath)) {
+      throw new RpcError('NATIVE_MISSING', `ogurpchik native addon not found at ${kBinaryPath}; ${kBuildHint}`);
+    }
+    const loaded = createRequire(import.meta.url)(kBinaryPath) as NativeBinding;
+    // The addon uses V8's own API for SharedArrayBuffers, so a binary for another Node major
+    // would load and then crash; refuse it here instead.
+    if (String(loaded.moduleVersion) !== process.versions.modules) {
+      throw new RpcError(
+        'NATIVE_MISSING',
+        `ogurpchik native addon was built for Node ABI ${loaded.moduleVersion}, this is ${process.versions.modules} (Node ${process.version}); ${kBuildHint}`,
+      );
+    }
+    binding = loaded;
+    return binding;
+  } catch (err) {
+    loadError = RpcError.is(err) ? err : new RpcError('NATIVE_MISSING', `ogurpchik native addon failed to load; ${kBuildHint}`, { cause: err });
+    throw loadError;
+  }
+}
+
+/** True when the addon is built and loads in this thread. */
+export function nativeAvailable(): boolean {
+  try {
+    loadNative();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Cross-process RingSignal: native FUTEX_WAIT/FUTEX_WAKE on the ring's words, which must live in
+ * a segment from shmOpen (or any SharedArrayBuffer when both sides are threads of one process;
+ * both sides must use this signal, since it does not wake Atomics.wait and vice versa).
+ */
+export const futexSignal: RingSignal = {
+  wait(view, index, expected, timeoutMs) {
+    // Promise<FutexWaitResult> as Promise<void>: the ring only awaits it, and every outcome
+    // means "look at the word again".
+    return loadNative().futexWait({
+      buffer: view.buffer as SharedArrayBuffer,
+      byteOffset: view.byteOffset + index * 4,
+      expected,
+      timeoutMs,
+    }) as Promise<unknown> as Promise<void>;
+  },
+  notify(view, index) {
+    loadNative().futexWake({ buffer: view.buffer as SharedArrayBuffer, byteOffset: view.byteOffset + index * 4, count: 1 });
+  },
+};
+
+/**
+ * Start time of process `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat), or
+ * undefined when there is no such process. A pid plus its start time names a process even after
+ * the pid is reused. Plain TS (no addon needed); Linux only.
+ */
+export function processStartTime(pid: number): number | undefined {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ESRCH') return undefined;
+    throw err;
+  }
+  // Field 2 (comm) is parenthesised and may itself contain spaces and ')', so count fields from
+  // the last ')': what follows is field 3 (state) onwards, making field 22 the 20th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[19]);
+}

@@ -1,0 +1,99 @@
+/**
+ * The entry of a plugin's own worker thread (isolate transport). There is no socket: the plugin's
+ * handler is served by a call session bound directly to the rings shared with the host's main
+ * thread, so a call costs one thread hop each way.
+ */
+import { workerData } from 'node:worker_threads';
+import * as Comlink from 'comlink';
+import { RpcError, toWireError } from '../errors.js';
+import { createCodec } from '../codec/index.js';
+import { Kind } from '../protocol/envelope.js';
+import { kClientConnectionId, type ReadyResult, type TaskControl, type TaskSpec } from '../protocol/control.js';
+import { nodeEndpoint } from '../protocol/endpoint.js';
+import { Session } from '../session/session.js';
+import { RingReader, RingWriter } from '../shm/ring.js';
+import type { Handler, PeerClient } from '../types.js';
+
+/** What a plugin module may export. */
+interface PluginModule {
+  handler?: Handler;
+  /** Called once the host is connected, with a client that calls the host's handler. */
+  onConnect?(host: PeerClient): void | Promise<void>;
+}
+
+const spec = workerData as TaskSpec;
+const kEncoder = new TextEncoder();
+const toMain = new RingWriter(spec.toMain);
+const codec = createCodec(spec.codec);
+let session: Session | undefined;
+let finished = false;
+
+const fromMain = new RingReader(
+  spec.toWorker,
+  {
+    onMessage: (_tag, bytes) => {
+      try {
+        session?.receive(bytes);
+      } catch (err) {
+        void close(RpcError.is(err) ? err : new RpcError('PROTOCOL', String(err)));
+      }
+    },
+  },
+  { spinMicros: spec.spinMicros },
+);
+
+async function open(): Promise<ReadyResult> {
+  if (spec.transport.kind !== 'isolate') return { ok: false, error: toWireError(new RpcError('INVALID_ARGUMENT', 'not an isolate task')) };
+  let mod: PluginModule;
+  try {
+    mod = await import(spec.transport.module);
+  } catch (cause) {
+    return { ok: false, error: toWireError(new RpcError('UNAVAILABLE', `plugin ${spec.transport.module} failed to load: ${(cause as Error)?.message ?? cause}`, { cause })) };
+  }
+  if (mod.handler === undefined && mod.onConnect === undefined) {
+    return { ok: false, error: toWireError(new RpcError('INVALID_ARGUMENT', `plugin ${spec.transport.module} exports neither \`handler\` nor \`onConnect\``)) };
+  }
+  session = new Session({
+    codec,
+    peer: { transport: 'isolate', auth: 'none', connectionId: kClientConnectionId, pid: process.pid },
+    handler: mod.handler,
+    send: (head, payload) => (toMain.write2(kClientConnectionId, head, payload) ? undefined : toMain.flushed()),
+  });
+  fromMain.start();
+  if (mod.onConnect) {
+    // The plugin's own start-up calls run after ready() has been answered.
+    setImmediate(() => {
+      Promise.resolve()
+        .then(() => mod.onConnect!(session!))
+        .catch((err) => process.emitWarning(`ogurpchik plugin onConnect failed: ${(err as Error)?.stack ?? err}`));
+    });
+  }
+  return { ok: true, connectionId: kClientConnectionId };
+}
+
+async function close(reason = new RpcError('CLOSED', 'the host closed the plugin')): Promise<void> {
+  if (finished) return;
+  finished = true;
+  session?.close(reason);
+  const text = kEncoder.encode(JSON.stringify(toWireError(reason)));
+  const record = new Uint8Array(1 + text.length);
+  record[0] = Kind.ConnClosed;
+  record.set(text, 1);
+  try {
+    toMain.write(kClientConnectionId, record);
+    toMain.close();
+  } catch {
+    // the host side is gone
+  }
+  fromMain.stop();
+  // Let comlink's reply leave, then let the thread end on its own.
+  setImmediate(() => spec.port.close());
+}
+
+const ready = open();
+const control: TaskControl = {
+  ready: () => ready,
+  close: () => close(),
+  stats: () => ({ connections: finished ? 0 : 1, framesIn: 0, framesOut: 0 }),
+};
+Comlink.expose(control, nodeEndpoint(spec.port));
