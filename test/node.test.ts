@@ -58,6 +58,23 @@ describe('Node builder', function () {
     assert.throws(() => new Node({ spinMicros: -1 }), (e: RpcError) => e.code === 'INVALID_ARGUMENT');
   });
 
+  it('closing a server with clients connected is prompt, and their calls then reject with CLOSED', async () => {
+    const server = await new Node().serve(tcp('127.0.0.1:0'), echoModule).start();
+    const client = await new Node().connect<any, any>(tcp(server.addresses[0] as { host: string; port: number })).start();
+    try {
+      const pending = rejectionOf(client.client.call({ type: 'Wait', tag: 'server-close' }));
+      const t0 = Date.now();
+      await server.close();
+      assert.ok(Date.now() - t0 < 2000, `server.close() took ${Date.now() - t0} ms`);
+      const err = await pending;
+      assert.equal(err.code, 'CLOSED');
+      assert.match(err.message, /closed/);
+      assert.equal((await rejectionOf(client.client.call({ type: 'Ping' }))).code, 'CLOSED');
+    } finally {
+      await client.close();
+    }
+  });
+
   it('a serve-only node has addresses but no client', async () => {
     const node = await new Node().serve(tcp('127.0.0.1:0'), echoModule).start();
     try {

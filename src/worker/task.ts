@@ -91,7 +91,8 @@ export class ConnectionTask implements ConnectionHost {
       this.#closing = true;
       const listener = this.#listener;
       this.#listener = undefined;
-      await listener?.close().catch(() => {});
+      // Not awaited yet: a net server's close() completes only once its connections are gone.
+      const listenerClosed = listener?.close().catch(() => {});
       const reason = new RpcError('CLOSED', 'the node was closed');
       for (const conn of this.#connections.values()) conn.close(reason, true);
       await Promise.race([
@@ -101,6 +102,7 @@ export class ConnectionTask implements ConnectionHost {
         }),
         new Promise<void>((resolve) => setTimeout(resolve, 3000).unref()),
       ]);
+      await listenerClosed;
       this.#toMain.close();
       this.#fromMain.stop();
       // Let comlink's reply to close() leave before the port goes away.
