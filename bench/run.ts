@@ -1,6 +1,6 @@
 /**
  * The benchmark suite, part 1: raw `net` ping-pong baselines and ogurpchik over TCP and Unix
- * sockets, plus the busy-host case. Usage: `node dist/bench/run.js [--quick]`.
+ * sockets, the worker isolate against comlink and piscina (isolate.ts), plus the busy-host case. Usage: `node dist/bench/run.js [--quick]`.
  *
  * Progress goes to stderr, the table to stdout, raw figures to bench/results/latest.json.
  * Each transport's subjects are measured in interleaved rounds (see lib/rounds.ts); every
@@ -13,6 +13,7 @@ import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { busyHostRows, runBusyHost, type BusyHostResult } from './busy-host.js';
 import { cleanupAll, installSignalCleanup, makeTempDir, removeTempDir } from './lib/children.js';
+import { isolateRows, runIsolate, type IsolateResult } from './isolate.js';
 import { loadOurs, type OursApi } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib/rounds.js';
 import { kPayloadBytes, type Subject, type TransportKind } from './lib/subject.js';
@@ -38,6 +39,11 @@ const config: BenchConfig = quick
 const busyConfig: BenchConfig = quick
   ? { ...config, rounds: 3, warmupMs: 100, durationMs: 500 }
   : { ...config, rounds: 3, warmupMs: 200, durationMs: 1500 };
+/**
+ * The isolate section runs four in-process subjects (ours, comlink, two piscina pools); three
+ * interleaved rounds keep it to ≈ 8 s quick, ≈ 27 s full.
+ */
+const isolateConfig: BenchConfig = { ...config, rounds: 3 };
 /** A subject whose rounds differ by more than this factor gets a warning under the table. */
 const kUnstableSpread = 1.5;
 
@@ -83,7 +89,7 @@ async function runGroup(transport: TransportKind, api: OursApi | undefined, skip
 }
 
 /** Warnings for subjects whose rounds disagree: their medians and ratios deserve less trust. */
-function spreadWarnings(group: GroupResult): string[] {
+function spreadWarnings(group: Pick<GroupResult, 'subjects'> & { transport: string }): string[] {
   const warnings: string[] = [];
   for (const subject of group.subjects) {
     const { roundTrip, pipelined } = subject.summary.rounds;
@@ -163,6 +169,14 @@ async function main(): Promise<number> {
   const groups: GroupResult[] = [];
   for (const transport of ['tcp', 'unix'] as const) groups.push(await runGroup(transport, api, skipped));
 
+  // The isolate section: comlink and piscina always; ours only when the runtime exports isolate().
+  if (api !== undefined && typeof api.isolate !== 'function') {
+    log('isolate: ours skipped - the runtime does not export isolate()');
+    skipped.push('isolate ours: the runtime does not export isolate()');
+  }
+  const isolate: IsolateResult = await runIsolate(api, isolateConfig, log);
+  skipped.push(...isolate.skipped);
+
   let busyHost: BusyHostResult | undefined;
   if (api !== undefined) {
     busyHost = await runBusyHost(api, busyConfig, log);
@@ -174,6 +188,7 @@ async function main(): Promise<number> {
     if (rows.length > 0) rows.push(null);
     rows.push(...groupRows(group));
   }
+  if (isolate.subjects.length > 0) rows.push(null, ...isolateRows(isolate, isolateConfig.inflight));
   if (busyHost !== undefined && (busyHost.worker !== undefined || busyHost.main !== undefined)) {
     rows.push(null, ...busyHostRows(busyHost));
   }
@@ -181,18 +196,19 @@ async function main(): Promise<number> {
 
   const out: string[] = [
     '',
-    `ogurpchik bench, part 1 (tcp, unix, busy host): ${quick ? 'quick' : 'full'} run, ${new Date().toISOString()}`,
+    `ogurpchik bench, part 1 (tcp, unix, worker isolate, busy host): ${quick ? 'quick' : 'full'} run, ${new Date().toISOString()}`,
     `node ${process.version}, ${cpu.length} x ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${kPayloadBytes}-byte payload`,
     `figures: median of ${config.rounds} interleaved rounds of ${config.durationMs} ms after ${config.warmupMs} ms warm-up ` +
-      `(busy host: ${busyConfig.rounds} rounds of ${busyConfig.durationMs} ms)`,
+      `(worker isolate: ${isolateConfig.rounds} rounds; busy host: ${busyConfig.rounds} rounds of ${busyConfig.durationMs} ms)`,
     `rt: round trip, one call in flight; x${config.inflight}: ${config.inflight} calls kept in flight`,
     'ratio: rt rows time / baseline time, x rows rate / baseline rate; only ratios within one run mean anything',
     "worker handler: echo module run in the server's connection worker; main-thread handler: echo object on its main thread",
+    'worker rows: a handler in a worker thread of this process (ours isolate(), comlink over a MessageChannel, piscina run()); baseline comlink',
     '',
     formatTable(rows),
     '',
   ];
-  const warnings = groups.flatMap(spreadWarnings);
+  const warnings = [...groups, isolate].flatMap(spreadWarnings);
   out.push(...warnings);
   if (api === undefined) out.push('ours: runtime not available yet - only the raw baselines were measured.');
   for (const reason of skipped) out.push(`skipped: ${reason}`);
@@ -208,11 +224,13 @@ async function main(): Promise<number> {
     quick,
     config,
     busyConfig,
+    isolateConfig,
     payloadBytes: kPayloadBytes,
     elapsedSec,
     skipped,
     warnings,
     groups,
+    isolate,
     busyHost,
     rows: rows.filter((r) => r !== null),
   };

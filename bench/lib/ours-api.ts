@@ -43,6 +43,8 @@ export interface OursApi {
   Node: new () => OursBuilder;
   tcp(address: string): unknown;
   unix(path: string): unknown;
+  /** The worker-isolate transport; optional so the rest of the suite runs without it. */
+  isolate?(module: URL, options?: { closeTimeoutMs?: number }): unknown;
 }
 
 // Compile-time check: the real module must offer at least this slice (a no-op while it is `any`).

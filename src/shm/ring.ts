@@ -96,6 +96,30 @@ export function createRing(capacity: number): SharedArrayBuffer {
   return sab;
 }
 
+/**
+ * Lays an empty ring over `sab`, whose bytes must be zero (e.g. a freshly created shared-memory
+ * segment) and `kRingHeaderBytes + capacity` long with `capacity` a power of two >= 4096.
+ */
+export function initRing(sab: SharedArrayBuffer): void {
+  const cap = sab.byteLength - kRingHeaderBytes;
+  if (cap < kMinRingCapacity || cap > kMaxRingCapacity || (cap & (cap - 1)) !== 0) {
+    throw new RpcError('INVALID_ARGUMENT', `a ring needs ${kRingHeaderBytes} + a power-of-two capacity >= ${kMinRingCapacity} bytes, got ${sab.byteLength}`);
+  }
+  const ctl = new Int32Array(sab, 0, kRingHeaderBytes >> 2);
+  ctl[kVersionIndex] = kRingVersion;
+  ctl[kCapacityIndex] = cap;
+  ctl[kHeaderBytesIndex] = kRingHeaderBytes;
+  // The magic goes last: a peer that maps the segment early sees no ring until it is complete.
+  Atomics.store(ctl, kMagicIndex, kRingMagic);
+}
+
+/** The data-area size `createRing(capacity)` would choose. */
+export function ringCapacityFor(capacity: number): number {
+  let cap = kMinRingCapacity;
+  while (cap < capacity) cap *= 2;
+  return cap;
+}
+
 /** Checks that `sab` holds a ring made by createRing (or a peer speaking the same layout); returns its capacity. */
 function ringCapacity(sab: SharedArrayBuffer): number {
   if (!(sab instanceof SharedArrayBuffer) || sab.byteLength < kRingHeaderBytes + kMinRingCapacity) {

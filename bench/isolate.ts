@@ -1,0 +1,208 @@
+/**
+ * Worker isolate: a handler in its own worker thread of the bench process, called from the main
+ * thread. ogurpchik's `isolate()` transport against comlink into a worker (the baseline of the
+ * DESIGN §6 targets: round trip ≤ 0.5× comlink's, calls/s ≥ 10× comlink's) and piscina `run()`
+ * (a second peer, shown for information with its ratio to comlink).
+ *
+ * Every subject echoes a fresh 16-byte Uint8Array and is measured in the same interleaved
+ * rounds as the tcp/unix sections (lib/rounds.ts).
+ */
+
+import { MessageChannel, Worker } from 'node:worker_threads';
+import * as Comlink from 'comlink';
+import { Piscina } from 'piscina';
+import { nodeEndpoint } from '../src/protocol/endpoint.js';
+import { withDeadline } from './lib/measure.js';
+import type { OursApi, OursClient, OursRunning } from './lib/ours-api.js';
+import { measureInterleaved, type BenchConfig, type Measured, type SubjectSummary } from './lib/rounds.js';
+import { kPayloadBytes } from './lib/subject.js';
+import { atLeast, atMost, type ResultRow } from './lib/table.js';
+
+/** DESIGN §6 worker-isolate targets, relative to comlink in the same run. */
+export const kIsolateRoundTripRatioMax = 0.5;
+export const kIsolateCallsPerSecRatioMin = 10;
+/** Shown in the table's transport column. */
+export const kIsolateTransport = 'worker';
+
+const kStartTimeoutMs = 10_000;
+const kCloseTimeoutMs = 5_000;
+
+interface IsolateSubject extends Measured {
+  readonly label: string;
+  close(): Promise<void>;
+}
+
+export interface IsolateResult {
+  transport: string;
+  subjects: Array<{ key: string; label: string; summary: SubjectSummary }>;
+  /** Why a subject was not measured. */
+  skipped: string[];
+}
+
+const echoUrl = (name: string): URL => new URL(`./${name}`, import.meta.url);
+
+/** A first call within the start-up deadline, so that a worker that cannot load fails here. */
+async function firstCall(subject: IsolateSubject): Promise<IsolateSubject> {
+  try {
+    await withDeadline(subject.call(), kStartTimeoutMs, `${subject.label} first call`);
+    return subject;
+  } catch (err) {
+    await subject.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+async function startOursIsolate(api: OursApi): Promise<IsolateSubject> {
+  const descriptor = api.isolate!(echoUrl('isolate-echo-plugin.js'));
+  const running: OursRunning = await withDeadline(
+    new api.Node().connect(descriptor).start(),
+    kStartTimeoutMs,
+    'ours isolate start()',
+  );
+  const client: OursClient | undefined = running.client;
+  if (client === undefined) {
+    await running.close();
+    throw new Error('start() resolved without a client');
+  }
+  let closed = false;
+  return firstCall({
+    key: 'ours-isolate',
+    label: 'ours isolate',
+    transport: kIsolateTransport,
+    // A fresh payload per call: the runtime may transfer (detach) what it is given.
+    call: () => client.call(new Uint8Array(kPayloadBytes)),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      await withDeadline(running.close(), kCloseTimeoutMs, 'ours isolate close()');
+    },
+  });
+}
+
+interface EchoApi {
+  echo(x: Uint8Array): Uint8Array;
+}
+
+/** comlink over a MessageChannel whose second port was transferred to the worker. */
+async function startComlink(log: (line: string) => void): Promise<IsolateSubject> {
+  const { port1, port2 } = new MessageChannel();
+  const worker = new Worker(echoUrl('comlink-echo-worker.js'), {
+    workerData: { port: port2 },
+    transferList: [port2],
+  });
+  worker.on('error', (err) => log(`comlink worker error: ${err.message}`));
+  const remote = Comlink.wrap<EchoApi>(nodeEndpoint(port1));
+  let closed = false;
+  return firstCall({
+    key: 'comlink',
+    label: 'comlink',
+    transport: kIsolateTransport,
+    call: () => remote.echo(new Uint8Array(kPayloadBytes)),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      remote[Comlink.releaseProxy]();
+      port1.close();
+      await worker.terminate();
+    },
+  });
+}
+
+/** piscina with a task that returns its argument; `atomics: undefined` keeps piscina's default. */
+async function startPiscina(atomics: 'disabled' | undefined): Promise<IsolateSubject> {
+  const pool = new Piscina({
+    filename: echoUrl('piscina-echo-task.js').href,
+    ...(atomics === undefined ? {} : { atomics }),
+  });
+  let closed = false;
+  return firstCall({
+    key: atomics === undefined ? 'piscina' : `piscina-atomics-${atomics}`,
+    label: atomics === undefined ? 'piscina run(), defaults' : `piscina run(), atomics ${atomics}`,
+    transport: kIsolateTransport,
+    call: () => pool.run(new Uint8Array(kPayloadBytes)),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      await pool.destroy();
+    },
+  });
+}
+
+/** Starts comlink, ours (when the runtime exports `isolate`) and piscina, and measures them. */
+export async function runIsolate(
+  api: OursApi | undefined,
+  config: BenchConfig,
+  log: (line: string) => void,
+): Promise<IsolateResult> {
+  const result: IsolateResult = { transport: kIsolateTransport, subjects: [], skipped: [] };
+  const subjects: IsolateSubject[] = [];
+  const tryStart = async (what: string, start: () => Promise<IsolateSubject>): Promise<void> => {
+    log(`isolate: starting ${what}`);
+    try {
+      subjects.push(await start());
+    } catch (err) {
+      log(`isolate: ${what} not measured (${(err as Error).message})`);
+      result.skipped.push(`isolate ${what}: ${(err as Error).message}`);
+    }
+  };
+  try {
+    // The baseline first: without it there are no ratios, so its failure fails the bench.
+    log('isolate: starting comlink worker');
+    subjects.push(await startComlink(log));
+    if (api?.isolate !== undefined) await tryStart('ours isolate', () => startOursIsolate(api));
+    await tryStart('piscina (default options)', () => startPiscina(undefined));
+    await tryStart("piscina (atomics: 'disabled')", () => startPiscina('disabled'));
+    const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
+    result.subjects = subjects.map((s) => ({ key: s.key, label: s.label, summary: summaries.get(s)! }));
+    return result;
+  } finally {
+    for (const subject of subjects) await subject.close().catch((err: Error) => log(`close: ${err.message}`));
+  }
+}
+
+export function isolateRows(result: IsolateResult, inflight: number): ResultRow[] {
+  const rows: ResultRow[] = [];
+  const base = result.subjects.find((s) => s.key === 'comlink');
+  if (base === undefined) return rows;
+  for (const subject of result.subjects) {
+    const isBase = subject === base;
+    const isOurs = subject.key === 'ours-isolate';
+    const rt = subject.summary.roundTrip;
+    const pipe = subject.summary.pipelined!;
+    const rtRatio = rt.medianUs / base.summary.roundTrip.medianUs;
+    const pipeRatio = pipe.callsPerSec / base.summary.pipelined!.callsPerSec;
+    rows.push({
+      scenario: `${subject.label} rt`,
+      transport: result.transport,
+      medianUs: rt.medianUs,
+      p99Us: rt.p99Us,
+      ...(isBase
+        ? {}
+        : {
+            baseline: 'comlink rt',
+            ratio: rtRatio,
+            ...(isOurs
+              ? { target: `<= ${kIsolateRoundTripRatioMax.toFixed(2)}x`, verdict: atMost(rtRatio, kIsolateRoundTripRatioMax) }
+              : { verdict: 'info' as const }),
+          }),
+    });
+    rows.push({
+      scenario: `${subject.label} x${inflight}`,
+      transport: result.transport,
+      callsPerSec: pipe.callsPerSec,
+      ...(isBase
+        ? {}
+        : {
+            baseline: `comlink x${inflight}`,
+            ratio: pipeRatio,
+            ...(isOurs
+              ? {
+                  target: `>= ${kIsolateCallsPerSecRatioMin.toFixed(2)}x`,
+                  verdict: atLeast(pipeRatio, kIsolateCallsPerSecRatioMin),
+                }
+              : { verdict: 'info' as const }),
+          }),
+    });
+  }
+  return rows;
+}
