@@ -38,13 +38,20 @@ import {
 
 export { kRingHeaderBytes } from './layout.js';
 
-/** Waits carry a timeout only as a safety net against a bug or a dead peer; wake-ups come from notify. */
 /**
  * No timeout on waits: the sleeping-flag handshake cannot lose a wake-up, and in Node every
  * Atomics.waitAsync with a finite timeout posts a delayed task that wakes the waiting thread's own
  * event loop once more (measured: one extra uv_async write and loop turn per call, several µs).
  */
 const kWaitForever = Infinity;
+/**
+ * The safety net instead: while a side runs, one timer per side looks every second whether it is
+ * parked although the word it waits on has moved (a wake-up lost to a bug, or a peer that died
+ * between publishing and notifying) and then wakes it. Costs one timer tick a second, not one per wait.
+ */
+const kWatchdogMs = 1000;
+/** `parkedAt` while not parked: odd, so never a position (positions are 8-aligned). */
+const kNotParked = 1;
 /** Records the reader consumes before it yields to the event loop, so a flood cannot starve the thread. */
 const kBatchRecords = 256;
 /** Copies this short are faster as a loop than through TypedArray#set's call overhead. */
@@ -53,7 +60,6 @@ const kTwo32 = 4294967296;
 
 const kEmpty = new Uint8Array(0);
 const kResolved: Promise<void> = Promise.resolve();
-const noop = (): void => {};
 
 // lib ES2023 does not declare Atomics.waitAsync (ES2024), though Node 20 has it.
 type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
@@ -63,7 +69,7 @@ const atomicsWithWaitAsync = Atomics as unknown as {
 
 /** How a side sleeps and wakes the other. Default: Atomics.waitAsync / Atomics.notify (same process). Later a native futex implements it for cross-process rings. */
 export interface RingSignal {
-  /** Resolves when `view[index]` may no longer equal `expected`, or after timeoutMs. Must never block the event loop. */
+  /** Resolves when `view[index]` may no longer equal `expected`, or after timeoutMs (the ring passes Infinity: its watchdog is the safety net). Must never block the event loop. */
   wait(view: Int32Array, index: number, expected: number, timeoutMs: number): Promise<void>;
   /** Wakes the (single) waiter on `view[index]`, if any. */
   notify(view: Int32Array, index: number): void;
@@ -140,9 +146,14 @@ function ringCapacity(sab: SharedArrayBuffer): number {
   return cap;
 }
 
-/** Keeps the thread alive while a side has work pending: a parked waitAsync alone does not (a worker would exit while its reader sleeps). */
-function keepAlive(): ReturnType<typeof setInterval> {
-  return setInterval(noop, 2 ** 30);
+/**
+ * The watchdog timer of one side. Ref'd, it also keeps the thread alive while that side has work
+ * pending: a parked waitAsync alone does not (a worker would exit while its reader sleeps).
+ */
+function watchdog(check: () => void, ref: boolean): ReturnType<typeof setInterval> {
+  const timer = setInterval(check, kWatchdogMs);
+  if (!ref) timer.unref();
+  return timer;
 }
 
 function copyInto(out: Uint8Array, dst: number, src: Uint8Array, from: number, n: number): void {
@@ -187,6 +198,8 @@ export class RingWriter {
   private queueHead = 0;
   private queued = 0;
   private pumping = false;
+  /** The head the pump sleeps on, for the watchdog; kNotParked while awake. */
+  private parkedAt = kNotParked;
   private closing = false;
   private destroyed = false;
   private flushWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
@@ -326,7 +339,9 @@ export class RingWriter {
   private async pump(): Promise<void> {
     this.pumping = true;
     const ctl = this.ctl;
-    const alive = keepAlive();
+    const alive = watchdog(() => {
+      if (this.parkedAt !== kNotParked && Atomics.load(ctl, kHeadIndex) !== this.parkedAt) this.signal.notify(ctl, kHeadIndex);
+    }, true);
     try {
       while (!this.flushQueue() && !this.destroyed) {
         const seen = this.headCache; // flushQueue just reloaded it and found too little space
@@ -337,7 +352,9 @@ export class RingWriter {
         // lost: wait() returns at once when the head word no longer equals `seen`.
         Atomics.store(ctl, kWriterWaitingIndex, seen | 1);
         if (Atomics.load(ctl, kHeadIndex) === seen) {
+          this.parkedAt = seen;
           await this.signal.wait(ctl, kHeadIndex, seen, kWaitForever);
+          this.parkedAt = kNotParked;
         }
         Atomics.store(ctl, kWriterWaitingIndex, 0);
       }
@@ -658,7 +675,9 @@ export class RingReader {
 
   private async loop(): Promise<void> {
     const ctl = this.ctl;
-    const alive = this.keepAlive ? keepAlive() : undefined;
+    const alive = watchdog(() => {
+      if (this.sleeping && Atomics.load(ctl, kTailIndex) !== this.head) this.signal.notify(ctl, kTailIndex);
+    }, this.keepAlive);
     try {
       while (!this.stopped) {
         if (this.paused) {
@@ -693,11 +712,11 @@ export class RingReader {
           await this.signal.wait(ctl, kTailIndex, seen, kWaitForever);
           this.sleeping = false;
         }
-        // Usually the writer already cleared it when it notified; after a timeout it did not.
+        // Usually the writer already cleared it when it notified; after a watchdog wake it did not.
         Atomics.store(ctl, kReaderSleepingIndex, 0);
       }
     } finally {
-      if (alive !== undefined) clearInterval(alive);
+      clearInterval(alive);
       this.running = false;
     }
   }
