@@ -16,6 +16,8 @@ import type { PeerInfo } from '../types.js';
 export interface ConnectionHost {
   readonly codec: Codec;
   readonly maxFrameBytes: number;
+  /** Whether reading pauses while this side's writes are backed up (servers: yes; clients: no). */
+  readonly readsWaitForWrites: boolean;
   /** The connection has frames queued: flush it at the end of this turn. */
   markDirty(conn: Connection): void;
   /** Relays one body to the main thread; returns false when the ring is full (then wait for `relayFlushed`). */
@@ -49,7 +51,10 @@ export class Connection {
     this.#writer = new FrameWriter((chunk) => {
       if (!this.#stream.write(chunk) && this.#writable) {
         this.#writable = false;
-        this.#pauseReading();
+        // A server that cannot send its answers stops taking requests (backpressure to the
+        // client). A client always keeps reading: if both sides stopped reading while their own
+        // writes were backed up, each would wait for the other forever.
+        if (host.readsWaitForWrites) this.#pauseReading();
       }
     });
   }
@@ -65,7 +70,7 @@ export class Connection {
       drain: () => {
         if (this.#writable) return;
         this.#writable = true;
-        this.#resumeReading();
+        if (this.#host.readsWaitForWrites) this.#resumeReading();
       },
       close: (error) => this.#onClose(error),
     });

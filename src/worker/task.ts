@@ -22,6 +22,7 @@ const kEncoder = new TextEncoder();
 export class ConnectionTask implements ConnectionHost {
   readonly codec: Codec;
   readonly maxFrameBytes: number;
+  readonly readsWaitForWrites: boolean;
   readonly #spec: TaskSpec;
   readonly #connections = new Map<number, Connection>();
   readonly #dirty = new Set<Connection>();
@@ -41,6 +42,7 @@ export class ConnectionTask implements ConnectionHost {
     this.#spec = spec;
     this.codec = createCodec(spec.codec);
     this.maxFrameBytes = spec.maxFrameBytes;
+    this.readsWaitForWrites = spec.role === 'listen';
     this.#done = new Promise((resolve) => (this.#finish = resolve));
     this.#toMain = new RingWriter(spec.toMain);
     this.#fromMain = new RingReader(spec.toWorker, {
