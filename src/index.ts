@@ -1,8 +1,8 @@
 export { Node, RunningNode, Client } from './main/node.js';
 export type { NodeOptions, ServeOptions, ConnectOptions, HandlerInput } from './main/node.js';
 export type { PoolOptions } from './main/pool.js';
-export { tcp, unix, custom, isolate } from './transport/descriptors.js';
-export type { Address, TransportDescriptor, TcpDescriptor, UnixDescriptor, CustomDescriptor, IsolateDescriptor } from './transport/descriptors.js';
+export { tcp, unix, shm, custom, isolate } from './transport/descriptors.js';
+export type { Address, TransportDescriptor, TcpDescriptor, UnixDescriptor, CustomDescriptor, ShmDescriptor, IsolateDescriptor } from './transport/descriptors.js';
 export type { ByteStream, StreamEvents, StreamListener, TransportAdapter } from './transport/types.js';
 export { msgpack, json } from './codec/index.js';
 export type { CodecDescriptor, CodecKind } from './codec/index.js';

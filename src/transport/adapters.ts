@@ -1,6 +1,7 @@
 /** Turns a descriptor into its adapter, inside the connection worker. */
 import { RpcError } from '../errors.js';
 import type { TransportDescriptor } from './descriptors.js';
+import { shmTransport } from './shm.js';
 import { tcpTransport } from './tcp.js';
 import type { TransportAdapter } from './types.js';
 import { unixTransport } from './unix.js';
@@ -24,6 +25,8 @@ export async function adapterFor(d: TransportDescriptor): Promise<TransportAdapt
       }
       return t;
     }
+    case 'shm':
+      return shmTransport;
     case 'isolate':
       throw new RpcError('INVALID_ARGUMENT', 'an isolate() plugin can only be connected to, not served');
     default:

@@ -3,6 +3,7 @@
  * worker thread. The connection worker turns a descriptor into a live adapter.
  */
 import { RpcError } from '../errors.js';
+import { loadNative } from '../shm/native.js';
 
 export interface TcpDescriptor {
   kind: 'tcp';
@@ -26,6 +27,14 @@ export interface CustomDescriptor {
   name: string;
 }
 
+export interface ShmDescriptor {
+  kind: 'shm';
+  /** Service name: letters, digits, '.', '_' and '-'. */
+  name: string;
+  /** Bytes of each ring's data area (a power of two; larger messages are chunked through it). */
+  capacity: number;
+}
+
 export interface IsolateDescriptor {
   kind: 'isolate';
   /** URL of the plugin module: it exports `handler` (and optionally `onConnect(host)`). */
@@ -36,12 +45,13 @@ export interface IsolateDescriptor {
   closeTimeoutMs: number;
 }
 
-export type TransportDescriptor = TcpDescriptor | UnixDescriptor | CustomDescriptor | IsolateDescriptor;
+export type TransportDescriptor = TcpDescriptor | UnixDescriptor | CustomDescriptor | ShmDescriptor | IsolateDescriptor;
 
 /** An address a server actually listens on (port 0 resolved). */
 export type Address =
   | { kind: 'tcp'; host: string; port: number }
   | { kind: 'unix'; path: string }
+  | { kind: 'shm'; name: string }
   | { kind: 'custom'; name: string; address: unknown };
 
 /** TCP: `tcp('127.0.0.1:1337')`, `tcp({ host, port })`; `[::1]:80` for IPv6. Port 0 picks a free port when serving. */
@@ -76,6 +86,23 @@ export function custom(module: string | URL, options: unknown = {}, name = 'cust
 }
 
 /**
+ * Cross-process shared memory: a pair of rings in POSIX shared memory per connection, signalled
+ * with a native futex; a Unix control socket beside them does the rendezvous and notices a dead
+ * peer. Needs the native addon (built by `npm ci`); throws NATIVE_MISSING without it.
+ */
+export function shm(name: string, options: { capacity?: number } = {}): ShmDescriptor {
+  if (typeof name !== 'string' || !/^[A-Za-z0-9._-]{1,100}$/.test(name)) {
+    throw new RpcError('INVALID_ARGUMENT', `shm name must be 1-100 letters, digits, '.', '_' or '-', got ${JSON.stringify(name)}`);
+  }
+  const wanted = options.capacity ?? 1024 * 1024;
+  if (!Number.isInteger(wanted) || wanted < 1 || wanted > 2 ** 30) throw new RpcError('INVALID_ARGUMENT', `shm capacity must be from 1 to 2^30 bytes, got ${wanted}`);
+  loadNative(); // NATIVE_MISSING here, with how to build it, rather than later in a worker
+  let capacity = 4096;
+  while (capacity < wanted) capacity *= 2;
+  return { kind: 'shm', name, capacity };
+}
+
+/**
  * An in-process plugin isolated in its own worker thread: `connect(isolate(pluginUrl))` starts the
  * module in a new thread, and the node's client calls its `handler`; the plugin calls back through
  * `ctx.client` (or the client given to its `onConnect`). Traffic rides shared-memory rings; a
@@ -102,5 +129,7 @@ export function formatAddress(a: Address | TransportDescriptor): string {
       return 'address' in a ? `${a.name}:${JSON.stringify(a.address)}` : `${a.name}:${a.module}`;
     case 'isolate':
       return `isolate:${a.module}`;
+    case 'shm':
+      return `shm:${a.name}`;
   }
 }

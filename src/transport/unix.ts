@@ -32,7 +32,7 @@ export const unixTransport: TransportAdapter = {
  * A socket file left by a crashed owner blocks `listen` with EADDRINUSE. If nothing answers on it,
  * it is stale and removed; if a live server answers, the path is in use and we leave it alone.
  */
-async function removeStaleSocket(path: string): Promise<void> {
+export async function removeStaleSocket(path: string): Promise<void> {
   let stat: fs.Stats;
   try {
     stat = fs.lstatSync(path);

@@ -1,0 +1,53 @@
+// Module entry of the ogurpchik native addon: shared memory, cross-process futex, peer
+// credentials. Context-aware: the main thread and every worker thread get their own
+// AddonState, created here and released when their environment is torn down.
+#include "addon.h"
+
+// node_version.h defines NAPI_VERSION as the runtime's; keep the one binding.gyp asked for.
+#pragma push_macro("NAPI_VERSION")
+#undef NAPI_VERSION
+#include <node_version.h>
+#pragma pop_macro("NAPI_VERSION")
+
+namespace ogurpchik {
+
+AddonState& StateOf(Napi::Env env) {
+  return *env.GetInstanceData<AddonState>();
+}
+
+namespace {
+
+void CleanupEnvironment(void* arg) {
+  // A worker may exit while futexWait() promises are pending; their threads sleep in the kernel
+  // and must be woken and joined before the environment (and its loop) is gone.
+  StopWaiters(*static_cast<AddonState*>(arg)->waiters);
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* state = new AddonState();
+  env.SetInstanceData<AddonState>(state);  // deleted by Node-API when the environment goes
+  state->waiters = CreateWaiters(env);
+  // Registered after CreateWaiters made its thread-safe function: cleanup hooks run last-in,
+  // first-out, so the waiter threads are stopped before Node tears that function down.
+  napi_add_env_cleanup_hook(env, CleanupEnvironment, state);
+
+  // The loader refuses a binary built for another Node ABI (see ToNapi in addon.h).
+  exports.Set("moduleVersion", Napi::Number::New(env, NODE_MODULE_VERSION));
+  exports.Set("shmOpen", Napi::Function::New(env, ShmOpen, "shmOpen"));
+  exports.Set("shmUnlink", Napi::Function::New(env, ShmUnlink, "shmUnlink"));
+  exports.Set("futexWake", Napi::Function::New(env, FutexWake, "futexWake"));
+  exports.Set("futexWait", Napi::Function::New(env, FutexWait, "futexWait"));
+  exports.Set("futexWaitSync", Napi::Function::New(env, FutexWaitSync, "futexWaitSync"));
+  exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
+  return exports;
+}
+
+}  // namespace
+}  // namespace ogurpchik
+
+// NODE_API_MODULE pastes its second argument into an identifier, so it needs a plain name.
+static Napi::Object InitOgurpchik(Napi::Env env, Napi::Object exports) {
+  return ogurpchik::Init(env, exports);
+}
+
+NODE_API_MODULE(ogurpchik_native, InitOgurpchik)

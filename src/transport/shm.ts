@@ -1,0 +1,294 @@
+/**
+ * The shared-memory transport adapter: a ByteStream over a pair of rings in POSIX shared memory,
+ * signalled with a native futex (V8's Atomics.wait/notify never wake another process).
+ *
+ * Rendezvous: the server listens on a Unix control socket named after the service. For each
+ * client it creates two fresh segments (client→server and server→client rings) and sends their
+ * names as one JSON line; the client maps both and answers `ok`, and the server then unlinks the
+ * names at once: both processes hold mappings, so nothing is left in /dev/shm even if one is
+ * killed a moment later. The control socket stays open for the life of the connection: the
+ * kernel closes it when either process dies, which is how the peer's death is noticed (at once,
+ * well within the 1 s promised), and it tells the server the client's pid (SO_PEERCRED).
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { RpcError } from '../errors.js';
+import { futexSignal, loadNative } from '../shm/native.js';
+import { RingReader, RingWriter, initRing, kRingHeaderBytes } from '../shm/ring.js';
+import type { ShmDescriptor } from './descriptors.js';
+import type { ByteStream, StreamEvents, TransportAdapter } from './types.js';
+import { removeStaleSocket } from './unix.js';
+
+/** A client must answer the rendezvous within this long. */
+const kRendezvousTimeoutMs = 5000;
+const kMaxLine = 4096;
+
+/** Where the control socket of service `name` lives: $XDG_RUNTIME_DIR, else the temp dir. */
+export function shmControlPath(name: string): string {
+  return path.join(process.env.XDG_RUNTIME_DIR || os.tmpdir(), `ogurpchik-shm-${name}.sock`);
+}
+
+/** Segment names of one connection: /ogurpchik-<service>-<server pid>-<n>-{c2s,s2c}. */
+function segmentPrefix(name: string): string {
+  return `ogurpchik-${name}-`;
+}
+
+let segmentCounter = 0;
+
+class ShmStream implements ByteStream {
+  readonly remoteAddress: string;
+  readonly remotePid?: number;
+  readonly #control: net.Socket;
+  readonly #writer: RingWriter;
+  readonly #reader: RingReader;
+  #events: StreamEvents | undefined;
+  #closed = false;
+  #writerBlocked = false;
+
+  constructor(control: net.Socket, toPeer: SharedArrayBuffer, fromPeer: SharedArrayBuffer, name: string, remotePid: number | undefined) {
+    this.#control = control;
+    this.remoteAddress = `shm:${name}`;
+    if (remotePid !== undefined) this.remotePid = remotePid;
+    this.#writer = new RingWriter(toPeer, { signal: futexSignal });
+    this.#reader = new RingReader(
+      fromPeer,
+      {
+        // The view is valid only during this call; the connection keeps frame bodies, so copy.
+        onMessage: (_tag, bytes) => this.#events?.data(bytes.slice()),
+        onClose: () => this.#finish(undefined),
+        onError: (err) => this.destroy(err as Error),
+      },
+      { signal: futexSignal },
+    );
+  }
+
+  start(events: StreamEvents): void {
+    this.#events = events;
+    const control = this.#control;
+    let failure: Error | undefined;
+    control.on('error', (err) => (failure = err));
+    // The peer process is gone (or closed its end): nothing more will come through the rings.
+    control.on('close', () => this.#finish(failure));
+    control.on('data', () => {}); // nothing is expected after the rendezvous
+    control.resume();
+    this.#reader.start();
+    if (control.destroyed) queueMicrotask(() => this.#finish(failure));
+  }
+
+  write(chunk: Uint8Array): boolean {
+    if (this.#closed) return true;
+    if (this.#writer.write(0, chunk)) return !this.#writerBlocked;
+    // The ring is full: the bytes are queued in order; tell the writer to hold back until it drains.
+    if (!this.#writerBlocked) {
+      this.#writerBlocked = true;
+      this.#writer.flushed().then(
+        () => {
+          this.#writerBlocked = false;
+          this.#events?.drain();
+        },
+        () => {},
+      );
+    }
+    return false;
+  }
+
+  pause(): void {
+    this.#reader.pause();
+  }
+
+  resume(): void {
+    this.#reader.resume();
+  }
+
+  end(): void {
+    if (this.#closed) return;
+    try {
+      this.#writer.close();
+    } catch {
+      // already closed
+    }
+    this.#writer.flushed().finally(() => this.#control.end());
+  }
+
+  destroy(error?: Error): void {
+    this.#writer.destroy(error);
+    this.#control.destroy();
+    this.#finish(error);
+  }
+
+  #finish(error: Error | undefined): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#reader.stop();
+    this.#writer.destroy();
+    if (!this.#control.destroyed) this.#control.destroy();
+    this.#events?.close(error);
+  }
+}
+
+/** Reads one newline-terminated line from a socket (at most kMaxLine bytes), with a timeout. */
+function readLine(socket: net.Socket, what: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => done(new RpcError('UNAVAILABLE', `shm rendezvous: no ${what} within ${kRendezvousTimeoutMs} ms`)), kRendezvousTimeoutMs);
+    const onData = (chunk: Buffer) => {
+      buf += chunk.toString('utf8');
+      const nl = buf.indexOf('\n');
+      if (nl >= 0) done(undefined, buf.slice(0, nl));
+      else if (buf.length > kMaxLine) done(new RpcError('PROTOCOL', `shm rendezvous: ${what} longer than ${kMaxLine} bytes`));
+    };
+    const onClose = () => done(new RpcError('UNAVAILABLE', `shm rendezvous: the peer closed before sending its ${what}`));
+    const done = (err?: Error, line?: string) => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('close', onClose);
+      socket.pause();
+      if (err) reject(err);
+      else resolve(line!);
+    };
+    socket.on('data', onData);
+    socket.on('close', onClose);
+    socket.on('error', () => {});
+  });
+}
+
+function peerPid(socket: net.Socket): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (fd === undefined || fd < 0) return undefined;
+  try {
+    return loadNative().peerCredentials(fd).pid;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Removes segments of this service whose creating process is gone (a crashed owner's leftovers). */
+function removeLeftoverSegments(name: string): void {
+  const prefix = segmentPrefix(name);
+  let entries: string[];
+  try {
+    entries = fs.readdirSync('/dev/shm');
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    if (!entry.startsWith(prefix)) continue;
+    const pid = Number(entry.slice(prefix.length).split('-')[0]);
+    if (!Number.isInteger(pid) || pid <= 0) continue;
+    let alive = true;
+    try {
+      process.kill(pid, 0);
+    } catch (err) {
+      alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+    }
+    if (!alive) {
+      try {
+        loadNative().shmUnlink(`/${entry}`);
+      } catch {
+        // raced with another cleaner
+      }
+    }
+  }
+}
+
+function mapPair(native: ReturnType<typeof loadNative>, base: string, bytes: number, create: boolean): [SharedArrayBuffer, SharedArrayBuffer] {
+  const open = (n: string) => native.shmOpen(create ? { name: n, size: bytes, create: true, exclusive: true } : { name: n });
+  const c2s = open(`${base}-c2s`);
+  let s2c: SharedArrayBuffer;
+  try {
+    s2c = open(`${base}-s2c`);
+  } catch (err) {
+    if (create) native.shmUnlink(`${base}-c2s`);
+    throw err;
+  }
+  return [c2s, s2c];
+}
+
+export const shmTransport: TransportAdapter = {
+  async connect(d: ShmDescriptor) {
+    const native = loadNative();
+    const control = await new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect({ path: shmControlPath(d.name) });
+      s.once('error', reject);
+      s.once('connect', () => {
+        s.off('error', reject);
+        resolve(s);
+      });
+    });
+    try {
+      const offer = JSON.parse(await readLine(control, 'offer')) as { base?: unknown; bytes?: unknown; error?: unknown };
+      if (typeof offer.error === 'string') throw new RpcError('BUSY', offer.error);
+      if (typeof offer.base !== 'string' || !/^\/ogurpchik-[\w.-]+$/.test(offer.base) || typeof offer.bytes !== 'number') {
+        throw new RpcError('PROTOCOL', 'shm rendezvous: malformed offer');
+      }
+      const [c2s, s2c] = mapPair(native, offer.base, offer.bytes, false);
+      control.write('ok\n');
+      return new ShmStream(control, c2s, s2c, d.name, peerPid(control));
+    } catch (err) {
+      control.destroy();
+      throw err;
+    }
+  },
+
+  async listen(d: ShmDescriptor, onStream) {
+    const native = loadNative();
+    const controlPath = shmControlPath(d.name);
+    removeLeftoverSegments(d.name);
+    await removeStaleSocket(controlPath);
+    const bytes = kRingHeaderBytes + d.capacity;
+    const server = net.createServer((control) => {
+      const base = `/${segmentPrefix(d.name)}${process.pid}-${++segmentCounter}`;
+      let pair: [SharedArrayBuffer, SharedArrayBuffer];
+      try {
+        pair = mapPair(native, base, bytes, true);
+        initRing(pair[0]);
+        initRing(pair[1]);
+      } catch (err) {
+        control.end(JSON.stringify({ error: `cannot create shared memory: ${(err as Error).message}` }) + '\n');
+        return;
+      }
+      control.write(JSON.stringify({ base, bytes }) + '\n');
+      const unlink = () => {
+        for (const suffix of ['-c2s', '-s2c']) {
+          try {
+            native.shmUnlink(base + suffix);
+          } catch {
+            // already gone
+          }
+        }
+      };
+      readLine(control, 'answer').then(
+        (answer) => {
+          unlink();
+          if (answer !== 'ok') {
+            control.destroy();
+            return;
+          }
+          onStream(new ShmStream(control, pair[1], pair[0], d.name, peerPid(control)));
+        },
+        () => {
+          unlink();
+          control.destroy();
+        },
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ path: controlPath }, () => {
+        server.off('error', reject);
+        server.on('error', () => {});
+        resolve();
+      });
+    });
+    fs.chmodSync(controlPath, 0o600);
+    return {
+      address: { kind: 'shm', name: d.name },
+      close: () =>
+        new Promise<void>((resolve) => server.close(() => resolve())).then(() => {
+          fs.rmSync(controlPath, { force: true });
+        }),
+    };
+  },
+};
