@@ -10,6 +10,9 @@ it('one-to-one rejects a second client with BUSY and keeps serving the first', a
   try {
     assert.deepEqual(await first.client.call({ type: 'Ping' }), { type: 'Pong' });
     const second = await new Node().connect(tcp(server.address as any)).start();
+    // Let the refusal and the close that follows it both arrive: the reason must outlive the connection.
+    for (let i = 0; i < 100 && second.client.closedWith === undefined; i++) await sleep(20);
+    await sleep(50);
     const err = await rejectionOf(second.client.call({ type: 'Ping' }, { timeoutMs: 5000 }));
     assert.equal(err.code, 'BUSY');
     assert.match(err.message, /one-to-one/);

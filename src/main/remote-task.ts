@@ -43,6 +43,7 @@ export class RemoteTask {
   readonly #codec: Codec;
   readonly #handler: Handler | undefined;
   readonly #sessions = new Map<number, Session>();
+  #client: Session | undefined;
   readonly #control: Comlink.Remote<TaskControl>;
   readonly #toWorker: RingWriter;
   readonly #fromWorker: RingReader;
@@ -76,7 +77,7 @@ export class RemoteTask {
     this.#toWorker = new RingWriter(toWorker);
     this.#fromWorker = new RingReader(toMain, { onMessage: (tag, bytes) => this.#onMessage(tag, bytes) }, { spinMicros: options.spinMicros });
     this.#control = Comlink.wrap<TaskControl>(nodeEndpoint(port1));
-    if (options.role === 'connect') this.#open(kClientConnectionId, undefined);
+    if (options.role === 'connect') this.#client = this.#open(kClientConnectionId, undefined);
     this.#ended = runner.run(spec).then(
       () => this.#end(new RpcError('CLOSED', 'the connection was closed')),
       (err: Error) => this.#end(RpcError.is(err) ? err : new RpcError('CLOSED', `the connection worker exited: ${err?.message ?? err}`, { cause: err })),
@@ -101,9 +102,9 @@ export class RemoteTask {
     return task;
   }
 
-  /** The session of a connect task's single connection. */
+  /** The session of a connect task's single connection; it keeps why it closed once it has. */
   get clientSession(): Session {
-    return this.#sessions.get(kClientConnectionId) ?? this.#closedSession();
+    return this.#client ?? this.#closedSession();
   }
 
   /** Resolves when the task has ended. */
