@@ -1,0 +1,145 @@
+/**
+ * The default discovery backend: one JSON file per name in a private directory
+ * ($XDG_RUNTIME_DIR/ogurpchik, else <tmp>/ogurpchik-<uid>, mode 0700). Writes are atomic
+ * (write a temp file, then rename), readers watch the directory with a polling fallback, and
+ * each record names its owner's pid and process start time, so a record left by a crashed owner
+ * counts as absent and never blocks a new one.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { RpcError } from '../errors.js';
+import { processStartTime } from '../shm/native.js';
+import { asStoredRecord, checkServiceName, type DiscoveryBackend, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
+
+/** How often waitFor looks again when the watcher says nothing (watchers miss events on some filesystems). */
+const kPollMs = 100;
+
+export function defaultDiscoveryDir(): string {
+  const runtime = process.env.XDG_RUNTIME_DIR;
+  if (runtime) return path.join(runtime, 'ogurpchik');
+  const uid = typeof process.getuid === 'function' ? process.getuid() : 'user';
+  return path.join(os.tmpdir(), `ogurpchik-${uid}`);
+}
+
+/** Whether the process that wrote `record` still runs (same pid and start time). */
+export function ownerAlive(record: StoredRecord): boolean {
+  const owner = record.owner;
+  if (owner === undefined) return true; // a foreign writer that says nothing: trust it
+  if (owner.host !== undefined && owner.host !== os.hostname()) return true; // not ours to judge
+  const started = processStartTime(owner.pid);
+  if (started === undefined) return false;
+  return owner.start_time === undefined || owner.start_time === started;
+}
+
+export class FileDiscovery implements DiscoveryBackend {
+  /** The directory holding the records. */
+  readonly dir: string;
+
+  constructor(options: { dir?: string } = {}) {
+    this.dir = options.dir ?? defaultDiscoveryDir();
+  }
+
+  #file(name: string): string {
+    return path.join(this.dir, `${checkServiceName(name)}.json`);
+  }
+
+  #ensureDir(): void {
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const st = fs.statSync(this.dir);
+    if (typeof process.getuid === 'function' && st.uid !== process.getuid()) {
+      throw new RpcError('INVALID_ARGUMENT', `discovery directory ${this.dir} belongs to another user`);
+    }
+    if ((st.mode & 0o077) !== 0) fs.chmodSync(this.dir, 0o700);
+  }
+
+  async publish(name: string, topology: Topology): Promise<void> {
+    const file = this.#file(name);
+    this.#ensureDir();
+    const existing = this.#read(file);
+    if (existing && existing.owner?.pid !== process.pid && ownerAlive(existing)) {
+      throw new RpcError('BUSY', `service ${name} is already published by pid ${existing.owner?.pid ?? '?'}`);
+    }
+    const record: StoredRecord = {
+      transport_kind: topology.transport_kind,
+      codec_kind: topology.codec_kind,
+      map: topology.map,
+      owner: { pid: process.pid, start_time: processStartTime(process.pid), host: os.hostname() },
+    };
+    const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify(record), { mode: 0o600 });
+    fs.renameSync(tmp, file);
+  }
+
+  async unpublish(name: string): Promise<void> {
+    const file = this.#file(name);
+    const existing = this.#read(file);
+    if (existing?.owner?.pid === process.pid) fs.rmSync(file, { force: true });
+  }
+
+  async lookup(name: string): Promise<StoredRecord | undefined> {
+    const record = this.#read(this.#file(name));
+    return record && ownerAlive(record) ? record : undefined;
+  }
+
+  waitFor(name: string, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<StoredRecord> {
+    const file = this.#file(name);
+    return new Promise((resolve, reject) => {
+      let watcher: fs.FSWatcher | undefined;
+      let poll: ReturnType<typeof setInterval> | undefined;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const finish = (err: Error | undefined, record?: StoredRecord) => {
+        watcher?.close();
+        if (poll) clearInterval(poll);
+        if (timer) clearTimeout(timer);
+        options.signal?.removeEventListener('abort', onAbort);
+        if (err) reject(err);
+        else resolve(record!);
+      };
+      const check = () => {
+        const record = this.#read(file);
+        if (record && ownerAlive(record)) finish(undefined, record);
+      };
+      const onAbort = () => finish(new RpcError('CANCELLED', `waiting for ${name} was cancelled`));
+      if (options.signal?.aborted) return onAbort();
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      if (options.timeoutMs !== undefined) {
+        timer = setTimeout(() => finish(new RpcError('UNAVAILABLE', `service ${name} did not appear within ${options.timeoutMs} ms`)), options.timeoutMs);
+      }
+      try {
+        this.#ensureDir();
+        watcher = fs.watch(this.dir, () => check());
+        watcher.on('error', () => {});
+      } catch {
+        // no watcher here: polling alone finds it
+      }
+      poll = setInterval(check, kPollMs);
+      check();
+    });
+  }
+
+  async list(): Promise<ServiceEntry[]> {
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.dir);
+    } catch {
+      return [];
+    }
+    const out: ServiceEntry[] = [];
+    for (const f of names.sort()) {
+      if (!f.endsWith('.json')) continue;
+      const record = this.#read(path.join(this.dir, f));
+      if (record) out.push({ name: f.slice(0, -5), record, alive: ownerAlive(record) });
+    }
+    return out;
+  }
+
+  /** Reads and checks one record file; anything unreadable or malformed counts as absent. */
+  #read(file: string): StoredRecord | undefined {
+    try {
+      return asStoredRecord(JSON.parse(fs.readFileSync(file, 'utf8')));
+    } catch {
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,82 @@
+/** The file discovery backend: atomic private records, owner liveness, waiting for a name. */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { FileDiscovery } from '../src/discovery/files.js';
+import { rejectionOf, tempDir } from './helpers.js';
+
+const topology = { transport_kind: 'tcp' as const, codec_kind: 'msgpack' as const, map: { '0': '127.0.0.1:41237' } };
+
+async function publishFromChild(dir: string, name: string) {
+  const child = spawn(process.execPath, [new URL('./fixtures/publish-child.js', import.meta.url).pathname, JSON.stringify({ dir, name })], { stdio: ['pipe', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).once('line', () => resolve());
+    child.once('exit', (code) => reject(new Error(`publisher exited with ${code}`)));
+  });
+  return child;
+}
+
+describe('file discovery backend', function () {
+  this.timeout(20_000);
+  let tmp: ReturnType<typeof tempDir>;
+  let dir: string;
+  beforeEach(() => {
+    tmp = tempDir();
+    dir = path.join(tmp.dir, 'registry');
+  });
+  afterEach(() => tmp.remove());
+
+  it("writes the original's JSON shape, privately (dir 0700, file 0600), and reads it back", async () => {
+    const d = new FileDiscovery({ dir });
+    await d.publish('svc', topology);
+    const raw = JSON.parse(fs.readFileSync(path.join(dir, 'svc.json'), 'utf8'));
+    assert.deepEqual({ transport_kind: raw.transport_kind, codec_kind: raw.codec_kind, map: raw.map }, topology);
+    assert.equal(raw.owner.pid, process.pid);
+    assert.equal(fs.statSync(dir).mode & 0o777, 0o700);
+    assert.equal(fs.statSync(path.join(dir, 'svc.json')).mode & 0o777, 0o600);
+    assert.deepEqual((await d.lookup('svc'))?.map, topology.map);
+    assert.deepEqual(fs.readdirSync(dir), ['svc.json'], 'no temp file is left behind');
+    await d.unpublish('svc');
+    assert.equal(await d.lookup('svc'), undefined);
+  });
+
+  it('a record whose owner was killed counts as absent, and a new owner can take the name', async () => {
+    const child = await publishFromChild(dir, 'svc');
+    const d = new FileDiscovery({ dir });
+    assert.ok(await d.lookup('svc'), 'live while its owner runs');
+    await assert.rejects(d.publish('svc', topology), (e: any) => e.code === 'BUSY');
+    const exited = new Promise((r) => child.once('exit', r));
+    process.kill(child.pid!, 'SIGKILL');
+    await exited;
+    assert.equal(await d.lookup('svc'), undefined);
+    assert.deepEqual((await d.list()).map((e) => [e.name, e.alive]), [['svc', false]]);
+    await d.publish('svc', topology);
+    assert.equal((await d.lookup('svc'))?.owner?.pid, process.pid);
+  });
+
+  it('waitFor started before publish resolves when the record appears', async () => {
+    const d = new FileDiscovery({ dir });
+    const waiting = d.waitFor('later', { timeoutMs: 5000 });
+    setTimeout(() => void new FileDiscovery({ dir }).publish('later', topology), 150);
+    assert.deepEqual((await waiting).map, topology.map);
+  });
+
+  it('waitFor times out with UNAVAILABLE and can be cancelled with CANCELLED', async () => {
+    const d = new FileDiscovery({ dir });
+    assert.equal((await rejectionOf(d.waitFor('never', { timeoutMs: 150 }))).code, 'UNAVAILABLE');
+    const ac = new AbortController();
+    const p = rejectionOf(d.waitFor('never', { signal: ac.signal }));
+    ac.abort();
+    assert.equal((await p).code, 'CANCELLED');
+  });
+
+  it('malformed records and bad names are refused', async () => {
+    const d = new FileDiscovery({ dir });
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    fs.writeFileSync(path.join(dir, 'junk.json'), '{"transport_kind":"carrier-pigeon","map":{}}');
+    assert.equal(await d.lookup('junk'), undefined);
+    for (const bad of ['', '../x', '.hidden', 'a/b']) await assert.rejects(d.lookup(bad), (e: any) => e.code === 'INVALID_ARGUMENT');
+  });
+});
