@@ -13,6 +13,9 @@ import { Session } from '../session/session.js';
 import { RingReader, RingWriter, createRing } from '../shm/ring.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { Handler, PeerInfo } from '../types.js';
+import { connectionClose, connectionOpen, logger } from '../observe.js';
+
+const log = logger('connection');
 
 /** Runs a task spec somewhere (the shared pool, or a plugin's own thread) until it ends. */
 export interface TaskRunner {
@@ -145,13 +148,18 @@ export class RemoteTask {
       const existing = this.#sessions.get(connId);
       if (existing) Object.assign(existing.peer, peer);
       else this.#open(connId, peer);
+      log('open #%d %s %s', connId, peer.transport, peer.address ?? '');
+      if (connectionOpen.hasSubscribers) connectionOpen.publish({ peer });
       return;
     }
     const session = this.#sessions.get(connId);
     if (session === undefined) return;
     if (kind === Kind.ConnClosed) {
       this.#sessions.delete(connId);
-      session.close(fromWireError(readJson(bytes) as WireError));
+      const reason = fromWireError(readJson(bytes) as WireError);
+      session.close(reason);
+      log('closed #%d %s: %s %s', connId, session.peer.transport, reason.code, reason.message);
+      if (connectionClose.hasSubscribers) connectionClose.publish({ peer: session.peer, error: reason });
       return;
     }
     try {
@@ -163,6 +171,7 @@ export class RemoteTask {
 
   #end(reason: RpcError): void {
     this.#endReason = reason;
+    log('task ended: %s %s', reason.code, reason.message);
     this.#fromWorker.stop();
     try {
       this.#toWorker.close();

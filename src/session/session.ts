@@ -8,6 +8,7 @@ import { RpcError, fromWireError, remoteError, toWireError, asWireError, type Wi
 import type { Codec } from '../codec/index.js';
 import { Kind, checkEnvelope, envelopeId, idHeader, kMaxDeadlineMs, kindHeader, readU32LE, requestHeader } from '../protocol/envelope.js';
 import type { CallContext, CallOptions, Handler, PeerClient, PeerInfo } from '../types.js';
+import { callEnd, callError, callStart } from '../observe.js';
 
 /**
  * Delivers one envelope body, `head` followed by `payload`, to the peer, in order. Both are views
@@ -35,6 +36,8 @@ interface Pending {
   timer: ReturnType<typeof setTimeout> | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  /** performance.now() at send when someone listens to the call channels, else 0. */
+  t0: number;
 }
 
 /** Error payloads say who raised them: the peer's handler (`handler`) or its runtime (`runtime`). */
@@ -91,7 +94,11 @@ export class Session implements PeerClient {
       return Promise.reject(err);
     }
     return new Promise((resolve, reject) => {
-      const p: Pending = { resolve, reject, timer: undefined, signal, onAbort: undefined };
+      const p: Pending = { resolve, reject, timer: undefined, signal, onAbort: undefined, t0: 0 };
+      if (callStart.hasSubscribers || callEnd.hasSubscribers || callError.hasSubscribers) {
+        p.t0 = performance.now();
+        callStart.publish({ id, peer: this.peer });
+      }
       if (deadline > 0) {
         p.timer = setTimeout(() => this.#giveUp(id, new RpcError('TIMEOUT', `call timed out after ${timeoutMs} ms`)), timeoutMs);
       }
@@ -122,16 +129,17 @@ export class Session implements PeerClient {
         try {
           value = this.#codec.decode(body.subarray(9));
         } catch (err) {
-          p.reject(err as RpcError);
+          this.#fail(envelopeId(body), p, err as RpcError);
           return;
         }
+        if (p.t0 !== 0) callEnd.publish({ id: envelopeId(body), peer: this.peer, durationMs: performance.now() - p.t0 });
         p.resolve(value);
         return;
       }
       case Kind.Error: {
         const p = this.#settle(envelopeId(body));
         if (p === undefined) return;
-        p.reject(this.#decodeError(body.subarray(9)));
+        this.#fail(envelopeId(body), p, this.#decodeError(body.subarray(9)));
         return;
       }
       case Kind.Request:
@@ -160,11 +168,11 @@ export class Session implements PeerClient {
   close(reason: RpcError): void {
     if (this.#closed) return;
     this.#closed = reason;
-    const pending = [...this.#pending.values()];
+    const pending = [...this.#pending];
     this.#pending.clear();
-    for (const p of pending) {
+    for (const [id, p] of pending) {
       clearPending(p);
-      p.reject(reason);
+      this.#fail(id, p, reason);
     }
     const serving = [...this.#serving.values()];
     this.#serving.clear();
@@ -179,10 +187,15 @@ export class Session implements PeerClient {
     return p;
   }
 
+  #fail(id: number, p: Pending, err: RpcError): void {
+    if (p.t0 !== 0) callError.publish({ id, peer: this.peer, durationMs: performance.now() - p.t0, error: err });
+    p.reject(err);
+  }
+
   #giveUp(id: number, reason: RpcError): void {
     const p = this.#settle(id);
     if (p === undefined) return;
-    p.reject(reason);
+    this.#fail(id, p, reason);
     if (!this.#closed) this.#sendSafely(idHeader(this.#scratch, Kind.Cancel, id), kEmpty);
   }
 
