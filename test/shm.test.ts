@@ -5,12 +5,18 @@ import fs from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Node, RpcError, shm, type CallContext, type RunningNode } from '../src/index.js';
 import { nativeAvailable } from '../src/shm/native.js';
+import { shmControlPath } from '../src/transport/shm.js';
+import path from 'node:path';
 import { rejectionOf, startServer, type ChildServer } from './helpers.js';
 
 const kCapacity = 1024 * 1024;
 let serial = 0;
 const uniqueName = () => `t${process.pid}-${++serial}`;
 const ourSegments = () => fs.readdirSync('/dev/shm').filter((n) => n.startsWith(`ogurpchik-t${process.pid}-`));
+const ourControlSockets = () => {
+  const dir = path.dirname(shmControlPath('x'));
+  return fs.readdirSync(dir).filter((n) => n.startsWith(`ogurpchik-shm-t${process.pid}-`));
+};
 
 function pattern(n: number): Uint8Array {
   const b = new Uint8Array(n);
@@ -26,6 +32,9 @@ describe('shm transport', function () {
   });
   afterEach(() => {
     assert.deepEqual(ourSegments(), [], 'a test left shared-memory segments behind');
+  });
+  after(() => {
+    assert.deepEqual(ourControlSockets(), [], 'the tests left control sockets behind');
   });
 
   describe('echo between two processes, 1 MiB rings', () => {
@@ -85,6 +94,8 @@ describe('shm transport', function () {
       assert.ok(Date.now() - t0 < 2000, `took ${Date.now() - t0} ms`);
     } finally {
       await node.close();
+      // A killed server cannot remove its control socket; the next server of that name would.
+      fs.rmSync(shmControlPath(name), { force: true });
     }
   });
 
@@ -131,7 +142,7 @@ describe('shm transport', function () {
       results.forEach((r, k) => assert.equal(r.text, `${Math.floor(k / 100)}/${k % 100}`));
     } finally {
       for (const c of clients) await c.close();
-      await server.kill();
+      await server.kill('SIGTERM'); // a graceful close removes the control socket
     }
   });
 
