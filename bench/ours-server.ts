@@ -1,7 +1,7 @@
 /**
  * ogurpchik echo server (a child process of the bench).
- * Usage: `node ours-server.js --kind tcp|unix [--path <socket>] --handler worker|main
- *         [--busy-slice-ms <ms>]`.
+ * Usage: `node ours-server.js --kind tcp|unix|shm [--path <socket>] [--name <shm service>]
+ *         [--capacity <shm ring bytes>] --handler worker|main [--busy-slice-ms <ms>]`.
  * `--handler worker` serves the echo module inside the connection worker; `main` serves the same
  * object on this process's main thread. `--busy-slice-ms` keeps the main thread busy in CPU
  * slices of that length, letting the event loop turn once between slices (the busy-host case).
@@ -17,6 +17,8 @@ const { values } = parseArgs({
   options: {
     kind: { type: 'string' },
     path: { type: 'string' },
+    name: { type: 'string' },
+    capacity: { type: 'string' },
     handler: { type: 'string', default: 'worker' },
     'busy-slice-ms': { type: 'string' },
   },
@@ -46,7 +48,15 @@ const api = await loadOurs().catch((err: Error) => fail(err.message));
 let transport: unknown;
 if (values.kind === 'tcp') transport = api.tcp('127.0.0.1:0');
 else if (values.kind === 'unix' && values.path !== undefined) transport = api.unix(values.path);
-else fail('ours server: expected --kind tcp, or --kind unix --path <path>');
+else if (values.kind === 'shm' && values.name !== undefined) {
+  if (api.shm === undefined) fail('the runtime does not export shm()');
+  try {
+    transport = api.shm(values.name, values.capacity === undefined ? {} : { capacity: Number(values.capacity) });
+  } catch (err) {
+    // NATIVE_MISSING (the addon is not built) lands here.
+    fail(`shm(): ${(err as Error).message}`);
+  }
+} else fail('ours server: expected --kind tcp, --kind unix --path <path>, or --kind shm --name <name>');
 
 const serving =
   values.handler === 'main' ? echo : new URL('./echo-handler.js', import.meta.url);
@@ -57,7 +67,12 @@ try {
 }
 
 const address =
-  running.addresses?.[0] ?? (values.kind === 'unix' ? { kind: 'unix', path: values.path } : undefined);
+  running.addresses?.[0] ??
+  (values.kind === 'unix'
+    ? { kind: 'unix', path: values.path }
+    : values.kind === 'shm'
+      ? { kind: 'shm', name: values.name }
+      : undefined);
 if (address === undefined) fail('ours server: start() resolved without addresses');
 report(address);
 

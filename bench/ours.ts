@@ -26,6 +26,9 @@ export interface OursSubjectOptions {
   busySliceMs?: number;
   /** Distinguishes several servers in one `dir`. */
   name?: string;
+  /** shm only: the service name (unique per server) and each ring's data capacity in bytes. */
+  shmName?: string;
+  shmCapacity?: number;
 }
 
 const kConnectTimeoutMs = 10_000;
@@ -41,6 +44,11 @@ export async function startOursSubject(api: OursApi, options: OursSubjectOptions
   const name = options.name ?? `ours-${options.handler}`;
   const args = ['--kind', options.transport, '--handler', options.handler];
   if (options.transport === 'unix') args.push('--path', join(options.dir, `${name}.sock`));
+  if (options.transport === 'shm') {
+    if (options.shmName === undefined) throw new Error('startOursSubject: shm needs shmName');
+    args.push('--name', options.shmName);
+    if (options.shmCapacity !== undefined) args.push('--capacity', String(options.shmCapacity));
+  }
   if (options.busySliceMs !== undefined) args.push('--busy-slice-ms', String(options.busySliceMs));
 
   let server;
@@ -55,7 +63,8 @@ export async function startOursSubject(api: OursApi, options: OursSubjectOptions
 
   let running: OursRunning;
   try {
-    running = await connectWithin(api, server.address, kConnectTimeoutMs);
+    const descriptorOptions = options.shmCapacity === undefined ? {} : { shmCapacity: options.shmCapacity };
+    running = await connectWithin(api, server.address, descriptorOptions, kConnectTimeoutMs);
   } catch (err) {
     await server.stop();
     throw err;
@@ -74,6 +83,7 @@ export async function startOursSubject(api: OursApi, options: OursSubjectOptions
     transport: options.transport,
     // A fresh payload per call: the runtime may transfer (detach) what it is given.
     call: () => client.call(new Uint8Array(kPayloadBytes)),
+    callBytes: (payload) => client.call(payload),
     close: async () => {
       if (closed) return;
       closed = true;
@@ -87,11 +97,16 @@ export async function startOursSubject(api: OursApi, options: OursSubjectOptions
 }
 
 /** `start()` errors mean "not available yet"; a `start()` that hangs is a bench failure. */
-async function connectWithin(api: OursApi, address: OursAddress, ms: number): Promise<OursRunning> {
+async function connectWithin(
+  api: OursApi,
+  address: OursAddress,
+  descriptorOptions: { shmCapacity?: number },
+  ms: number,
+): Promise<OursRunning> {
   let timer: NodeJS.Timeout | undefined;
   const starting = (async () => {
     try {
-      return await new api.Node().connect(transportFor(api, address)).start();
+      return await new api.Node().connect(transportFor(api, address, descriptorOptions)).start();
     } catch (err) {
       throw new OursUnavailableError(`client start() failed: ${(err as Error).message}`);
     }

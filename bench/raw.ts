@@ -8,7 +8,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { startServerChild, type ServerAddress } from './lib/children.js';
 import { FrameSplitter, frame, frameHeaderBytes } from './lib/frames.js';
-import { kPayloadBytes, type Subject, type TransportKind } from './lib/subject.js';
+import { kPayloadBytes, type SocketKind, type Subject } from './lib/subject.js';
 
 interface Waiter {
   resolve(body: Buffer): void;
@@ -38,6 +38,7 @@ export class RawPingClient {
   }
 
   static connect(address: ServerAddress): Promise<RawPingClient> {
+    if (address.kind === 'shm') return Promise.reject(new Error('the raw ping-pong runs over tcp or unix only'));
     return new Promise((resolve, reject) => {
       const socket =
         address.kind === 'tcp'
@@ -72,7 +73,7 @@ export class RawPingClient {
 }
 
 /** Starts a raw echo server child and connects a client to it. `dir` holds the Unix socket. */
-export async function startRawSubject(transport: TransportKind, dir: string): Promise<Subject> {
+export async function startRawSubject(transport: SocketKind, dir: string): Promise<Subject> {
   const args = transport === 'tcp' ? ['--kind', 'tcp'] : ['--kind', 'unix', '--path', join(dir, 'raw.sock')];
   const server = await startServerChild(new URL('./raw-server.js', import.meta.url), args, {
     label: `raw ${transport} server`,

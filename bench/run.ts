@@ -1,6 +1,8 @@
 /**
  * The benchmark suite, part 1: raw `net` ping-pong baselines and ogurpchik over TCP and Unix
- * sockets, the worker isolate against comlink and piscina (isolate.ts), plus the busy-host case. Usage: `node dist/bench/run.js [--quick]`.
+ * sockets, shared memory against raw unix and memcpy (shm.ts), the worker isolate against comlink
+ * and piscina (isolate.ts), plus the busy-host case.
+ * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,busy]`.
  *
  * Progress goes to stderr, the table to stdout, raw figures to bench/results/latest.json.
  * Each transport's subjects are measured in interleaved rounds (see lib/rounds.ts); every
@@ -16,16 +18,31 @@ import { cleanupAll, installSignalCleanup, makeTempDir, removeTempDir } from './
 import { isolateRows, runIsolate, type IsolateResult } from './isolate.js';
 import { loadOurs, type OursApi } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib/rounds.js';
-import { kPayloadBytes, type Subject, type TransportKind } from './lib/subject.js';
+import { kPayloadBytes, type SocketKind, type Subject } from './lib/subject.js';
 import { atLeast, atMost, formatTable, type ResultRow } from './lib/table.js';
 import { OursUnavailableError, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
+import { runShm, shmRows, type ShmResult } from './shm.js';
 
 /** DESIGN §6 targets for tcp and unix, relative to the raw ping-pong of the same kind. */
 const kRoundTripRatioMax = 1.5;
 const kCallsPerSecRatioMin = 1.5;
 
 const quick = process.argv.includes('--quick');
+const kSections = ['tcp', 'unix', 'shm', 'isolate', 'busy'] as const;
+type Section = (typeof kSections)[number];
+/** `--only a,b`: run just those sections (for working on one); the default runs all. */
+const only = ((): ReadonlySet<Section> => {
+  const i = process.argv.indexOf('--only');
+  if (i < 0) return new Set(kSections);
+  const wanted = (process.argv[i + 1] ?? '').split(',').filter((s) => s !== '');
+  const unknown = wanted.filter((s) => !(kSections as readonly string[]).includes(s));
+  if (unknown.length > 0 || wanted.length === 0) {
+    process.stderr.write(`--only takes a comma-separated list of ${kSections.join(', ')}\n`);
+    process.exit(2);
+  }
+  return new Set(wanted as Section[]);
+})();
 
 // Round-trip latency on this VM is bimodal (~20 µs or ~70 µs, depending on where the scheduler
 // places the two processes, and it flips between rounds), so more, shorter rounds make the
@@ -44,6 +61,11 @@ const busyConfig: BenchConfig = quick
  * interleaved rounds keep it to ≈ 8 s quick, ≈ 27 s full.
  */
 const isolateConfig: BenchConfig = { ...config, rounds: 3 };
+/**
+ * shm: raw unix and two ours subjects, then the 1 MiB echo (memcpy and two echoes) in rounds of
+ * the same length. Quick: 3 rounds ≈ 9 s; full: 5 rounds ≈ 50 s.
+ */
+const shmConfig: BenchConfig = quick ? { ...config, rounds: 3 } : config;
 /** A subject whose rounds differ by more than this factor gets a warning under the table. */
 const kUnstableSpread = 1.5;
 
@@ -54,12 +76,12 @@ function log(line: string): void {
 }
 
 interface GroupResult {
-  transport: TransportKind;
+  transport: SocketKind;
   subjects: Array<{ key: string; label: string; summary: SubjectSummary }>;
 }
 
 /** Starts the raw baseline and (when available) ours for one transport, and measures them. */
-async function runGroup(transport: TransportKind, api: OursApi | undefined, skipped: string[]): Promise<GroupResult> {
+async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped: string[]): Promise<GroupResult> {
   const dir = await makeTempDir();
   const subjects: Subject[] = [];
   try {
@@ -167,18 +189,29 @@ async function main(): Promise<number> {
   }
 
   const groups: GroupResult[] = [];
-  for (const transport of ['tcp', 'unix'] as const) groups.push(await runGroup(transport, api, skipped));
+  for (const transport of ['tcp', 'unix'] as const) {
+    if (only.has(transport)) groups.push(await runGroup(transport, api, skipped));
+  }
+
+  // Shared memory, with its own raw unix and memcpy baselines measured in the section.
+  let shmResult: ShmResult | undefined;
+  if (api !== undefined && only.has('shm')) {
+    shmResult = await runShm(api, shmConfig, shmConfig, log);
+    skipped.push(...shmResult.skipped);
+  }
 
   // The isolate section: comlink and piscina always; ours only when the runtime exports isolate().
   if (api !== undefined && typeof api.isolate !== 'function') {
     log('isolate: ours skipped - the runtime does not export isolate()');
     skipped.push('isolate ours: the runtime does not export isolate()');
   }
-  const isolate: IsolateResult = await runIsolate(api, isolateConfig, log);
+  const isolate: IsolateResult = only.has('isolate')
+    ? await runIsolate(api, isolateConfig, log)
+    : { transport: 'worker', subjects: [], skipped: [] };
   skipped.push(...isolate.skipped);
 
   let busyHost: BusyHostResult | undefined;
-  if (api !== undefined) {
+  if (api !== undefined && only.has('busy')) {
     busyHost = await runBusyHost(api, busyConfig, log);
     skipped.push(...busyHost.skipped.map((s) => `busy host ${s}`));
   }
@@ -188,6 +221,8 @@ async function main(): Promise<number> {
     if (rows.length > 0) rows.push(null);
     rows.push(...groupRows(group));
   }
+  const shmTable = shmResult === undefined ? [] : shmRows(shmResult, shmConfig.inflight);
+  if (shmTable.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...shmTable);
   if (isolate.subjects.length > 0) rows.push(null, ...isolateRows(isolate, isolateConfig.inflight));
   if (busyHost !== undefined && (busyHost.worker !== undefined || busyHost.main !== undefined)) {
     rows.push(null, ...busyHostRows(busyHost));
@@ -196,19 +231,26 @@ async function main(): Promise<number> {
 
   const out: string[] = [
     '',
-    `ogurpchik bench, part 1 (tcp, unix, worker isolate, busy host): ${quick ? 'quick' : 'full'} run, ${new Date().toISOString()}`,
+    `ogurpchik bench, part 1 (tcp, unix, shm, worker isolate, busy host): ${quick ? 'quick' : 'full'} run, ${new Date().toISOString()}`,
     `node ${process.version}, ${cpu.length} x ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${kPayloadBytes}-byte payload`,
     `figures: median of ${config.rounds} interleaved rounds of ${config.durationMs} ms after ${config.warmupMs} ms warm-up ` +
-      `(worker isolate: ${isolateConfig.rounds} rounds; busy host: ${busyConfig.rounds} rounds of ${busyConfig.durationMs} ms)`,
+      `(shm: ${shmConfig.rounds} rounds; worker isolate: ${isolateConfig.rounds} rounds; busy host: ${busyConfig.rounds} rounds of ${busyConfig.durationMs} ms)`,
     `rt: round trip, one call in flight; x${config.inflight}: ${config.inflight} calls kept in flight`,
     'ratio: rt rows time / baseline time, x rows rate / baseline rate; only ratios within one run mean anything',
     "worker handler: echo module run in the server's connection worker; main-thread handler: echo object on its main thread",
+    ...(shmTable.length === 0
+      ? []
+      : [
+          `shm rows: ours over shm(name, { capacity: ${shmResult!.capacity / 1048576} MiB }) to a server process; baseline: raw unix ping-pong measured in the same section`,
+          '1 MiB echo: one call in flight, MB/s = request bytes (10^6) per second; baseline: Uint8Array.set of 1 MiB into a SharedArrayBuffer, same rounds',
+        ]),
     'worker rows: a handler in a worker thread of this process (ours isolate(), comlink over a MessageChannel, piscina run()); baseline comlink',
     '',
     formatTable(rows),
     '',
   ];
-  const warnings = [...groups, isolate].flatMap(spreadWarnings);
+  const warnings = [...groups, ...(shmResult === undefined ? [] : [shmResult]), isolate].flatMap(spreadWarnings);
+  warnings.push(...(shmResult?.warnings ?? []));
   out.push(...warnings);
   if (api === undefined) out.push('ours: runtime not available yet - only the raw baselines were measured.');
   for (const reason of skipped) out.push(`skipped: ${reason}`);
@@ -225,11 +267,14 @@ async function main(): Promise<number> {
     config,
     busyConfig,
     isolateConfig,
+    shmConfig,
+    only: [...only],
     payloadBytes: kPayloadBytes,
     elapsedSec,
     skipped,
     warnings,
     groups,
+    shm: shmResult,
     isolate,
     busyHost,
     rows: rows.filter((r) => r !== null),

@@ -4,13 +4,13 @@
  * failure and on SIGINT/SIGTERM.
  *
  * The child protocol: a server script prints one JSON line on stdout when it is ready — its
- * address (`{"kind":"tcp","host":…,"port":…}` or `{"kind":"unix","path":…}`), or
+ * address (`{"kind":"tcp","host":…,"port":…}`, `{"kind":"unix","path":…}` or `{"kind":"shm","name":…}`), or
  * `{"error":"…"}` when it could not start; non-JSON lines before it are passed on to stderr.
  * It stops on SIGTERM, and when its parent goes away (the IPC channel of `fork` disconnects).
  */
 
 import { fork, type ChildProcess } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,7 +18,8 @@ import { fileURLToPath } from 'node:url';
 
 export type ServerAddress =
   | { kind: 'tcp'; host: string; port: number }
-  | { kind: 'unix'; path: string };
+  | { kind: 'unix'; path: string }
+  | { kind: 'shm'; name: string };
 
 /** Why a server child did not come up. `reported` means the child said why (see `message`). */
 export type ChildStartFailure = 'timeout' | 'exited' | 'reported' | 'bad-output';
@@ -45,6 +46,8 @@ const kStopGraceMs = 3_000;
 
 const liveChildren = new Set<ChildProcess>();
 const tempDirs = new Set<string>();
+/** Directories to sweep for entries whose names carry a token of ours (shm segments, control sockets). */
+const sweeps = new Map<string, { dir: string; token: string }>();
 
 export interface StartServerOptions {
   /** Shown in progress and error messages, e.g. "raw tcp server". */
@@ -140,6 +143,7 @@ export function startServerChild(
 function isAddress(value: Record<string, unknown>): value is ServerAddress {
   if (value.kind === 'tcp') return typeof value.host === 'string' && typeof value.port === 'number';
   if (value.kind === 'unix') return typeof value.path === 'string';
+  if (value.kind === 'shm') return typeof value.name === 'string';
   return false;
 }
 
@@ -178,10 +182,41 @@ export async function removeTempDir(dir: string): Promise<void> {
   tempDirs.delete(dir);
 }
 
-/** Stops every child still running and removes every temp dir still present. */
+/**
+ * Registers entries of `dir` whose names contain `token` (and so are ours: the token should carry
+ * this process's pid) for removal by `sweepLeftovers`, `cleanupAll` and the signal handler.
+ */
+export function trackLeftovers(dir: string, token: string): void {
+  sweeps.set(`${dir}\0${token}`, { dir, token });
+}
+
+/** Entries of the tracked sweeps still present, as full paths. */
+export function findLeftovers(): string[] {
+  const found: string[] = [];
+  for (const { dir, token } of sweeps.values()) {
+    let entries: string[];
+    try {
+      entries = readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const entry of entries) if (entry.includes(token)) found.push(join(dir, entry));
+  }
+  return found;
+}
+
+/** Removes what `findLeftovers` finds and returns those paths (empty when all was clean). */
+export function sweepLeftovers(): string[] {
+  const found = findLeftovers();
+  for (const path of found) rmSync(path, { recursive: true, force: true });
+  return found;
+}
+
+/** Stops every child still running and removes every temp dir and tracked leftover still present. */
 export async function cleanupAll(): Promise<void> {
   await Promise.all([...liveChildren].map((child) => stopChild(child, onceExited(child))));
   await Promise.all([...tempDirs].map((dir) => removeTempDir(dir)));
+  sweepLeftovers();
 }
 
 function onceExited(child: ChildProcess): Promise<void> {
@@ -210,5 +245,6 @@ function cleanupSync(): void {
   liveChildren.clear();
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
   tempDirs.clear();
+  sweepLeftovers();
 }
 

@@ -15,6 +15,7 @@ export interface OursAddress {
   host?: string;
   port?: number;
   path?: string;
+  name?: string;
 }
 
 /** The handler object of DESIGN §2; a module URL instead loads `handler` inside the worker. */
@@ -45,6 +46,8 @@ export interface OursApi {
   unix(path: string): unknown;
   /** The worker-isolate transport; optional so the rest of the suite runs without it. */
   isolate?(module: URL, options?: { closeTimeoutMs?: number }): unknown;
+  /** The shared-memory transport (needs the native addon); optional like `isolate`. */
+  shm?(name: string, options?: { capacity?: number }): unknown;
 }
 
 // Compile-time check: the real module must offer at least this slice (a no-op while it is `any`).
@@ -70,8 +73,11 @@ export async function loadOurs(): Promise<OursApi> {
 }
 
 /** The transport descriptor for an address a server child reported. */
-export function transportFor(api: OursApi, address: OursAddress): unknown {
+export function transportFor(api: OursApi, address: OursAddress, options: { shmCapacity?: number } = {}): unknown {
   if (address.kind === 'tcp') return api.tcp(`${address.host}:${address.port}`);
   if (address.kind === 'unix' && address.path !== undefined) return api.unix(address.path);
+  if (address.kind === 'shm' && address.name !== undefined && api.shm !== undefined) {
+    return api.shm(address.name, options.shmCapacity === undefined ? {} : { capacity: options.shmCapacity });
+  }
   throw new Error(`unexpected address ${JSON.stringify(address)}`);
 }

@@ -12,6 +12,8 @@ export interface ResultRow {
   medianUs?: number;
   p99Us?: number;
   callsPerSec?: number;
+  /** Bandwidth in MB/s (10^6 bytes); its column appears only when some row has it. */
+  mbPerSec?: number;
   /** Name of the row this one is compared with, e.g. "raw tcp, 1 in flight". */
   baseline?: string;
   /** This row's figure over the baseline's (time for round trips, rate for calls/s). */
@@ -39,12 +41,13 @@ function rate(value: number | undefined): string {
   return Math.round(value).toLocaleString('en-US');
 }
 
-const columns: Column[] = [
+const allColumns: Column[] = [
   { header: 'scenario', align: 'left', cell: (r) => r.scenario },
   { header: 'transport', align: 'left', cell: (r) => r.transport },
   { header: 'median µs', align: 'right', cell: (r) => us(r.medianUs) },
   { header: 'p99 µs', align: 'right', cell: (r) => us(r.p99Us) },
   { header: 'calls/s', align: 'right', cell: (r) => rate(r.callsPerSec) },
+  { header: 'MB/s', align: 'right', cell: (r) => rate(r.mbPerSec) },
   { header: 'baseline', align: 'left', cell: (r) => r.baseline ?? dash },
   {
     header: 'ratio',
@@ -57,6 +60,8 @@ const columns: Column[] = [
 
 /** The whole table as one string: header, rule, one line per row; `null` rows become blank lines. */
 export function formatTable(rows: ReadonlyArray<ResultRow | null>): string {
+  const hasBandwidth = rows.some((row) => row?.mbPerSec !== undefined);
+  const columns = allColumns.filter((c) => hasBandwidth || c.header !== 'MB/s');
   const cells = rows.map((row) => (row === null ? null : columns.map((c) => c.cell(row))));
   const widths = columns.map((c, i) =>
     Math.max(c.header.length, ...cells.map((line) => (line === null ? 0 : line[i]!.length))),

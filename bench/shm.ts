@@ -1,0 +1,304 @@
+/**
+ * Shared memory: ogurpchik over `shm(name, { capacity })` between the bench process and a server
+ * child (ours-server.ts --kind shm), with the worker-module handler and the main-thread handler,
+ * against the raw Node Unix-socket ping-pong (raw.ts) measured in the same interleaved rounds.
+ * DESIGN §6 targets: round trip ≤ 0.6× raw unix, calls/s with 64 in flight ≥ 3× raw unix.
+ *
+ * Then a 1 MiB echo over shm (one call in flight, request bytes per second) beside a memcpy
+ * baseline taken in the same rounds: copying 1 MiB into a SharedArrayBuffer with
+ * `Uint8Array.set`. Target: ≥ 25% of the memcpy bandwidth.
+ *
+ * Needs the native addon; without it the section prints a skipped line. Every service name is
+ * `bench-<pid>-<n>`, and whatever the runtime leaves in /dev/shm or its control-socket directory
+ * under that name is reported as a warning and removed (also on SIGINT/SIGTERM, via children.ts).
+ */
+
+import { dirname } from 'node:path';
+import { findLeftovers, makeTempDir, removeTempDir, sweepLeftovers, trackLeftovers } from './lib/children.js';
+import { median, withDeadline } from './lib/measure.js';
+import type { OursApi } from './lib/ours-api.js';
+import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib/rounds.js';
+import type { Subject } from './lib/subject.js';
+import { atLeast, atMost, type ResultRow } from './lib/table.js';
+import { OursUnavailableError, startOursSubject } from './ours.js';
+import { startRawSubject } from './raw.js';
+
+/** DESIGN §6 shm targets, relative to the raw Unix ping-pong / memcpy of the same run. */
+export const kShmRoundTripRatioMax = 0.6;
+export const kShmCallsPerSecRatioMin = 3;
+export const kShmEchoShareMin = 0.25;
+
+export const kEchoBytes = 1 << 20;
+/** Each ring's data area: a 1 MiB message (plus its envelope) fits whole. */
+export const kShmCapacity = 2 << 20;
+
+const kStallSlackMs = 15_000;
+const kUnstableSpread = 1.5;
+
+export interface EchoRound {
+  mbPerSec: number;
+  /** Median time of one 1 MiB echo (or one copy), µs. */
+  medianUs: number;
+  calls: number;
+}
+
+export interface EchoSummary {
+  /** Median of rounds. */
+  mbPerSec: number;
+  medianUs: number;
+  rounds: EchoRound[];
+}
+
+export interface ShmResult {
+  transport: 'shm';
+  capacity: number;
+  /** raw unix ping-pong first, then ours per handler. */
+  subjects: Array<{ key: string; label: string; transport: string; summary: SubjectSummary }>;
+  echo?: {
+    bytes: number;
+    memcpy: EchoSummary;
+    subjects: Array<{ key: string; label: string; summary: EchoSummary }>;
+  };
+  skipped: string[];
+  warnings: string[];
+}
+
+let serviceCounter = 0;
+
+/** The section; `echoConfig` gives the rounds and lengths of the 1 MiB echo rounds. */
+export async function runShm(
+  api: OursApi,
+  config: BenchConfig,
+  echoConfig: Pick<BenchConfig, 'rounds' | 'warmupMs' | 'durationMs'>,
+  log: (line: string) => void,
+): Promise<ShmResult> {
+  const result: ShmResult = { transport: 'shm', capacity: kShmCapacity, subjects: [], skipped: [], warnings: [] };
+  if (api.shm === undefined) {
+    result.skipped.push('shm: the runtime does not export shm()');
+    log('shm: skipped - the runtime does not export shm()');
+    return result;
+  }
+  const native = await import('../src/shm/native.js').catch((err: Error) => err);
+  if (native instanceof Error || !native.nativeAvailable()) {
+    const why = native instanceof Error ? native.message : 'the native addon is not built (npm run build:native)';
+    result.skipped.push(`shm: ${why}`);
+    log(`shm: skipped - ${why}`);
+    return result;
+  }
+  // Names carry this pid, so that anything left behind is recognisably ours.
+  const token = `bench-${process.pid}-`;
+  trackLeftovers('/dev/shm', token);
+  const controlDir = await import('../src/transport/shm.js').then(
+    (m) => dirname(m.shmControlPath('x')),
+    () => undefined,
+  );
+  if (controlDir !== undefined) trackLeftovers(controlDir, token);
+
+  const dir = await makeTempDir();
+  const ours: Subject[] = [];
+  let raw: Subject | undefined;
+  try {
+    for (const handler of ['worker', 'main'] as const) {
+      const shmName = `${token}${++serviceCounter}`;
+      log(`shm: starting ours server (${handler} handler, service ${shmName})`);
+      try {
+        ours.push(await startOursSubject(api, { transport: 'shm', handler, dir, shmName, shmCapacity: kShmCapacity }));
+      } catch (err) {
+        if (!(err instanceof OursUnavailableError)) throw err;
+        log(`shm: ours not measured (${handler} handler: ${err.message})`);
+        result.skipped.push(`shm ${handler}: ${err.message}`);
+      }
+    }
+    if (ours.length > 0) {
+      log('shm: starting raw unix server (baseline)');
+      raw = await startRawSubject('unix', dir);
+      const subjects = [raw, ...ours];
+      const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
+      result.subjects = subjects.map((s) => ({
+        key: s === raw ? 'raw-unix' : s.key,
+        label: s === raw ? 'raw unix ping-pong' : s.label,
+        transport: s === raw ? 'unix' : s.transport,
+        summary: summaries.get(s)!,
+      }));
+      result.echo = await measureEcho(ours, echoConfig, log, result.skipped);
+    }
+  } finally {
+    for (const subject of [...ours, ...(raw === undefined ? [] : [raw])]) {
+      await subject.close().catch((err: Error) => log(`close: ${err.message}`));
+    }
+    await removeTempDir(dir);
+  }
+  // Every server child has exited by now (close() waits for it): nothing of ours may remain.
+  const left = findLeftovers();
+  if (left.length > 0) {
+    sweepLeftovers();
+    result.warnings.push(`shm: removed ${left.length} leftover(s) after closing: ${left.join(', ')}`);
+  } else {
+    log('shm: all server children stopped; nothing of ours left in /dev/shm or the control-socket directory');
+  }
+  for (const s of result.echo?.subjects ?? []) spreadWarning(result.warnings, `shm ${s.label} 1 MiB echo`, s.summary);
+  if (result.echo !== undefined) spreadWarning(result.warnings, 'memcpy 1 MiB', result.echo.memcpy);
+  return result;
+}
+
+function spreadWarning(warnings: string[], what: string, summary: EchoSummary): void {
+  const values = summary.rounds.map((r) => r.mbPerSec);
+  const lo = Math.min(...values);
+  const hi = Math.max(...values);
+  if (hi > lo * kUnstableSpread) {
+    warnings.push(`unstable: ${what} ranged ${Math.round(lo)}-${Math.round(hi)} MB/s over ${values.length} rounds`);
+  }
+}
+
+function patterned(bytes: number): Uint8Array {
+  const out = new Uint8Array(bytes);
+  for (let i = 0; i < bytes; i++) out[i] = (i * 131 + 7) & 0xff;
+  return out;
+}
+
+function summarise(rounds: EchoRound[]): EchoSummary {
+  return {
+    mbPerSec: median(rounds.map((r) => r.mbPerSec)),
+    medianUs: median(rounds.map((r) => r.medianUs)),
+    rounds,
+  };
+}
+
+/** Calls `op` back to back: `warmupMs` untimed, then `durationMs` timed, each call on its own. */
+async function timedRound(op: () => unknown, config: Pick<BenchConfig, 'warmupMs' | 'durationMs'>): Promise<EchoRound> {
+  const warmEnd = performance.now() + config.warmupMs;
+  while (performance.now() < warmEnd) await op();
+  const times: number[] = [];
+  const start = performance.now();
+  const end = start + config.durationMs;
+  let t = start;
+  while (t < end) {
+    await op();
+    const done = performance.now();
+    times.push((done - t) * 1000);
+    t = done;
+  }
+  return { mbPerSec: (times.length * kEchoBytes) / ((t - start) / 1000) / 1e6, medianUs: median(times), calls: times.length };
+}
+
+/** 1 MiB echo over every ours subject, interleaved round by round with the memcpy baseline. */
+async function measureEcho(
+  ours: readonly Subject[],
+  config: Pick<BenchConfig, 'rounds' | 'warmupMs' | 'durationMs'>,
+  log: (line: string) => void,
+  skipped: string[],
+): Promise<ShmResult['echo']> {
+  const source = patterned(kEchoBytes);
+  const target = new Uint8Array(new SharedArrayBuffer(kEchoBytes));
+  // `await` of a non-promise still yields a microtask turn per copy, as the echo loop does.
+  const memcpy = (): void => target.set(source);
+
+  const echoes: Array<{ subject: Subject; call: () => Promise<unknown>; rounds: EchoRound[] }> = [];
+  for (const subject of ours) {
+    if (subject.callBytes === undefined) continue;
+    const send = subject.callBytes.bind(subject);
+    let payload = patterned(kEchoBytes);
+    const call = (): Promise<unknown> => {
+      // The runtime may transfer what it is given; then each call needs a fresh buffer.
+      if (payload.byteLength === 0) payload = patterned(kEchoBytes);
+      return send(payload);
+    };
+    // Check the echo once, within a deadline, before timing it.
+    try {
+      const reply = await withDeadline(call(), kStallSlackMs, `shm ${subject.label} 1 MiB echo`);
+      if (!(reply instanceof Uint8Array) || reply.byteLength !== kEchoBytes || reply[kEchoBytes - 1] !== source[kEchoBytes - 1]) {
+        throw new Error('the reply is not the 1 MiB payload');
+      }
+    } catch (err) {
+      log(`shm: ${subject.label} 1 MiB echo not measured (${(err as Error).message})`);
+      skipped.push(`shm ${subject.label} 1 MiB echo: ${(err as Error).message}`);
+      continue;
+    }
+    echoes.push({ subject, call, rounds: [] });
+  }
+  if (echoes.length === 0) return undefined;
+
+  const memcpyRounds: EchoRound[] = [];
+  const stallMs = config.warmupMs + config.durationMs + kStallSlackMs;
+  for (let round = 0; round < config.rounds; round++) {
+    const prefix = `round ${round + 1}/${config.rounds}  `;
+    const copy = await timedRound(memcpy, config);
+    memcpyRounds.push(copy);
+    log(`${prefix}${'memcpy 1 MiB'.padEnd(22)} ${Math.round(copy.mbPerSec).toLocaleString('en-US')} MB/s (median copy ${copy.medianUs.toFixed(1)} µs)`);
+    for (const echo of echoes) {
+      const name = `shm ${echo.subject.key} 1 MiB`;
+      const r = await withDeadline(timedRound(echo.call, config), stallMs, `${name} echo`);
+      echo.rounds.push(r);
+      log(`${prefix}${name.padEnd(22)} ${Math.round(r.mbPerSec).toLocaleString('en-US')} MB/s (median echo ${r.medianUs.toFixed(0)} µs, ${r.calls} calls)`);
+    }
+  }
+  return {
+    bytes: kEchoBytes,
+    memcpy: summarise(memcpyRounds),
+    subjects: echoes.map((e) => ({ key: e.subject.key, label: e.subject.label, summary: summarise(e.rounds) })),
+  };
+}
+
+export function shmRows(result: ShmResult, inflight: number): ResultRow[] {
+  const rows: ResultRow[] = [];
+  const raw = result.subjects.find((s) => s.key === 'raw-unix');
+  if (raw !== undefined) {
+    for (const subject of result.subjects) {
+      const isRaw = subject === raw;
+      const rt = subject.summary.roundTrip;
+      const pipe = subject.summary.pipelined!;
+      const rtRatio = rt.medianUs / raw.summary.roundTrip.medianUs;
+      const pipeRatio = pipe.callsPerSec / raw.summary.pipelined!.callsPerSec;
+      rows.push({
+        scenario: `${subject.label} rt`,
+        transport: subject.transport,
+        medianUs: rt.medianUs,
+        p99Us: rt.p99Us,
+        ...(isRaw
+          ? {}
+          : {
+              baseline: 'raw unix rt',
+              ratio: rtRatio,
+              target: `<= ${kShmRoundTripRatioMax.toFixed(2)}x`,
+              verdict: atMost(rtRatio, kShmRoundTripRatioMax),
+            }),
+      });
+      rows.push({
+        scenario: `${subject.label} x${inflight}`,
+        transport: subject.transport,
+        callsPerSec: pipe.callsPerSec,
+        ...(isRaw
+          ? {}
+          : {
+              baseline: `raw unix x${inflight}`,
+              ratio: pipeRatio,
+              target: `>= ${kShmCallsPerSecRatioMin.toFixed(2)}x`,
+              verdict: atLeast(pipeRatio, kShmCallsPerSecRatioMin),
+            }),
+      });
+    }
+  }
+  const echo = result.echo;
+  if (echo !== undefined) {
+    rows.push({
+      scenario: 'memcpy 1 MiB into a SAB',
+      transport: 'memory',
+      medianUs: echo.memcpy.medianUs,
+      mbPerSec: echo.memcpy.mbPerSec,
+    });
+    for (const subject of echo.subjects) {
+      const share = subject.summary.mbPerSec / echo.memcpy.mbPerSec;
+      rows.push({
+        scenario: `${subject.label} 1 MiB echo`,
+        transport: 'shm',
+        medianUs: subject.summary.medianUs,
+        mbPerSec: subject.summary.mbPerSec,
+        baseline: 'memcpy 1 MiB',
+        ratio: share,
+        target: `>= ${kShmEchoShareMin.toFixed(2)}x`,
+        verdict: atLeast(share, kShmEchoShareMin),
+      });
+    }
+  }
+  return rows;
+}
