@@ -1,5 +1,6 @@
 export { Node, RunningNode, Client } from './main/node.js';
-export type { NodeOptions, ServeOptions, ConnectOptions, HandlerInput } from './main/node.js';
+export type { NodeOptions, ServeOptions, ConnectOptions, HandlerInput, AuthHmacOptions } from './main/node.js';
+export type { HandshakeScheme } from './handshake/spec.js';
 export type { PoolOptions } from './main/pool.js';
 export { tcp, unix, shm, custom, isolate } from './transport/descriptors.js';
 export type { Address, TransportDescriptor, TcpDescriptor, UnixDescriptor, CustomDescriptor, ShmDescriptor, IsolateDescriptor } from './transport/descriptors.js';

@@ -5,6 +5,8 @@
 import { pathToFileURL } from 'node:url';
 import { RpcError } from '../errors.js';
 import { msgpack, type CodecDescriptor } from '../codec/index.js';
+import { parsePublicKey } from '../handshake/signed-process.js';
+import { kDefaultHandshakeTimeoutMs, type HandshakeSpec } from '../handshake/spec.js';
 import { kDefaultMaxFrameBytes } from '../protocol/framing.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { CallOptions, Handler, PeerClient } from '../types.js';
@@ -24,8 +26,15 @@ export interface NodeOptions {
    * The main thread's event loop does not run while it spins.
    */
   spinMicros?: number;
+  /** Time limit of each handshake step, in ms (default 5000); a peer slower than this is refused with HANDSHAKE_FAILED. */
+  handshakeTimeoutMs?: number;
   /** The process-wide worker pool's size; applied by the first node started in the process. */
   pool?: PoolOptions;
+}
+
+export interface AuthHmacOptions {
+  /** As a client, also require the server to prove it knows the secret (default false; any server of ours can). */
+  mutual?: boolean;
 }
 
 export interface ServeOptions {
@@ -128,6 +137,7 @@ export class Node<Req = unknown, Res = unknown> {
   #serve: ServeSpec | undefined;
   #connect: ConnectSpec | undefined;
   #oneToOne = false;
+  #handshake: HandshakeSpec = { scheme: 'none' };
 
   constructor(options: NodeOptions = {}) {
     const maxFrameBytes = options.maxFrameBytes ?? kDefaultMaxFrameBytes;
@@ -137,7 +147,11 @@ export class Node<Req = unknown, Res = unknown> {
     }
     const spinMicros = options.spinMicros ?? 0;
     if (!(spinMicros >= 0 && spinMicros <= 1_000_000)) throw new RpcError('INVALID_ARGUMENT', `spinMicros must be from 0 to 1e6, got ${spinMicros}`);
-    this.#options = { maxFrameBytes, ringBytes, spinMicros, pool: options.pool };
+    const handshakeTimeoutMs = options.handshakeTimeoutMs ?? kDefaultHandshakeTimeoutMs;
+    if (!(Number.isInteger(handshakeTimeoutMs) && handshakeTimeoutMs >= 1 && handshakeTimeoutMs <= 2 ** 31 - 1)) {
+      throw new RpcError('INVALID_ARGUMENT', `handshakeTimeoutMs must be a positive integer, got ${handshakeTimeoutMs}`);
+    }
+    this.#options = { maxFrameBytes, ringBytes, spinMicros, handshakeTimeoutMs, pool: options.pool };
   }
 
   /** Listens on `transport` and answers with `handler`. */
@@ -171,13 +185,46 @@ export class Node<Req = unknown, Res = unknown> {
     return this;
   }
 
+  /** No handshake (the default): frames start with the first byte. Both ends must agree. */
+  authDisabled(): this {
+    this.#handshake = { scheme: 'none' };
+    return this;
+  }
+
+  /** Run the v1 handshake with no credentials (checks the protocol version only), as server and as client. */
+  handshakeVersionOnly(): this {
+    this.#handshake = { scheme: 'version', timeoutMs: this.#options.handshakeTimeoutMs };
+    return this;
+  }
+
+  /**
+   * Authenticate with a shared secret (HMAC-SHA256 over a fresh nonce per connection), as server and
+   * as client. `{ mutual: true }`: as a client, also require the server to prove it knows the secret.
+   */
+  authHmac(secret: string | Uint8Array, options: AuthHmacOptions = {}): this {
+    const bytes = typeof secret === 'string' ? new TextEncoder().encode(secret) : secret instanceof Uint8Array ? Uint8Array.from(secret) : undefined;
+    if (bytes === undefined || bytes.length === 0) throw new RpcError('INVALID_ARGUMENT', 'authHmac() takes a non-empty string or Uint8Array secret');
+    this.#handshake = { scheme: 'hmac', timeoutMs: this.#options.handshakeTimeoutMs, secret: bytes, mutual: options.mutual === true };
+    return this;
+  }
+
+  /**
+   * Authenticate clients by the program they run (Linux): the server reads the client process's
+   * image (its pid from the OS, over shm or loopback TCP) and checks the Ed25519 signature in
+   * `<image>.sig` against `publicKey` (32 raw bytes or base64). As a client this node offers the scheme.
+   */
+  authSignedProcess(publicKey: string | Uint8Array): this {
+    this.#handshake = { scheme: 'signed-process', timeoutMs: this.#options.handshakeTimeoutMs, publicKey: parsePublicKey(publicKey) };
+    return this;
+  }
+
   /** Starts listening and connecting; resolves once both are done, rejects (having cleaned up) otherwise. */
   async start(): Promise<RunningNode<Req, Res>> {
     if (!this.#serve && !this.#connect) throw new RpcError('INVALID_ARGUMENT', 'nothing to start: call .serve() and/or .connect() first');
     const lease = new PoolLease(this.#options.pool);
     const tasks: RemoteTask[] = [];
     const { maxFrameBytes, ringBytes, spinMicros } = this.#options;
-    const base = { oneToOne: this.#oneToOne, maxFrameBytes, ringBytes, spinMicros };
+    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, maxFrameBytes, ringBytes, spinMicros };
     try {
       if (this.#serve) {
         const { transport, handler, options } = this.#serve;
@@ -196,7 +243,9 @@ export class Node<Req = unknown, Res = unknown> {
         const { transport, options } = this.#connect;
         const runner = transport.kind === 'isolate' ? new IsolateRunner() : lease;
         const closeTimeoutMs = transport.kind === 'isolate' ? transport.closeTimeoutMs : undefined;
-        const task = await RemoteTask.start(runner, { ...base, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs });
+        // An in-process isolate plugin is code this process loaded itself: there is nothing to authenticate.
+        const handshake: HandshakeSpec = transport.kind === 'isolate' ? { scheme: 'none' } : base.handshake;
+        const task = await RemoteTask.start(runner, { ...base, handshake, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs });
         tasks.push(task);
         client = new Client(task);
       }

@@ -11,6 +11,7 @@ import { kClientConnectionId, type HandlerSpec, type TaskControl, type TaskSpec 
 import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
 import { RingReader, RingWriter, createRing } from '../shm/ring.js';
+import type { HandshakeSpec } from '../handshake/spec.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { Handler, PeerInfo } from '../types.js';
 import { connectionClose, connectionOpen, logger } from '../observe.js';
@@ -31,6 +32,7 @@ export interface RemoteTaskOptions {
   /** A main-thread handler object, a module URL run in the worker, or none. */
   handler: Handler | string | undefined;
   oneToOne: boolean;
+  handshake: HandshakeSpec;
   maxFrameBytes: number;
   ringBytes: number;
   spinMicros: number;
@@ -71,6 +73,7 @@ export class RemoteTask {
       codec: options.codec,
       handler: handlerSpec,
       oneToOne: options.oneToOne,
+      handshake: options.handshake,
       maxFrameBytes: options.maxFrameBytes,
       spinMicros: options.spinMicros,
       toWorker,

@@ -5,6 +5,7 @@
  */
 import type { CodecDescriptor } from '../codec/index.js';
 import type { WireError } from '../errors.js';
+import type { HandshakeSpec } from '../handshake/spec.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { MessagePort } from 'node:worker_threads';
 
@@ -19,6 +20,8 @@ export interface TaskSpec {
   transport: TransportDescriptor;
   codec: CodecDescriptor;
   handler: HandlerSpec;
+  /** The handshake every connection of this task runs before its first frame (listeners: as server; connect: as client). */
+  handshake: HandshakeSpec;
   /** Listener only: refuse a second connection while one is open. */
   oneToOne: boolean;
   maxFrameBytes: number;

@@ -1,11 +1,12 @@
 /**
- * One connection inside a worker: a byte stream with framing on top, and above that either a local
- * call layer (a handler module running in this worker) or a relay of envelope bodies to the main
- * thread through the task's ring. The stream knows nothing of calls; the session knows nothing of
- * bytes.
+ * One connection inside a worker: a byte stream, optionally a handshake on its raw bytes, framing on
+ * top, and above that either a local call layer (a handler module running in this worker) or a
+ * relay of envelope bodies to the main thread through the task's ring. The stream knows nothing of
+ * calls; the session knows nothing of bytes.
  */
 import { RpcError, toWireError } from '../errors.js';
 import type { Codec } from '../codec/index.js';
+import { HandshakeChannel } from '../handshake/channel.js';
 import { Kind, checkEnvelope, encodeClose, encodePing, envelopeId } from '../protocol/envelope.js';
 import { FrameDecoder, FrameWriter } from '../protocol/framing.js';
 import type { Session } from '../session/session.js';
@@ -38,6 +39,8 @@ export class Connection {
   readonly #decoder: FrameDecoder;
   readonly #writer: FrameWriter;
   #session: Session | undefined;
+  /** Set while a handshake owns the stream's bytes (until `open()`). */
+  #handshake: HandshakeChannel | undefined;
   #closing: RpcError | undefined;
   #writable = true;
   #readPaused = 0;
@@ -64,9 +67,46 @@ export class Connection {
     this.#session = session;
   }
 
+  /** Starts the stream with framing from its first byte (no handshake). */
   start(): void {
+    this.#startStream();
+  }
+
+  /**
+   * Starts the stream and runs `run` on its raw bytes before any frame is read. On failure closes
+   * this connection (the peer hears only what `run` wrote) and rethrows; on success the framing
+   * layer waits for `open()`, so the host can set the connection up first.
+   */
+  async handshake<T>(run: (channel: HandshakeChannel) => Promise<T>): Promise<T> {
+    const channel = new HandshakeChannel((bytes) => {
+      if (!this.#closing) this.#stream.write(bytes);
+    });
+    this.#handshake = channel;
+    this.#startStream();
+    try {
+      const result = await run(channel);
+      // Closed meanwhile (e.g. the node closing while a check was running): it must not go live.
+      if (this.#closing) throw this.#closing;
+      return result;
+    } catch (err) {
+      const reason = RpcError.is(err) ? err : new RpcError('HANDSHAKE_FAILED', String((err as Error)?.message ?? err), { cause: err });
+      this.close(reason, false);
+      throw reason;
+    }
+  }
+
+  /** After a successful `handshake()`: starts framing, beginning with the bytes that followed the handshake. */
+  open(): void {
+    const channel = this.#handshake;
+    if (channel === undefined) return;
+    this.#handshake = undefined;
+    const rest = channel.takeRest();
+    if (rest.length > 0) this.#onData(rest);
+  }
+
+  #startStream(): void {
     this.#stream.start({
-      data: (chunk) => this.#onData(chunk),
+      data: (chunk) => (this.#handshake ? this.#handshake.push(chunk) : this.#onData(chunk)),
       drain: () => {
         if (this.#writable) return;
         this.#writable = true;
@@ -105,7 +145,8 @@ export class Connection {
   /** Closes with `reason`: tells the peer why (when `tellPeer`), ends the stream, settles everything. */
   close(reason: RpcError, tellPeer: boolean): void {
     if (this.#closing) return;
-    if (tellPeer) {
+    // A Close envelope means nothing to a peer still in the handshake: it learns why from the Ack.
+    if (tellPeer && this.#handshake === undefined) {
       try {
         this.#writer.push(encodeClose(this.#host.codec.encode(toWireError(reason))), true);
       } catch {
@@ -114,6 +155,7 @@ export class Connection {
     }
     this.#writer.flush();
     this.#closing = reason;
+    this.#handshake?.fail(reason);
     this.#stream.end();
     // A peer that never closes its side must not keep us open.
     setTimeout(() => this.#stream.destroy(), 2000).unref();
@@ -171,6 +213,7 @@ export class Connection {
       }
     }
     this.#closing = reason;
+    this.#handshake?.fail(new RpcError('HANDSHAKE_FAILED', `the connection closed during the handshake${error ? `: ${error.message}` : ''}`, { cause: error }));
     this.#session?.close(reason);
     this.#host.closed(this, reason);
   }

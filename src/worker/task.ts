@@ -6,15 +6,18 @@
 import * as Comlink from 'comlink';
 import { RpcError, toWireError } from '../errors.js';
 import { createCodec, type Codec } from '../codec/index.js';
+import { clientHandshake } from '../handshake/client.js';
+import { serverHandshake } from '../handshake/server.js';
+import { loopbackTcpPeerPid } from '../handshake/signed-process.js';
 import { Kind } from '../protocol/envelope.js';
 import { kClientConnectionId, type ReadyResult, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
 import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
 import { RingReader, RingWriter } from '../shm/ring.js';
 import { adapterFor, adapterOptions } from '../transport/adapters.js';
-import { formatAddress, type Address } from '../transport/descriptors.js';
+import { formatAddress, type Address, type TcpDescriptor } from '../transport/descriptors.js';
 import type { ByteStream, StreamListener } from '../transport/types.js';
-import type { Handler } from '../types.js';
+import type { Handler, PeerInfo } from '../types.js';
 import { Connection, type ConnectionHost } from './connection.js';
 
 const kEncoder = new TextEncoder();
@@ -25,6 +28,8 @@ export class ConnectionTask implements ConnectionHost {
   readonly readsWaitForWrites: boolean;
   readonly #spec: TaskSpec;
   readonly #connections = new Map<number, Connection>();
+  /** Accepted connections still in their handshake: not yet known to the main thread or a session. */
+  readonly #handshaking = new Set<Connection>();
   readonly #dirty = new Set<Connection>();
   readonly #toMain: RingWriter;
   readonly #fromMain: RingReader;
@@ -82,8 +87,9 @@ export class ConnectionTask implements ConnectionHost {
   }
 
   closed(conn: Connection, reason: RpcError): void {
-    this.#connections.delete(conn.id);
     this.#dirty.delete(conn);
+    // Never opened (refused, or its handshake failed): nobody else knew of it, nobody is told.
+    if (!this.#connections.delete(conn.id)) return;
     if (this.#relayed) this.#control(conn.id, Kind.ConnClosed, toWireError(reason));
     if (this.#spec.role === 'connect' || (this.#closing && this.#connections.size === 0)) void this.close();
   }
@@ -96,6 +102,7 @@ export class ConnectionTask implements ConnectionHost {
       // Not awaited yet: a net server's close() completes only once its connections are gone.
       const listenerClosed = listener?.close().catch(() => {});
       const reason = new RpcError('CLOSED', 'the node was closed');
+      for (const conn of this.#handshaking) conn.close(reason, false);
       for (const conn of this.#connections.values()) conn.close(reason, true);
       await Promise.race([
         new Promise<void>((resolve) => {
@@ -131,48 +138,116 @@ export class ConnectionTask implements ConnectionHost {
       } catch (cause) {
         throw new RpcError('UNAVAILABLE', `cannot connect to ${formatAddress(spec.transport)}: ${(cause as Error).message}`, { cause });
       }
-      const conn = this.#accept(stream);
-      return { ok: true, connectionId: conn?.id };
+      const conn = this.#newConnection(stream);
+      const handshake = spec.handshake;
+      if (handshake.scheme !== 'none') {
+        // Rejects (the connection already closed) with HANDSHAKE_FAILED, AUTH_FAILED or BUSY: start() rejects with it.
+        this.#handshaking.add(conn);
+        const result = await conn.handshake((channel) => clientHandshake(channel, handshake)).finally(() => this.#handshaking.delete(conn));
+        conn.peer.auth = result.auth;
+        this.#register(conn);
+        conn.open();
+      } else {
+        this.#register(conn);
+        conn.start();
+      }
+      return { ok: true, connectionId: conn.id };
     } catch (err) {
       // The main thread answers a failed start with close(); closing here would race the reply.
       return { ok: false, error: toWireError(err) };
     }
   }
 
-  #accept(stream: ByteStream): Connection | undefined {
+  #accept(stream: ByteStream): void {
     if (this.#closing) {
       stream.destroy();
-      return undefined;
+      return;
     }
+    const conn = this.#newConnection(stream);
+    const handshake = this.#spec.handshake;
+    if (handshake.scheme === 'none') {
+      const busy = this.#busy();
+      if (busy) {
+        conn.start();
+        conn.close(busy, true);
+        return;
+      }
+      this.#register(conn);
+      conn.start();
+      return;
+    }
+    this.#handshaking.add(conn);
+    conn
+      .handshake((channel) =>
+        serverHandshake(channel, {
+          spec: handshake,
+          admit: () => {
+            const busy = this.#busy();
+            // Taken in the same turn as the Ack, so two clients cannot both get the one-to-one slot.
+            if (busy === undefined) this.#connections.set(conn.id, conn);
+            return busy;
+          },
+          peerPid: () => this.#peerPid(stream),
+        }),
+      )
+      .then(
+        (result) => {
+          this.#handshaking.delete(conn);
+          conn.peer.auth = result.auth;
+          if (result.pid !== undefined) conn.peer.pid = result.pid;
+          this.#register(conn);
+          conn.open();
+        },
+        () => {
+          // The connection has closed itself; nothing else is affected. (It may have been admitted
+          // just before closing, but the main thread was never told of it.)
+          this.#handshaking.delete(conn);
+          this.#connections.delete(conn.id);
+        },
+      );
+  }
+
+  /** The client's pid from the OS: the transport's own report (shm), else the loopback TCP socket table. */
+  async #peerPid(stream: ByteStream): Promise<number | undefined> {
+    if (stream.remotePid !== undefined) return stream.remotePid;
+    const address = this.#listener?.address as TcpDescriptor | undefined;
+    if (this.#spec.transport.kind !== 'tcp' || stream.remoteAddress === undefined || address === undefined) return undefined;
+    return loopbackTcpPeerPid(stream.remoteAddress, address.port);
+  }
+
+  /** Why a new client is refused now (a one-to-one server that already serves one), or undefined. */
+  #busy(): RpcError | undefined {
+    if (!this.#spec.oneToOne || this.#connections.size === 0) return undefined;
+    return new RpcError('BUSY', 'this server is one-to-one and already serves a client');
+  }
+
+  #newConnection(stream: ByteStream): Connection {
     const id = this.#nextId++;
-    const peer = {
+    const peer: PeerInfo = {
       transport: this.#spec.transport.kind === 'custom' ? this.#spec.transport.name : this.#spec.transport.kind,
-      auth: 'none' as const,
+      auth: 'none',
       connectionId: id,
       ...(stream.remoteAddress !== undefined ? { address: stream.remoteAddress } : {}),
       ...(stream.remotePid !== undefined ? { pid: stream.remotePid } : {}),
     };
-    const conn = new Connection(id, stream, peer, this);
-    if (this.#spec.oneToOne && this.#connections.size > 0) {
-      conn.start();
-      conn.close(new RpcError('BUSY', 'this server is one-to-one and already serves a client'), true);
-      return undefined;
-    }
-    this.#connections.set(id, conn);
+    return new Connection(id, stream, peer, this);
+  }
+
+  /** Makes a connection live: known to the main thread (relayed) or served by a session here. */
+  #register(conn: Connection): void {
+    this.#connections.set(conn.id, conn);
     if (this.#relayed) {
-      this.#control(id, Kind.ConnOpen, peer);
+      this.#control(conn.id, Kind.ConnOpen, conn.peer);
     } else {
       conn.attach(
         new Session({
           codec: this.codec,
-          peer,
+          peer: conn.peer,
           handler: this.#handler,
           send: (head, payload) => conn.send2(head, payload),
         }),
       );
     }
-    conn.start();
-    return conn;
   }
 
   #control(connId: number, kind: number, value: unknown): void {
