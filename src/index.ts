@@ -11,3 +11,6 @@ export { RpcError, errorCodes } from './errors.js';
 export type { ErrorCode, RemoteErrorInfo } from './errors.js';
 export type { CallContext, CallOptions, Handler, PeerClient, PeerInfo } from './types.js';
 export { kProtocolVersion } from './protocol/envelope.js';
+export { FileDiscovery } from './discovery/files.js';
+export type { DiscoveryBackend, Topology, StoredRecord, ServiceEntry, TransportKind } from './discovery/types.js';
+export type { WaitForOptions } from './main/node.js';

@@ -8,6 +8,9 @@ import { msgpack, type CodecDescriptor } from '../codec/index.js';
 import { parsePublicKey } from '../handshake/signed-process.js';
 import { kDefaultHandshakeTimeoutMs, type HandshakeSpec } from '../handshake/spec.js';
 import { kDefaultMaxFrameBytes } from '../protocol/framing.js';
+import { FileDiscovery } from '../discovery/files.js';
+import { topologyFor, transportFromRecord } from '../discovery/topology.js';
+import { checkServiceName, type DiscoveryBackend, type TransportKind } from '../discovery/types.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { CallOptions, Handler, PeerClient } from '../types.js';
 import { PoolLease, type PoolOptions } from './pool.js';
@@ -28,8 +31,20 @@ export interface NodeOptions {
   spinMicros?: number;
   /** Time limit of each handshake step, in ms (default 5000); a peer slower than this is refused with HANDSHAKE_FAILED. */
   handshakeTimeoutMs?: number;
+  /** Where publish() writes and waitFor() looks (default: the file backend in $XDG_RUNTIME_DIR/ogurpchik, else <tmp>/ogurpchik-<uid>). */
+  discovery?: DiscoveryBackend;
   /** The process-wide worker pool's size; applied by the first node started in the process. */
   pool?: PoolOptions;
+}
+
+export interface WaitForOptions {
+  /** Give up with UNAVAILABLE after this long (default: wait forever). */
+  timeoutMs?: number;
+  /** The transport kind this client speaks (default 'tcp'); a record of another kind is refused. */
+  transport?: TransportKind;
+  codec?: CodecDescriptor;
+  /** Serves calls the server makes back over this connection. */
+  handler?: Handler;
 }
 
 export interface AuthHmacOptions {
@@ -90,13 +105,15 @@ export class RunningNode<Req = unknown, Res = unknown> {
   readonly #client: Client<Req, Res> | undefined;
   readonly #tasks: RemoteTask[];
   readonly #lease: PoolLease;
+  readonly #unpublish: (() => Promise<void>) | undefined;
   #closing: Promise<void> | undefined;
 
   /** @internal */
-  constructor(tasks: RemoteTask[], client: Client<Req, Res> | undefined, lease: PoolLease) {
+  constructor(tasks: RemoteTask[], client: Client<Req, Res> | undefined, lease: PoolLease, unpublish?: () => Promise<void>) {
     this.#tasks = tasks;
     this.#client = client;
     this.#lease = lease;
+    this.#unpublish = unpublish;
     this.addresses = tasks.flatMap((t) => (t.address ? [t.address] : []));
   }
 
@@ -106,9 +123,11 @@ export class RunningNode<Req = unknown, Res = unknown> {
     return this.#client;
   }
 
-  /** Closes connections (pending calls reject with CLOSED), stops listening, removes socket files. Idempotent. */
+  /** Removes its discovery record, closes connections (pending calls reject with CLOSED), stops listening, removes socket files. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      // The record goes first: nobody should find a server that is closing.
+      await this.#unpublish?.().catch(() => {});
       // Connections first, so a node serving and calling itself closes its client before its server.
       for (const task of [...this.#tasks].reverse()) await task.close();
       await this.#lease.release();
@@ -133,9 +152,11 @@ interface ConnectSpec {
 }
 
 export class Node<Req = unknown, Res = unknown> {
-  readonly #options: Required<Omit<NodeOptions, 'pool'>> & Pick<NodeOptions, 'pool'>;
+  readonly #options: Required<Omit<NodeOptions, 'pool' | 'discovery'>> & Pick<NodeOptions, 'pool' | 'discovery'>;
   #serve: ServeSpec | undefined;
   #connect: ConnectSpec | undefined;
+  #publish: string | undefined;
+  #waitFor: { name: string; options: WaitForOptions } | undefined;
   #oneToOne = false;
   #handshake: HandshakeSpec = { scheme: 'none' };
 
@@ -151,7 +172,7 @@ export class Node<Req = unknown, Res = unknown> {
     if (!(Number.isInteger(handshakeTimeoutMs) && handshakeTimeoutMs >= 1 && handshakeTimeoutMs <= 2 ** 31 - 1)) {
       throw new RpcError('INVALID_ARGUMENT', `handshakeTimeoutMs must be a positive integer, got ${handshakeTimeoutMs}`);
     }
-    this.#options = { maxFrameBytes, ringBytes, spinMicros, handshakeTimeoutMs, pool: options.pool };
+    this.#options = { maxFrameBytes, ringBytes, spinMicros, handshakeTimeoutMs, pool: options.pool, discovery: options.discovery };
   }
 
   /** Listens on `transport` and answers with `handler`. */
@@ -165,11 +186,31 @@ export class Node<Req = unknown, Res = unknown> {
 
   /** Connects to `transport`; the running node's `client` calls it. */
   connect<Q = Req, S = Res>(transport: TransportDescriptor, options: ConnectOptions = {}): Node<Q, S> {
-    if (this.#connect) throw new RpcError('INVALID_ARGUMENT', 'connect() was already called on this node');
+    if (this.#connect || this.#waitFor) throw new RpcError('INVALID_ARGUMENT', 'a node connects once: connect() or waitFor()');
     if (options.handler !== undefined && (typeof options.handler !== 'object' || options.handler === null)) {
       throw new RpcError('INVALID_ARGUMENT', 'connect({ handler }) takes a handler object');
     }
     this.#connect = { transport, options };
+    return this as unknown as Node<Q, S>;
+  }
+
+  /**
+   * Once listening, publishes the served address under `name` (the original's topology record),
+   * so `waitFor(name)` elsewhere finds it; closing the node removes the record.
+   */
+  publish(name: string): this {
+    this.#publish = checkServiceName(name);
+    return this;
+  }
+
+  /**
+   * Instead of `connect(transport)`: waits until `name` is published, then connects to the address
+   * in its record. A record of another transport or codec kind is refused (INVALID_ARGUMENT);
+   * `timeoutMs` gives UNAVAILABLE. A node may publish itself and wait for another at once.
+   */
+  waitFor<Q = Req, S = Res>(name: string, options: WaitForOptions = {}): Node<Q, S> {
+    if (this.#connect || this.#waitFor) throw new RpcError('INVALID_ARGUMENT', 'a node connects once: connect() or waitFor()');
+    this.#waitFor = { name: checkServiceName(name), options };
     return this as unknown as Node<Q, S>;
   }
 
@@ -220,7 +261,10 @@ export class Node<Req = unknown, Res = unknown> {
 
   /** Starts listening and connecting; resolves once both are done, rejects (having cleaned up) otherwise. */
   async start(): Promise<RunningNode<Req, Res>> {
-    if (!this.#serve && !this.#connect) throw new RpcError('INVALID_ARGUMENT', 'nothing to start: call .serve() and/or .connect() first');
+    if (!this.#serve && !this.#connect && !this.#waitFor) throw new RpcError('INVALID_ARGUMENT', 'nothing to start: call .serve() and/or .connect() first');
+    if (this.#publish && !this.#serve) throw new RpcError('INVALID_ARGUMENT', 'publish() needs serve(): there is nothing to publish');
+    const discovery = this.#options.discovery ?? new FileDiscovery();
+    let unpublish: (() => Promise<void>) | undefined;
     const lease = new PoolLease(this.#options.pool);
     const tasks: RemoteTask[] = [];
     const { maxFrameBytes, ringBytes, spinMicros } = this.#options;
@@ -237,10 +281,22 @@ export class Node<Req = unknown, Res = unknown> {
             handler: typeof handler === 'object' && !(handler instanceof URL) ? handler : moduleHref(handler),
           }),
         );
+        if (this.#publish) {
+          const name = this.#publish;
+          await discovery.publish(name, topologyFor(tasks[0].address ? [tasks[0].address] : [], options.codec ?? msgpack()));
+          unpublish = () => discovery.unpublish(name);
+        }
       }
       let client: Client<Req, Res> | undefined;
-      if (this.#connect) {
-        const { transport, options } = this.#connect;
+      let connect = this.#connect;
+      if (this.#waitFor) {
+        const { name, options } = this.#waitFor;
+        const codec = options.codec ?? msgpack();
+        const record = await discovery.waitFor(name, { timeoutMs: options.timeoutMs });
+        connect = { transport: transportFromRecord(name, record, { transport: options.transport ?? 'tcp', codec }), options: { codec, handler: options.handler } };
+      }
+      if (connect) {
+        const { transport, options } = connect;
         const runner = transport.kind === 'isolate' ? new IsolateRunner() : lease;
         const closeTimeoutMs = transport.kind === 'isolate' ? transport.closeTimeoutMs : undefined;
         // An in-process isolate plugin is code this process loaded itself: there is nothing to authenticate.
@@ -249,8 +305,9 @@ export class Node<Req = unknown, Res = unknown> {
         tasks.push(task);
         client = new Client(task);
       }
-      return new RunningNode<Req, Res>(tasks, client, lease);
+      return new RunningNode<Req, Res>(tasks, client, lease, unpublish);
     } catch (err) {
+      await unpublish?.().catch(() => {});
       for (const task of tasks.reverse()) await task.close().catch(() => {});
       await lease.release();
       throw err;
