@@ -3,6 +3,7 @@
  * The `ogurpchik` command: list published services, call one (like grpcurl), run the benchmark.
  */
 import { spawnSync } from 'node:child_process';
+import { createPrivateKey, generateKeyPairSync, sign, verify } from 'node:crypto';
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { json, msgpack } from './codec/index.js';
@@ -10,6 +11,7 @@ import { FileDiscovery } from './discovery/files.js';
 import { transportFromRecord } from './discovery/topology.js';
 import { RpcError } from './errors.js';
 import { Node } from './main/node.js';
+import { keyObject, parsePublicKey, parseSignature } from './handshake/signed-process.js';
 
 const kUsage = `usage: ogurpchik <command> [options]
 
@@ -17,6 +19,9 @@ commands:
   ls [--dir <dir>]                       list published services and whether their owners live
   call <service> <json> [--timeout <ms>] [--dir <dir>]
                                          call a published service once and print the response as JSON
+  keygen [--out <prefix>]                write an Ed25519 key pair: <prefix>.key (private, 0600) and <prefix>.pub (base64)
+  sign <file> --key <prefix.key>         write <file>.sig, the detached signature authSignedProcess() checks
+  verify <file> <pubkey>                 check <file>.sig against a public key (a .pub file or its base64)
   bench [--quick]                        run the transport benchmark (from a source checkout)
   help [<command>]                       this text
 
@@ -25,6 +30,9 @@ Discovery records are read from $XDG_RUNTIME_DIR/ogurpchik (else <tmp>/ogurpchik
 const kCommandHelp: Record<string, string> = {
   ls: 'usage: ogurpchik ls [--dir <dir>]\n  Lists every published service: name, liveness of its owner, transport/codec and addresses.',
   call: 'usage: ogurpchik call <service> <json> [--timeout <ms>] [--dir <dir>]\n  Waits up to --timeout (default 5000) for <service>, sends <json> as one request with the codec the service publishes, prints the response as JSON. Exits 1 with the error code on failure.',
+  keygen: 'usage: ogurpchik keygen [--out <prefix>]\n  Writes an Ed25519 key pair: <prefix>.key (PKCS#8 PEM, mode 0600) and <prefix>.pub (the raw 32-byte public key in base64, what authSignedProcess() takes). Default prefix: ogurpchik.',
+  sign: 'usage: ogurpchik sign <file> --key <prefix.key>\n  Signs <file> (e.g. a copy of the node binary your plugin host runs) and writes the 64-byte detached signature to <file>.sig.',
+  verify: 'usage: ogurpchik verify <file> <pubkey>\n  Checks <file>.sig against <pubkey> (a .pub file, or the base64 text). Exits 0 when it matches, 1 when not.',
   bench: 'usage: ogurpchik bench [--quick]\n  Runs dist/bench/run.js of this checkout: ours beside raw sockets, comlink and piscina, printed as a table.',
 };
 
@@ -80,6 +88,37 @@ async function main(argv: string[]): Promise<void> {
         await node.close();
       }
       return;
+    }
+    case 'keygen': {
+      const { values } = parseArgs({ args: rest, options: { out: { type: 'string', default: 'ogurpchik' } } });
+      const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+      const raw = Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url');
+      fs.writeFileSync(`${values.out}.key`, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600, flag: 'wx' });
+      fs.writeFileSync(`${values.out}.pub`, raw.toString('base64') + '\n', { flag: 'wx' });
+      process.stdout.write(`wrote ${values.out}.key (private, keep it secret) and ${values.out}.pub (${raw.toString('base64')})\n`);
+      return;
+    }
+    case 'sign': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { key: { type: 'string' } } });
+      const [file] = positionals;
+      if (file === undefined || values.key === undefined) fail(kCommandHelp.sign);
+      const key = createPrivateKey(fs.readFileSync(values.key));
+      const signature = sign(null, fs.readFileSync(file), key);
+      fs.writeFileSync(`${file}.sig`, signature);
+      process.stdout.write(`wrote ${file}.sig\n`);
+      return;
+    }
+    case 'verify': {
+      const [file, pub] = rest;
+      if (file === undefined || pub === undefined) fail(kCommandHelp.verify);
+      const publicKey = parsePublicKey(fs.existsSync(pub) ? fs.readFileSync(pub, 'utf8') : pub);
+      const signature = parseSignature(fs.readFileSync(`${file}.sig`));
+      if (signature !== undefined && verify(null, fs.readFileSync(file), keyObject(publicKey), signature)) {
+        process.stdout.write(`ok: ${file} is signed by that key\n`);
+        return;
+      }
+      process.stdout.write(`bad signature: ${file}.sig does not match ${file} and that key\n`);
+      process.exit(1);
     }
     case 'bench': {
       const script = new URL('../bench/run.js', import.meta.url);

@@ -1,6 +1,7 @@
 /** The `ogurpchik` command: ls and call against a published service, help texts. */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { FileDiscovery } from '../src/discovery/files.js';
@@ -41,8 +42,33 @@ describe('ogurpchik CLI', function () {
     }
   });
 
+  it('keygen, sign and verify: a signed file verifies; a modified one and another key do not', async () => {
+    const tmp = tempDir();
+    try {
+      const prefix = path.join(tmp.dir, 'k');
+      await run(process.execPath, [cli, 'keygen', '--out', prefix]);
+      assert.equal(fs.statSync(`${prefix}.key`).mode & 0o777, 0o600);
+      assert.equal(Buffer.from(fs.readFileSync(`${prefix}.pub`, 'utf8').trim(), 'base64').length, 32);
+      const file = path.join(tmp.dir, 'image.bin');
+      fs.writeFileSync(file, 'the plugin host binary');
+      await run(process.execPath, [cli, 'sign', file, '--key', `${prefix}.key`]);
+      assert.equal(fs.readFileSync(`${file}.sig`).length, 64);
+      assert.match((await run(process.execPath, [cli, 'verify', file, `${prefix}.pub`])).stdout, /^ok/);
+      const other = path.join(tmp.dir, 'other');
+      await run(process.execPath, [cli, 'keygen', '--out', other]);
+      const wrongKey: any = await run(process.execPath, [cli, 'verify', file, fs.readFileSync(`${other}.pub`, 'utf8').trim()]).catch((e) => e);
+      assert.equal(wrongKey.code, 1);
+      fs.appendFileSync(file, '!');
+      const modified: any = await run(process.execPath, [cli, 'verify', file, `${prefix}.pub`]).catch((e) => e);
+      assert.equal(modified.code, 1);
+      assert.match(modified.stdout, /^bad signature/);
+    } finally {
+      tmp.remove();
+    }
+  });
+
   it('--help on each command', async () => {
-    for (const cmd of ['ls', 'call', 'bench']) {
+    for (const cmd of ['ls', 'call', 'keygen', 'sign', 'verify', 'bench']) {
       const { stdout } = await run(process.execPath, [cli, cmd, '--help']);
       assert.match(stdout, new RegExp(`^usage: ogurpchik ${cmd}`));
     }

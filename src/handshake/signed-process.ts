@@ -18,12 +18,13 @@ export function parsePublicKey(key: string | Uint8Array): Uint8Array {
   return Uint8Array.from(raw);
 }
 
-function keyObject(raw: Uint8Array): KeyObject {
+/** The KeyObject of a raw Ed25519 public key. */
+export function keyObject(raw: Uint8Array): KeyObject {
   return createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(raw).toString('base64url') }, format: 'jwk' });
 }
 
 /** A signature file holds 64 raw bytes or their base64. */
-function parseSignature(bytes: Buffer): Buffer | undefined {
+export function parseSignature(bytes: Buffer): Buffer | undefined {
   if (bytes.length === 64) return bytes;
   const text = bytes.toString('latin1').trim();
   if (!/^[A-Za-z0-9+/=\s]+$/.test(text)) return undefined;
