@@ -459,6 +459,10 @@ describe('signed process', function () {
   const trusted = keyPair();
   let server: RunningNode;
   let port: number;
+  let unixServer: RunningNode;
+  let shmServer: RunningNode;
+  let unixPath: string;
+  const shmName = `signed-${process.pid}`;
 
   before(async () => {
     dirs = tempDir();
@@ -477,16 +481,22 @@ describe('signed process', function () {
       .serve(tcp('127.0.0.1:0'), { onRequest: (_req: unknown, ctx) => ctx.peer })
       .start();
     port = (server.addresses[0] as any).port;
+    unixPath = path.join(dirs.dir, 'signed.sock');
+    const peer = { onRequest: (_req: unknown, ctx: any) => ctx.peer };
+    unixServer = await new Node().authSignedProcess(trusted.raw).serve(unix(unixPath), peer).start();
+    shmServer = await new Node().authSignedProcess(trusted.raw).serve(shm(shmName), peer).start();
   });
   after(async () => {
     await server?.close();
+    await unixServer?.close();
+    await shmServer?.close();
     dirs?.remove();
   });
 
   /** Runs the client fixture with `binary` and returns what it printed. */
-  async function runClient(binary: string, key: Uint8Array = trusted.raw): Promise<any> {
+  async function runClient(binary: string, key: Uint8Array = trusted.raw, target: Record<string, unknown> = { port }): Promise<any> {
     const script = new URL('./fixtures/signed-client.js', import.meta.url).pathname;
-    const child = spawn(binary, [script, JSON.stringify({ port, key: Buffer.from(key).toString('base64') })], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(binary, [script, JSON.stringify({ ...target, key: Buffer.from(key).toString('base64') })], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout!.on('data', (c) => (out += c));
     await new Promise((resolve) => child.once('exit', resolve));
@@ -498,6 +508,26 @@ describe('signed process', function () {
     assert.equal(result.error, undefined, JSON.stringify(result.error));
     assert.equal(result.peer.auth, 'signed-process');
     assert.equal(result.peer.pid, result.pid);
+  });
+
+  it('also over a Unix socket and over shm, where the pid comes from SO_PEERCRED', async () => {
+    for (const target of [{ path: unixPath }, { shmName }]) {
+      const result = await runClient(signedNode, trusted.raw, target);
+      assert.equal(result.error, undefined, JSON.stringify(result.error));
+      assert.equal(result.peer.auth, 'signed-process');
+      assert.equal(result.peer.pid, result.pid, `pid over ${JSON.stringify(target)}`);
+    }
+  });
+
+  it('refuses a copy of a signed binary that was modified after signing', async () => {
+    const modified = path.join(dirs.dir, 'node-modified');
+    fs.copyFileSync(fs.realpathSync(process.execPath), modified);
+    fs.chmodSync(modified, 0o755);
+    fs.writeFileSync(`${modified}.sig`, sign(null, fs.readFileSync(modified), trusted.privateKey));
+    fs.appendFileSync(modified, Buffer.from([0])); // trailing bytes: it still runs, but is not what was signed
+    const result = await runClient(modified);
+    assert.equal(result.error?.code, 'AUTH_FAILED');
+    assert.match(result.error.message, /does not match its image and the configured key/);
   });
 
   it('refuses a process whose image has no signature, and one signed with another key, with AUTH_FAILED', async () => {

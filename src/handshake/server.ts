@@ -42,7 +42,7 @@ export async function serverHandshake(channel: HandshakeChannel, options: Server
     let pid: number | undefined;
     if (spec.scheme === 'signed-process') {
       pid = await options.peerPid?.();
-      if (pid === undefined) throw new RpcError('AUTH_FAILED', "signed-process: the OS does not name the client's process (needs shm, or TCP over loopback, on Linux)");
+      if (pid === undefined) throw new RpcError('AUTH_FAILED', "signed-process: the OS does not name the client's process (needs a Unix socket or shm with the native addon built, or TCP over loopback, on Linux)");
       await verifySignedProcess(pid, spec.publicKey);
     }
     const refusal = options.admit?.();

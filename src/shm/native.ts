@@ -159,3 +159,14 @@ export function processStartTime(pid: number): number | undefined {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return Number(fields[19]);
 }
+
+/** The pid of the process at the other end of a connected Unix socket (SO_PEERCRED), or undefined when the addon or the fd is not there. */
+export function socketPeerPid(socket: unknown): number | undefined {
+  const fd = (socket as { _handle?: { fd?: number } })._handle?.fd;
+  if (fd === undefined || fd < 0 || !nativeAvailable()) return undefined;
+  try {
+    return loadNative().peerCredentials(fd).pid;
+  } catch {
+    return undefined;
+  }
+}

@@ -4,12 +4,14 @@ import type { ByteStream, StreamEvents, StreamListener } from './types.js';
 
 export class NetStream implements ByteStream {
   readonly remoteAddress?: string;
+  readonly remotePid?: number;
   readonly #socket: net.Socket;
   #closed = false;
 
-  constructor(socket: net.Socket, remoteAddress?: string) {
+  constructor(socket: net.Socket, remoteAddress?: string, remotePid?: number) {
     this.#socket = socket;
     if (remoteAddress !== undefined) this.remoteAddress = remoteAddress;
+    if (remotePid !== undefined) this.remotePid = remotePid;
     socket.setNoDelay?.(true);
   }
 
@@ -70,9 +72,10 @@ export function listenNet(
   listen: net.ListenOptions,
   onStream: (stream: ByteStream) => void,
   describe: (socket: net.Socket) => string | undefined,
+  pidOf?: (socket: net.Socket) => number | undefined,
 ): Promise<{ server: net.Server; listener: (address: unknown, onClose?: () => Promise<void> | void) => StreamListener }> {
   return new Promise((resolve, reject) => {
-    const server = net.createServer({ noDelay: true }, (socket) => onStream(new NetStream(socket, describe(socket))));
+    const server = net.createServer({ noDelay: true }, (socket) => onStream(new NetStream(socket, describe(socket), pidOf?.(socket))));
     server.once('error', reject);
     server.listen(listen, () => {
       server.off('error', reject);

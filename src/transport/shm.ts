@@ -15,7 +15,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { RpcError } from '../errors.js';
-import { futexSignal, loadNative } from '../shm/native.js';
+import { futexSignal, loadNative, socketPeerPid } from '../shm/native.js';
 import { RingReader, RingWriter, initRing, kRingHeaderBytes } from '../shm/ring.js';
 import type { ShmDescriptor } from './descriptors.js';
 import type { ByteStream, StreamEvents, TransportAdapter } from './types.js';
@@ -154,16 +154,6 @@ function readLine(socket: net.Socket, what: string): Promise<string> {
   });
 }
 
-function peerPid(socket: net.Socket): number | undefined {
-  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (fd === undefined || fd < 0) return undefined;
-  try {
-    return loadNative().peerCredentials(fd).pid;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Removes segments of this service whose creating process is gone (a crashed owner's leftovers). */
 function removeLeftoverSegments(name: string): void {
   const prefix = segmentPrefix(name);
@@ -225,7 +215,7 @@ export const shmTransport: TransportAdapter = {
       }
       const [c2s, s2c] = mapPair(native, offer.base, offer.bytes, false);
       control.write('ok\n');
-      return new ShmStream(control, c2s, s2c, d.name, peerPid(control));
+      return new ShmStream(control, c2s, s2c, d.name, socketPeerPid(control));
     } catch (err) {
       control.destroy();
       throw err;
@@ -266,7 +256,7 @@ export const shmTransport: TransportAdapter = {
             control.destroy();
             return;
           }
-          onStream(new ShmStream(control, pair[1], pair[0], d.name, peerPid(control)));
+          onStream(new ShmStream(control, pair[1], pair[0], d.name, socketPeerPid(control)));
         },
         () => {
           unlink();

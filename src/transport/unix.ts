@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import type { UnixDescriptor } from './descriptors.js';
+import { socketPeerPid } from '../shm/native.js';
 import { connectNet, listenNet } from './net-stream.js';
 import type { TransportAdapter } from './types.js';
 
@@ -19,7 +20,7 @@ export const unixTransport: TransportAdapter = {
   async listen(d: UnixDescriptor, onStream) {
     const pipe = isNamedPipe(d.path);
     if (!pipe) await removeStaleSocket(d.path);
-    const { listener } = await listenNet({ path: d.path }, onStream, () => d.path);
+    const { listener } = await listenNet({ path: d.path }, onStream, () => d.path, pipe ? undefined : socketPeerPid);
     // Only the owner may connect (DESIGN §7); set before anyone else could use it in practice.
     if (!pipe) fs.chmodSync(d.path, 0o600);
     return listener({ kind: 'unix', path: d.path }, () => {
@@ -50,3 +51,4 @@ export async function removeStaleSocket(path: string): Promise<void> {
   });
   if (!alive) fs.rmSync(path, { force: true });
 }
+
