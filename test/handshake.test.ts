@@ -230,6 +230,20 @@ describe('handshake schemes between processes', function () {
     }
   });
 
+  it('a client without a handshake against a server with one: its calls fail with HANDSHAKE_FAILED naming the scheme', async () => {
+    const server = await startServer({ transport: 'tcp', handler: 'module', auth: 'hmac', secret: kSecret });
+    try {
+      const node = await new Node().connect(tcp(server.address as any)).start();
+      const err = await rejectionOf(node.client.call({ type: 'Ping' }, { timeoutMs: 5000 }));
+      assert.equal(err.code, 'HANDSHAKE_FAILED');
+      assert.match(err.message, /the server runs a hmac handshake, but this client has none/);
+      assert.equal(node.client.closedWith?.code, 'HANDSHAKE_FAILED');
+      await node.close();
+    } finally {
+      await server.kill('SIGTERM');
+    }
+  });
+
   it('one-to-one: a second client that passes the handshake is refused with BUSY from start()', async () => {
     const server = await startServer({ transport: 'tcp', handler: 'module', oneToOne: true, auth: 'hmac', secret: kSecret });
     try {

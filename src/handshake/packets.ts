@@ -248,3 +248,16 @@ class Reader {
     if (this.#b.length - this.#at < n) throw malformed(`handshake packet truncated in its ${field}`);
   }
 }
+
+/**
+ * Whether a frame body a client without a handshake received first is really a server's Hello:
+ * the server runs a handshake this client does not. Returns the server's scheme name, or undefined.
+ * (A Hello is exactly 38 bytes: tag 1, version 1, a known scheme, nonce length 32.)
+ */
+export function helloScheme(body: Uint8Array): string | undefined {
+  if (body.length !== 6 + kNonceBytes || body[0] !== Tag.Hello) return undefined;
+  const version = body[1] | (body[2] << 8);
+  const nonceLength = body[4] | (body[5] << 8);
+  if (version !== kHandshakeVersion || nonceLength !== kNonceBytes || body[3] > 2) return undefined;
+  return schemeName(body[3]);
+}

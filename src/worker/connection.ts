@@ -9,6 +9,7 @@ import type { Codec } from '../codec/index.js';
 import { HandshakeChannel } from '../handshake/channel.js';
 import { Kind, checkEnvelope, encodeClose, encodePing, envelopeId } from '../protocol/envelope.js';
 import { FrameDecoder, FrameWriter } from '../protocol/framing.js';
+import { helloScheme } from '../handshake/packets.js';
 import type { Session } from '../session/session.js';
 import type { ByteStream } from '../transport/types.js';
 import type { PeerInfo } from '../types.js';
@@ -17,6 +18,8 @@ import type { PeerInfo } from '../types.js';
 export interface ConnectionHost {
   readonly codec: Codec;
   readonly maxFrameBytes: number;
+  /** A client without a handshake: a Hello as the first frame means the server wants one. */
+  readonly expectsNoHello?: boolean;
   /** Whether reading pauses while this side's writes are backed up (servers: yes; clients: no). */
   readonly readsWaitForWrites: boolean;
   /** The connection has frames queued: flush it at the end of this turn. */
@@ -173,7 +176,13 @@ export class Connection {
 
   #onFrame(body: Uint8Array): void {
     if (this.#closing) return;
-    this.framesIn++;
+    if (this.framesIn++ === 0 && this.#host.expectsNoHello) {
+      const scheme = helloScheme(body);
+      if (scheme !== undefined) {
+        this.close(new RpcError('HANDSHAKE_FAILED', `the server runs a ${scheme} handshake, but this client has none: configure the same scheme on both ends`), false);
+        return;
+      }
+    }
     const kind = checkEnvelope(body);
     if (kind === Kind.Ping) {
       // Answered here, so keepalive never waits on a busy main thread.

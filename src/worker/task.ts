@@ -26,6 +26,7 @@ export class ConnectionTask implements ConnectionHost {
   readonly codec: Codec;
   readonly maxFrameBytes: number;
   readonly readsWaitForWrites: boolean;
+  readonly expectsNoHello: boolean;
   readonly #spec: TaskSpec;
   readonly #connections = new Map<number, Connection>();
   /** Accepted connections still in their handshake: not yet known to the main thread or a session. */
@@ -48,6 +49,7 @@ export class ConnectionTask implements ConnectionHost {
     this.codec = createCodec(spec.codec);
     this.maxFrameBytes = spec.maxFrameBytes;
     this.readsWaitForWrites = spec.role === 'listen';
+    this.expectsNoHello = spec.role === 'connect' && spec.handshake.scheme === 'none';
     this.#done = new Promise((resolve) => (this.#finish = resolve));
     this.#toMain = new RingWriter(spec.toMain);
     this.#fromMain = new RingReader(spec.toWorker, {
