@@ -2,7 +2,7 @@
  * The benchmark suite, part 1: raw `net` ping-pong baselines and ogurpchik over TCP and Unix
  * sockets, shared memory against raw unix and memcpy (shm.ts), the worker isolate against comlink
  * and piscina (isolate.ts), plus the busy-host case.
- * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,busy]`.
+ * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,handshake,busy]`.
  *
  * Progress goes to stderr, the table to stdout, raw figures to bench/results/latest.json.
  * Each transport's subjects are measured in interleaved rounds (see lib/rounds.ts); every
@@ -23,13 +23,14 @@ import { atLeast, atMost, formatTable, type ResultRow } from './lib/table.js';
 import { OursUnavailableError, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
 import { runShm, shmRows, type ShmResult } from './shm.js';
+import { handshakeRows, runHandshake, type HandshakeResult } from './handshake.js';
 
 /** DESIGN §6 targets for tcp and unix, relative to the raw ping-pong of the same kind. */
 const kRoundTripRatioMax = 1.5;
 const kCallsPerSecRatioMin = 1.5;
 
 const quick = process.argv.includes('--quick');
-const kSections = ['tcp', 'unix', 'shm', 'isolate', 'busy'] as const;
+const kSections = ['tcp', 'unix', 'shm', 'isolate', 'handshake', 'busy'] as const;
 type Section = (typeof kSections)[number];
 /** `--only a,b`: run just those sections (for working on one); the default runs all. */
 const only = ((): ReadonlySet<Section> => {
@@ -210,6 +211,11 @@ async function main(): Promise<number> {
     : { transport: 'worker', subjects: [], skipped: [] };
   skipped.push(...isolate.skipped);
 
+  let handshake: HandshakeResult | undefined;
+  if (api !== undefined && only.has('handshake')) {
+    handshake = await runHandshake({ rounds: quick ? 3 : 5, perRound: quick ? 20 : 60 }, log);
+  }
+
   let busyHost: BusyHostResult | undefined;
   if (api !== undefined && only.has('busy')) {
     busyHost = await runBusyHost(api, busyConfig, log);
@@ -224,6 +230,7 @@ async function main(): Promise<number> {
   const shmTable = shmResult === undefined ? [] : shmRows(shmResult, shmConfig.inflight);
   if (shmTable.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...shmTable);
   if (isolate.subjects.length > 0) rows.push(null, ...isolateRows(isolate, isolateConfig.inflight));
+  if (handshake !== undefined) rows.push(...(rows.length > 0 ? [null] : []), ...handshakeRows(handshake));
   if (busyHost !== undefined && (busyHost.worker !== undefined || busyHost.main !== undefined)) {
     rows.push(null, ...busyHostRows(busyHost));
   }
@@ -231,7 +238,7 @@ async function main(): Promise<number> {
 
   const out: string[] = [
     '',
-    `ogurpchik bench, part 1 (tcp, unix, shm, worker isolate, busy host): ${quick ? 'quick' : 'full'} run, ${new Date().toISOString()}`,
+    `ogurpchik bench, part 1 (tcp, unix, shm, worker isolate, handshake, busy host): ${quick ? 'quick' : 'full'} run, ${new Date().toISOString()}`,
     `node ${process.version}, ${cpu.length} x ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${kPayloadBytes}-byte payload`,
     `figures: median of ${config.rounds} interleaved rounds of ${config.durationMs} ms after ${config.warmupMs} ms warm-up ` +
       `(shm: ${shmConfig.rounds} rounds; worker isolate: ${isolateConfig.rounds} rounds; busy host: ${busyConfig.rounds} rounds of ${busyConfig.durationMs} ms)`,
@@ -245,6 +252,7 @@ async function main(): Promise<number> {
           '1 MiB echo: one call in flight, MB/s = request bytes (10^6) per second; baseline: Uint8Array.set of 1 MiB into a SharedArrayBuffer, same rounds',
         ]),
     'worker rows: a handler in a worker thread of this process (ours isolate(), comlink over a MessageChannel, piscina run()); baseline comlink',
+    'handshake rows: connect + handshake + start() of a client node over loopback tcp, server in this process; cost = median minus the median with no handshake',
     '',
     formatTable(rows),
     '',
@@ -277,6 +285,7 @@ async function main(): Promise<number> {
     shm: shmResult,
     isolate,
     busyHost,
+    handshake,
     rows: rows.filter((r) => r !== null),
   };
   await writeFile(resultsUrl, `${JSON.stringify(json, null, 2)}\n`);
