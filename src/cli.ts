@@ -3,7 +3,7 @@
  * The `ogurpchik` command: list published services, call one (like grpcurl), run the benchmark.
  */
 import { spawnSync } from 'node:child_process';
-import { createPrivateKey, generateKeyPairSync, sign, verify } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { json, msgpack } from './codec/index.js';
@@ -11,7 +11,7 @@ import { FileDiscovery } from './discovery/files.js';
 import { transportFromRecord } from './discovery/topology.js';
 import { RpcError } from './errors.js';
 import { Node } from './main/node.js';
-import { keyObject, parsePublicKey, parseSignature } from './handshake/signed-process.js';
+import { parsePublicKey, parseSignature, verifyEd25519 } from './handshake/signed-process.js';
 
 const kUsage = `usage: ogurpchik <command> [options]
 
@@ -113,7 +113,7 @@ async function main(argv: string[]): Promise<void> {
       if (file === undefined || pub === undefined) fail(kCommandHelp.verify);
       const publicKey = parsePublicKey(fs.existsSync(pub) ? fs.readFileSync(pub, 'utf8') : pub);
       const signature = parseSignature(fs.readFileSync(`${file}.sig`));
-      if (signature !== undefined && verify(null, fs.readFileSync(file), keyObject(publicKey), signature)) {
+      if (signature !== undefined && verifyEd25519(signature, fs.readFileSync(file), publicKey)) {
         process.stdout.write(`ok: ${file} is signed by that key\n`);
         return;
       }
