@@ -90,6 +90,7 @@ export async function startRawSubject(transport: SocketKind, dir: string): Promi
     label: 'raw ping-pong',
     transport,
     call: () => client.call(new Uint8Array(kPayloadBytes)),
+    callBytes: (payload) => client.call(payload),
     close: async () => {
       await client.close();
       await server.stop();

@@ -1,8 +1,9 @@
 /**
  * The benchmark suite, part 1: raw `net` ping-pong baselines and ogurpchik over TCP and Unix
  * sockets, shared memory against raw unix and memcpy (shm.ts), the worker isolate against comlink
- * and piscina (isolate.ts), plus the busy-host case.
- * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,handshake,busy]`.
+ * and piscina (isolate.ts), the busy-host case, the peers users pick today (fork IPC, grpc-js;
+ * peers.ts) and a payload sweep (sweep.ts).
+ * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,handshake,busy,peers,sweep]`.
  *
  * Progress goes to stderr, the table to stdout, raw figures to bench/results/latest.json.
  * Each transport's subjects are measured in interleaved rounds (see lib/rounds.ts); every
@@ -24,13 +25,15 @@ import { OursUnavailableError, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
 import { runShm, shmRows, type ShmResult } from './shm.js';
 import { handshakeRows, runHandshake, type HandshakeResult } from './handshake.js';
+import { peersRows, runPeers, type PeersResult } from './peers.js';
+import { runSweep, sweepRows, type SweepConfig, type SweepResult } from './sweep.js';
 
 /** DESIGN §6 targets for tcp and unix, relative to the raw ping-pong of the same kind. */
 const kRoundTripRatioMax = 1.5;
 const kCallsPerSecRatioMin = 1.5;
 
 const quick = process.argv.includes('--quick');
-const kSections = ['tcp', 'unix', 'shm', 'isolate', 'handshake', 'busy'] as const;
+const kSections = ['tcp', 'unix', 'shm', 'isolate', 'handshake', 'busy', 'peers', 'sweep'] as const;
 type Section = (typeof kSections)[number];
 /** `--only a,b`: run just those sections (for working on one); the default runs all. */
 const only = ((): ReadonlySet<Section> => {
@@ -67,6 +70,18 @@ const isolateConfig: BenchConfig = { ...config, rounds: 3 };
  * the same length. Quick: 3 rounds ≈ 9 s; full: 5 rounds ≈ 50 s.
  */
 const shmConfig: BenchConfig = quick ? { ...config, rounds: 3 } : config;
+/**
+ * peers: ours unix, fork IPC, grpc-js tcp and unix, 16 bytes. Quick: 3 shorter rounds ≈ 7 s;
+ * full: 5 rounds ≈ 45 s.
+ */
+const peersConfig: BenchConfig = quick ? { ...config, rounds: 3, durationMs: 180 } : config;
+/**
+ * sweep: 5 sizes × 3 subjects, one call in flight. Quick: 2 rounds of 30 + 120 ms ≈ 6 s;
+ * full: 3 rounds of 100 + 600 ms ≈ 32 s.
+ */
+const sweepConfig: SweepConfig = quick
+  ? { rounds: 2, warmupMs: 30, durationMs: 120 }
+  : { rounds: 3, warmupMs: 100, durationMs: 600 };
 /** A subject whose rounds differ by more than this factor gets a warning under the table. */
 const kUnstableSpread = 1.5;
 
@@ -222,6 +237,18 @@ async function main(): Promise<number> {
     skipped.push(...busyHost.skipped.map((s) => `busy host ${s}`));
   }
 
+  let peers: PeersResult | undefined;
+  if (only.has('peers')) {
+    peers = await runPeers(api, peersConfig, log);
+    skipped.push(...peers.skipped);
+  }
+
+  let sweep: SweepResult | undefined;
+  if (only.has('sweep')) {
+    sweep = await runSweep(api, sweepConfig, log);
+    skipped.push(...sweep.skipped);
+  }
+
   const rows: Array<ResultRow | null> = [];
   for (const group of groups) {
     if (rows.length > 0) rows.push(null);
@@ -234,14 +261,19 @@ async function main(): Promise<number> {
   if (busyHost !== undefined && (busyHost.worker !== undefined || busyHost.main !== undefined)) {
     rows.push(null, ...busyHostRows(busyHost));
   }
+  if (peers !== undefined && peers.subjects.length > 0) {
+    rows.push(...(rows.length > 0 ? [null] : []), ...peersRows(peers, peersConfig.inflight));
+  }
+  if (sweep !== undefined && sweep.subjects.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...sweepRows(sweep));
   const elapsedSec = (performance.now() - started) / 1000;
 
   const out: string[] = [
     '',
-    `ogurpchik bench, part 1 (tcp, unix, shm, worker isolate, handshake, busy host): ${quick ? 'quick' : 'full'} run, ${new Date().toISOString()}`,
+    `ogurpchik bench, part 1 (tcp, unix, shm, worker isolate, handshake, busy host, peers, payload sweep): ${quick ? 'quick' : 'full'} run, ${new Date().toISOString()}`,
     `node ${process.version}, ${cpu.length} x ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${kPayloadBytes}-byte payload`,
     `figures: median of ${config.rounds} interleaved rounds of ${config.durationMs} ms after ${config.warmupMs} ms warm-up ` +
-      `(shm: ${shmConfig.rounds} rounds; worker isolate: ${isolateConfig.rounds} rounds; busy host: ${busyConfig.rounds} rounds of ${busyConfig.durationMs} ms)`,
+      `(shm: ${shmConfig.rounds} rounds; worker isolate: ${isolateConfig.rounds} rounds; busy host: ${busyConfig.rounds} rounds of ${busyConfig.durationMs} ms; ` +
+      `peers: ${peersConfig.rounds} rounds of ${peersConfig.durationMs} ms; sweep: ${sweepConfig.rounds} rounds of ${sweepConfig.durationMs} ms after ${sweepConfig.warmupMs} ms)`,
     `rt: round trip, one call in flight; x${config.inflight}: ${config.inflight} calls kept in flight`,
     'ratio: rt rows time / baseline time, x rows rate / baseline rate; only ratios within one run mean anything',
     "worker handler: echo module run in the server's connection worker; main-thread handler: echo object on its main thread",
@@ -253,12 +285,28 @@ async function main(): Promise<number> {
         ]),
     'worker rows: a handler in a worker thread of this process (ours isolate(), comlink over a MessageChannel, piscina run()); baseline comlink',
     'handshake rows: connect + handshake + start() of a client node over loopback tcp, server in this process; cost = median minus the median with no handshake',
+    ...(peers === undefined
+      ? []
+      : [
+          'peer rows: server in a child process, 16 bytes; fork IPC = child_process.fork, json serialization, base64 bytes, replies matched by id; grpc-js = unary call, raw-byte (de)serializers',
+          'ours vs peer rows: ours worker handler over unix; rt ratio = ours time / peer time, x ratio = ours rate / peer rate',
+        ]),
+    ...(sweep === undefined
+      ? []
+      : ['sweep rows: echo of that many bytes, one call in flight; MB/s = request bytes (10^6) per second; ratio = MB/s / raw unix MB/s at that size (info)']),
     '',
     formatTable(rows),
     '',
   ];
-  const warnings = [...groups, ...(shmResult === undefined ? [] : [shmResult]), isolate].flatMap(spreadWarnings);
-  warnings.push(...(shmResult?.warnings ?? []));
+  const warnings = [
+    ...groups,
+    ...(shmResult === undefined ? [] : [shmResult]),
+    isolate,
+    ...(peers === undefined
+      ? []
+      : [{ transport: 'peers', subjects: peers.subjects.map((s) => ({ ...s, label: `${s.label} ${s.transport}` })) }]),
+  ].flatMap(spreadWarnings);
+  warnings.push(...(shmResult?.warnings ?? []), ...(sweep?.warnings ?? []));
   out.push(...warnings);
   if (api === undefined) out.push('ours: runtime not available yet - only the raw baselines were measured.');
   for (const reason of skipped) out.push(`skipped: ${reason}`);
@@ -276,6 +324,8 @@ async function main(): Promise<number> {
     busyConfig,
     isolateConfig,
     shmConfig,
+    peersConfig,
+    sweepConfig,
     only: [...only],
     payloadBytes: kPayloadBytes,
     elapsedSec,
@@ -286,6 +336,8 @@ async function main(): Promise<number> {
     isolate,
     busyHost,
     handshake,
+    peers,
+    sweep,
     rows: rows.filter((r) => r !== null),
   };
   await writeFile(resultsUrl, `${JSON.stringify(json, null, 2)}\n`);

@@ -140,6 +140,56 @@ export function startServerChild(
   });
 }
 
+/** A child with a JSON IPC channel for the caller's own messages (see `forkIpcChild`). */
+export interface IpcChild {
+  readonly pid: number;
+  readonly process: ChildProcess;
+  /** Stops the child by pid, like `ServerChild.stop`; safe to call twice. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Forks `script` with `serialization: 'json'` and waits for its first IPC message (any value:
+ * its ready signal); the channel is then the caller's. Tracked and stopped like the servers.
+ */
+export function forkIpcChild(script: URL, options: StartServerOptions): Promise<IpcChild> {
+  const readyTimeoutMs = options.readyTimeoutMs ?? kReadyTimeoutMs;
+  const child = fork(fileURLToPath(script), [], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    serialization: 'json',
+    execArgv: [],
+  });
+  liveChildren.add(child);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  exited.then(() => liveChildren.delete(child));
+  const stop = () => stopChild(child, exited);
+  return new Promise<IpcChild>((resolve, reject) => {
+    let done = false;
+    const finish = (err?: ChildStartError): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+      child.off('error', onError);
+      if (err === undefined) resolve({ pid: child.pid!, process: child, stop });
+      else stop().finally(() => reject(err));
+    };
+    const onMessage = (): void => finish();
+    const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
+      finish(new ChildStartError(`${options.label}: exited before it was ready (code ${code}, signal ${signal})`, 'exited'));
+    const onError = (err: Error): void =>
+      finish(new ChildStartError(`${options.label}: could not be started: ${err.message}`, 'exited'));
+    const timer = setTimeout(
+      () => finish(new ChildStartError(`${options.label}: sent no ready message within ${readyTimeoutMs / 1000} s`, 'timeout')),
+      readyTimeoutMs,
+    );
+    child.once('message', onMessage);
+    child.once('exit', onExit);
+    child.once('error', onError);
+  });
+}
+
 function isAddress(value: Record<string, unknown>): value is ServerAddress {
   if (value.kind === 'tcp') return typeof value.host === 'string' && typeof value.port === 'number';
   if (value.kind === 'unix') return typeof value.path === 'string';

@@ -41,13 +41,19 @@ function rate(value: number | undefined): string {
   return Math.round(value).toLocaleString('en-US');
 }
 
+/** MB/s: whole numbers, but small payloads' figures keep two significant decimals. */
+function bandwidth(value: number | undefined): string {
+  if (value === undefined || !Number.isFinite(value)) return dash;
+  return value < 10 ? value.toFixed(2) : value < 100 ? value.toFixed(1) : rate(value);
+}
+
 const allColumns: Column[] = [
   { header: 'scenario', align: 'left', cell: (r) => r.scenario },
   { header: 'transport', align: 'left', cell: (r) => r.transport },
   { header: 'median µs', align: 'right', cell: (r) => us(r.medianUs) },
   { header: 'p99 µs', align: 'right', cell: (r) => us(r.p99Us) },
   { header: 'calls/s', align: 'right', cell: (r) => rate(r.callsPerSec) },
-  { header: 'MB/s', align: 'right', cell: (r) => rate(r.mbPerSec) },
+  { header: 'MB/s', align: 'right', cell: (r) => bandwidth(r.mbPerSec) },
   { header: 'baseline', align: 'left', cell: (r) => r.baseline ?? dash },
   {
     header: 'ratio',

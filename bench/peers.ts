@@ -1,0 +1,188 @@
+/**
+ * Peers: what users pick today for RPC between Node processes, beside ogurpchik over a Unix socket
+ * (worker-module handler, ours-server.ts) in the same interleaved rounds (lib/rounds.ts):
+ * - Node `child_process.fork` IPC with `serialization: 'json'`; the child echoes every message
+ *   (fork-echo-child.ts) and replies are matched to calls by an id carried in the message; the
+ *   16 bytes travel base64-encoded, as bytes must through JSON.
+ * - grpc-js unary calls over TCP and over a Unix socket (grpc-server.ts), raw bytes both ways.
+ * Every subject echoes 16 bytes. DESIGN §6 target: ours calls/s (64 in flight) ≥ 8× grpc-js's.
+ */
+
+import type { ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { forkIpcChild, makeTempDir, removeTempDir, startServerChild, type ServerAddress } from './lib/children.js';
+import type { OursApi } from './lib/ours-api.js';
+import { measureInterleaved, type BenchConfig, type Measured, type SubjectSummary } from './lib/rounds.js';
+import { kPayloadBytes } from './lib/subject.js';
+import { atLeast, type ResultRow } from './lib/table.js';
+import { OursUnavailableError, startOursSubject } from './ours.js';
+import { deserializeBytes, kGrpcEchoPath, serializeBytes } from './grpc-service.js';
+
+/** DESIGN §6: every transport's calls/s ≥ 8× grpc-js's. */
+export const kGrpcCallsPerSecRatioMin = 8;
+
+const kConnectTimeoutMs = 10_000;
+
+interface PeerSubject extends Measured {
+  readonly label: string;
+  close(): Promise<void>;
+}
+
+export interface PeersResult {
+  transport: string;
+  /** ours first (when measured), then the peers. */
+  subjects: Array<{ key: string; label: string; transport: string; summary: SubjectSummary }>;
+  skipped: string[];
+}
+
+interface Pending {
+  resolve(body: Buffer): void;
+  reject(err: Error): void;
+}
+
+async function startForkIpc(): Promise<PeerSubject> {
+  const child = await forkIpcChild(new URL('./fork-echo-child.js', import.meta.url), { label: 'fork IPC echo child' });
+  const proc: ChildProcess = child.process;
+  const pending = new Map<number, Pending>();
+  let nextId = 0;
+  proc.on('message', (m: { id: number; b: string }) => {
+    const waiter = pending.get(m.id);
+    if (waiter === undefined) return;
+    pending.delete(m.id);
+    waiter.resolve(Buffer.from(m.b, 'base64'));
+  });
+  proc.once('exit', () => {
+    const gone = new Error('fork IPC child exited');
+    for (const waiter of pending.values()) waiter.reject(gone);
+    pending.clear();
+  });
+  return {
+    key: 'fork-ipc',
+    label: 'node fork IPC (json)',
+    transport: 'ipc',
+    call: () =>
+      new Promise<Buffer>((resolve, reject) => {
+        if (!proc.connected) {
+          reject(new Error('fork IPC channel closed'));
+          return;
+        }
+        const id = ++nextId;
+        pending.set(id, { resolve, reject });
+        proc.send({ id, b: Buffer.from(new Uint8Array(kPayloadBytes)).toString('base64') });
+      }),
+    close: () => child.stop(),
+  };
+}
+
+async function startGrpc(kind: 'tcp' | 'unix', dir: string): Promise<PeerSubject> {
+  const args = kind === 'tcp' ? ['--kind', 'tcp'] : ['--kind', 'unix', '--path', join(dir, 'grpc.sock')];
+  const server = await startServerChild(new URL('./grpc-server.js', import.meta.url), args, {
+    label: `grpc-js ${kind} server`,
+  });
+  const address = server.address as Extract<ServerAddress, { kind: 'tcp' | 'unix' }>;
+  const target = address.kind === 'tcp' ? `${address.host}:${address.port}` : `unix://${address.path}`;
+  let client: grpc.Client | undefined;
+  try {
+    client = new grpc.Client(target, grpc.credentials.createInsecure());
+    const c = client;
+    await new Promise<void>((resolve, reject) =>
+      c.waitForReady(Date.now() + kConnectTimeoutMs, (err) => (err === undefined ? resolve() : reject(err))),
+    );
+  } catch (err) {
+    client?.close();
+    await server.stop();
+    throw err;
+  }
+  const c = client;
+  return {
+    key: `grpc-${kind}`,
+    label: `grpc-js unary`,
+    transport: kind,
+    call: () =>
+      new Promise<Buffer>((resolve, reject) => {
+        c.makeUnaryRequest(kGrpcEchoPath, serializeBytes, deserializeBytes, new Uint8Array(kPayloadBytes), (err, reply) =>
+          err === null && reply !== undefined ? resolve(reply) : reject(err ?? new Error('grpc-js: empty reply')),
+        );
+      }),
+    close: async () => {
+      c.close();
+      await server.stop();
+    },
+  };
+}
+
+export async function runPeers(api: OursApi | undefined, config: BenchConfig, log: (line: string) => void): Promise<PeersResult> {
+  const result: PeersResult = { transport: 'mixed', subjects: [], skipped: [] };
+  const dir = await makeTempDir();
+  const subjects: PeerSubject[] = [];
+  try {
+    if (api !== undefined) {
+      log('peers: starting ours unix server (worker handler)');
+      try {
+        const ours = await startOursSubject(api, { transport: 'unix', handler: 'worker', dir });
+        subjects.push({ ...ours, key: 'ours-worker', label: ours.label, transport: 'unix' });
+      } catch (err) {
+        if (!(err instanceof OursUnavailableError)) throw err;
+        log(`peers: ours not measured (${err.message})`);
+        result.skipped.push(`peers ours: ${err.message}`);
+      }
+    }
+    log('peers: starting fork IPC child');
+    subjects.push(await startForkIpc());
+    for (const kind of ['tcp', 'unix'] as const) {
+      log(`peers: starting grpc-js ${kind} server`);
+      subjects.push(await startGrpc(kind, dir));
+    }
+    const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
+    result.subjects = subjects.map((s) => ({ key: s.key, label: s.label, transport: s.transport, summary: summaries.get(s)! }));
+  } finally {
+    for (const subject of subjects) await subject.close().catch((err: Error) => log(`close: ${err.message}`));
+    await removeTempDir(dir);
+  }
+  return result;
+}
+
+/**
+ * Each peer's figures, then ours against each peer: rt rows ratio = ours time / peer time, x rows
+ * ratio = ours rate / peer rate; the rows against grpc-js carry the ≥ 8× calls/s target.
+ */
+export function peersRows(result: PeersResult, inflight: number): ResultRow[] {
+  const rows: ResultRow[] = [];
+  const ours = result.subjects.find((s) => s.key === 'ours-worker');
+  const peers = result.subjects.filter((s) => s !== ours);
+  const name = (s: PeersResult['subjects'][number]): string => (s.transport === 'ipc' ? s.label : `${s.label} ${s.transport}`);
+  for (const s of peers) {
+    rows.push({ scenario: `${s.label} rt`, transport: s.transport, medianUs: s.summary.roundTrip.medianUs, p99Us: s.summary.roundTrip.p99Us });
+    rows.push({ scenario: `${s.label} x${inflight}`, transport: s.transport, callsPerSec: s.summary.pipelined!.callsPerSec });
+  }
+  if (ours === undefined) return rows;
+  const rt = ours.summary.roundTrip;
+  const pipe = ours.summary.pipelined!;
+  for (const s of peers) {
+    rows.push({
+      scenario: `${ours.label} rt`,
+      transport: ours.transport,
+      medianUs: rt.medianUs,
+      p99Us: rt.p99Us,
+      baseline: `${name(s)} rt`,
+      ratio: rt.medianUs / s.summary.roundTrip.medianUs,
+      verdict: 'info',
+    });
+  }
+  for (const s of peers) {
+    const ratio = pipe.callsPerSec / s.summary.pipelined!.callsPerSec;
+    const isGrpc = s.key.startsWith('grpc-');
+    rows.push({
+      scenario: `${ours.label} x${inflight}`,
+      transport: ours.transport,
+      callsPerSec: pipe.callsPerSec,
+      baseline: `${name(s)} x${inflight}`,
+      ratio,
+      ...(isGrpc
+        ? { target: `>= ${kGrpcCallsPerSecRatioMin.toFixed(2)}x`, verdict: atLeast(ratio, kGrpcCallsPerSecRatioMin) }
+        : { verdict: 'info' as const }),
+    });
+  }
+  return rows;
+}
