@@ -27,6 +27,7 @@ import { runShm, shmRows, type ShmResult } from './shm.js';
 import { handshakeRows, runHandshake, type HandshakeResult } from './handshake.js';
 import { peersRows, runPeers, type PeersResult } from './peers.js';
 import { runSweep, sweepRows, type SweepConfig, type SweepResult } from './sweep.js';
+import { renderChart } from './lib/chart.js';
 
 /** DESIGN §6 targets for tcp and unix, relative to the raw ping-pong of the same kind. */
 const kRoundTripRatioMax = 1.5;
@@ -341,6 +342,9 @@ async function main(): Promise<number> {
     rows: rows.filter((r) => r !== null),
   };
   await writeFile(resultsUrl, `${JSON.stringify(json, null, 2)}\n`);
+  const chartUrl = new URL('latest.svg', resultsUrl);
+  await writeFile(chartUrl, renderChart(json.rows, sweep, `ogurpchik bench, ${quick ? 'quick' : 'full'} run, ${json.date.slice(0, 10)}, node ${process.version}, ${cpu.length} CPUs`));
+  process.stdout.write(`chart: ${fileURLToPath(chartUrl)}\n`);
   return 0;
 }
 
