@@ -9,6 +9,13 @@
 // per-environment pool (not libuv's pool: a wait may last forever and would starve fs/dns work).
 // The thread delivers the result through a thread-safe function, which resolves the promise on
 // the calling thread's loop. Threads are reused while waits keep coming and exit after 30 s idle.
+//
+// Waits with a long or no timeout (the ring's) go to a per-word watcher instead: a thread that
+// stays parked in FUTEX_WAIT on the word for a while after its wait settles, so the next wait is
+// armed with a compare-and-swap rather than a hand-off that wakes a pool thread (one thread
+// wake-up per settled wait instead of two). An idle watcher that absorbs a wake passes it on
+// (FUTEX_WAKE 1), so it cannot steal a wake meant for another waiter; futexWake's count may
+// include it. A watcher keeps its buffer's memory alive until it exits (kWatcherLinger idle).
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -25,6 +32,7 @@
 #include <mutex>
 #include <system_error>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "addon.h"
@@ -36,6 +44,13 @@ constexpr auto kIdleThreadLifetime = std::chrono::seconds(30);
 // While stopping, wake the words of pending waits this often: a thread may be between checking
 // the stop flag and entering FUTEX_WAIT, where one wake would be lost.
 constexpr auto kStopRewakeInterval = std::chrono::milliseconds(5);
+// A word's watcher thread stays parked on the word this long after its last wait settles, so the
+// next wait on the word is armed with one atomic store instead of a thread hand-off.
+constexpr auto kWatcherLinger = std::chrono::seconds(1);
+// While idle, a watcher sleeps in slices this long: a wait armed meanwhile with a finite timeout
+// is noticed within one slice, so only waits with a long (or no) timeout use watchers.
+constexpr long kWatcherSliceNs = 20 * 1000 * 1000;
+constexpr double kWatcherMinTimeoutMs = 2000;
 
 long Futex(int32_t* word, int op, int32_t value, const timespec* timeout) {
   return syscall(SYS_futex, word, op, value, timeout, nullptr, FUTEX_BITSET_MATCH_ANY);
@@ -144,8 +159,63 @@ struct WaitJob {
   WaitResult result{Outcome::kWoken};
 };
 
+// A thread that stays parked in FUTEX_WAIT on one word between waits. `slot` is the arming
+// handshake: nullptr idle; a WaitJob* armed by the JS thread (not yet claimed); kBusy claimed by
+// the watcher, which then owns the job; kDead the thread is leaving and takes no more jobs.
+// Whoever moves `slot` away from a job pointer owns that job.
+struct Watcher {
+  std::shared_ptr<v8::BackingStore> store;  // keeps the mapping alive while the thread sleeps on it
+  int32_t* word;
+  std::atomic<WaitJob*> slot{nullptr};
+};
+
+WaitJob* const kBusy = reinterpret_cast<WaitJob*>(uintptr_t{1});
+WaitJob* const kDead = reinterpret_cast<WaitJob*>(uintptr_t{2});
+
+bool IsJob(WaitJob* j) {
+  return j != nullptr && j != kBusy && j != kDead;
+}
+
 class Waiters : public std::enable_shared_from_this<Waiters> {
  public:
+  enum class Arm { kArmed, kSettled, kNone };
+
+  // JS thread. Hands `job` to the word's watcher (starting one if there is none): kArmed, the
+  // watcher owns it; kSettled, the word changed while arming and the caller keeps the job and
+  // settles it at once; kNone, the watcher is busy with another wait or unavailable: use Submit.
+  Arm TryArm(WaitJob* job) {
+    std::shared_ptr<Watcher> w;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return Arm::kNone;
+      auto it = watchers_.find(job->word);
+      if (it == watchers_.end() || it->second->slot.load(std::memory_order_acquire) == kDead) {
+        w = std::make_shared<Watcher>();
+        w->store = job->store;
+        w->word = job->word;
+        w->slot.store(job, std::memory_order_relaxed);  // armed from the start
+        try {
+          std::thread([self = shared_from_this(), w] { self->RunWatcher(w); }).detach();
+        } catch (const std::system_error&) {
+          return Arm::kNone;
+        }
+        threads_++;
+        watchers_[job->word] = w;
+        return Arm::kArmed;
+      }
+      w = it->second;
+    }
+    WaitJob* idle = nullptr;
+    if (!w->slot.compare_exchange_strong(idle, job, std::memory_order_seq_cst)) return Arm::kNone;
+    // The watcher may be asleep on an older value of the word, read before this store: a change
+    // since our caller's check would then wake nobody. Look again; take the job back if so.
+    if (__atomic_load_n(job->word, __ATOMIC_SEQ_CST) != job->expected) {
+      WaitJob* armed = job;
+      if (w->slot.compare_exchange_strong(armed, nullptr, std::memory_order_seq_cst)) return Arm::kSettled;
+    }
+    return Arm::kArmed;
+  }
+
   napi_threadsafe_function tsfn = nullptr;
   // Waits submitted and not yet settled; JS thread only. The thread-safe function holds the
   // loop open exactly while this is non-zero, like a timer would.
@@ -184,11 +254,104 @@ class Waiters : public std::enable_shared_from_this<Waiters> {
     while (threads_ > 0) {
       // A spurious wake for anyone else sleeping on the same word; futex users tolerate those.
       for (WaitJob* job : active_) WakeWord(job->word, INT_MAX);
+      for (auto& entry : watchers_) WakeWord(entry.first, INT_MAX);
       exit_cv_.wait_for(lock, kStopRewakeInterval);
     }
   }
 
  private:
+  // Settles a job the watcher owns, on the JS thread.
+  void Deliver(WaitJob* job) {
+    if (stop_flag_.load(std::memory_order_acquire) ||
+        napi_call_threadsafe_function(tsfn, job, napi_tsfn_nonblocking) != napi_ok) {
+      delete job;
+    }
+  }
+
+  void RunWatcher(std::shared_ptr<Watcher> w) {
+    auto linger_end = std::chrono::steady_clock::now() + kWatcherLinger;
+    int passed = 0;  // idle wakes passed on to another waiter since the last wait
+    for (;;) {
+      if (stop_flag_.load(std::memory_order_acquire)) break;
+      WaitJob* job = w->slot.load(std::memory_order_seq_cst);
+      if (IsJob(job)) {
+        if (!w->slot.compare_exchange_strong(job, kBusy, std::memory_order_seq_cst)) continue;  // taken back
+        job->result = WaitOnWord(w->word, job->expected, job->deadline, &stop_flag_);
+        if (job->result.outcome == Outcome::kCancelled) {
+          delete job;
+          break;
+        }
+        w->slot.store(nullptr, std::memory_order_seq_cst);
+        Deliver(job);
+        linger_end = std::chrono::steady_clock::now() + kWatcherLinger;
+        passed = 0;
+        continue;
+      }
+      if (std::chrono::steady_clock::now() >= linger_end) {
+        if (Retire(w)) return;
+        continue;
+      }
+      // Idle: sleep on the word's current value. The word is read before the slot, so a wait
+      // armed after the slot read sees (in TryArm's second look) any change made after this read,
+      // and any change after it either fails the kernel's comparison or wakes us.
+      int32_t value = __atomic_load_n(w->word, __ATOMIC_SEQ_CST);
+      if (w->slot.load(std::memory_order_seq_cst) != nullptr) continue;
+      timespec until;
+      clock_gettime(CLOCK_MONOTONIC, &until);
+      until.tv_nsec += kWatcherSliceNs;
+      if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec += 1;
+        until.tv_nsec -= 1000000000L;
+      }
+      if (Futex(w->word, FUTEX_WAIT_BITSET, value, &until) != 0) continue;  // changed, timed out, EINTR
+      // Woken while idle. If a wait was armed meanwhile, the wake may have been meant for it:
+      // settle it 'ok' (waits may wake spuriously). Otherwise it may have been meant for another
+      // waiter on the word: pass it on. Idle watchers in other processes or threads may pass it
+      // back and forth, so one that passes a wake to somebody twice without a wait in between
+      // leaves: the chain ends, at a real waiter or at nobody.
+      job = w->slot.load(std::memory_order_seq_cst);
+      if (IsJob(job)) {
+        if (w->slot.compare_exchange_strong(job, kBusy, std::memory_order_seq_cst)) {
+          job->result = {Outcome::kWoken};
+          w->slot.store(nullptr, std::memory_order_seq_cst);
+          Deliver(job);
+          linger_end = std::chrono::steady_clock::now() + kWatcherLinger;
+          passed = 0;
+        }
+        continue;
+      }
+      if (WakeWord(w->word, 1) > 0 && ++passed >= 2 && Retire(w)) return;
+    }
+    Retire(w, true);
+  }
+
+  // Ends a watcher thread unless a wait was armed on it meanwhile (returns false then). When
+  // stopping, an armed job is dropped with its environment.
+  bool Retire(const std::shared_ptr<Watcher>& w, bool stopping = false) {
+    std::lock_guard<std::mutex> lock(mu_);
+    WaitJob* job = w->slot.load(std::memory_order_seq_cst);
+    for (;;) {
+      if (IsJob(job) && stopping) {
+        if (w->slot.compare_exchange_strong(job, kDead, std::memory_order_seq_cst)) {
+          delete job;
+          break;
+        }
+        continue;
+      }
+      if (job == kBusy || job == nullptr) {
+        if (w->slot.compare_exchange_strong(job, kDead, std::memory_order_seq_cst)) break;
+        continue;
+      }
+      if (job == kDead) break;
+      return false;  // armed: keep going
+    }
+    auto it = watchers_.find(w->word);
+    if (it != watchers_.end() && it->second == w) watchers_.erase(it);
+    threads_--;
+    exit_cv_.notify_all();
+    return true;
+  }
+
   void Run() {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
@@ -224,6 +387,7 @@ class Waiters : public std::enable_shared_from_this<Waiters> {
   std::condition_variable exit_cv_;
   std::deque<WaitJob*> queue_;
   std::unordered_set<WaitJob*> active_;
+  std::unordered_map<int32_t*, std::shared_ptr<Watcher>> watchers_;
   size_t threads_ = 0;
   size_t idle_ = 0;
   bool stopping_ = false;
@@ -321,6 +485,20 @@ Napi::Value FutexWait(const Napi::CallbackInfo& info) {
   Waiters& waiters = *StateOf(env).waiters;
   auto job = std::make_unique<WaitJob>(WaitJob{std::move(word.store), word.address, expected, DeadlineAfter(timeout_ms), deferred});
   if (waiters.pending++ == 0) napi_ref_threadsafe_function(env, waiters.tsfn);
+  if (timeout_ms >= kWatcherMinTimeoutMs) {
+    switch (waiters.TryArm(job.get())) {
+      case Waiters::Arm::kArmed:
+        job.release();  // the watcher owns it now
+        return Napi::Value(env, promise);
+      case Waiters::Arm::kSettled:
+        // The word changed just now: as for a thread that finds it changed, report 'ok'.
+        if (--waiters.pending == 0) napi_unref_threadsafe_function(env, waiters.tsfn);
+        napi_resolve_deferred(env, deferred, Napi::String::New(env, kResultOk));
+        return Napi::Value(env, promise);
+      case Waiters::Arm::kNone:
+        break;
+    }
+  }
   try {
     waiters.Submit(job.get());
     job.release();  // the waiter thread owns it now
