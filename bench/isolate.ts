@@ -16,7 +16,7 @@ import { withDeadline } from './lib/measure.js';
 import type { OursApi, OursClient, OursRunning } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type Measured, type SubjectSummary } from './lib/rounds.js';
 import { kPayloadBytes } from './lib/subject.js';
-import { atLeast, atMost, type ResultRow } from './lib/table.js';
+import { comparisonRows, type ResultRow } from './lib/table.js';
 
 /** DESIGN §6 worker-isolate targets, relative to comlink in the same run. */
 export const kIsolateRoundTripRatioMax = 0.5;
@@ -161,48 +161,16 @@ export async function runIsolate(
 }
 
 export function isolateRows(result: IsolateResult, inflight: number): ResultRow[] {
-  const rows: ResultRow[] = [];
   const base = result.subjects.find((s) => s.key === 'comlink');
-  if (base === undefined) return rows;
-  for (const subject of result.subjects) {
-    const isBase = subject === base;
-    const isOurs = subject.key === 'ours-isolate';
-    const rt = subject.summary.roundTrip;
-    const pipe = subject.summary.pipelined!;
-    const rtRatio = rt.medianUs / base.summary.roundTrip.medianUs;
-    const pipeRatio = pipe.callsPerSec / base.summary.pipelined!.callsPerSec;
-    rows.push({
-      scenario: `${subject.label} rt`,
-      transport: result.transport,
-      medianUs: rt.medianUs,
-      p99Us: rt.p99Us,
-      ...(isBase
-        ? {}
-        : {
-            baseline: 'comlink rt',
-            ratio: rtRatio,
-            ...(isOurs
-              ? { target: `<= ${kIsolateRoundTripRatioMax.toFixed(2)}x`, verdict: atMost(rtRatio, kIsolateRoundTripRatioMax) }
-              : { verdict: 'info' as const }),
-          }),
-    });
-    rows.push({
-      scenario: `${subject.label} x${inflight}`,
-      transport: result.transport,
-      callsPerSec: pipe.callsPerSec,
-      ...(isBase
-        ? {}
-        : {
-            baseline: `comlink x${inflight}`,
-            ratio: pipeRatio,
-            ...(isOurs
-              ? {
-                  target: `>= ${kIsolateCallsPerSecRatioMin.toFixed(2)}x`,
-                  verdict: atLeast(pipeRatio, kIsolateCallsPerSecRatioMin),
-                }
-              : { verdict: 'info' as const }),
-          }),
-    });
-  }
-  return rows;
+  if (base === undefined) return [];
+  const withTransport = (s: (typeof result.subjects)[number]) => ({ ...s, transport: result.transport });
+  const subjects = result.subjects.map(withTransport);
+  return comparisonRows({
+    subjects,
+    baseline: subjects[result.subjects.indexOf(base)],
+    baselineName: 'comlink',
+    inflight,
+    // Only ours is held to a target; piscina is shown for reference.
+    targetsFor: (s) => (s.key === 'ours-isolate' ? { rtMax: kIsolateRoundTripRatioMax, rateMin: kIsolateCallsPerSecRatioMin } : undefined),
+  });
 }

@@ -20,7 +20,7 @@ import { isolateRows, runIsolate, type IsolateResult } from './isolate.js';
 import { loadOurs, type OursApi } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib/rounds.js';
 import { kPayloadBytes, type SocketKind, type Subject } from './lib/subject.js';
-import { atLeast, atMost, formatTable, type ResultRow } from './lib/table.js';
+import { comparisonRows, formatTable, type ResultRow } from './lib/table.js';
 import { OursUnavailableError, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
 import { runShm, shmRows, type ShmResult } from './shm.js';
@@ -148,45 +148,14 @@ function spreadWarnings(group: Pick<GroupResult, 'subjects'> & { transport: stri
 }
 
 function groupRows(group: GroupResult): ResultRow[] {
-  const rows: ResultRow[] = [];
-  const raw = group.subjects.find((s) => s.key === 'raw')!;
-  const rtBaseline = `raw ${group.transport} rt`;
-  const pipeBaseline = `raw ${group.transport} x${config.inflight}`;
-  for (const subject of group.subjects) {
-    const isRaw = subject === raw;
-    const rt = subject.summary.roundTrip;
-    const pipe = subject.summary.pipelined!;
-    const rtRatio = rt.medianUs / raw.summary.roundTrip.medianUs;
-    const pipeRatio = pipe.callsPerSec / raw.summary.pipelined!.callsPerSec;
-    rows.push({
-      scenario: `${subject.label} rt`,
-      transport: group.transport,
-      medianUs: rt.medianUs,
-      p99Us: rt.p99Us,
-      ...(isRaw
-        ? {}
-        : {
-            baseline: rtBaseline,
-            ratio: rtRatio,
-            target: `<= ${kRoundTripRatioMax.toFixed(2)}x`,
-            verdict: atMost(rtRatio, kRoundTripRatioMax),
-          }),
-    });
-    rows.push({
-      scenario: `${subject.label} x${config.inflight}`,
-      transport: group.transport,
-      callsPerSec: pipe.callsPerSec,
-      ...(isRaw
-        ? {}
-        : {
-            baseline: pipeBaseline,
-            ratio: pipeRatio,
-            target: `>= ${kCallsPerSecRatioMin.toFixed(2)}x`,
-            verdict: atLeast(pipeRatio, kCallsPerSecRatioMin),
-          }),
-    });
-  }
-  return rows;
+  const subjects = group.subjects.map((subject) => ({ ...subject, transport: group.transport }));
+  return comparisonRows({
+    subjects,
+    baseline: subjects.find((s) => s.key === 'raw')!,
+    baselineName: `raw ${group.transport}`,
+    inflight: config.inflight,
+    targetsFor: () => ({ rtMax: kRoundTripRatioMax, rateMin: kCallsPerSecRatioMin }),
+  });
 }
 
 async function main(): Promise<number> {

@@ -19,7 +19,7 @@ import { median, withDeadline } from './lib/measure.js';
 import type { OursApi } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib/rounds.js';
 import type { Subject } from './lib/subject.js';
-import { atLeast, atMost, type ResultRow } from './lib/table.js';
+import { atLeast, comparisonRows, type ResultRow } from './lib/table.js';
 import { OursUnavailableError, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
 
@@ -243,40 +243,15 @@ export function shmRows(result: ShmResult, inflight: number): ResultRow[] {
   const rows: ResultRow[] = [];
   const raw = result.subjects.find((s) => s.key === 'raw-unix');
   if (raw !== undefined) {
-    for (const subject of result.subjects) {
-      const isRaw = subject === raw;
-      const rt = subject.summary.roundTrip;
-      const pipe = subject.summary.pipelined!;
-      const rtRatio = rt.medianUs / raw.summary.roundTrip.medianUs;
-      const pipeRatio = pipe.callsPerSec / raw.summary.pipelined!.callsPerSec;
-      rows.push({
-        scenario: `${subject.label} rt`,
-        transport: subject.transport,
-        medianUs: rt.medianUs,
-        p99Us: rt.p99Us,
-        ...(isRaw
-          ? {}
-          : {
-              baseline: 'raw unix rt',
-              ratio: rtRatio,
-              target: `<= ${kShmRoundTripRatioMax.toFixed(2)}x`,
-              verdict: atMost(rtRatio, kShmRoundTripRatioMax),
-            }),
-      });
-      rows.push({
-        scenario: `${subject.label} x${inflight}`,
-        transport: subject.transport,
-        callsPerSec: pipe.callsPerSec,
-        ...(isRaw
-          ? {}
-          : {
-              baseline: `raw unix x${inflight}`,
-              ratio: pipeRatio,
-              target: `>= ${kShmCallsPerSecRatioMin.toFixed(2)}x`,
-              verdict: atLeast(pipeRatio, kShmCallsPerSecRatioMin),
-            }),
-      });
-    }
+    rows.push(
+      ...comparisonRows({
+        subjects: result.subjects,
+        baseline: raw,
+        baselineName: 'raw unix',
+        inflight,
+        targetsFor: () => ({ rtMax: kShmRoundTripRatioMax, rateMin: kShmCallsPerSecRatioMin }),
+      }),
+    );
   }
   const echo = result.echo;
   if (echo !== undefined) {

@@ -91,3 +91,66 @@ export function atMost(value: number, limit: number): Verdict {
 export function atLeast(value: number, limit: number): Verdict {
   return Number.isFinite(value) && value >= limit ? 'PASS' : 'MISS';
 }
+
+/** What a compared subject needs: a label, its transport, and its median-of-rounds figures. */
+export interface ComparedSubject {
+  label: string;
+  transport: string;
+  summary: { roundTrip: { medianUs: number; p99Us: number }; pipelined?: { callsPerSec: number } };
+}
+
+/** Targets for one subject against the baseline: a round-trip ratio ceiling and a calls/s ratio floor. */
+export interface RatioTargets {
+  rtMax: number;
+  rateMin: number;
+}
+
+/**
+ * The rt and x<inflight> rows of a section: the baseline's own figures, then each other subject's
+ * with its ratio to the baseline, judged against `targetsFor(subject)` (undefined: shown as info).
+ */
+export function comparisonRows<S extends ComparedSubject>(options: {
+  subjects: readonly S[];
+  baseline: S;
+  /** How the baseline is named in the baseline column, e.g. "raw tcp". */
+  baselineName: string;
+  inflight: number;
+  targetsFor(subject: S): RatioTargets | undefined;
+}): ResultRow[] {
+  const { baseline, baselineName, inflight } = options;
+  const rows: ResultRow[] = [];
+  for (const subject of options.subjects) {
+    const rt = subject.summary.roundTrip;
+    const pipe = subject.summary.pipelined!;
+    const isBase = subject === baseline;
+    const targets = isBase ? undefined : options.targetsFor(subject);
+    const rtRatio = rt.medianUs / baseline.summary.roundTrip.medianUs;
+    const pipeRatio = pipe.callsPerSec / baseline.summary.pipelined!.callsPerSec;
+    rows.push({
+      scenario: `${subject.label} rt`,
+      transport: subject.transport,
+      medianUs: rt.medianUs,
+      p99Us: rt.p99Us,
+      ...(isBase
+        ? {}
+        : {
+            baseline: `${baselineName} rt`,
+            ratio: rtRatio,
+            ...(targets ? { target: `<= ${targets.rtMax.toFixed(2)}x`, verdict: atMost(rtRatio, targets.rtMax) } : { verdict: 'info' as const }),
+          }),
+    });
+    rows.push({
+      scenario: `${subject.label} x${inflight}`,
+      transport: subject.transport,
+      callsPerSec: pipe.callsPerSec,
+      ...(isBase
+        ? {}
+        : {
+            baseline: `${baselineName} x${inflight}`,
+            ratio: pipeRatio,
+            ...(targets ? { target: `>= ${targets.rateMin.toFixed(2)}x`, verdict: atLeast(pipeRatio, targets.rateMin) } : { verdict: 'info' as const }),
+          }),
+    });
+  }
+  return rows;
+}
