@@ -29,6 +29,13 @@ export interface NodeOptions {
    * The main thread's event loop does not run while it spins.
    */
   spinMicros?: number;
+  /**
+   * Keepalive: a connection that has received nothing for this many ms is pinged (by its worker,
+   * so a busy main thread does not matter); if another interval passes without a word from the
+   * peer, it is closed and its calls reject with CLOSED. Detects a silent dead peer, e.g. a
+   * half-open TCP connection or a stopped process. Default 0: off. Both ends answer pings always.
+   */
+  keepAliveMs?: number;
   /** Time limit of each handshake step, in ms (default 5000); a peer slower than this is refused with HANDSHAKE_FAILED. */
   handshakeTimeoutMs?: number;
   /** Where publish() writes and waitFor() looks (default: the file backend in $XDG_RUNTIME_DIR/ogurpchik, else <tmp>/ogurpchik-<uid>). */
@@ -172,7 +179,11 @@ export class Node<Req = unknown, Res = unknown> {
     if (!(Number.isInteger(handshakeTimeoutMs) && handshakeTimeoutMs >= 1 && handshakeTimeoutMs <= 2 ** 31 - 1)) {
       throw new RpcError('INVALID_ARGUMENT', `handshakeTimeoutMs must be a positive integer, got ${handshakeTimeoutMs}`);
     }
-    this.#options = { maxFrameBytes, ringBytes, spinMicros, handshakeTimeoutMs, pool: options.pool, discovery: options.discovery };
+    const keepAliveMs = options.keepAliveMs ?? 0;
+    if (!(Number.isInteger(keepAliveMs) && keepAliveMs >= 0 && keepAliveMs <= 2 ** 31 - 1)) {
+      throw new RpcError('INVALID_ARGUMENT', `keepAliveMs must be a non-negative integer, got ${keepAliveMs}`);
+    }
+    this.#options = { maxFrameBytes, ringBytes, spinMicros, handshakeTimeoutMs, keepAliveMs, pool: options.pool, discovery: options.discovery };
   }
 
   /** Listens on `transport` and answers with `handler`. */
@@ -267,8 +278,8 @@ export class Node<Req = unknown, Res = unknown> {
     let unpublish: (() => Promise<void>) | undefined;
     const lease = new PoolLease(this.#options.pool);
     const tasks: RemoteTask[] = [];
-    const { maxFrameBytes, ringBytes, spinMicros } = this.#options;
-    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, maxFrameBytes, ringBytes, spinMicros };
+    const { maxFrameBytes, ringBytes, spinMicros, keepAliveMs } = this.#options;
+    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, maxFrameBytes, ringBytes, spinMicros, keepAliveMs };
     try {
       if (this.#serve) {
         const { transport, handler, options } = this.#serve;

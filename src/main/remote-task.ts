@@ -36,6 +36,7 @@ export interface RemoteTaskOptions {
   maxFrameBytes: number;
   ringBytes: number;
   spinMicros: number;
+  keepAliveMs: number;
   /** With a runner that can kill: how long close() waits before it does. */
   closeTimeoutMs?: number;
 }
@@ -76,6 +77,7 @@ export class RemoteTask {
       handshake: options.handshake,
       maxFrameBytes: options.maxFrameBytes,
       spinMicros: options.spinMicros,
+      keepAliveMs: options.keepAliveMs,
       toWorker,
       toMain,
       port: port2,

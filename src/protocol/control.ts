@@ -27,6 +27,8 @@ export interface TaskSpec {
   maxFrameBytes: number;
   /** Busy-poll this long for ring traffic before sleeping (0: never spin). */
   spinMicros: number;
+  /** Ping a connection silent for this long and close it if the next interval passes without a word (0: off). */
+  keepAliveMs: number;
   /** Main → worker ring and worker → main ring. */
   toWorker: SharedArrayBuffer;
   toMain: SharedArrayBuffer;

@@ -47,6 +47,10 @@ export class Connection {
   #closing: RpcError | undefined;
   #writable = true;
   #readPaused = 0;
+  /** performance.now() when the peer last sent anything; the keepalive works from it. */
+  #lastHeard = performance.now();
+  #pingSentAt = 0;
+  #pingToken = 0;
 
   constructor(id: number, stream: ByteStream, peer: PeerInfo, host: ConnectionHost) {
     this.id = id;
@@ -164,7 +168,29 @@ export class Connection {
     setTimeout(() => this.#stream.destroy(), 2000).unref();
   }
 
+  /**
+   * Keepalive tick (the task calls it every `intervalMs / 2`): ping a connection that has been
+   * silent for an interval; close it if a further interval passes with no word at all.
+   */
+  keepAlive(now: number, intervalMs: number): void {
+    if (this.#closing || this.#handshake !== undefined) return;
+    const silentFor = now - this.#lastHeard;
+    if (this.#pingSentAt !== 0) {
+      if (now - this.#pingSentAt >= intervalMs && silentFor >= intervalMs) {
+        this.close(new RpcError('CLOSED', `the peer did not answer a keepalive ping within ${intervalMs} ms`), false);
+        this.#stream.destroy();
+      }
+      return;
+    }
+    if (silentFor >= intervalMs) {
+      this.#pingSentAt = now;
+      this.send(encodePing(Kind.Ping, ++this.#pingToken), true);
+    }
+  }
+
   #onData(chunk: Uint8Array): void {
+    this.#lastHeard = performance.now();
+    this.#pingSentAt = 0;
     try {
       this.#decoder.push(chunk, (body) => this.#onFrame(body));
     } catch (err) {
@@ -189,6 +215,8 @@ export class Connection {
       this.send(encodePing(Kind.Pong, envelopeId(body)), true);
       return;
     }
+    if (kind === Kind.Pong) return; // its arrival already counted as a sign of life
+
     if (this.#session) {
       this.#session.receive(body);
       return;

@@ -35,6 +35,7 @@ export class ConnectionTask implements ConnectionHost {
   readonly #toMain: RingWriter;
   readonly #fromMain: RingReader;
   #flushScheduled = false;
+  #keepAliveTimer: ReturnType<typeof setInterval> | undefined;
   readonly #relayed: boolean;
   #handler: Handler | undefined;
   #listener: StreamListener | undefined;
@@ -63,6 +64,13 @@ export class ConnectionTask implements ConnectionHost {
       this.relayFlushed = () => this.#toMain.flushed();
     }
     this.#ready = this.#open();
+    if (spec.keepAliveMs > 0) {
+      const interval = spec.keepAliveMs;
+      this.#keepAliveTimer = setInterval(() => {
+        const now = performance.now();
+        for (const conn of this.#connections.values()) conn.keepAlive(now, interval);
+      }, Math.max(1, Math.floor(interval / 2)));
+    }
     this.#fromMain.start();
     const control: TaskControl = {
       ready: () => this.#ready,
@@ -114,6 +122,7 @@ export class ConnectionTask implements ConnectionHost {
         new Promise<void>((resolve) => setTimeout(resolve, 3000).unref()),
       ]);
       await listenerClosed;
+      if (this.#keepAliveTimer !== undefined) clearInterval(this.#keepAliveTimer);
       this.#toMain.close();
       this.#fromMain.stop();
       // Let comlink's reply to close() leave before the port goes away.
