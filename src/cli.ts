@@ -8,6 +8,8 @@ import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { json, msgpack } from './codec/index.js';
 import { FileDiscovery } from './discovery/files.js';
+import { EtcdDiscovery } from './discovery/etcd.js';
+import type { DiscoveryBackend } from './discovery/types.js';
 import { transportFromRecord } from './discovery/topology.js';
 import { RpcError } from './errors.js';
 import { Node } from './main/node.js';
@@ -16,8 +18,8 @@ import { parsePublicKey, parseSignature, verifyEd25519 } from './handshake/signe
 const kUsage = `usage: ogurpchik <command> [options]
 
 commands:
-  ls [--dir <dir>]                       list published services and whether their owners live
-  call <service> <json> [--timeout <ms>] [--dir <dir>]
+  ls [--dir <dir> | --etcd <url>]        list published services and whether their owners live
+  call <service> <json> [--timeout <ms>] [--dir <dir> | --etcd <url>]
                                          call a published service once and print the response as JSON
   keygen [--out <prefix>]                write an Ed25519 key pair: <prefix>.key (private, 0600) and <prefix>.pub (base64)
   sign <file> --key <prefix.key>         write <file>.sig, the detached signature authSignedProcess() checks
@@ -25,11 +27,17 @@ commands:
   bench [--quick]                        run the transport benchmark (from a source checkout)
   help [<command>]                       this text
 
-Discovery records are read from $XDG_RUNTIME_DIR/ogurpchik (else <tmp>/ogurpchik-<uid>) unless --dir is given.`;
+Discovery records are read from $XDG_RUNTIME_DIR/ogurpchik (else <tmp>/ogurpchik-<uid>) unless --dir
+or --etcd (an etcd endpoint, records under ogurpchik/services/) is given.`;
+
+/** The discovery backend the options name: --etcd <url>, else the file backend (--dir or the default). */
+function backendFrom(values: { dir?: string; etcd?: string }): DiscoveryBackend & { close?(): Promise<void> } {
+  return values.etcd ? new EtcdDiscovery({ hosts: values.etcd }) : new FileDiscovery({ dir: values.dir });
+}
 
 const kCommandHelp: Record<string, string> = {
-  ls: 'usage: ogurpchik ls [--dir <dir>]\n  Lists every published service: name, liveness of its owner, transport/codec and addresses.',
-  call: 'usage: ogurpchik call <service> <json> [--timeout <ms>] [--dir <dir>]\n  Waits up to --timeout (default 5000) for <service>, sends <json> as one request with the codec the service publishes, prints the response as JSON. Exits 1 with the error code on failure.',
+  ls: 'usage: ogurpchik ls [--dir <dir> | --etcd <url>]\n  Lists every published service: name, liveness of its owner, transport/codec and addresses.',
+  call: 'usage: ogurpchik call <service> <json> [--timeout <ms>] [--dir <dir> | --etcd <url>]\n  Waits up to --timeout (default 5000) for <service>, sends <json> as one request with the codec the service publishes, prints the response as JSON. Exits 1 with the error code on failure.',
   keygen: 'usage: ogurpchik keygen [--out <prefix>]\n  Writes an Ed25519 key pair: <prefix>.key (PKCS#8 PEM, mode 0600) and <prefix>.pub (the raw 32-byte public key in base64, what authSignedProcess() takes). Default prefix: ogurpchik.',
   sign: 'usage: ogurpchik sign <file> --key <prefix.key>\n  Signs <file> (e.g. a copy of the node binary your plugin host runs) and writes the 64-byte detached signature to <file>.sig.',
   verify: 'usage: ogurpchik verify <file> <pubkey>\n  Checks <file>.sig against <pubkey> (a .pub file, or the base64 text). Exits 0 when it matches, 1 when not.',
@@ -54,8 +62,9 @@ async function main(argv: string[]): Promise<void> {
   }
   switch (command) {
     case 'ls': {
-      const { values } = parseArgs({ args: rest, options: { dir: { type: 'string' } } });
-      const entries = await new FileDiscovery({ dir: values.dir }).list();
+      const { values } = parseArgs({ args: rest, options: { dir: { type: 'string' }, etcd: { type: 'string' } } });
+      const backend = backendFrom(values);
+      const entries = await backend.list().finally(() => backend.close?.());
       if (entries.length === 0) {
         process.stdout.write('no services published\n');
         return;
@@ -67,7 +76,7 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'call': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { dir: { type: 'string' }, timeout: { type: 'string', default: '5000' } } });
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { dir: { type: 'string' }, etcd: { type: 'string' }, timeout: { type: 'string', default: '5000' } } });
       const [service, body] = positionals;
       if (service === undefined || body === undefined) fail(kCommandHelp.call);
       let request: unknown;
@@ -77,7 +86,8 @@ async function main(argv: string[]): Promise<void> {
         fail(`<json> is not JSON: ${(err as Error).message}`);
       }
       const timeoutMs = Number(values.timeout);
-      const record = await new FileDiscovery({ dir: values.dir }).waitFor(service, { timeoutMs });
+      const backend = backendFrom(values);
+      const record = await backend.waitFor(service, { timeoutMs }).finally(() => backend.close?.());
       const codec = record.codec_kind === 'json' ? json() : msgpack();
       const transport = transportFromRecord(service, record, { transport: record.transport_kind, codec });
       const node = await new Node().connect(transport, { codec }).start();

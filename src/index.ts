@@ -12,5 +12,7 @@ export type { ErrorCode, RemoteErrorInfo } from './errors.js';
 export type { CallContext, CallOptions, Handler, PeerClient, PeerInfo } from './types.js';
 export { kProtocolVersion } from './protocol/envelope.js';
 export { FileDiscovery } from './discovery/files.js';
+export { EtcdDiscovery } from './discovery/etcd.js';
+export type { EtcdDiscoveryOptions } from './discovery/etcd.js';
 export type { DiscoveryBackend, Topology, StoredRecord, ServiceEntry, TransportKind } from './discovery/types.js';
 export type { WaitForOptions } from './main/node.js';

@@ -1,0 +1,153 @@
+/**
+ * The etcd discovery backend, for services spread over several machines: one key per name under
+ * a prefix, written with a lease that the client keeps alive, so a record whose owner died (or
+ * lost its network) expires after the lease's TTL. waitFor watches the key.
+ */
+import os from 'node:os';
+import type { Etcd3, IOptions, Lease } from 'etcd3';
+import { RpcError } from '../errors.js';
+import { processStartTime } from '../shm/native.js';
+import { asStoredRecord, checkServiceName, type DiscoveryBackend, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
+
+export interface EtcdDiscoveryOptions {
+  /** etcd endpoints, e.g. 'http://127.0.0.1:2379' (default) or several. */
+  hosts?: string | string[];
+  /** Key prefix of the records (default 'ogurpchik/services/'). */
+  prefix?: string;
+  /** Lease TTL in seconds: how long a dead owner's record outlives it (default 5). */
+  ttlSeconds?: number;
+  /** Anything else for the etcd3 client (credentials, TLS, timeouts). */
+  client?: Omit<IOptions, 'hosts'>;
+}
+
+export class EtcdDiscovery implements DiscoveryBackend {
+  readonly prefix: string;
+  readonly ttlSeconds: number;
+  readonly #clientOptions: IOptions;
+  /** The etcd3 client (and its gRPC stack) is loaded on first use, not when ogurpchik is imported. */
+  #client: Promise<Etcd3> | undefined;
+  /** Leases of the records this process published, by name. */
+  readonly #leases = new Map<string, Lease>();
+
+  constructor(options: EtcdDiscoveryOptions = {}) {
+    this.prefix = options.prefix ?? 'ogurpchik/services/';
+    this.ttlSeconds = options.ttlSeconds ?? 5;
+    if (!(Number.isInteger(this.ttlSeconds) && this.ttlSeconds >= 1)) throw new RpcError('INVALID_ARGUMENT', `ttlSeconds must be a positive integer, got ${options.ttlSeconds}`);
+    this.#clientOptions = { ...options.client, hosts: options.hosts ?? 'http://127.0.0.1:2379' };
+  }
+
+  #etcd(): Promise<Etcd3> {
+    this.#client ??= import('etcd3').then(({ Etcd3 }) => new Etcd3(this.#clientOptions));
+    return this.#client;
+  }
+
+  #key(name: string): string {
+    return this.prefix + checkServiceName(name);
+  }
+
+  async publish(name: string, topology: Topology): Promise<void> {
+    const key = this.#key(name);
+    const record: StoredRecord = {
+      transport_kind: topology.transport_kind,
+      codec_kind: topology.codec_kind,
+      map: topology.map,
+      owner: { pid: process.pid, start_time: processStartTime(process.pid), host: os.hostname() },
+    };
+    await this.#leases.get(name)?.revoke().catch(() => {});
+    // The etcd3 client keeps the lease alive while this process runs; when it dies, the key expires.
+    const lease = (await this.#etcd()).lease(this.ttlSeconds, { autoKeepAlive: true });
+    lease.on('lost', () => this.#leases.delete(name));
+    try {
+      await lease.put(key).value(JSON.stringify(record));
+    } catch (cause) {
+      await lease.revoke().catch(() => {});
+      throw unavailable(`cannot publish ${name} to etcd`, cause);
+    }
+    this.#leases.set(name, lease);
+  }
+
+  async unpublish(name: string): Promise<void> {
+    const lease = this.#leases.get(name);
+    this.#leases.delete(name);
+    // Revoking the lease deletes the key with it.
+    await lease?.revoke().catch(() => {});
+  }
+
+  async lookup(name: string): Promise<StoredRecord | undefined> {
+    let text: string | null;
+    try {
+      text = await (await this.#etcd()).get(this.#key(name)).string();
+    } catch (cause) {
+      throw unavailable(`cannot read ${name} from etcd`, cause);
+    }
+    return text === null ? undefined : parse(text);
+  }
+
+  async waitFor(name: string, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<StoredRecord> {
+    const key = this.#key(name);
+    if (options.signal?.aborted) throw new RpcError('CANCELLED', `waiting for ${name} was cancelled`);
+    // Watch first, then read: a record written in between is seen by one or the other.
+    const watcher = await (await this.#etcd()).watch().key(key).create();
+    try {
+      return await new Promise<StoredRecord>((resolve, reject) => {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const finish = (err: Error | undefined, record?: StoredRecord) => {
+          if (timer) clearTimeout(timer);
+          options.signal?.removeEventListener('abort', onAbort);
+          if (err) reject(err);
+          else resolve(record!);
+        };
+        const onAbort = () => finish(new RpcError('CANCELLED', `waiting for ${name} was cancelled`));
+        options.signal?.addEventListener('abort', onAbort, { once: true });
+        if (options.timeoutMs !== undefined) {
+          timer = setTimeout(() => finish(new RpcError('UNAVAILABLE', `service ${name} did not appear within ${options.timeoutMs} ms`)), options.timeoutMs);
+        }
+        watcher.on('put', (kv) => {
+          const record = parse(kv.value.toString());
+          if (record) finish(undefined, record);
+        });
+        watcher.on('error', (cause) => finish(unavailable(`watching ${name} in etcd failed`, cause)));
+        this.lookup(name).then(
+          (record) => record && finish(undefined, record),
+          (err) => finish(err),
+        );
+      });
+    } finally {
+      await watcher.cancel().catch(() => {});
+    }
+  }
+
+  async list(): Promise<ServiceEntry[]> {
+    let all: Record<string, string>;
+    try {
+      all = await (await this.#etcd()).getAll().prefix(this.prefix).strings();
+    } catch (cause) {
+      throw unavailable('cannot list etcd records', cause);
+    }
+    const out: ServiceEntry[] = [];
+    for (const [key, text] of Object.entries(all).sort()) {
+      const record = parse(text);
+      // A key exists only while its owner's lease lives: every listed record is alive.
+      if (record) out.push({ name: key.slice(this.prefix.length), record, alive: true });
+    }
+    return out;
+  }
+
+  /** Revokes this process's leases (removing its records) and closes the etcd client. */
+  async close(): Promise<void> {
+    await Promise.all([...this.#leases.keys()].map((name) => this.unpublish(name)));
+    if (this.#client) (await this.#client).close();
+  }
+}
+
+function parse(text: string): StoredRecord | undefined {
+  try {
+    return asStoredRecord(JSON.parse(text));
+  } catch {
+    return undefined;
+  }
+}
+
+function unavailable(message: string, cause: unknown): RpcError {
+  return new RpcError('UNAVAILABLE', `${message}: ${(cause as Error)?.message ?? cause}`, { cause });
+}
