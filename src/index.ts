@@ -13,6 +13,7 @@ export type { CallContext, CallOptions, Handler, PeerClient, PeerInfo } from './
 export { kProtocolVersion } from './protocol/envelope.js';
 export { FileDiscovery } from './discovery/files.js';
 export { EtcdDiscovery } from './discovery/etcd.js';
+export { RegistryDiscovery } from './discovery/registry.js';
 export type { EtcdDiscoveryOptions } from './discovery/etcd.js';
 export type { DiscoveryBackend, Topology, StoredRecord, ServiceEntry, TransportKind } from './discovery/types.js';
 export type { WaitForOptions } from './main/node.js';

@@ -1,0 +1,330 @@
+/**
+ * Discovery through the Windows registry, driven by `reg.exe` (so the same code works on Windows
+ * and from WSL, where the Windows `reg.exe` is on PATH through interop).
+ *
+ * Layout (all under HKCU, so no elevation is needed):
+ *
+ *   HKCU\Software\Ogurpchik\Services\<name>   value "Topology" (REG_SZ): the StoredRecord JSON,
+ *       {"transport_kind":"tcp","codec_kind":"msgpack","map":{"0":"127.0.0.1:1337"},"owner":{...}}
+ *   HKCU\Software\Ogurpchik\Hosts\<vm>        value "Cid" (REG_DWORD): the VM's vsock CID
+ *
+ * Named values rather than the key's default value: reg.exe prints the default value's name
+ * localised ("(Default)", "(Standard)", "(По умолчанию)", ...), so a fixed name keeps the parse of
+ * `reg query ... /s` independent of the Windows display language.
+ *
+ * Quoting. The runner receives the argv that reg.exe must end up seeing; nothing is pre-escaped
+ * there. reg.exe splits its command line with the usual MSVCRT rules (`\"` is a literal quote,
+ * backslashes are literal unless they precede a quote). On Windows, Node/libuv already builds
+ * such a command line from an argv (it wraps in quotes and escapes embedded `"` as `\"`, doubling
+ * backslashes before them), so the default runner passes argv unchanged. WSL interop does not
+ * escape embedded quotes (it only wraps arguments containing spaces in quotes; microsoft/WSL#2411),
+ * so off Windows the default runner applies `escapeForWslInterop` to each argument first. Records
+ * are written as ASCII-only JSON (non-ASCII as \uXXXX), so reading them back does not depend on
+ * the console code page reg.exe prints in.
+ *
+ * Liveness. A record names its owner's pid and host. Only a record whose host is this very host
+ * (same machine *and* same pid namespace) is ever judged dead; anything else counts as alive. On
+ * WSL the Linux hostname usually equals the Windows computer name, so the host written here is
+ * qualified: `<hostname>` on Windows, `<hostname>/wsl:<distro>` on WSL, `<hostname>/linux`
+ * otherwise (which is why files.ts's ownerAlive, keyed on the bare hostname, is not reused).
+ */
+import { execFile } from 'node:child_process';
+import os from 'node:os';
+import { RpcError } from '../errors.js';
+import { processStartTime } from '../shm/native.js';
+import { asStoredRecord, checkServiceName, type DiscoveryBackend, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
+
+export interface RegRunResult {
+  stdout: string;
+  stderr: string;
+  /** reg.exe's exit code: 0 on success, 1 on failure (including "key or value not found"). */
+  code: number;
+}
+
+/** Runs reg.exe with the given argv (as reg.exe should see it) and reports what it printed. */
+export type RegRunner = (args: string[]) => Promise<RegRunResult>;
+
+export interface RegistryDiscoveryOptions {
+  /** Replaces reg.exe (tests; other transports). Default: execFile of `exe`, windowsHide. */
+  run?: RegRunner;
+  /** The executable the default runner starts. Default 'reg.exe'. */
+  exe?: string;
+  /** How often waitFor queries again. Default 200 ms. */
+  pollMs?: number;
+  /** The key under which Services and Hosts live. Default 'HKCU\Software\Ogurpchik'. */
+  root?: string;
+  /** Whether the default runner escapes embedded quotes itself (WSL interop does not). Default: true off Windows. */
+  escapeQuotes?: boolean;
+}
+
+/** The value holding a service's record. */
+export const kTopologyValue = 'Topology';
+/** The value holding a VM's vsock CID. */
+export const kCidValue = 'Cid';
+
+const kRootAbbreviations: Record<string, string> = {
+  HKCU: 'HKEY_CURRENT_USER',
+  HKLM: 'HKEY_LOCAL_MACHINE',
+  HKCR: 'HKEY_CLASSES_ROOT',
+  HKU: 'HKEY_USERS',
+  HKCC: 'HKEY_CURRENT_CONFIG',
+};
+
+/** One value line of `reg query` output. */
+export interface RegValue {
+  name: string;
+  type: string;
+  data: string;
+}
+
+/** One key block of `reg query` output: its full path as printed, and its values in order. */
+export interface RegKey {
+  path: string;
+  values: RegValue[];
+}
+
+/**
+ * Parses `reg query` output: key headers (`HKEY_...`) each followed by value lines
+ * (`    <name>    <REG_TYPE>    <data>`), blank lines in between, CRLF or LF endings. The data is
+ * everything after the type's separator, kept verbatim (it may contain spaces and quotes).
+ */
+export function parseRegQuery(stdout: string): RegKey[] {
+  const keys: RegKey[] = [];
+  let current: RegKey | undefined;
+  for (const raw of stdout.split(/\r?\n/)) {
+    const line = raw.replace(/\r$/, '');
+    if (line.trim() === '') continue;
+    if (/^HKEY_/i.test(line)) {
+      current = { path: line.trimEnd(), values: [] };
+      keys.push(current);
+      continue;
+    }
+    const m = /^ {4}(.*?) {4}(REG_[A-Z0-9_]+)(?: {4}(.*))?$/.exec(line);
+    if (m && current) current.values.push({ name: m[1]!, type: m[2]!, data: m[3] ?? '' });
+    // anything else ("End of search: ..." and the like) is not data
+  }
+  return keys;
+}
+
+/** Escapes one argument for a command line built by WSL interop, which wraps arguments containing spaces in quotes but leaves embedded quotes alone. */
+export function escapeForWslInterop(arg: string): string {
+  let out = arg.replace(/(\\*)"/g, (_m, bs: string) => `${bs}${bs}\\"`);
+  if (/[ \t]/.test(out)) out = out.replace(/(\\+)$/, (bs) => bs + bs); // WSL will add the closing quote
+  return out;
+}
+
+/** JSON with every non-ASCII character escaped, so it survives reg.exe's code-page output unchanged. */
+function asciiJson(value: unknown): string {
+  return JSON.stringify(value).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** This host as registry records name it: qualified on Linux, since WSL shares the Windows computer name. */
+export function registryHostId(): string {
+  const host = os.hostname();
+  if (process.platform === 'win32') return host;
+  const distro = process.env.WSL_DISTRO_NAME;
+  return distro ? `${host}/wsl:${distro}` : `${host}/linux`;
+}
+
+/** Whether a registry record's owner may still run: false only when it is ours to judge and gone. */
+export function registryOwnerAlive(record: StoredRecord): boolean {
+  const owner = record.owner;
+  if (owner === undefined || owner.host !== registryHostId()) return true;
+  if (process.platform === 'win32') {
+    try {
+      process.kill(owner.pid, 0);
+      return true;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code !== 'ESRCH';
+    }
+  }
+  const started = processStartTime(owner.pid);
+  if (started === undefined) return false;
+  return owner.start_time === undefined || owner.start_time === started;
+}
+
+/** The default runner: reg.exe through execFile, no shell, no window. */
+export function execFileRunner(exe = 'reg.exe', escapeQuotes = process.platform !== 'win32'): RegRunner {
+  return (args) =>
+    new Promise((resolve, reject) => {
+      const argv = escapeQuotes ? args.map(escapeForWslInterop) : args;
+      execFile(exe, argv, { windowsHide: true, encoding: 'utf8', maxBuffer: 16 << 20, timeout: 30_000 }, (err, stdout, stderr) => {
+        const code = (err as { code?: unknown } | null)?.code;
+        if (err && typeof code !== 'number') {
+          reject(new RpcError('UNAVAILABLE', `cannot run ${exe}: ${err.message}`, { cause: err }));
+          return;
+        }
+        resolve({ stdout, stderr, code: err ? (code as number) : 0 });
+      });
+    });
+}
+
+function checkVmName(vm: string): string {
+  if (typeof vm !== 'string' || vm.length === 0 || vm.length > 255 || /[\\"\u0000-\u001f]/.test(vm) || vm.trim() !== vm) {
+    throw new RpcError('INVALID_ARGUMENT', `a VM name is 1-255 characters without backslashes, quotes, control characters or surrounding spaces, got ${JSON.stringify(vm)}`);
+  }
+  return vm;
+}
+
+export class RegistryDiscovery implements DiscoveryBackend {
+  /** `<root>\Services`, as passed to reg.exe. */
+  readonly servicesKey: string;
+  /** `<root>\Hosts`, as passed to reg.exe. */
+  readonly hostsKey: string;
+  readonly #run: RegRunner;
+  readonly #pollMs: number;
+
+  constructor(options: RegistryDiscoveryOptions = {}) {
+    const root = (options.root ?? 'HKCU\\Software\\Ogurpchik').replace(/\\+$/, '');
+    this.servicesKey = `${root}\\Services`;
+    this.hostsKey = `${root}\\Hosts`;
+    this.#run = options.run ?? execFileRunner(options.exe ?? 'reg.exe', options.escapeQuotes);
+    this.#pollMs = options.pollMs ?? 200;
+  }
+
+  #key(name: string): string {
+    return `${this.servicesKey}\\${checkServiceName(name)}`;
+  }
+
+  async #mustRun(args: string[]): Promise<RegRunResult> {
+    const result = await this.#run(args);
+    if (result.code !== 0) {
+      const why = (result.stderr || result.stdout).trim() || `exit code ${result.code}`;
+      throw new RpcError('UNAVAILABLE', `reg.exe ${args[0]} ${args[1]} failed: ${why}`);
+    }
+    return result;
+  }
+
+  /** Reads one value of one key; undefined when the key or value is missing (reg.exe exits 1). */
+  async #queryValue(key: string, value: string): Promise<RegValue | undefined> {
+    const result = await this.#run(['query', key, '/v', value]);
+    if (result.code !== 0) return undefined;
+    for (const k of parseRegQuery(result.stdout)) {
+      const v = k.values.find((x) => x.name.toLowerCase() === value.toLowerCase());
+      if (v) return v;
+    }
+    return undefined;
+  }
+
+  /** The stored record, live or not; undefined when missing or malformed. */
+  async #read(name: string): Promise<StoredRecord | undefined> {
+    return parseRecord(await this.#queryValue(this.#key(name), kTopologyValue));
+  }
+
+  async publish(name: string, topology: Topology): Promise<void> {
+    const key = this.#key(name);
+    const existing = await this.#read(name);
+    const host = registryHostId();
+    if (existing && !(existing.owner?.pid === process.pid && existing.owner.host === host) && registryOwnerAlive(existing)) {
+      throw new RpcError('BUSY', `service ${name} is already published by pid ${existing.owner?.pid ?? '?'} on ${existing.owner?.host ?? '?'}`);
+    }
+    const owner: NonNullable<StoredRecord['owner']> = { pid: process.pid, host };
+    const started = process.platform === 'win32' ? undefined : processStartTime(process.pid);
+    if (started !== undefined) owner.start_time = started;
+    const record: StoredRecord = { transport_kind: topology.transport_kind, codec_kind: topology.codec_kind, map: topology.map, owner };
+    await this.#mustRun(['add', key, '/v', kTopologyValue, '/t', 'REG_SZ', '/d', asciiJson(record), '/f']);
+  }
+
+  async unpublish(name: string): Promise<void> {
+    const key = this.#key(name);
+    const existing = await this.#read(name);
+    if (existing?.owner?.pid !== process.pid || existing.owner.host !== registryHostId()) return;
+    const result = await this.#run(['delete', key, '/f']);
+    if (result.code !== 0 && (await this.#read(name)) !== undefined) {
+      throw new RpcError('UNAVAILABLE', `reg.exe delete ${key} failed: ${(result.stderr || result.stdout).trim()}`);
+    }
+  }
+
+  async lookup(name: string): Promise<StoredRecord | undefined> {
+    const record = await this.#read(name);
+    return record && registryOwnerAlive(record) ? record : undefined;
+  }
+
+  waitFor(name: string, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<StoredRecord> {
+    checkServiceName(name);
+    return new Promise((resolve, reject) => {
+      let done = false;
+      let poll: ReturnType<typeof setTimeout> | undefined;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const finish = (err: Error | undefined, record?: StoredRecord) => {
+        if (done) return;
+        done = true;
+        if (poll) clearTimeout(poll);
+        if (timer) clearTimeout(timer);
+        options.signal?.removeEventListener('abort', onAbort);
+        if (err) reject(err);
+        else resolve(record!);
+      };
+      const check = () => {
+        poll = undefined;
+        this.lookup(name).then(
+          (record) => {
+            if (done) return;
+            if (record) finish(undefined, record);
+            else poll = setTimeout(check, this.#pollMs);
+          },
+          (err: Error) => finish(err),
+        );
+      };
+      const onAbort = () => finish(new RpcError('CANCELLED', `waiting for ${name} was cancelled`));
+      if (options.signal?.aborted) return onAbort();
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      if (options.timeoutMs !== undefined) {
+        timer = setTimeout(() => finish(new RpcError('UNAVAILABLE', `service ${name} did not appear within ${options.timeoutMs} ms`)), options.timeoutMs);
+      }
+      check();
+    });
+  }
+
+  async list(): Promise<ServiceEntry[]> {
+    const result = await this.#run(['query', this.servicesKey, '/s']);
+    if (result.code !== 0) return []; // no Services key yet
+    const prefix = `${expandRoot(this.servicesKey)}\\`.toLowerCase();
+    const out: ServiceEntry[] = [];
+    for (const key of parseRegQuery(result.stdout)) {
+      if (!key.path.toLowerCase().startsWith(prefix)) continue;
+      const name = key.path.slice(prefix.length);
+      if (name.includes('\\')) continue; // deeper subkeys are not ours
+      const record = parseRecord(key.values.find((v) => v.name.toLowerCase() === kTopologyValue.toLowerCase()));
+      if (record) out.push({ name, record, alive: registryOwnerAlive(record) });
+    }
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /** Records the vsock CID of VM `vm` (REG_DWORD), for the self-managed vsock client. */
+  async registerHost(vm: string, cid: number): Promise<void> {
+    if (!Number.isInteger(cid) || cid < 0 || cid > 0xffffffff) throw new RpcError('INVALID_ARGUMENT', `a vsock CID is a 32-bit unsigned integer, got ${cid}`);
+    await this.#mustRun(['add', `${this.hostsKey}\\${checkVmName(vm)}`, '/v', kCidValue, '/t', 'REG_DWORD', '/d', String(cid), '/f']);
+  }
+
+  /** The vsock CID recorded for VM `vm`, or undefined when there is none. */
+  async lookupHost(vm: string): Promise<number | undefined> {
+    const value = await this.#queryValue(`${this.hostsKey}\\${checkVmName(vm)}`, kCidValue);
+    if (value === undefined || (value.type !== 'REG_DWORD' && value.type !== 'REG_QWORD')) return undefined;
+    const text = value.data.trim();
+    const cid = /^0x[0-9a-f]+$/i.test(text) ? parseInt(text.slice(2), 16) : /^\d+$/.test(text) ? Number(text) : NaN;
+    return Number.isInteger(cid) && cid >= 0 && cid <= 0xffffffff ? cid : undefined;
+  }
+
+  /** Removes VM `vm`'s CID record, if any. */
+  async unregisterHost(vm: string): Promise<void> {
+    await this.#run(['delete', `${this.hostsKey}\\${checkVmName(vm)}`, '/f']);
+  }
+}
+
+/** `HKCU\x` → `HKEY_CURRENT_USER\x`, as reg.exe prints key paths. */
+function expandRoot(key: string): string {
+  const i = key.indexOf('\\');
+  const head = i < 0 ? key : key.slice(0, i);
+  const full = kRootAbbreviations[head.toUpperCase()];
+  return full ? full + (i < 0 ? '' : key.slice(i)) : key;
+}
+
+function parseRecord(value: RegValue | undefined): StoredRecord | undefined {
+  if (value === undefined || (value.type !== 'REG_SZ' && value.type !== 'REG_EXPAND_SZ')) return undefined;
+  try {
+    return asStoredRecord(JSON.parse(value.data));
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,255 @@
+/** The registry discovery backend, driven through a fake reg.exe fed with recorded outputs. */
+import assert from 'node:assert/strict';
+import os from 'node:os';
+import { escapeForWslInterop, parseRegQuery, RegistryDiscovery, registryHostId, type RegRunResult } from '../src/discovery/registry.js';
+import { rejectionOf } from './helpers.js';
+
+const KEY = 'HKCU\\Software\\Ogurpchik\\Services';
+const FULL = 'HKEY_CURRENT_USER\\Software\\Ogurpchik\\Services';
+const HOSTS = 'HKCU\\Software\\Ogurpchik\\Hosts';
+const crlf = (...lines: string[]) => lines.join('\r\n');
+
+/** reg.exe's answer to a missing key or value (exit code 1, message on stderr). */
+const kMissing: RegRunResult = { stdout: '', stderr: 'ERROR: The system was unable to find the specified registry key or value.\r\n', code: 1 };
+const kOk: RegRunResult = { stdout: 'The operation completed successfully.\r\n\r\n', stderr: '', code: 0 };
+
+/** Recorded `reg query <key> /v Topology` output: header, one value line, blank lines, CRLF. */
+function queryOutput(name: string, json: string): RegRunResult {
+  return { stdout: crlf('', `${FULL}\\${name}`, `    Topology    REG_SZ    ${json}`, '', ''), stderr: '', code: 0 };
+}
+
+const foreignHost = 'OTHER-PC';
+const tcpJson = `{"transport_kind":"tcp","codec_kind":"msgpack","map":{"0":"127.0.0.1:1337"},"owner":{"pid":4242,"host":"${foreignHost}"}}`;
+// A unix-socket address with spaces, quotes and backslashes, as JSON stores it.
+const spacedAddress = 'C:\\Users\\John Doe\\AppData\\Local\\Temp\\ogur "dev".sock';
+const spacedJson = JSON.stringify({ transport_kind: 'unix', codec_kind: 'json', map: { '0': spacedAddress }, owner: { pid: 77, host: foreignHost } });
+
+/** Recorded `reg query HKCU\Software\Ogurpchik\Services /s`: several services, one malformed, one without a record, one nested key. */
+function listOutput(deadLocalJson: string): RegRunResult {
+  return {
+    stdout: crlf(
+      '',
+      `${FULL}\\alpha`,
+      `    Topology    REG_SZ    ${tcpJson}`,
+      '',
+      `${FULL}\\beta`,
+      `    (Default)    REG_SZ    (value not set)`,
+      `    Topology    REG_SZ    ${spacedJson}`,
+      '',
+      `${FULL}\\beta\\extra`,
+      `    Topology    REG_SZ    ${tcpJson}`,
+      '',
+      `${FULL}\\broken`,
+      '    Topology    REG_SZ    {"transport_kind":"carrier-pigeon","map":{}}',
+      '',
+      `${FULL}\\dead`,
+      `    Topology    REG_SZ    ${deadLocalJson}`,
+      '',
+      `${FULL}\\empty`,
+      '',
+      '',
+    ),
+    stderr: '',
+    code: 0,
+  };
+}
+
+/** A fake reg.exe: records every argv, answers through `respond`. */
+function fakeReg(respond: (args: string[], call: number) => RegRunResult) {
+  const calls: string[][] = [];
+  const run = async (args: string[]) => {
+    calls.push([...args]);
+    return respond(args, calls.length - 1);
+  };
+  return { calls, run };
+}
+
+const topology = { transport_kind: 'tcp' as const, codec_kind: 'msgpack' as const, map: { '0': '127.0.0.1:41237' } };
+const kDeadPid = 0x3fffff00; // above pid_max: no such process here
+
+describe('registry discovery backend (fake reg.exe)', function () {
+  this.timeout(20_000);
+
+  it('parses reg query output: headers, value lines, data with spaces and quotes, CRLF', () => {
+    const keys = parseRegQuery(queryOutput('svc', spacedJson).stdout);
+    assert.equal(keys.length, 1);
+    assert.equal(keys[0]!.path, `${FULL}\\svc`);
+    assert.deepEqual(keys[0]!.values, [{ name: 'Topology', type: 'REG_SZ', data: spacedJson }]);
+    assert.equal(JSON.parse(keys[0]!.values[0]!.data).map['0'], spacedAddress);
+  });
+
+  it('publish runs `reg add <key> /v Topology /t REG_SZ /d <json> /f` with the raw JSON as one argument', async () => {
+    const reg = fakeReg((args) => (args[0] === 'query' ? kMissing : kOk));
+    const d = new RegistryDiscovery({ run: reg.run });
+    await d.publish('svc', { transport_kind: 'unix', codec_kind: 'json', map: { '0': spacedAddress } });
+    assert.deepEqual(reg.calls[0], ['query', `${KEY}\\svc`, '/v', 'Topology']);
+    const add = reg.calls[1]!;
+    assert.deepEqual(add.slice(0, 7), ['add', `${KEY}\\svc`, '/v', 'Topology', '/t', 'REG_SZ', '/d']);
+    assert.equal(add[8], '/f');
+    assert.equal(add.length, 9);
+    const written = JSON.parse(add[7]!);
+    assert.deepEqual(written, { transport_kind: 'unix', codec_kind: 'json', map: { '0': spacedAddress }, owner: { ...written.owner, pid: process.pid, host: registryHostId() } });
+    assert.ok(add[7]!.includes('\\"dev\\"'), 'quotes inside JSON strings stay JSON-escaped, nothing more');
+    assert.ok(registryHostId().startsWith(os.hostname()));
+  });
+
+  it('writes ASCII-only JSON so the console code page cannot mangle it', async () => {
+    const reg = fakeReg((args) => (args[0] === 'query' ? kMissing : kOk));
+    await new RegistryDiscovery({ run: reg.run }).publish('svc', { transport_kind: 'unix', codec_kind: 'msgpack', map: { '0': '/tmp/сокет.sock' } });
+    const json = reg.calls[1]![7]!;
+    assert.match(json, /^[\x20-\x7e]+$/);
+    assert.equal(JSON.parse(json).map['0'], '/tmp/сокет.sock');
+  });
+
+  it('escapes embedded quotes for WSL interop the MSVCRT way (off Windows the default runner does this)', () => {
+    assert.equal(escapeForWslInterop('{"a":"b"}'), '{\\"a\\":\\"b\\"}');
+    assert.equal(escapeForWslInterop('x\\"y'), 'x\\\\\\"y', 'backslashes before a quote are doubled, then the quote escaped');
+    assert.equal(escapeForWslInterop('a b\\'), 'a b\\\\', 'a trailing backslash before the closing quote WSL adds is doubled');
+    assert.equal(escapeForWslInterop('HKCU\\Software\\Ogurpchik'), 'HKCU\\Software\\Ogurpchik', 'other backslashes are literal');
+  });
+
+  it('publish refuses a name held by a live foreign owner (BUSY) and replaces a dead local one', async () => {
+    const busy = fakeReg(() => queryOutput('svc', tcpJson));
+    const err = await rejectionOf(new RegistryDiscovery({ run: busy.run }).publish('svc', topology));
+    assert.equal(err.code, 'BUSY');
+    assert.equal(busy.calls.length, 1, 'nothing was written');
+
+    const deadJson = JSON.stringify({ ...topology, owner: { pid: kDeadPid, host: registryHostId() } });
+    const stale = fakeReg((args) => (args[0] === 'query' ? queryOutput('svc', deadJson) : kOk));
+    await new RegistryDiscovery({ run: stale.run }).publish('svc', topology);
+    assert.equal(stale.calls[1]![0], 'add');
+  });
+
+  it('a failing reg add surfaces as UNAVAILABLE with reg.exe’s message', async () => {
+    const reg = fakeReg((args) => (args[0] === 'query' ? kMissing : { stdout: '', stderr: 'ERROR: Access is denied.\r\n', code: 1 }));
+    const err = await rejectionOf(new RegistryDiscovery({ run: reg.run }).publish('svc', topology));
+    assert.equal(err.code, 'UNAVAILABLE');
+    assert.match(err.message, /Access is denied/);
+  });
+
+  it('lookup runs `reg query <key> /v Topology` and parses the record; a missing key is undefined', async () => {
+    const reg = fakeReg((args) => (args[1]!.endsWith('\\svc') ? queryOutput('svc', spacedJson) : kMissing));
+    const d = new RegistryDiscovery({ run: reg.run });
+    const record = await d.lookup('svc');
+    assert.deepEqual(reg.calls[0], ['query', `${KEY}\\svc`, '/v', 'Topology']);
+    assert.deepEqual(record, { transport_kind: 'unix', codec_kind: 'json', map: { '0': spacedAddress }, owner: { pid: 77, host: foreignHost } });
+    assert.equal(await d.lookup('nope'), undefined);
+    assert.deepEqual(reg.calls[1], ['query', `${KEY}\\nope`, '/v', 'Topology']);
+  });
+
+  it('treats a malformed record as absent (bad JSON, wrong shape, wrong type, truncated line)', async () => {
+    const bad: RegRunResult[] = [
+      queryOutput('svc', '{"transport_kind":"tcp","codec_kind":"msgpack","map":{"0":'),
+      queryOutput('svc', '{"transport_kind":"tcp","codec_kind":"msgpack","map":{}}'),
+      queryOutput('svc', 'not json at all'),
+      { stdout: crlf('', `${FULL}\\svc`, '    Topology    REG_DWORD    0x1', ''), stderr: '', code: 0 },
+      { stdout: crlf('', `${FULL}\\svc`, '    Topology    REG_SZ', ''), stderr: '', code: 0 },
+    ];
+    for (const answer of bad) {
+      const d = new RegistryDiscovery({ run: fakeReg(() => answer).run });
+      assert.equal(await d.lookup('svc'), undefined, answer.stdout);
+    }
+  });
+
+  it('a record whose owner is on this host and gone is absent; a foreign host’s is trusted', async () => {
+    const deadJson = JSON.stringify({ ...topology, owner: { pid: kDeadPid, host: registryHostId() } });
+    const liveJson = JSON.stringify({ ...topology, owner: { pid: process.pid, host: registryHostId() } });
+    const sameNameOtherNs = JSON.stringify({ ...topology, owner: { pid: kDeadPid, host: os.hostname() === registryHostId() ? 'x' : os.hostname() } });
+    assert.equal(await new RegistryDiscovery({ run: fakeReg(() => queryOutput('s', deadJson)).run }).lookup('s'), undefined);
+    assert.ok(await new RegistryDiscovery({ run: fakeReg(() => queryOutput('s', liveJson)).run }).lookup('s'));
+    assert.ok(await new RegistryDiscovery({ run: fakeReg(() => queryOutput('s', sameNameOtherNs)).run }).lookup('s'), 'the Windows side of a WSL machine is not judged by Linux pids');
+  });
+
+  it('list runs `reg query <Services> /s` and returns every well-formed service, live or not', async () => {
+    const deadJson = JSON.stringify({ ...topology, owner: { pid: kDeadPid, host: registryHostId() } });
+    const reg = fakeReg(() => listOutput(deadJson));
+    const entries = await new RegistryDiscovery({ run: reg.run }).list();
+    assert.deepEqual(reg.calls, [['query', KEY, '/s']]);
+    assert.deepEqual(
+      entries.map((e) => [e.name, e.alive, e.record.map['0']]),
+      [
+        ['alpha', true, '127.0.0.1:1337'],
+        ['beta', true, spacedAddress],
+        ['dead', false, '127.0.0.1:41237'],
+      ],
+    );
+    assert.deepEqual(await new RegistryDiscovery({ run: fakeReg(() => kMissing).run }).list(), [], 'no Services key yet: nothing');
+  });
+
+  it('unpublish deletes with `reg delete <key> /f` only a record this process owns', async () => {
+    const ours = JSON.stringify({ ...topology, owner: { pid: process.pid, host: registryHostId() } });
+    const mine = fakeReg((args) => (args[0] === 'query' ? queryOutput('svc', ours) : kOk));
+    await new RegistryDiscovery({ run: mine.run }).unpublish('svc');
+    assert.deepEqual(mine.calls, [
+      ['query', `${KEY}\\svc`, '/v', 'Topology'],
+      ['delete', `${KEY}\\svc`, '/f'],
+    ]);
+
+    const theirs = fakeReg(() => queryOutput('svc', tcpJson));
+    await new RegistryDiscovery({ run: theirs.run }).unpublish('svc');
+    const samePidOtherHost = fakeReg(() => queryOutput('svc', JSON.stringify({ ...topology, owner: { pid: process.pid, host: foreignHost } })));
+    await new RegistryDiscovery({ run: samePidOtherHost.run }).unpublish('svc');
+    const missing = fakeReg(() => kMissing);
+    await new RegistryDiscovery({ run: missing.run }).unpublish('svc');
+    for (const r of [theirs, samePidOtherHost, missing]) assert.ok(r.calls.every((c) => c[0] === 'query'), 'nothing deleted');
+  });
+
+  it('waitFor polls until the record appears', async () => {
+    const reg = fakeReg((_args, call) => (call < 3 ? kMissing : queryOutput('svc', tcpJson)));
+    const started = Date.now();
+    const record = await new RegistryDiscovery({ run: reg.run, pollMs: 30 }).waitFor('svc', { timeoutMs: 5000 });
+    assert.equal(record.map['0'], '127.0.0.1:1337');
+    assert.equal(reg.calls.length, 4);
+    assert.ok(reg.calls.every((c) => c.join(' ') === `query ${KEY}\\svc /v Topology`));
+    assert.ok(Date.now() - started >= 80, 'it waited between queries');
+  });
+
+  it('waitFor rejects UNAVAILABLE on timeout (a malformed record never counts) and CANCELLED on abort', async () => {
+    const malformed = fakeReg(() => queryOutput('svc', '{"transport_kind":"tcp"'));
+    const err = await rejectionOf(new RegistryDiscovery({ run: malformed.run, pollMs: 20 }).waitFor('svc', { timeoutMs: 150 }));
+    assert.equal(err.code, 'UNAVAILABLE');
+    assert.ok(malformed.calls.length >= 3, 'it kept polling until the deadline');
+    const callsAtTimeout = malformed.calls.length;
+    await new Promise((r) => setTimeout(r, 80));
+    assert.equal(malformed.calls.length, callsAtTimeout, 'polling stops after the timeout');
+
+    const ac = new AbortController();
+    const waiting = new RegistryDiscovery({ run: fakeReg(() => kMissing).run, pollMs: 20 }).waitFor('svc', { signal: ac.signal });
+    setTimeout(() => ac.abort(), 50);
+    assert.equal((await rejectionOf(waiting)).code, 'CANCELLED');
+    ac.abort();
+    assert.equal((await rejectionOf(new RegistryDiscovery({ run: fakeReg(() => kMissing).run }).waitFor('svc', { signal: ac.signal }))).code, 'CANCELLED');
+  });
+
+  it('waitFor rejects when reg.exe cannot be run at all', async () => {
+    const d = new RegistryDiscovery({ exe: '/nonexistent/reg.exe', pollMs: 20 });
+    assert.equal((await rejectionOf(d.waitFor('svc', { timeoutMs: 5000 }))).code, 'UNAVAILABLE');
+  });
+
+  it('registerHost writes the CID as REG_DWORD; lookupHost reads the 0x.. form back', async () => {
+    const reg = fakeReg((args) => {
+      if (args[0] === 'add') return kOk;
+      if (args[1] === `${HOSTS}\\Ubuntu 24.04`) {
+        return { stdout: crlf('', 'HKEY_CURRENT_USER\\Software\\Ogurpchik\\Hosts\\Ubuntu 24.04', '    Cid    REG_DWORD    0x1a2b', '', ''), stderr: '', code: 0 };
+      }
+      return kMissing;
+    });
+    const d = new RegistryDiscovery({ run: reg.run });
+    await d.registerHost('Ubuntu 24.04', 6699);
+    assert.deepEqual(reg.calls[0], ['add', `${HOSTS}\\Ubuntu 24.04`, '/v', 'Cid', '/t', 'REG_DWORD', '/d', '6699', '/f']);
+    assert.equal(await d.lookupHost('Ubuntu 24.04'), 0x1a2b);
+    assert.deepEqual(reg.calls[1], ['query', `${HOSTS}\\Ubuntu 24.04`, '/v', 'Cid']);
+    assert.equal(await d.lookupHost('other-vm'), undefined);
+    assert.equal((await rejectionOf(d.registerHost('vm', -1))).code, 'INVALID_ARGUMENT');
+    assert.equal((await rejectionOf(d.lookupHost('a\\b'))).code, 'INVALID_ARGUMENT');
+  });
+
+  it('rejects bad service names before running anything', async () => {
+    const reg = fakeReg(() => kOk);
+    const d = new RegistryDiscovery({ run: reg.run });
+    assert.equal((await rejectionOf(d.publish('..\\evil', topology))).code, 'INVALID_ARGUMENT');
+    assert.equal((await rejectionOf(d.lookup('a b'))).code, 'INVALID_ARGUMENT');
+    assert.throws(() => d.waitFor('x\\y'), (e: any) => e.code === 'INVALID_ARGUMENT');
+    assert.equal(reg.calls.length, 0);
+  });
+});
