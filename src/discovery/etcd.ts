@@ -7,7 +7,7 @@ import os from 'node:os';
 import type { Etcd3, IOptions, Lease } from 'etcd3';
 import { RpcError } from '../errors.js';
 import { processStartTime } from '../shm/native.js';
-import { asStoredRecord, checkServiceName, type DiscoveryBackend, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
+import { asStoredRecord, checkServiceName, waitForRecord, type DiscoveryBackend, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
 
 export interface EtcdDiscoveryOptions {
   /** etcd endpoints, e.g. 'http://127.0.0.1:2379' (default) or several. */
@@ -88,33 +88,15 @@ export class EtcdDiscovery implements DiscoveryBackend {
     if (options.signal?.aborted) throw new RpcError('CANCELLED', `waiting for ${name} was cancelled`);
     // Watch first, then read: a record written in between is seen by one or the other.
     const watcher = await (await this.#etcd()).watch().key(key).create();
-    try {
-      return await new Promise<StoredRecord>((resolve, reject) => {
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const finish = (err: Error | undefined, record?: StoredRecord) => {
-          if (timer) clearTimeout(timer);
-          options.signal?.removeEventListener('abort', onAbort);
-          if (err) reject(err);
-          else resolve(record!);
-        };
-        const onAbort = () => finish(new RpcError('CANCELLED', `waiting for ${name} was cancelled`));
-        options.signal?.addEventListener('abort', onAbort, { once: true });
-        if (options.timeoutMs !== undefined) {
-          timer = setTimeout(() => finish(new RpcError('UNAVAILABLE', `service ${name} did not appear within ${options.timeoutMs} ms`)), options.timeoutMs);
-        }
-        watcher.on('put', (kv) => {
-          const record = parse(kv.value.toString());
-          if (record) finish(undefined, record);
-        });
-        watcher.on('error', (cause) => finish(unavailable(`watching ${name} in etcd failed`, cause)));
-        this.lookup(name).then(
-          (record) => record && finish(undefined, record),
-          (err) => finish(err),
-        );
+    return waitForRecord(name, options, (found, fail) => {
+      watcher.on('put', (kv) => {
+        const record = parse(kv.value.toString());
+        if (record) found(record);
       });
-    } finally {
-      await watcher.cancel().catch(() => {});
-    }
+      watcher.on('error', (cause) => fail(unavailable(`watching ${name} in etcd failed`, cause)));
+      this.lookup(name).then((record) => record && found(record), fail);
+      return () => void watcher.cancel().catch(() => {});
+    });
   }
 
   async list(): Promise<ServiceEntry[]> {

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { RpcError } from '../errors.js';
 import { processStartTime } from '../shm/native.js';
-import { asStoredRecord, checkServiceName, type DiscoveryBackend, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
+import { asStoredRecord, checkServiceName, waitForRecord, type DiscoveryBackend, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
 
 /** How often waitFor looks again when the watcher says nothing (watchers miss events on some filesystems). */
 const kPollMs = 100;
@@ -84,37 +84,25 @@ export class FileDiscovery implements DiscoveryBackend {
 
   waitFor(name: string, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<StoredRecord> {
     const file = this.#file(name);
-    return new Promise((resolve, reject) => {
-      let watcher: fs.FSWatcher | undefined;
-      let poll: ReturnType<typeof setInterval> | undefined;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const finish = (err: Error | undefined, record?: StoredRecord) => {
-        watcher?.close();
-        if (poll) clearInterval(poll);
-        if (timer) clearTimeout(timer);
-        options.signal?.removeEventListener('abort', onAbort);
-        if (err) reject(err);
-        else resolve(record!);
-      };
+    return waitForRecord(name, options, (found) => {
       const check = () => {
         const record = this.#read(file);
-        if (record && ownerAlive(record)) finish(undefined, record);
+        if (record && ownerAlive(record)) found(record);
       };
-      const onAbort = () => finish(new RpcError('CANCELLED', `waiting for ${name} was cancelled`));
-      if (options.signal?.aborted) return onAbort();
-      options.signal?.addEventListener('abort', onAbort, { once: true });
-      if (options.timeoutMs !== undefined) {
-        timer = setTimeout(() => finish(new RpcError('UNAVAILABLE', `service ${name} did not appear within ${options.timeoutMs} ms`)), options.timeoutMs);
-      }
+      let watcher: fs.FSWatcher | undefined;
       try {
         this.#ensureDir();
-        watcher = fs.watch(this.dir, () => check());
+        watcher = fs.watch(this.dir, check);
         watcher.on('error', () => {});
       } catch {
         // no watcher here: polling alone finds it
       }
-      poll = setInterval(check, kPollMs);
+      const poll = setInterval(check, kPollMs);
       check();
+      return () => {
+        watcher?.close();
+        clearInterval(poll);
+      };
     });
   }
 

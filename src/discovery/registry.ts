@@ -32,7 +32,7 @@ import { execFile } from 'node:child_process';
 import os from 'node:os';
 import { RpcError } from '../errors.js';
 import { processStartTime } from '../shm/native.js';
-import { asStoredRecord, checkServiceName, type DiscoveryBackend, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
+import { asStoredRecord, checkServiceName, waitForRecord, type DiscoveryBackend, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
 
 export interface RegRunResult {
   stdout: string;
@@ -242,37 +242,25 @@ export class RegistryDiscovery implements DiscoveryBackend {
 
   waitFor(name: string, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<StoredRecord> {
     checkServiceName(name);
-    return new Promise((resolve, reject) => {
-      let done = false;
+    return waitForRecord(name, options, (found, fail) => {
+      let stopped = false;
       let poll: ReturnType<typeof setTimeout> | undefined;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const finish = (err: Error | undefined, record?: StoredRecord) => {
-        if (done) return;
-        done = true;
-        if (poll) clearTimeout(poll);
-        if (timer) clearTimeout(timer);
-        options.signal?.removeEventListener('abort', onAbort);
-        if (err) reject(err);
-        else resolve(record!);
-      };
       const check = () => {
         poll = undefined;
         this.lookup(name).then(
           (record) => {
-            if (done) return;
-            if (record) finish(undefined, record);
+            if (stopped) return;
+            if (record) found(record);
             else poll = setTimeout(check, this.#pollMs);
           },
-          (err: Error) => finish(err),
+          fail,
         );
       };
-      const onAbort = () => finish(new RpcError('CANCELLED', `waiting for ${name} was cancelled`));
-      if (options.signal?.aborted) return onAbort();
-      options.signal?.addEventListener('abort', onAbort, { once: true });
-      if (options.timeoutMs !== undefined) {
-        timer = setTimeout(() => finish(new RpcError('UNAVAILABLE', `service ${name} did not appear within ${options.timeoutMs} ms`)), options.timeoutMs);
-      }
       check();
+      return () => {
+        stopped = true;
+        if (poll) clearTimeout(poll);
+      };
     });
   }
 

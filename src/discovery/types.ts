@@ -75,3 +75,42 @@ export function asStoredRecord(value: unknown): StoredRecord | undefined {
   }
   return record;
 }
+
+/**
+ * The waiting part every backend's waitFor shares: settles once, with the record `watch` reports,
+ * UNAVAILABLE after `timeoutMs`, CANCELLED on abort, or the error `watch` reports. `watch` starts
+ * whatever the backend watches with (a file watcher, polling, an etcd watch) and returns its cleanup.
+ */
+export function waitForRecord(
+  name: string,
+  options: { timeoutMs?: number; signal?: AbortSignal },
+  watch: (found: (record: StoredRecord) => void, fail: (err: Error) => void) => () => void,
+): Promise<StoredRecord> {
+  return new Promise((resolve, reject) => {
+    let done = false;
+    let stop: (() => void) | undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const finish = (err: Error | undefined, record?: StoredRecord) => {
+      if (done) return;
+      done = true;
+      if (timer) clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
+      stop?.();
+      if (err) reject(err);
+      else resolve(record!);
+    };
+    const onAbort = () => finish(new RpcError('CANCELLED', `waiting for ${name} was cancelled`));
+    if (options.signal?.aborted) return onAbort();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    if (options.timeoutMs !== undefined) {
+      timer = setTimeout(() => finish(new RpcError('UNAVAILABLE', `service ${name} did not appear within ${options.timeoutMs} ms`)), options.timeoutMs);
+    }
+    const cleanup = watch(
+      (record) => finish(undefined, record),
+      (err) => finish(err),
+    );
+    // `watch` may have found the record synchronously, before there was a cleanup to call.
+    if (done) cleanup();
+    else stop = cleanup;
+  });
+}
