@@ -10,7 +10,8 @@
         "src/errors.cc",
         "src/shm.cc",
         "src/futex.cc",
-        "src/peer.cc"
+        "src/peer.cc",
+        "src/vsock.cc"
       ],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"
