@@ -10,8 +10,7 @@
         "src/errors.cc",
         "src/shm.cc",
         "src/futex.cc",
-        "src/peer.cc",
-        "src/vsock.cc"
+        "src/peer.cc"
       ],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"

@@ -23,12 +23,6 @@ void CleanupEnvironment(void* arg) {
   StopWaiters(*static_cast<AddonState*>(arg)->waiters);
 }
 
-void CleanupFdStreams(void* arg) {
-  // Open FdStreams/acceptors/connects hold uv handles on this environment's loop: close them.
-  auto* state = static_cast<AddonState*>(arg);
-  if (state->fds != nullptr) StopFdStreams(*state->fds);
-}
-
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* state = new AddonState();
   env.SetInstanceData<AddonState>(state);  // deleted by Node-API when the environment goes
@@ -45,8 +39,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("futexWait", Napi::Function::New(env, FutexWait, "futexWait"));
   exports.Set("futexWaitSync", Napi::Function::New(env, FutexWaitSync, "futexWaitSync"));
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
-  InitFdStreams(env, exports);
-  napi_add_env_cleanup_hook(env, CleanupFdStreams, state);
   return exports;
 }
 

@@ -12,13 +12,11 @@
 namespace ogurpchik {
 
 class Waiters;
-struct FdRegistry;
 
 // Per-environment state (the main thread and every worker thread load their own copy of the
 // addon). Owned by the environment's instance data; freed when the environment is torn down.
 struct AddonState {
   std::shared_ptr<Waiters> waiters;
-  FdRegistry* fds = nullptr;  // vsock.cc: live fd watchers of this environment
 };
 
 AddonState& StateOf(Napi::Env env);
@@ -71,10 +69,5 @@ std::shared_ptr<Waiters> CreateWaiters(Napi::Env env);
 // Cancels every pending futexWait of the environment and joins the waiter threads; the pending
 // promises are left unsettled (their environment is going away). Runs in the cleanup hook.
 void StopWaiters(Waiters& waiters);
-
-// vsock.cc: registers vsockListen, vsockConnect, socketpair, closeFd, FdStream, FdAcceptor and
-// creates the environment's FdRegistry; StopFdStreams closes every live fd watcher (cleanup hook).
-void InitFdStreams(Napi::Env env, Napi::Object exports);
-void StopFdStreams(FdRegistry& registry);
 
 }  // namespace ogurpchik

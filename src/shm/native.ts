@@ -3,8 +3,7 @@
  * its loader. Nothing else in the package imports the `.node` file.
  *
  * The addon maps POSIX shared memory into SharedArrayBuffers and waits/wakes futexes across
- * processes (V8's Atomics.wait/notify never cross a process boundary), and does socket I/O Node
- * cannot (AF_VSOCK fds, which net.Socket refuses) with its own fd streams. It is optional: when it
+ * processes (V8's Atomics.wait/notify never cross a process boundary). It is optional: when it
  * is not built, `loadNative()` throws `RpcError('NATIVE_MISSING')` and the transports that need
  * it say so, while TCP, Unix-socket and worker transports keep working.
  */
@@ -61,46 +60,6 @@ export interface PeerCredentials {
   gid: number;
 }
 
-export interface VsockListenOptions {
-  /** Local CID to bind; default VMADDR_CID_ANY (0xFFFFFFFF). */
-  cid?: number;
-  /** Port; 0 (the default) lets the kernel pick one (VMADDR_PORT_ANY). */
-  port?: number;
-}
-
-export interface VsockConnectOptions {
-  cid: number;
-  port: number;
-  /** Give up with ETIMEDOUT after this many milliseconds (default 5000). */
-  timeoutMs?: number;
-}
-
-/** Callbacks of an FdStream; each runs on the loop of the thread that created the stream. */
-export interface FdStreamCallbacks {
-  onData?(chunk: Buffer): void;
-  /** The write queue emptied after `write` returned false. */
-  onDrain?(): void;
-  /** Closed by the peer (no argument) or by an error; not called after `destroy()`. */
-  onClose?(error?: NativeError): void;
-}
-
-/** A byte stream over a connected, non-blocking socket fd, driven by a uv_poll_t on the creating thread's loop. Owns (and closes) the fd. */
-export interface FdStream {
-  /** Queues bytes (copied); false when more than 64 KiB wait, and onDrain follows. */
-  write(chunk: Uint8Array): boolean;
-  pause(): void;
-  resume(): void;
-  /** Shuts the write side once queued bytes are out; onClose follows when the peer ends too. */
-  end(): void;
-  /** Closes the fd now, dropping queued bytes; onClose is not called. */
-  destroy(): void;
-}
-
-/** Watches a listening socket fd and hands each accepted (non-blocking) fd to `onConnection`. Owns (and closes) the listening fd. */
-export interface FdAcceptor {
-  close(): void;
-}
-
 /** The addon's exports (native/src/addon.cc). */
 export interface NativeBinding {
   /** NODE_MODULE_VERSION the binary was built for; the loader rejects a mismatch. */
@@ -117,16 +76,6 @@ export interface NativeBinding {
   futexWaitSync(options: FutexWaitOptions): FutexWaitResult;
   /** SO_PEERCRED of a connected Unix socket fd (e.g. `socket._handle.fd`): who connected, as the kernel saw it. */
   peerCredentials(fd: number): PeerCredentials;
-  /** An AF_VSOCK stream socket, bound and listening (non-blocking); `cid`/`port` as getsockname reports them. */
-  vsockListen(options: VsockListenOptions): { fd: number; cid: number; port: number };
-  /** Non-blocking AF_VSOCK connect watched on this thread's loop; resolves with the connected fd. CID 2 (the host) is refused with EPERM before any syscall. */
-  vsockConnect(options: VsockConnectOptions): Promise<number>;
-  /** An AF_UNIX stream socketpair (non-blocking, close-on-exec). */
-  socketpair(): [number, number];
-  /** close(2) an fd not (yet) owned by an FdStream or FdAcceptor. */
-  closeFd(fd: number): void;
-  FdStream: new (fd: number, callbacks: FdStreamCallbacks) => FdStream;
-  FdAcceptor: new (fd: number, onConnection: (error: NativeError | null, fd?: number) => void) => FdAcceptor;
 }
 
 /** Where `npm run build:native` puts the binary, from dist/src/shm/native.js up to the package root. */

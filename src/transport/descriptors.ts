@@ -45,22 +45,13 @@ export interface IsolateDescriptor {
   closeTimeoutMs: number;
 }
 
-export interface VsockDescriptor {
-  kind: 'vsock';
-  /** Context id: of the peer when connecting, the local one to bind when serving (VMADDR_CID_ANY, 0xFFFFFFFF, by default). */
-  cid: number;
-  /** Port; 0 when serving lets the kernel pick one. */
-  port: number;
-}
-
-export type TransportDescriptor = TcpDescriptor | UnixDescriptor | CustomDescriptor | ShmDescriptor | IsolateDescriptor | VsockDescriptor;
+export type TransportDescriptor = TcpDescriptor | UnixDescriptor | CustomDescriptor | ShmDescriptor | IsolateDescriptor;
 
 /** An address a server actually listens on (port 0 resolved). */
 export type Address =
   | { kind: 'tcp'; host: string; port: number }
   | { kind: 'unix'; path: string }
   | { kind: 'shm'; name: string }
-  | { kind: 'vsock'; cid: number; port: number }
   | { kind: 'custom'; name: string; address: unknown };
 
 /** TCP: `tcp('127.0.0.1:1337')`, `tcp({ host, port })`; `[::1]:80` for IPv6. Port 0 picks a free port when serving. */
@@ -111,24 +102,6 @@ export function shm(name: string, options: { capacity?: number } = {}): ShmDescr
   return { kind: 'shm', name, capacity };
 }
 
-/** VMADDR_CID_ANY: bind to whatever CID this machine has. */
-export const kVsockCidAny = 0xffffffff;
-
-/**
- * VSOCK (AF_VSOCK host <-> VM sockets): `vsock({ cid, port })` to connect to `cid`; to serve,
- * `vsock({ port })` binds VMADDR_CID_ANY (port 0 picks a free port). The addon owns the socket and
- * does its I/O (Node cannot wrap an AF_VSOCK fd); throws NATIVE_MISSING without it.
- */
-export function vsock(address: { cid?: number; port: number }): VsockDescriptor {
-  if (typeof address !== 'object' || address === null) throw new RpcError('INVALID_ARGUMENT', 'vsock() takes { cid?, port }');
-  const cid = address.cid ?? kVsockCidAny;
-  const u32 = (n: unknown) => typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= 0xffffffff;
-  if (!u32(cid)) throw new RpcError('INVALID_ARGUMENT', `vsock cid must be an integer from 0 to 2^32-1, got ${String(cid)}`);
-  if (!u32(address.port)) throw new RpcError('INVALID_ARGUMENT', `vsock port must be an integer from 0 to 2^32-1, got ${String(address.port)}`);
-  loadNative(); // NATIVE_MISSING here, with how to build it, rather than later in a worker
-  return { kind: 'vsock', cid, port: address.port };
-}
-
 /**
  * An in-process plugin isolated in its own worker thread: `connect(isolate(pluginUrl))` starts the
  * module in a new thread, and the node's client calls its `handler`; the plugin calls back through
@@ -158,7 +131,5 @@ export function formatAddress(a: Address | TransportDescriptor): string {
       return `isolate:${a.module}`;
     case 'shm':
       return `shm:${a.name}`;
-    case 'vsock':
-      return `vsock:${a.cid}:${a.port}`;
   }
 }
