@@ -83,50 +83,41 @@ export function writeU32(b: Uint8Array, at: number, v: number): void {
   b[at + 3] = v >>> 24;
 }
 
-function withHeader(kind: Kind, headerBytes: number, payload: Uint8Array | undefined): Uint8Array {
-  const out = new Uint8Array(headerBytes + (payload ? payload.length : 0));
-  out[0] = kind;
-  if (payload) out.set(payload, headerBytes);
+/** A standalone body: the header (written by the header writers below, the one place each layout is defined) then the payload. */
+function body(head: Uint8Array, payload?: Uint8Array): Uint8Array {
+  if (payload === undefined || payload.length === 0) return head.slice();
+  const out = new Uint8Array(head.length + payload.length);
+  out.set(head);
+  out.set(payload, head.length);
   return out;
 }
 
 export function encodeRequest(id: number, deadlineMs: number, payload: Uint8Array): Uint8Array {
-  const b = withHeader(Kind.Request, 13, payload);
-  writeU64(b, 1, id);
-  writeU32(b, 9, deadlineMs);
-  return b;
+  return body(requestHeader(new Uint8Array(13), id, deadlineMs), payload);
 }
 
 export function encodeResponse(id: number, payload: Uint8Array): Uint8Array {
-  const b = withHeader(Kind.Response, 9, payload);
-  writeU64(b, 1, id);
-  return b;
+  return body(idHeader(new Uint8Array(9), Kind.Response, id), payload);
 }
 
 export function encodeError(id: number, payload: Uint8Array): Uint8Array {
-  const b = withHeader(Kind.Error, 9, payload);
-  writeU64(b, 1, id);
-  return b;
+  return body(idHeader(new Uint8Array(9), Kind.Error, id), payload);
 }
 
 export function encodeEvent(payload: Uint8Array): Uint8Array {
-  return withHeader(Kind.Event, 1, payload);
+  return body(kindHeader(new Uint8Array(1), Kind.Event), payload);
 }
 
 export function encodeCancel(id: number): Uint8Array {
-  const b = withHeader(Kind.Cancel, 9, undefined);
-  writeU64(b, 1, id);
-  return b;
+  return body(idHeader(new Uint8Array(9), Kind.Cancel, id));
 }
 
 export function encodePing(kind: typeof Kind.Ping | typeof Kind.Pong, token: number): Uint8Array {
-  const b = withHeader(kind, 9, undefined);
-  writeU64(b, 1, token);
-  return b;
+  return body(idHeader(new Uint8Array(9), kind, token));
 }
 
 export function encodeClose(payload: Uint8Array): Uint8Array {
-  return withHeader(Kind.Close, 1, payload);
+  return body(kindHeader(new Uint8Array(1), Kind.Close), payload);
 }
 
 /** The kind byte of a body, after checking the body is long enough for that kind's header. */
