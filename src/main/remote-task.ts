@@ -110,9 +110,9 @@ export class RemoteTask {
     return task;
   }
 
-  /** The session of a connect task's single connection; it keeps why it closed once it has. */
+  /** The session of a connect task's single connection; it keeps why it closed once it has. Connect tasks only. */
   get clientSession(): Session {
-    return this.#client ?? this.#closedSession();
+    return this.#client!;
   }
 
   /** Resolves when the task has ended. */
@@ -185,12 +185,6 @@ export class RemoteTask {
     }
     for (const session of this.#sessions.values()) session.close(reason);
     this.#sessions.clear();
-  }
-
-  #closedSession(): Session {
-    const session = new Session({ codec: this.#codec, peer: { transport: 'unknown', auth: 'none', connectionId: 0 }, send: () => {} });
-    session.close(this.#endReason ?? new RpcError('CLOSED', 'the connection is closed'));
-    return session;
   }
 }
 
