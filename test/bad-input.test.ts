@@ -84,37 +84,36 @@ for (const handler of ['module', 'main'] as const) {
       assert.equal(r.frames === 0 || r.reason?.code === 'PROTOCOL', true);
     });
 
-    it('a valid frame on a raw socket is answered (the raw client speaks the protocol)', async () => {
-      const frame = encodeFrame(encodeRequest(1, 0, createCodec().encode({ type: 'Ping' })));
+    /** Sends one request frame on a raw socket and resolves with the first reply: its kind and decoded payload. */
+    async function rawReply(requestBody: Uint8Array): Promise<{ kind: number; value: any }> {
       const socket = net.connect(port, '127.0.0.1');
-      const reply = await new Promise<unknown>((resolve, reject) => {
-        const dec = new FrameDecoder();
-        socket.on('error', reject);
-        socket.on('data', (c) => dec.push(c, (b) => {
-          const env = decodeEnvelope(b);
-          if (env.kind === Kind.Response) resolve(createCodec().decode(env.payload));
-        }));
-        socket.write(frame);
-      });
-      socket.destroy();
-      assert.deepEqual(reply, { type: 'Pong' });
+      try {
+        return await new Promise((resolve, reject) => {
+          const dec = new FrameDecoder();
+          socket.on('error', reject);
+          socket.on('data', (c) =>
+            dec.push(c, (b) => {
+              const env = decodeEnvelope(b);
+              if (env.kind === Kind.Error || env.kind === Kind.Response) resolve({ kind: env.kind, value: createCodec().decode(env.payload) });
+            }),
+          );
+          socket.write(encodeFrame(requestBody));
+        });
+      } finally {
+        socket.destroy();
+      }
+    }
+
+    it('a valid frame on a raw socket is answered (the raw client speaks the protocol)', async () => {
+      const reply = await rawReply(encodeRequest(1, 0, createCodec().encode({ type: 'Ping' })));
+      assert.equal(reply.kind, Kind.Response);
+      assert.deepEqual(reply.value, { type: 'Pong' });
     });
 
     it('an undecodable request payload gets a PROTOCOL error reply, the connection stays', async () => {
-      const frame = encodeFrame(encodeRequest(5, 0, new Uint8Array([0x92, 1]))); // an array of two with one element
-      const socket = net.connect(port, '127.0.0.1');
-      const err = await new Promise<any>((resolve, reject) => {
-        const dec = new FrameDecoder();
-        socket.on('error', reject);
-        socket.on('data', (c) => dec.push(c, (b) => {
-          const env = decodeEnvelope(b);
-          if (env.kind === Kind.Error || env.kind === Kind.Response) resolve({ kind: env.kind, ...(createCodec().decode(env.payload) as object) });
-        }));
-        socket.write(frame);
-      });
-      socket.destroy();
-      assert.equal(err.kind, Kind.Error);
-      assert.equal(err.code, 'PROTOCOL');
+      const reply = await rawReply(encodeRequest(5, 0, new Uint8Array([0x92, 1]))); // an array of two with one element
+      assert.equal(reply.kind, Kind.Error);
+      assert.equal(reply.value.code, 'PROTOCOL');
     });
   });
 }
