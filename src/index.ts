@@ -9,7 +9,7 @@ export { msgpack, json } from './codec/index.js';
 export type { CodecDescriptor, CodecKind } from './codec/index.js';
 export { RpcError, errorCodes } from './errors.js';
 export type { ErrorCode, RemoteErrorInfo } from './errors.js';
-export type { CallContext, CallOptions, Handler, PeerClient, PeerInfo } from './types.js';
+export type { CallContext, CallOptions, Handler, PeerClient, PeerInfo, StreamOptions } from './types.js';
 export { kProtocolVersion } from './protocol/envelope.js';
 export { FileDiscovery } from './discovery/files.js';
 export { EtcdDiscovery } from './discovery/etcd.js';

@@ -22,10 +22,30 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
+/** Options for a call answered with a stream. */
+export interface StreamOptions extends CallOptions {
+  /**
+   * Flow control: the most items the peer may have sent that this side has not yet taken
+   * (default 32, at most 65536). A consumer that stops taking pauses the producer at that bound.
+   * `timeoutMs` covers the whole stream.
+   */
+  window?: number;
+}
+
 /** Calls the peer on the other end of one connection. */
 export interface PeerClient<Req = unknown, Res = unknown, Ev = unknown> {
-  /** Sends a request and resolves with the peer's response; rejects with an `RpcError` (never stays pending). */
-  call(request: Req, options?: CallOptions): Promise<Res>;
+  /**
+   * Sends a request and resolves with the peer's response; rejects with an `RpcError` (never stays
+   * pending). An async iterable request is sent as a stream of items, with flow control; if it
+   * throws, the call rejects with CANCELLED and is cancelled at the peer.
+   */
+  call(request: Req | AsyncIterable<Req>, options?: CallOptions): Promise<Res>;
+  /**
+   * Calls a handler that answers with an async iterable; yields its items in order. `break` /
+   * `return()`, `signal` and `timeoutMs` cancel it at the peer (its generator's `finally` runs).
+   * The request may itself be an async iterable (both ways at once).
+   */
+  stream<Item = Res>(request: Req | AsyncIterable<Req>, options?: StreamOptions): AsyncIterableIterator<Item>;
   /** Sends a one-way event; resolves once it is written (queued in order), with no reply. */
   notify(event: Ev): Promise<void>;
 }
@@ -44,8 +64,13 @@ export interface CallContext<Req = unknown, Res = unknown> {
 
 /** Serves requests and one-way events. Runs on the thread that owns it. */
 export interface Handler<Req = any, Res = any, Ev = any> {
-  /** Answers one request; a throw reaches the caller as `RpcError` code `REMOTE`. */
-  onRequest?(request: Req, ctx: CallContext): Res | Promise<Res>;
+  /**
+   * Answers one request; a throw reaches the caller as `RpcError` code `REMOTE`. Returning an
+   * async iterable (e.g. an `async *onRequest` generator) answers a `stream()` call item by item,
+   * pulled only as fast as the caller takes them. A request sent as a stream arrives as an async
+   * iterable of its items.
+   */
+  onRequest?(request: Req, ctx: CallContext): Res | Promise<Res> | AsyncIterable<unknown>;
   /** Receives one one-way event. */
   onEvent?(event: Ev, ctx: CallContext): void | Promise<void>;
 }

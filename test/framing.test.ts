@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { RpcError } from '../src/index.js';
 import { FrameDecoder, FrameWriter, encodeFrame } from '../src/protocol/framing.js';
-import { Kind, decodeEnvelope, encodeCancel, encodeClose, encodeError, encodeEvent, encodePing, encodeRequest, encodeResponse } from '../src/protocol/envelope.js';
+import { Kind, OpenFlag, StreamDir, creditHeader, decodeEnvelope, openHeader, streamHeader, encodeCancel, encodeClose, encodeError, encodeEvent, encodePing, encodeRequest, encodeResponse } from '../src/protocol/envelope.js';
 
 function decodeAll(chunks: Uint8Array[], max = 1 << 20): Uint8Array[] {
   const dec = new FrameDecoder(max);
@@ -130,6 +130,26 @@ describe('envelope', () => {
     assert.deepEqual(decodeEnvelope(encodePing(Kind.Ping, 3)), { kind: Kind.Ping, id: 3 });
     assert.deepEqual(decodeEnvelope(encodePing(Kind.Pong, 3)), { kind: Kind.Pong, id: 3 });
     assert.deepEqual(decodeEnvelope(encodeClose(p)), { kind: Kind.Close, payload: p });
+    const s = new Uint8Array(24);
+    const cat = (head: Uint8Array, payload = new Uint8Array(0)) => new Uint8Array([...head, ...payload]);
+    assert.deepEqual(decodeEnvelope(cat(openHeader(s, big, 250, OpenFlag.ResultStream | OpenFlag.RequestStream, 32), p)), {
+      kind: Kind.Open,
+      id: big,
+      deadlineMs: 250,
+      flags: 3,
+      credit: 32,
+      payload: p,
+    });
+    assert.deepEqual(decodeEnvelope(cat(streamHeader(s, Kind.Item, 9, StreamDir.Down), p)), { kind: Kind.Item, id: 9, dir: 1, payload: p });
+    assert.deepEqual(decodeEnvelope(cat(streamHeader(s, Kind.End, 9, StreamDir.Up))), { kind: Kind.End, id: 9, dir: 0 });
+    assert.deepEqual(decodeEnvelope(cat(creditHeader(s, 9, StreamDir.Up, 0xfffffffe))), { kind: Kind.Credit, id: 9, dir: 0, credit: 0xfffffffe });
+  });
+
+  it('lays stream envelopes out as documented', () => {
+    const s = new Uint8Array(24);
+    assert.deepEqual([...openHeader(s, 5, 0x0a0b0c0d, 1, 0x20)], [9, 5, 0, 0, 0, 0, 0, 0, 0, 0x0d, 0x0c, 0x0b, 0x0a, 1, 0x20, 0, 0, 0]);
+    assert.deepEqual([...streamHeader(s, Kind.Item, 5, StreamDir.Up)], [10, 5, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert.deepEqual([...creditHeader(s, 5, StreamDir.Down, 3)], [12, 5, 0, 0, 0, 0, 0, 0, 0, 1, 3, 0, 0, 0]);
   });
 
   it('lays a request out as documented: kind, u64 LE id, u32 LE relative deadline, payload', () => {
@@ -138,7 +158,14 @@ describe('envelope', () => {
   });
 
   it('refuses unknown kinds, short headers, trailing bytes and ids past 2^53 with PROTOCOL', () => {
-    const bad = [new Uint8Array([]), new Uint8Array([0]), new Uint8Array([0x80, 1]), new Uint8Array([1, 1, 2]), new Uint8Array([5, 0, 0, 0, 0, 0, 0, 0, 0, 1]), new Uint8Array([2, 0, 0, 0, 0, 0, 0, 0x20, 0])];
+    const bad = [new Uint8Array([]), new Uint8Array([0]), new Uint8Array([0x80, 1]), new Uint8Array([1, 1, 2]), new Uint8Array([5, 0, 0, 0, 0, 0, 0, 0, 0, 1]), new Uint8Array([2, 0, 0, 0, 0, 0, 0, 0x20, 0]),
+      // stream kinds: unknown Open flags, a direction other than 0/1, an End or Credit with trailing bytes
+      new Uint8Array([9, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0]),
+      new Uint8Array([10, 1, 0, 0, 0, 0, 0, 0, 0, 2]),
+      new Uint8Array([11, 1, 0, 0, 0, 0, 0, 0, 0, 0, 7]),
+      new Uint8Array([12, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]),
+      new Uint8Array([12, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]),
+    ];
     for (const b of bad) assert.throws(() => decodeEnvelope(b), (e: RpcError) => e instanceof RpcError && e.code === 'PROTOCOL', `accepted ${[...b]}`);
   });
 });

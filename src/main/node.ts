@@ -12,7 +12,7 @@ import { FileDiscovery } from '../discovery/files.js';
 import { topologyFor, transportFromRecord } from '../discovery/topology.js';
 import { checkServiceName, type DiscoveryBackend, type TransportKind } from '../discovery/types.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
-import type { CallOptions, Handler, PeerClient } from '../types.js';
+import type { CallOptions, Handler, PeerClient, StreamOptions } from '../types.js';
 import { PoolLease, type PoolOptions } from './pool.js';
 import { IsolateRunner } from './isolate-runner.js';
 import { RemoteTask } from './remote-task.js';
@@ -85,8 +85,16 @@ export class Client<Req = unknown, Res = unknown, Ev = unknown> implements PeerC
   }
 
   /** Sends a request; resolves with the response or rejects with an RpcError (TIMEOUT, CANCELLED, REMOTE, CLOSED, …). */
-  call(request: Req, options?: CallOptions): Promise<Res> {
+  call(request: Req | AsyncIterable<Req>, options?: CallOptions): Promise<Res> {
     return this.#task.clientSession.call(request, options);
+  }
+
+  /**
+   * Calls a handler that answers with an async iterable and yields its items, with flow control
+   * (at most `window` unread). `break`, `return()`, `signal` or `timeoutMs` cancel it at the server.
+   */
+  stream<Item = Res>(request: Req | AsyncIterable<Req>, options?: StreamOptions): AsyncIterableIterator<Item> {
+    return this.#task.clientSession.stream(request, options);
   }
 
   /** Sends a one-way event to the server's `onEvent`; resolves once it is queued for writing, in order. */

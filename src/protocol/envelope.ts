@@ -10,6 +10,13 @@
  *   Ping      6 | token u64
  *   Pong      7 | token u64
  *   Close     8 | payload = codec(WireError)            (why the sender is closing, e.g. BUSY)
+ *   Open      9 | id u64 | deadlineMs u32 | flags u8 | credit u32 | payload   (a streaming call)
+ *   Item     10 | id u64 | dir u8 | payload             (one item of a stream)
+ *   End      11 | id u64 | dir u8                       (the caller's request stream ended, or the callee's result stream)
+ *   Credit   12 | id u64 | dir u8 | n u32               (the receiver of a stream takes n more items; 0 = stop)
+ *
+ * `dir` says whose stream: 0 = the caller's request stream (up), 1 = the callee's result stream
+ * (down). The id is always the caller's call id, so `dir` also says which end's table it names.
  *
  * All integers little-endian. Kinds 0x80 and up never travel on the wire: they are the runtime's own
  * control records between a connection worker and the main thread.
@@ -28,6 +35,10 @@ export const Kind = {
   Ping: 6,
   Pong: 7,
   Close: 8,
+  Open: 9,
+  Item: 10,
+  End: 11,
+  Credit: 12,
   /** Control (worker → main): a connection opened; payload = JSON PeerInfo. */
   ConnOpen: 0x80,
   /** Control (worker → main): a connection closed; payload = JSON WireError. */
@@ -43,10 +54,26 @@ export type Envelope =
   | { kind: typeof Kind.Cancel; id: number }
   | { kind: typeof Kind.Ping; id: number }
   | { kind: typeof Kind.Pong; id: number }
-  | { kind: typeof Kind.Close; payload: Uint8Array };
+  | { kind: typeof Kind.Close; payload: Uint8Array }
+  | { kind: typeof Kind.Open; id: number; deadlineMs: number; flags: number; credit: number; payload: Uint8Array }
+  | { kind: typeof Kind.Item; id: number; dir: StreamDir; payload: Uint8Array }
+  | { kind: typeof Kind.End; id: number; dir: StreamDir }
+  | { kind: typeof Kind.Credit; id: number; dir: StreamDir; credit: number };
+
+/** Open flags: what streams the call has. */
+export const OpenFlag = {
+  /** The callee answers with a stream of items (Item dir 1 …, then End dir 1 or Error). */
+  ResultStream: 1,
+  /** The caller sends its request as a stream of items (Item dir 0 …, then End dir 0); the payload is empty. */
+  RequestStream: 2,
+} as const;
+
+/** Whose stream an Item, End or Credit is about. */
+export const StreamDir = { Up: 0, Down: 1 } as const;
+export type StreamDir = (typeof StreamDir)[keyof typeof StreamDir];
 
 /** Header bytes before the payload, per kind (index = kind). */
-const kHeader = [0, 13, 9, 9, 1, 9, 9, 9, 1];
+const kHeader = [0, 13, 9, 9, 1, 9, 9, 9, 1, 18, 10, 10, 14];
 /** Largest id we hand out: ids stay exact in a JS number. */
 export const kMaxId = Number.MAX_SAFE_INTEGER;
 /** Largest deadline that fits the u32 field. */
@@ -126,8 +153,12 @@ export function checkEnvelope(body: Uint8Array): Kind {
   const header = kHeader[kind];
   if (header === undefined || header === 0) throw new RpcError('PROTOCOL', `unknown envelope kind ${kind}`);
   if (body.length < header) throw new RpcError('PROTOCOL', `envelope of kind ${kind} is ${body.length} bytes, shorter than its ${header}-byte header`);
-  if ((kind === Kind.Cancel || kind === Kind.Ping || kind === Kind.Pong) && body.length !== header) {
+  if ((kind === Kind.Cancel || kind === Kind.Ping || kind === Kind.Pong || kind === Kind.End || kind === Kind.Credit) && body.length !== header) {
     throw new RpcError('PROTOCOL', `envelope of kind ${kind} has trailing bytes`);
+  }
+  if (kind === Kind.Open && (body[13] & ~3) !== 0) throw new RpcError('PROTOCOL', `Open envelope has unknown flags ${body[13]}`);
+  if ((kind === Kind.Item || kind === Kind.End || kind === Kind.Credit) && body[9] > 1) {
+    throw new RpcError('PROTOCOL', `stream direction ${body[9]} is neither 0 nor 1`);
   }
   return kind as Kind;
 }
@@ -153,13 +184,21 @@ export function decodeEnvelope(body: Uint8Array): Envelope {
     case Kind.Ping:
     case Kind.Pong:
       return { kind, id: readU64(body, 1) };
+    case Kind.Open:
+      return { kind, id: readU64(body, 1), deadlineMs: readU32(body, 9), flags: body[13], credit: readU32(body, 14), payload: body.subarray(18) };
+    case Kind.Item:
+      return { kind, id: readU64(body, 1), dir: body[9] as StreamDir, payload: body.subarray(10) };
+    case Kind.End:
+      return { kind, id: readU64(body, 1), dir: body[9] as StreamDir };
+    case Kind.Credit:
+      return { kind, id: readU64(body, 1), dir: body[9] as StreamDir, credit: readU32(body, 10) };
     default:
       throw new RpcError('PROTOCOL', `unknown envelope kind ${kind}`);
   }
 }
 
 /**
- * Header writers for the hot path: they fill `scratch` (at least 13 bytes, reused per sender) and
+ * Header writers for the hot path: they fill `scratch` (at least 18 bytes, reused per sender) and
  * return a view of it, so a body goes out as header + payload without being concatenated first.
  */
 export function requestHeader(scratch: Uint8Array, id: number, deadlineMs: number): Uint8Array {
@@ -174,6 +213,33 @@ export function idHeader(scratch: Uint8Array, kind: Kind, id: number): Uint8Arra
   scratch[0] = kind;
   writeU64(scratch, 1, id);
   return scratch.subarray(0, 9);
+}
+
+/** Header of an Open (a streaming call). */
+export function openHeader(scratch: Uint8Array, id: number, deadlineMs: number, flags: number, credit: number): Uint8Array {
+  scratch[0] = Kind.Open;
+  writeU64(scratch, 1, id);
+  writeU32(scratch, 9, deadlineMs);
+  scratch[13] = flags;
+  writeU32(scratch, 14, credit);
+  return scratch.subarray(0, 18);
+}
+
+/** Header of an Item or End. */
+export function streamHeader(scratch: Uint8Array, kind: typeof Kind.Item | typeof Kind.End, id: number, dir: StreamDir): Uint8Array {
+  scratch[0] = kind;
+  writeU64(scratch, 1, id);
+  scratch[9] = dir;
+  return scratch.subarray(0, 10);
+}
+
+/** A whole Credit body (it has no payload). */
+export function creditHeader(scratch: Uint8Array, id: number, dir: StreamDir, credit: number): Uint8Array {
+  scratch[0] = Kind.Credit;
+  writeU64(scratch, 1, id);
+  scratch[9] = dir;
+  writeU32(scratch, 10, credit);
+  return scratch.subarray(0, 14);
 }
 
 /** Header of an Event or Close. */

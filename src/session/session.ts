@@ -6,9 +6,24 @@
  */
 import { RpcError, fromWireError, remoteError, toWireError, asWireError, type WireError } from '../errors.js';
 import type { Codec } from '../codec/index.js';
-import { Kind, checkEnvelope, envelopeId, idHeader, kMaxDeadlineMs, kindHeader, readU32LE, requestHeader } from '../protocol/envelope.js';
-import type { CallContext, CallOptions, Handler, PeerClient, PeerInfo } from '../types.js';
+import {
+  Kind,
+  OpenFlag,
+  StreamDir,
+  checkEnvelope,
+  creditHeader,
+  envelopeId,
+  idHeader,
+  kMaxDeadlineMs,
+  kindHeader,
+  openHeader,
+  readU32LE,
+  requestHeader,
+  streamHeader,
+} from '../protocol/envelope.js';
+import type { CallContext, CallOptions, Handler, PeerClient, PeerInfo, StreamOptions } from '../types.js';
 import { callEnd, callError, callStart } from '../observe.js';
+import { Inbox, Outflow, isAsyncIterable, kDefaultWindow, kMaxWindow, pump } from './streams.js';
 
 /**
  * Delivers one envelope body, `head` followed by `payload`, to the peer, in order. Both are views
@@ -40,6 +55,21 @@ interface Pending {
   t0: number;
 }
 
+/**
+ * A call of ours that streams one way or both (opened with an Open envelope): its result arrives
+ * in `inbox` (a result stream) or settles `resolve`/`reject` (a request stream with one answer).
+ */
+interface OutCall {
+  inbox: Inbox | undefined;
+  resolve: ((value: unknown) => void) | undefined;
+  reject: ((err: RpcError) => void) | undefined;
+  /** Our request stream's credit, when the request is a stream. */
+  upload: Outflow | undefined;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
 /** Error payloads say who raised them: the peer's handler (`handler`) or its runtime (`runtime`). */
 type ErrorPayload = WireError & { origin?: 'handler' | 'runtime' };
 
@@ -50,10 +80,12 @@ export class Session implements PeerClient {
   readonly #handler: Handler | undefined;
   readonly #onUnhandled: (err: unknown) => void;
   readonly #pending = new Map<number, Pending>();
+  /** Our calls in flight that stream (Open): kept apart so the plain call path stays as it was. */
+  readonly #outgoing = new Map<number, OutCall>();
   /** Requests being served, by id: aborting one fires the handler's ctx.signal. */
   readonly #serving = new Map<number, Serving>();
   /** Header scratch: filled and handed to `send`, which copies it before returning. */
-  readonly #scratch = new Uint8Array(16);
+  readonly #scratch = new Uint8Array(24);
   #nextId: number;
   #closed: RpcError | undefined;
 
@@ -73,14 +105,15 @@ export class Session implements PeerClient {
 
   /** Calls in flight. */
   get pendingCount(): number {
-    return this.#pending.size;
+    return this.#pending.size + this.#outgoing.size;
   }
 
   call(request: unknown, options?: CallOptions): Promise<any> {
     if (this.#closed) return Promise.reject(this.#closed);
+    if (isAsyncIterable(request)) return this.#callWithStream(request, options);
     const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(cancelled(signal));
-    let timeoutMs = options?.timeoutMs;
+    const timeoutMs = options?.timeoutMs;
     let deadline = 0;
     if (timeoutMs !== undefined) {
       if (!(timeoutMs >= 0)) return Promise.reject(new RpcError('INVALID_ARGUMENT', `timeoutMs must be a non-negative number, got ${timeoutMs}`));
@@ -117,6 +150,115 @@ export class Session implements PeerClient {
     await this.#send(kindHeader(this.#scratch, Kind.Event), payload);
   }
 
+  /**
+   * Calls a handler that answers with a stream: returns an async iterator over its items (a
+   * request that is itself an async iterable is sent as a stream too). Flow control keeps at most
+   * `window` items unread; `return()` (or `break`), `signal` and `timeoutMs` cancel it at the peer.
+   */
+  stream(request: unknown, options?: StreamOptions): AsyncIterableIterator<any> {
+    const id = this.#nextId++;
+    const window = options?.window ?? kDefaultWindow;
+    const windowOk = Number.isInteger(window) && window >= 1 && window <= kMaxWindow;
+    const inbox = new Inbox({
+      window: windowOk ? window : kDefaultWindow,
+      grant: (n) => {
+        if (this.#outgoing.has(id)) this.#sendSafely(creditHeader(this.#scratch, id, StreamDir.Down, n), kEmpty);
+      },
+      onReturn: () => this.#giveUpStream(id, undefined),
+    });
+    const refused =
+      this.#closed ??
+      checkCallOptions(options) ??
+      (windowOk ? undefined : new RpcError('INVALID_ARGUMENT', `window must be an integer from 1 to ${kMaxWindow}, got ${window}`));
+    if (refused !== undefined) {
+      inbox.fail(refused, false);
+      return inbox;
+    }
+    this.#open(id, request, options, { inbox, resolve: undefined, reject: undefined, upload: undefined, timer: undefined, signal: options?.signal, onAbort: undefined }, window);
+    return inbox;
+  }
+
+  #callWithStream(request: AsyncIterable<unknown>, options: CallOptions | undefined): Promise<unknown> {
+    const refused = checkCallOptions(options);
+    if (refused !== undefined) return Promise.reject(refused);
+    return new Promise((resolve, reject) => {
+      this.#open(this.#nextId++, request, options, { inbox: undefined, resolve, reject, upload: undefined, timer: undefined, signal: options?.signal, onAbort: undefined }, 0);
+    });
+  }
+
+  /** Sends an Open for `out` (registered under `id`) and starts its request stream, if any. */
+  #open(id: number, request: unknown, options: CallOptions | undefined, out: OutCall, window: number): void {
+    const signal = options?.signal;
+    if (signal?.aborted) {
+      this.#failOut(out, cancelled(signal));
+      return;
+    }
+    const upload = isAsyncIterable(request) ? request : undefined;
+    let payload: Uint8Array = kEmpty;
+    if (upload === undefined) {
+      try {
+        payload = this.#codec.encode(request);
+      } catch (err) {
+        this.#failOut(out, asRpcError(err));
+        return;
+      }
+    }
+    const timeoutMs = options?.timeoutMs;
+    const deadline = timeoutMs === undefined ? 0 : Math.min(Math.max(1, Math.ceil(timeoutMs)), kMaxDeadlineMs);
+    if (deadline > 0) out.timer = setTimeout(() => this.#giveUpStream(id, new RpcError('TIMEOUT', `call timed out after ${timeoutMs} ms`)), timeoutMs);
+    if (signal) {
+      out.onAbort = () => this.#giveUpStream(id, cancelled(signal));
+      signal.addEventListener('abort', out.onAbort, { once: true });
+    }
+    // The Open goes out before any item: the callee learns of the credit it grants only from it.
+    out.upload = upload === undefined ? undefined : new Outflow(0);
+    this.#outgoing.set(id, out);
+    const flags = (out.inbox ? OpenFlag.ResultStream : 0) | (upload ? OpenFlag.RequestStream : 0);
+    this.#sendSafely(openHeader(this.#scratch, id, deadline, flags, out.inbox ? window : 0), payload);
+    if (upload !== undefined && this.#outgoing.get(id) === out) this.#upload(id, out, upload);
+  }
+
+  /** Sends our request stream while the callee grants credit; ends it with End, or cancels the call if the source throws. */
+  #upload(id: number, out: OutCall, source: AsyncIterable<unknown>): void {
+    pump(source, out.upload!, (item) => {
+      const payload = this.#codec.encode(item);
+      return this.#send(streamHeader(this.#scratch, Kind.Item, id, StreamDir.Up), payload);
+    }).then(
+      (how) => {
+        if (how === 'done' && this.#outgoing.get(id) === out && !this.#closed) this.#sendSafely(streamHeader(this.#scratch, Kind.End, id, StreamDir.Up), kEmpty);
+      },
+      (err) => {
+        if (this.#outgoing.get(id) !== out) return;
+        const message = `the request stream failed: ${(err as Error)?.message ?? err}`;
+        this.#giveUpStream(id, RpcError.is(err) && err.code !== 'REMOTE' ? err : new RpcError('CANCELLED', message, { cause: err }));
+      },
+    );
+  }
+
+  /** Our streaming call ended: forget it, stop its timers and its request stream. */
+  #endOut(id: number): OutCall | undefined {
+    const out = this.#outgoing.get(id);
+    if (out === undefined) return undefined;
+    this.#outgoing.delete(id);
+    if (out.timer !== undefined) clearTimeout(out.timer);
+    if (out.onAbort !== undefined) out.signal!.removeEventListener('abort', out.onAbort);
+    out.upload?.stop();
+    return out;
+  }
+
+  #failOut(out: OutCall, err: RpcError, afterQueued = false): void {
+    if (out.inbox) out.inbox.fail(err, afterQueued);
+    else out.reject!(err);
+  }
+
+  /** We give up on streaming call `id` (cancel, deadline, the consumer stopped, a bad item): tell the callee. */
+  #giveUpStream(id: number, reason: RpcError | undefined): void {
+    const out = this.#endOut(id);
+    if (out === undefined) return;
+    if (reason !== undefined) this.#failOut(out, reason);
+    if (!this.#closed) this.#sendSafely(idHeader(this.#scratch, Kind.Cancel, id), kEmpty);
+  }
+
   /** Takes one envelope body from the peer. Throws RpcError('PROTOCOL') when the body is malformed. */
   receive(body: Uint8Array): void {
     // Parsed in place (no envelope object): this runs once per message on both sides.
@@ -124,7 +266,10 @@ export class Session implements PeerClient {
     switch (kind) {
       case Kind.Response: {
         const p = this.#settle(envelopeId(body));
-        if (p === undefined) return; // late reply to a call that timed out or was cancelled
+        if (p === undefined) {
+          this.#answerOut(envelopeId(body), body.subarray(9), false);
+          return; // or a late reply to a call that timed out or was cancelled
+        }
         let value: unknown;
         try {
           value = this.#codec.decode(body.subarray(9));
@@ -138,7 +283,10 @@ export class Session implements PeerClient {
       }
       case Kind.Error: {
         const p = this.#settle(envelopeId(body));
-        if (p === undefined) return;
+        if (p === undefined) {
+          this.#answerOut(envelopeId(body), body.subarray(9), true);
+          return;
+        }
         this.#fail(envelopeId(body), p, this.#decodeError(body.subarray(9)));
         return;
       }
@@ -150,6 +298,21 @@ export class Session implements PeerClient {
         return;
       case Kind.Cancel:
         this.#serving.get(envelopeId(body))?.abort(new RpcError('CANCELLED', 'the caller cancelled the call'));
+        return;
+      case Kind.Open:
+        this.#serveOpen(envelopeId(body), readU32LE(body, 9), body[13], readU32LE(body, 14), body.subarray(18));
+        return;
+      case Kind.Item:
+        if (body[9] === StreamDir.Down) this.#resultItem(envelopeId(body), body.subarray(10));
+        else this.#requestItem(envelopeId(body), body.subarray(10));
+        return;
+      case Kind.End:
+        if (body[9] === StreamDir.Down) this.#endOut(envelopeId(body))?.inbox?.end();
+        else this.#serving.get(envelopeId(body))?.requestStream?.end();
+        return;
+      case Kind.Credit:
+        if (body[9] === StreamDir.Down) this.#serving.get(envelopeId(body))?.resultFlow?.add(readU32LE(body, 10));
+        else this.#outgoing.get(envelopeId(body))?.upload?.add(readU32LE(body, 10));
         return;
       case Kind.Ping:
         this.#sendSafely(idHeader(this.#scratch, Kind.Pong, envelopeId(body)), kEmpty);
@@ -174,6 +337,7 @@ export class Session implements PeerClient {
       clearPending(p);
       this.#fail(id, p, reason);
     }
+    for (const id of [...this.#outgoing.keys()]) this.#failOut(this.#endOut(id)!, reason);
     const serving = [...this.#serving.values()];
     this.#serving.clear();
     for (const call of serving) call.abort(reason);
@@ -197,6 +361,133 @@ export class Session implements PeerClient {
     if (p === undefined) return;
     this.#fail(id, p, reason);
     if (!this.#closed) this.#sendSafely(idHeader(this.#scratch, Kind.Cancel, id), kEmpty);
+  }
+
+  /** A Response or Error to one of our streaming calls. */
+  #answerOut(id: number, payload: Uint8Array, isError: boolean): void {
+    const out = this.#outgoing.get(id);
+    if (out === undefined) return;
+    if (isError) {
+      this.#endOut(id);
+      this.#failOut(out, this.#decodeError(payload), true);
+      return;
+    }
+    if (out.inbox !== undefined) {
+      // A result stream ends with End or Error, never a Response.
+      this.#giveUpStream(id, new RpcError('PROTOCOL', 'the peer answered a stream call with a single response'));
+      return;
+    }
+    this.#endOut(id);
+    try {
+      out.resolve!(this.#codec.decode(payload));
+    } catch (err) {
+      out.reject!(asRpcError(err));
+    }
+  }
+
+  /** An item of the result stream of our call `id`. */
+  #resultItem(id: number, payload: Uint8Array): void {
+    const inbox = this.#outgoing.get(id)?.inbox;
+    if (inbox === undefined) return; // a late item of a stream we gave up on
+    let item: unknown;
+    try {
+      item = this.#codec.decode(payload);
+    } catch (err) {
+      this.#giveUpStream(id, asRpcError(err));
+      return;
+    }
+    if (!inbox.push(item)) this.#giveUpStream(id, new RpcError('PROTOCOL', 'the peer sent stream items beyond the credit it was given'));
+  }
+
+  /** An item of the request stream of the peer's call `id`, which we serve. */
+  #requestItem(id: number, payload: Uint8Array): void {
+    const call = this.#serving.get(id);
+    const inbox = call?.requestStream;
+    if (inbox === undefined) return;
+    let item: unknown;
+    try {
+      item = this.#codec.decode(payload);
+    } catch (err) {
+      inbox.fail(asRpcError(err), true);
+      this.#sendSafely(creditHeader(this.#scratch, id, StreamDir.Up, 0), kEmpty);
+      return;
+    }
+    if (!inbox.push(item)) {
+      inbox.fail(new RpcError('PROTOCOL', 'the caller sent request items beyond the credit it was given'), false);
+      this.#sendSafely(creditHeader(this.#scratch, id, StreamDir.Up, 0), kEmpty);
+    }
+  }
+
+  /** The peer opened a streaming call: its request may be a stream, its answer may be one. */
+  #serveOpen(id: number, deadlineMs: number, flags: number, credit: number, payload: Uint8Array): void {
+    const onRequest = this.#handler?.onRequest;
+    if (onRequest === undefined) {
+      this.#sendError(id, new RpcError('UNIMPLEMENTED', 'the peer serves no requests on this connection'), 'runtime');
+      return;
+    }
+    const call = new Serving(this, deadlineMs);
+    let request: unknown;
+    if (flags & OpenFlag.RequestStream) {
+      const inbox = new Inbox({
+        window: kDefaultWindow,
+        grant: (n) => {
+          if (this.#serving.get(id) === call) this.#sendSafely(creditHeader(this.#scratch, id, StreamDir.Up, n), kEmpty);
+        },
+        // The handler stopped reading: credit 0 tells the caller to stop sending.
+        onReturn: () => {
+          if (this.#serving.get(id) === call) this.#sendSafely(creditHeader(this.#scratch, id, StreamDir.Up, 0), kEmpty);
+        },
+      });
+      call.requestStream = inbox;
+      request = inbox;
+    } else {
+      try {
+        request = this.#codec.decode(payload);
+      } catch (err) {
+        this.#sendError(id, err, 'runtime');
+        return;
+      }
+    }
+    if (flags & OpenFlag.ResultStream) call.resultFlow = new Outflow(credit);
+    this.#serving.set(id, call);
+    if (call.requestStream) this.#sendSafely(creditHeader(this.#scratch, id, StreamDir.Up, kDefaultWindow), kEmpty);
+    let result: unknown;
+    try {
+      result = onRequest.call(this.#handler, request, call);
+    } catch (err) {
+      this.#finish(id, call, undefined, err);
+      return;
+    }
+    if (call.resultFlow === undefined) {
+      this.#settleResult(id, call, result);
+      return;
+    }
+    Promise.resolve(result).then(
+      (value) => {
+        if (!isAsyncIterable(value)) {
+          this.#finish(id, call, undefined, new RpcError('INVALID_ARGUMENT', 'stream() was called, but the handler returned a single value, not an async iterable: use call()'), 'runtime');
+          return;
+        }
+        this.#sendStream(id, call, value);
+      },
+      (err) => this.#finish(id, call, undefined, err ?? new Error('handler rejected with ' + err)),
+    );
+  }
+
+  /** Sends a handler's result stream while the caller grants credit, then End (or Error if it threw). */
+  #sendStream(id: number, call: Serving, source: AsyncIterable<unknown>): void {
+    pump(source, call.resultFlow!, (item) => {
+      const payload = this.#codec.encode(item);
+      return this.#send(streamHeader(this.#scratch, Kind.Item, id, StreamDir.Down), payload);
+    }).then(
+      (how) => {
+        call.done();
+        if (this.#serving.get(id) === call) this.#serving.delete(id);
+        call.requestStream?.fail(new RpcError('CANCELLED', 'the call finished'), false);
+        if (how === 'done' && !call.aborted && !this.#closed) this.#sendSafely(streamHeader(this.#scratch, Kind.End, id, StreamDir.Down), kEmpty);
+      },
+      (err) => this.#finish(id, call, undefined, err ?? new Error('the stream threw ' + err)),
+    );
   }
 
   #sendSafely(head: Uint8Array, payload: Uint8Array): void {
@@ -255,6 +546,11 @@ export class Session implements PeerClient {
       this.#finish(id, call, undefined, err);
       return;
     }
+    this.#settleResult(id, call, result);
+  }
+
+  /** A handler's single answer, or the promise of one. */
+  #settleResult(id: number, call: Serving, result: unknown): void {
     if (result !== null && typeof (result as PromiseLike<unknown>)?.then === 'function') {
       (result as PromiseLike<unknown>).then(
         (value) => this.#finish(id, call, value, undefined),
@@ -265,13 +561,21 @@ export class Session implements PeerClient {
     }
   }
 
-  #finish(id: number, call: Serving, value: unknown, err: unknown): void {
+  #finish(id: number, call: Serving, value: unknown, err: unknown, origin: 'handler' | 'runtime' = 'handler'): void {
     call.done();
-    this.#serving.delete(id);
+    if (this.#serving.get(id) === call) this.#serving.delete(id);
+    // The handler no longer reads its request stream: whatever the caller still sends is dropped.
+    call.requestStream?.fail(new RpcError('CANCELLED', 'the call finished'), false);
+    if (isAsyncIterable(value)) {
+      // A stream where one answer was expected: release it (a generator's finally runs) and say why.
+      releaseIterable(value);
+      err = new RpcError('INVALID_ARGUMENT', 'the handler returned a stream (an async iterable): call it with stream(), not call()');
+      origin = 'runtime';
+    }
     // The caller gave up (cancel or deadline) or the connection closed: nobody waits for this answer.
     if (call.aborted || this.#closed) return;
     if (err !== undefined) {
-      this.#sendError(id, err, 'handler');
+      this.#sendError(id, err, origin);
       return;
     }
     let payload: Uint8Array;
@@ -313,6 +617,10 @@ class Serving implements CallContext {
   readonly client: PeerClient;
   readonly deadline?: number;
   aborted = false;
+  /** The caller's request stream, when it sent one. */
+  requestStream: Inbox | undefined;
+  /** Credit for our result stream, when the caller asked for one. */
+  resultFlow: Outflow | undefined;
   #reason: RpcError | undefined;
   #controller: AbortController | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -339,6 +647,8 @@ class Serving implements CallContext {
     this.aborted = true;
     this.#reason = reason;
     this.done();
+    this.requestStream?.fail(reason, false);
+    this.resultFlow?.stop();
     this.#controller?.abort(reason);
   }
 
@@ -349,6 +659,22 @@ class Serving implements CallContext {
       this.#timer = undefined;
     }
   }
+}
+
+function releaseIterable(value: AsyncIterable<unknown>): void {
+  try {
+    const r = (value as Partial<AsyncIterator<unknown>>).return?.();
+    if (r && typeof r.then === 'function') r.then(undefined, () => {});
+  } catch {
+    // its cleanup failed: nobody is left to tell
+  }
+}
+
+/** The options error a call would reject with, if any. */
+function checkCallOptions(options: CallOptions | undefined): RpcError | undefined {
+  const timeoutMs = options?.timeoutMs;
+  if (timeoutMs !== undefined && !(timeoutMs >= 0)) return new RpcError('INVALID_ARGUMENT', `timeoutMs must be a non-negative number, got ${timeoutMs}`);
+  return undefined;
 }
 
 function clearPending(p: Pending): void {
