@@ -3,7 +3,7 @@
  * sockets, shared memory against raw unix and memcpy (shm.ts), the worker isolate against comlink
  * and piscina (isolate.ts), the busy-host case, the peers users pick today (fork IPC, grpc-js;
  * peers.ts) and a payload sweep (sweep.ts).
- * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,handshake,busy,peers,sweep]`.
+ * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,handshake,busy,peers,sweep,view]`.
  *
  * Progress goes to stderr, the table to stdout, raw figures to bench/results/latest.json.
  * Each transport's subjects are measured in interleaved rounds (see lib/rounds.ts); every
@@ -25,6 +25,7 @@ import { OursUnavailableError, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
 import { runShm, shmRows, type ShmResult } from './shm.js';
 import { handshakeRows, runHandshake, type HandshakeResult } from './handshake.js';
+import { runView, viewRows, type ViewResult } from './view.js';
 import { peersRows, runPeers, type PeersResult } from './peers.js';
 import { runSweep, sweepRows, type SweepConfig, type SweepResult } from './sweep.js';
 import { renderChart } from './lib/chart.js';
@@ -34,7 +35,7 @@ const kRoundTripRatioMax = 1.5;
 const kCallsPerSecRatioMin = 1.5;
 
 const quick = process.argv.includes('--quick');
-const kSections = ['tcp', 'unix', 'shm', 'isolate', 'handshake', 'busy', 'peers', 'sweep'] as const;
+const kSections = ['tcp', 'unix', 'shm', 'isolate', 'handshake', 'busy', 'peers', 'sweep', 'view'] as const;
 type Section = (typeof kSections)[number];
 /** `--only a,b`: run just those sections (for working on one); the default runs all. */
 const only = ((): ReadonlySet<Section> => {
@@ -219,6 +220,9 @@ async function main(): Promise<number> {
     skipped.push(...sweep.skipped);
   }
 
+  let viewResult: ViewResult | undefined;
+  if (only.has('view')) viewResult = await runView({ requests: quick ? 10 : 40 }, log);
+
   const rows: Array<ResultRow | null> = [];
   for (const group of groups) {
     if (rows.length > 0) rows.push(null);
@@ -235,11 +239,12 @@ async function main(): Promise<number> {
     rows.push(...(rows.length > 0 ? [null] : []), ...peersRows(peers, peersConfig.inflight));
   }
   if (sweep !== undefined && sweep.subjects.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...sweepRows(sweep));
+  if (viewResult !== undefined) rows.push(...(rows.length > 0 ? [null] : []), ...viewRows(viewResult));
   const elapsedSec = (performance.now() - started) / 1000;
 
   const out: string[] = [
     '',
-    `ogurpchik bench, part 1 (tcp, unix, shm, worker isolate, handshake, busy host, peers, payload sweep): ${quick ? 'quick' : 'full'} run, ${new Date().toISOString()}`,
+    `ogurpchik bench, part 1 (tcp, unix, shm, worker isolate, handshake, busy host, peers, payload sweep, view codec): ${quick ? 'quick' : 'full'} run, ${new Date().toISOString()}`,
     `node ${process.version}, ${cpu.length} x ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${kPayloadBytes}-byte payload`,
     `figures: median of ${config.rounds} interleaved rounds of ${config.durationMs} ms after ${config.warmupMs} ms warm-up ` +
       `(shm: ${shmConfig.rounds} rounds; worker isolate: ${isolateConfig.rounds} rounds; busy host: ${busyConfig.rounds} rounds of ${busyConfig.durationMs} ms; ` +
@@ -264,6 +269,12 @@ async function main(): Promise<number> {
     ...(sweep === undefined
       ? []
       : ['sweep rows: echo of that many bytes, one call in flight; MB/s = request bytes (10^6) per second; ratio = MB/s / raw unix MB/s at that size (info)']),
+    ...(viewResult === undefined
+      ? []
+      : [
+          'view rows: receive + handle one 1 MiB request through the runtime\'s framing (64 KiB chunks), session and, for a main-thread handler, the 1 MiB ring; ' +
+            'copied B/req = payload bytes the runtime copied (frame assembly, ring, decode); ratio = copies / msgpack copies',
+        ]),
     '',
     formatTable(rows),
     '',
@@ -308,6 +319,7 @@ async function main(): Promise<number> {
     handshake,
     peers,
     sweep,
+    view: viewResult,
     rows: rows.filter((r) => r !== null),
   };
   await writeFile(resultsUrl, `${JSON.stringify(json, null, 2)}\n`);

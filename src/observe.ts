@@ -42,3 +42,19 @@ export function logger(area: string): Logger {
   log.enabled = on;
   return log;
 }
+
+let copied = 0;
+
+/**
+ * Counts payload bytes the runtime copied on this thread (frame assembly, ring copies, decoding).
+ * A plain add on paths that already copy those bytes; the bench reads it to show what a codec or
+ * path costs in copies.
+ */
+export function countCopied(bytes: number): void {
+  copied += bytes;
+}
+
+/** Payload bytes copied on this thread so far (see countCopied). */
+export function bytesCopied(): number {
+  return copied;
+}

@@ -14,6 +14,8 @@ export interface ResultRow {
   callsPerSec?: number;
   /** Bandwidth in MB/s (10^6 bytes); its column appears only when some row has it. */
   mbPerSec?: number;
+  /** Payload bytes the runtime copied per request; its column appears only when some row has it. */
+  copiedBytes?: number;
   /** Name of the row this one is compared with, e.g. "raw tcp, 1 in flight". */
   baseline?: string;
   /** This row's figure over the baseline's (time for round trips, rate for calls/s). */
@@ -54,6 +56,7 @@ const allColumns: Column[] = [
   { header: 'p99 µs', align: 'right', cell: (r) => us(r.p99Us) },
   { header: 'calls/s', align: 'right', cell: (r) => rate(r.callsPerSec) },
   { header: 'MB/s', align: 'right', cell: (r) => bandwidth(r.mbPerSec) },
+  { header: 'copied B/req', align: 'right', cell: (r) => rate(r.copiedBytes) },
   { header: 'baseline', align: 'left', cell: (r) => r.baseline ?? dash },
   {
     header: 'ratio',
@@ -67,7 +70,8 @@ const allColumns: Column[] = [
 /** The whole table as one string: header, rule, one line per row; `null` rows become blank lines. */
 export function formatTable(rows: ReadonlyArray<ResultRow | null>): string {
   const hasBandwidth = rows.some((row) => row?.mbPerSec !== undefined);
-  const columns = allColumns.filter((c) => hasBandwidth || c.header !== 'MB/s');
+  const hasCopies = rows.some((row) => row?.copiedBytes !== undefined);
+  const columns = allColumns.filter((c) => (hasBandwidth || c.header !== 'MB/s') && (hasCopies || c.header !== 'copied B/req'));
   const cells = rows.map((row) => (row === null ? null : columns.map((c) => c.cell(row))));
   const widths = columns.map((c, i) =>
     Math.max(c.header.length, ...cells.map((line) => (line === null ? 0 : line[i]!.length))),

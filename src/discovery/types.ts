@@ -9,7 +9,7 @@
 import { RpcError } from '../errors.js';
 
 export type TransportKind = 'tcp' | 'unix' | 'shm';
-export type CodecKindName = 'msgpack' | 'json';
+export type CodecKindName = 'msgpack' | 'json' | 'view';
 
 /** The record published under a name. `map` holds one address per serving endpoint ("0", "1", …). */
 export interface Topology {
@@ -58,7 +58,7 @@ export function asStoredRecord(value: unknown): StoredRecord | undefined {
   if (value === null || typeof value !== 'object') return undefined;
   const v = value as Record<string, unknown>;
   if (v.transport_kind !== 'tcp' && v.transport_kind !== 'unix' && v.transport_kind !== 'shm') return undefined;
-  if (v.codec_kind !== 'msgpack' && v.codec_kind !== 'json') return undefined;
+  if (v.codec_kind !== 'msgpack' && v.codec_kind !== 'json' && v.codec_kind !== 'view') return undefined;
   if (v.map === null || typeof v.map !== 'object' || Array.isArray(v.map)) return undefined;
   const map: Record<string, string> = {};
   for (const [k, a] of Object.entries(v.map as Record<string, unknown>)) {

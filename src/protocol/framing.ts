@@ -4,6 +4,7 @@
  * as few buffers as possible so pipelined calls cost one write, not one each.
  */
 import { RpcError } from '../errors.js';
+import { countCopied } from '../observe.js';
 import { writeU32 } from './envelope.js';
 
 export const kLengthBytes = 4;
@@ -68,6 +69,7 @@ export class FrameDecoder {
     const partial = this.#partial!;
     const take = Math.min(partial.length - this.#partialFilled, chunk.length - at);
     partial.set(chunk.subarray(at, at + take), this.#partialFilled);
+    countCopied(take);
     this.#partialFilled += take;
     if (this.#partialFilled === partial.length) {
       this.#partial = undefined;

@@ -22,7 +22,7 @@ import {
   streamHeader,
 } from '../protocol/envelope.js';
 import type { CallContext, CallOptions, Handler, PeerClient, PeerInfo, StreamOptions } from '../types.js';
-import { callEnd, callError, callStart } from '../observe.js';
+import { callEnd, callError, callStart, countCopied } from '../observe.js';
 import { Inbox, Outflow, isAsyncIterable, kDefaultWindow, kMaxWindow, pump } from './streams.js';
 
 /**
@@ -88,6 +88,8 @@ export class Session implements PeerClient {
   readonly #scratch = new Uint8Array(24);
   #nextId: number;
   #closed: RpcError | undefined;
+  /** An in-place codec (the view codec): its values keep the bytes they were decoded from. */
+  readonly #inPlace: boolean;
 
   constructor(options: SessionOptions) {
     this.#codec = options.codec;
@@ -95,6 +97,7 @@ export class Session implements PeerClient {
     this.peer = options.peer;
     this.#handler = options.handler;
     this.#nextId = options.firstId ?? 1;
+    this.#inPlace = options.codec.inPlace;
     this.#onUnhandled = options.onUnhandled ?? ((err) => process.emitWarning(`ogurpchik: an onEvent handler threw: ${(err as Error)?.stack ?? err}`));
   }
 
@@ -272,7 +275,7 @@ export class Session implements PeerClient {
         }
         let value: unknown;
         try {
-          value = this.#codec.decode(body.subarray(9));
+          value = this.#decode(body.subarray(9));
         } catch (err) {
           this.#fail(envelopeId(body), p, err as RpcError);
           return;
@@ -363,6 +366,19 @@ export class Session implements PeerClient {
     if (!this.#closed) this.#sendSafely(idHeader(this.#scratch, Kind.Cancel, id), kEmpty);
   }
 
+  /**
+   * Decodes a payload. A body in shared memory is a view into a ring, reused once `receive`
+   * returns: an in-place value is made over a copy of it. Socket bodies (and messages the ring
+   * reassembled) are never reused, so values stay over them in place.
+   */
+  #decode(payload: Uint8Array): unknown {
+    if (this.#inPlace && payload.buffer instanceof SharedArrayBuffer) {
+      countCopied(payload.length);
+      return this.#codec.decode(payload.slice());
+    }
+    return this.#codec.decode(payload);
+  }
+
   /** A Response or Error to one of our streaming calls. */
   #answerOut(id: number, payload: Uint8Array, isError: boolean): void {
     const out = this.#outgoing.get(id);
@@ -379,7 +395,7 @@ export class Session implements PeerClient {
     }
     this.#endOut(id);
     try {
-      out.resolve!(this.#codec.decode(payload));
+      out.resolve!(this.#decode(payload));
     } catch (err) {
       out.reject!(asRpcError(err));
     }
@@ -391,7 +407,7 @@ export class Session implements PeerClient {
     if (inbox === undefined) return; // a late item of a stream we gave up on
     let item: unknown;
     try {
-      item = this.#codec.decode(payload);
+      item = this.#decode(payload);
     } catch (err) {
       this.#giveUpStream(id, asRpcError(err));
       return;
@@ -406,7 +422,7 @@ export class Session implements PeerClient {
     if (inbox === undefined) return;
     let item: unknown;
     try {
-      item = this.#codec.decode(payload);
+      item = this.#decode(payload);
     } catch (err) {
       inbox.fail(asRpcError(err), true);
       this.#sendSafely(creditHeader(this.#scratch, id, StreamDir.Up, 0), kEmpty);
@@ -442,7 +458,7 @@ export class Session implements PeerClient {
       request = inbox;
     } else {
       try {
-        request = this.#codec.decode(payload);
+        request = this.#decode(payload);
       } catch (err) {
         this.#sendError(id, err, 'runtime');
         return;
@@ -502,7 +518,7 @@ export class Session implements PeerClient {
   #decodeError(payload: Uint8Array, asIs = false): RpcError {
     let raw: unknown;
     try {
-      raw = this.#codec.decode(payload);
+      raw = this.#codec.decodeError(payload);
     } catch (err) {
       return asRpcError(err);
     }
@@ -515,11 +531,11 @@ export class Session implements PeerClient {
     const wire: ErrorPayload = { ...toWireError(err), origin };
     let payload: Uint8Array;
     try {
-      payload = this.#codec.encode(wire);
+      payload = this.#codec.encodeError(wire);
     } catch {
       // Own properties the codec cannot carry: send the error without them.
       const { data: _dropped, cause: _cause, ...plain } = wire;
-      payload = this.#codec.encode(plain);
+      payload = this.#codec.encodeError(plain);
     }
     this.#sendSafely(idHeader(this.#scratch, Kind.Error, id), payload);
   }
@@ -532,7 +548,7 @@ export class Session implements PeerClient {
     }
     let request: unknown;
     try {
-      request = this.#codec.decode(payload);
+      request = this.#decode(payload);
     } catch (err) {
       this.#sendError(id, err, 'runtime');
       return;
@@ -593,7 +609,7 @@ export class Session implements PeerClient {
     if (onEvent === undefined) return;
     let event: unknown;
     try {
-      event = this.#codec.decode(payload);
+      event = this.#decode(payload);
     } catch (err) {
       this.#onUnhandled(err);
       return;

@@ -9,6 +9,7 @@
  */
 
 import { RpcError } from '../errors.js';
+import { countCopied } from '../observe.js';
 import {
   kCapacityIndex,
   kClosedIndex,
@@ -157,6 +158,7 @@ function watchdog(check: () => void, ref: boolean): ReturnType<typeof setInterva
 }
 
 function copyInto(out: Uint8Array, dst: number, src: Uint8Array, from: number, n: number): void {
+  countCopied(n);
   if (n <= kShortCopy) {
     for (let i = 0; i < n; i++) out[dst + i] = src[from + i];
   } else {
@@ -323,6 +325,7 @@ export class RingWriter {
     const total = head.length + body.length;
     // Copy only what is not yet in the ring: the caller may reuse its buffers once we return.
     const data = new Uint8Array(total - pos);
+    countCopied(data.length);
     const headLen = head.length;
     if (pos < headLen) {
       data.set(pos === 0 ? head : head.subarray(pos), 0);
@@ -614,6 +617,7 @@ export class RingReader {
           if (asm === null || len > this.maxCont || this.asmPos + len > asm.length) throw corrupt(head, 'stray continuation');
           const start = off + kRecordHeaderBytes;
           asm.set(bytes.subarray(start, start + len), this.asmPos);
+          countCopied(len);
           this.asmPos += len;
           next = (head + ((kRecordHeaderBytes + len + 7) & ~7)) | 0;
           if (this.asmPos === asm.length) {
@@ -631,6 +635,7 @@ export class RingReader {
           // One allocation per fragmented message: it must outlive the ring space it came in.
           const asm = new Uint8Array(total);
           asm.set(bytes.subarray(start, start + len), 0);
+          countCopied(len);
           this.asm = asm;
           this.asmPos = len;
           this.asmTag = words[w + 1] >>> 0;

@@ -15,6 +15,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { RpcError } from '../errors.js';
+import { countCopied } from '../observe.js';
 import { futexSignal, loadNative, socketPeerPid } from '../shm/native.js';
 import { RingReader, RingWriter, initRing, kRingHeaderBytes } from '../shm/ring.js';
 import type { ShmDescriptor } from './descriptors.js';
@@ -56,7 +57,10 @@ class ShmStream implements ByteStream {
       fromPeer,
       {
         // The view is valid only during this call; the connection keeps frame bodies, so copy.
-        onMessage: (_tag, bytes) => this.#events?.data(bytes.slice()),
+        onMessage: (_tag, bytes) => {
+          countCopied(bytes.length);
+          this.#events?.data(bytes.slice());
+        },
         onClose: () => this.#finish(undefined),
         onError: (err) => this.destroy(err as Error),
       },

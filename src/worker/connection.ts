@@ -155,7 +155,7 @@ export class Connection {
     // A Close envelope means nothing to a peer still in the handshake: it learns why from the Ack.
     if (tellPeer && this.#handshake === undefined) {
       try {
-        this.#writer.push(encodeClose(this.#host.codec.encode(toWireError(reason))), true);
+        this.#writer.push(encodeClose(this.#host.codec.encodeError(toWireError(reason))), true);
       } catch {
         // an unencodable reason is not worth failing the close over
       }
