@@ -13,6 +13,8 @@ import { topologyFor, transportFromRecord } from '../discovery/topology.js';
 import { checkServiceName, type DiscoveryBackend, type TransportKind } from '../discovery/types.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { CallOptions, Handler, PeerClient } from '../types.js';
+import { createProxy } from '../service/proxy.js';
+import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js';
 import { PoolLease, type PoolOptions } from './pool.js';
 import { IsolateRunner } from './isolate-runner.js';
 import { RemoteTask } from './remote-task.js';
@@ -92,6 +94,11 @@ export class Client<Req = unknown, Res = unknown, Ev = unknown> implements PeerC
   /** Sends a one-way event to the server's `onEvent`; resolves once it is queued for writing, in order. */
   notify(event: Ev): Promise<void> {
     return this.#task.clientSession.notify(event);
+  }
+
+  /** A typed proxy of the service `Api` the server serves: `await api.echo('x')` calls its method `echo` (see `serveMethods`). */
+  proxy<Api = UntypedApi>(options?: ProxyOptions): ServiceProxy<Api> {
+    return createProxy<Api>(this, options);
   }
 
   /** Calls in flight. */

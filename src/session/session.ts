@@ -9,6 +9,8 @@ import type { Codec } from '../codec/index.js';
 import { Kind, checkEnvelope, envelopeId, idHeader, kMaxDeadlineMs, kindHeader, readU32LE, requestHeader } from '../protocol/envelope.js';
 import type { CallContext, CallOptions, Handler, PeerClient, PeerInfo } from '../types.js';
 import { callEnd, callError, callStart } from '../observe.js';
+import { createProxy } from '../service/proxy.js';
+import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js';
 
 /**
  * Delivers one envelope body, `head` followed by `payload`, to the peer, in order. Both are views
@@ -39,6 +41,9 @@ interface Pending {
   /** performance.now() at send when someone listens to the call channels, else 0. */
   t0: number;
 }
+
+/** Set (non-enumerable) on an error a handler throws to refuse a request as the runtime would: the caller sees its code, not REMOTE. */
+export const kRefusal = Symbol.for('ogurpchik.refusal');
 
 /** Error payloads say who raised them: the peer's handler (`handler`) or its runtime (`runtime`). */
 type ErrorPayload = WireError & { origin?: 'handler' | 'runtime' };
@@ -109,6 +114,10 @@ export class Session implements PeerClient {
       this.#pending.set(id, p);
       this.#sendSafely(requestHeader(this.#scratch, id, deadline), payload);
     });
+  }
+
+  proxy<Api = UntypedApi>(options?: ProxyOptions): ServiceProxy<Api> {
+    return createProxy<Api>(this, options);
   }
 
   async notify(event: unknown): Promise<void> {
@@ -271,7 +280,7 @@ export class Session implements PeerClient {
     // The caller gave up (cancel or deadline) or the connection closed: nobody waits for this answer.
     if (call.aborted || this.#closed) return;
     if (err !== undefined) {
-      this.#sendError(id, err, 'handler');
+      this.#sendError(id, err, (err as { [kRefusal]?: unknown } | null)?.[kRefusal] === true ? 'runtime' : 'handler');
       return;
     }
     let payload: Uint8Array;
