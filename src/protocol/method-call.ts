@@ -1,7 +1,7 @@
 /**
  * The method-call shape: how a typed proxy's `api.echo('x')` travels. It is no new envelope kind,
  * only a convention for the payload of an ordinary Request, so a plain `call()` user or a peer in
- * another language can speak it (docs/PROTOCOL.md §2.2):
+ * another language can speak it (docs/PROTOCOL.md §2, "Method calls"):
  *
  *   request  { method: 'echo', args: ['x'], service?: 'greeter' }   (codec-encoded map)
  *   response the method's result, as is; a failure is an ordinary Error envelope
