@@ -1,7 +1,7 @@
 /** Typed service proxies: defineService / serveMethods on one side, client.proxy / ctx.client.proxy on the other. */
 import assert from 'node:assert/strict';
 import { inspect } from 'node:util';
-import { Node, RpcError, defineService, json, serveMethods, tcp, type Address, type RunningNode, type ServiceProxy } from '../src/index.js';
+import { Node, RpcError, defineService, isolate, json, serveMethods, tcp, type Address, type RunningNode, type ServiceProxy } from '../src/index.js';
 import { GreeterImpl, caller, greeter, type Greeter } from './fixtures/greeter.js';
 import { rejectionOf } from './helpers.js';
 
@@ -203,4 +203,16 @@ describe('typed proxies, handler module in the worker, json codec', function () 
   it('calls back from the worker through ctx.client', async () => {
     assert.equal(await api.callBack('worker'), 'WORKER!');
   });
+});
+
+it('serves a typed service from an isolate() plugin, which calls the host back through a proxy', async function () {
+  this.timeout(20_000);
+  await using node = await new Node().connect(isolate(new URL('./fixtures/greeter.js', import.meta.url)), { handler: caller.serve(callerImpl) }).start();
+  const api = greeter.proxy(node.client);
+  assert.equal(await api.echo('plugin'), 'plugin');
+  const where = await api.where();
+  assert.notEqual(where.threadId, 0);
+  assert.equal(where.transport, 'isolate');
+  assert.equal(await api.callBack('host'), 'HOST!');
+  assert.equal((await rpcError(node.client.call({ method: '__proto__' }))).code, 'UNIMPLEMENTED');
 });

@@ -60,9 +60,9 @@ export function serveMethods<Api = unknown>(impl: ServiceImpl<Api> | ServiceFact
 }
 
 /** A refusal by the dispatcher (not an error of the method): the caller sees its code, not REMOTE. */
-export function refusal(err: RpcError): RpcError;
-export function refusal(code: ErrorCode, message: string): RpcError;
-export function refusal(codeOrErr: RpcError | ErrorCode, message?: string): RpcError {
+function refusal(err: RpcError): RpcError;
+function refusal(code: ErrorCode, message: string): RpcError;
+function refusal(codeOrErr: RpcError | ErrorCode, message?: string): RpcError {
   const err = typeof codeOrErr === 'string' ? new RpcError(codeOrErr, message ?? '') : codeOrErr;
   Object.defineProperty(err, kRefusal, { value: true });
   return err;
