@@ -13,11 +13,11 @@ import { topologyFor, transportFromRecord } from '../discovery/topology.js';
 import { checkServiceName, type DiscoveryBackend, type TransportKind } from '../discovery/types.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { CallOptions, Handler, PeerClient } from '../types.js';
-import { createProxy } from '../service/proxy.js';
-import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js';
 import { PoolLease, type PoolOptions } from './pool.js';
 import { IsolateRunner } from './isolate-runner.js';
 import { RemoteTask } from './remote-task.js';
+import { createProxy } from '../service/proxy.js';
+import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js';
 
 export interface NodeOptions {
   /** Largest frame body accepted or sent, in bytes (default 64 MiB). A larger incoming frame closes that connection with FRAME_TOO_LARGE. */

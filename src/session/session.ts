@@ -4,13 +4,13 @@
  * bodies: `send` hands one to whatever carries it (a framed socket in a worker, a ring to a worker
  * on the main thread), `receive` takes one in.
  */
+import { createProxy } from '../service/proxy.js';
+import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js';
 import { RpcError, fromWireError, remoteError, toWireError, asWireError, type WireError } from '../errors.js';
 import type { Codec } from '../codec/index.js';
 import { Kind, checkEnvelope, envelopeId, idHeader, kMaxDeadlineMs, kindHeader, readU32LE, requestHeader } from '../protocol/envelope.js';
 import type { CallContext, CallOptions, Handler, PeerClient, PeerInfo } from '../types.js';
 import { callEnd, callError, callStart } from '../observe.js';
-import { createProxy } from '../service/proxy.js';
-import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js';
 
 /**
  * Delivers one envelope body, `head` followed by `payload`, to the peer, in order. Both are views
@@ -41,9 +41,6 @@ interface Pending {
   /** performance.now() at send when someone listens to the call channels, else 0. */
   t0: number;
 }
-
-/** Set (non-enumerable) on an error a handler throws to refuse a request as the runtime would: the caller sees its code, not REMOTE. */
-export const kRefusal = Symbol.for('ogurpchik.refusal');
 
 /** Error payloads say who raised them: the peer's handler (`handler`) or its runtime (`runtime`). */
 type ErrorPayload = WireError & { origin?: 'handler' | 'runtime' };
@@ -230,7 +227,8 @@ export class Session implements PeerClient {
   }
 
   #sendError(id: number, err: unknown, origin: 'handler' | 'runtime'): void {
-    const wire: ErrorPayload = { ...toWireError(err), origin };
+    // A handler's refusal (see kRefusal) is sent as the runtime's: the caller sees its code.
+    const wire: ErrorPayload = { ...toWireError(err), origin: origin === 'handler' && isRefusal(err) ? 'runtime' : origin };
     let payload: Uint8Array;
     try {
       payload = this.#codec.encode(wire);
@@ -280,7 +278,7 @@ export class Session implements PeerClient {
     // The caller gave up (cancel or deadline) or the connection closed: nobody waits for this answer.
     if (call.aborted || this.#closed) return;
     if (err !== undefined) {
-      this.#sendError(id, err, (err as { [kRefusal]?: unknown } | null)?.[kRefusal] === true ? 'runtime' : 'handler');
+      this.#sendError(id, err, 'handler');
       return;
     }
     let payload: Uint8Array;
@@ -374,4 +372,11 @@ function cancelled(signal: AbortSignal): RpcError {
 export function asRpcError(err: unknown): RpcError {
   if (RpcError.is(err)) return err;
   return new RpcError('CLOSED', (err as Error)?.message ?? String(err), { cause: err });
+}
+
+/** Set (non-enumerable) on an error a handler throws to refuse a request as the runtime would: the caller sees its code, not REMOTE. */
+export const kRefusal = Symbol.for('ogurpchik.refusal');
+
+function isRefusal(err: unknown): boolean {
+  return (err as { [kRefusal]?: unknown } | null | undefined)?.[kRefusal] === true;
 }
