@@ -1,4 +1,5 @@
 /** Public types shared by the main thread and connection workers. */
+import type { ProxyOptions, ServiceProxy, UntypedApi } from './service/types.js';
 
 /** Who is on the other end of a connection. */
 export interface PeerInfo {
@@ -48,6 +49,8 @@ export interface PeerClient<Req = unknown, Res = unknown, Ev = unknown> {
   stream<Item = Res>(request: Req | AsyncIterable<Req>, options?: StreamOptions): AsyncIterableIterator<Item>;
   /** Sends a one-way event; resolves once it is written (queued in order), with no reply. */
   notify(event: Ev): Promise<void>;
+  /** A typed proxy of the service `Api` on the peer: `await api.echo('x')` calls its method `echo` (see `serveMethods`). */
+  proxy<Api = UntypedApi>(options?: ProxyOptions): ServiceProxy<Api>;
 }
 
 /** What a handler receives beside each request or event. */

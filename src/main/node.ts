@@ -16,6 +16,8 @@ import type { CallOptions, Handler, PeerClient, StreamOptions } from '../types.j
 import { PoolLease, type PoolOptions } from './pool.js';
 import { IsolateRunner } from './isolate-runner.js';
 import { RemoteTask } from './remote-task.js';
+import { createProxy } from '../service/proxy.js';
+import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js';
 
 export interface NodeOptions {
   /** Largest frame body accepted or sent, in bytes (default 64 MiB). A larger incoming frame closes that connection with FRAME_TOO_LARGE. */
@@ -100,6 +102,11 @@ export class Client<Req = unknown, Res = unknown, Ev = unknown> implements PeerC
   /** Sends a one-way event to the server's `onEvent`; resolves once it is queued for writing, in order. */
   notify(event: Ev): Promise<void> {
     return this.#task.clientSession.notify(event);
+  }
+
+  /** A typed proxy of the service `Api` the server serves: `await api.echo('x')` calls its method `echo` (see `serveMethods`). */
+  proxy<Api = UntypedApi>(options?: ProxyOptions): ServiceProxy<Api> {
+    return createProxy<Api>(this, options);
   }
 
   /** Calls in flight. */

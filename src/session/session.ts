@@ -4,6 +4,8 @@
  * bodies: `send` hands one to whatever carries it (a framed socket in a worker, a ring to a worker
  * on the main thread), `receive` takes one in.
  */
+import { createProxy } from '../service/proxy.js';
+import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js';
 import { RpcError, fromWireError, remoteError, toWireError, asWireError, type WireError } from '../errors.js';
 import type { Codec } from '../codec/index.js';
 import {
@@ -145,6 +147,10 @@ export class Session implements PeerClient {
       this.#pending.set(id, p);
       this.#sendSafely(requestHeader(this.#scratch, id, deadline), payload);
     });
+  }
+
+  proxy<Api = UntypedApi>(options?: ProxyOptions): ServiceProxy<Api> {
+    return createProxy<Api>(this, options);
   }
 
   async notify(event: unknown): Promise<void> {
@@ -528,7 +534,8 @@ export class Session implements PeerClient {
   }
 
   #sendError(id: number, err: unknown, origin: 'handler' | 'runtime'): void {
-    const wire: ErrorPayload = { ...toWireError(err), origin };
+    // A handler's refusal (see kRefusal) is sent as the runtime's: the caller sees its code.
+    const wire: ErrorPayload = { ...toWireError(err), origin: origin === 'handler' && isRefusal(err) ? 'runtime' : origin };
     let payload: Uint8Array;
     try {
       payload = this.#codec.encodeError(wire);
@@ -707,4 +714,11 @@ function cancelled(signal: AbortSignal): RpcError {
 export function asRpcError(err: unknown): RpcError {
   if (RpcError.is(err)) return err;
   return new RpcError('CLOSED', (err as Error)?.message ?? String(err), { cause: err });
+}
+
+/** Set (non-enumerable) on an error a handler throws to refuse a request as the runtime would: the caller sees its code, not REMOTE. */
+export const kRefusal = Symbol.for('ogurpchik.refusal');
+
+function isRefusal(err: unknown): boolean {
+  return (err as { [kRefusal]?: unknown } | null | undefined)?.[kRefusal] === true;
 }
