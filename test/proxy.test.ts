@@ -119,10 +119,19 @@ describe('typed proxies, main-thread handler over tcp', function () {
     assert.equal((await rpcError(node.client.proxy<Greeter>({ service: 'other' }).$with({ timeoutMs: 1000 }).echo('x'))).code, 'UNIMPLEMENTED');
   });
 
-  it('refuses a streaming result with UNIMPLEMENTED until streams exist', async () => {
-    const err = await rpcError(node.client.proxy().ticks());
-    assert.equal(err.code, 'UNIMPLEMENTED');
-    assert.match(err.message, /"ticks" returned an async iterable/);
+  it('calls a streaming method through $stream: items in order, break stops it at the server', async () => {
+    const items: number[] = [];
+    for await (const x of api.$stream.ticks(100)) items.push(x);
+    assert.deepEqual(items, Array.from({ length: 100 }, (_, i) => i));
+    assert.equal(await api.outcome('ticks'), 'finished');
+    for await (const x of api.$with({ window: 2 }).$stream.ticks(1_000_000)) if (x === 5) break;
+    let outcome: string | null = null;
+    for (let i = 0; i < 100 && !outcome?.startsWith('stopped'); i++) outcome = await api.outcome('ticks');
+    assert.match(outcome ?? '', /^stopped at \d+$/);
+    // Called as a unary method, a streaming method is refused (its generator released).
+    const err = await rpcError((node.client.proxy() as any).ticks(3));
+    assert.equal(err.code, 'INVALID_ARGUMENT');
+    assert.match(err.message, /stream\(\)/);
   });
 
   it('keeps its own names: await, JSON, inspection and conversion make no call', async () => {
@@ -197,7 +206,10 @@ describe('typed proxies, handler module in the worker, json codec', function () 
     assert.equal(err.message, 'from the worker');
     assert.equal(err.remote?.name, 'TypeError');
     assert.deepEqual(err.data, { statusCode: 418 });
-    assert.equal((await rpcError(node.client.proxy().ticks())).code, 'UNIMPLEMENTED');
+    assert.equal((await rpcError(node.client.proxy().ticks(3))).code, 'INVALID_ARGUMENT');
+    const items: number[] = [];
+    for await (const x of api.$stream.ticks(5)) items.push(x);
+    assert.deepEqual(items, [0, 1, 2, 3, 4]);
   });
 
   it('calls back from the worker through ctx.client', async () => {

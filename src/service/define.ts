@@ -12,7 +12,7 @@ export interface ServiceDefinition<Api> {
   /** A Handler serving `Api` with `impl` (an object of methods, or a per-request `(ctx) => object`); see `serveMethods`. */
   serve(impl: ServiceImpl<Api> | ServiceFactory<ServiceImpl<Api>>): Handler<unknown, unknown>;
   /** A typed proxy calling `Api` through `client` (a node's `client`, or a handler's `ctx.client`); `options` are each call's defaults. */
-  proxy(client: Pick<PeerClient, 'call'>, options?: CallOptions): ServiceProxy<Api>;
+  proxy(client: Pick<PeerClient, 'call' | 'stream'>, options?: CallOptions): ServiceProxy<Api>;
 }
 
 /** Defines the service `Api` (an interface of methods; only its type matters), optionally named. */
@@ -24,6 +24,6 @@ export function defineService<Api>(name?: string): ServiceDefinition<Api> {
   return Object.freeze({
     name: service,
     serve: (impl: ServiceImpl<Api> | ServiceFactory<ServiceImpl<Api>>) => serveMethods<Api>(impl, { service }),
-    proxy: (client: Pick<PeerClient, 'call'>, options: CallOptions = {}) => createProxy<Api>(client, { ...options, service }),
+    proxy: (client: Pick<PeerClient, 'call' | 'stream'>, options: CallOptions = {}) => createProxy<Api>(client, { ...options, service }),
   });
 }

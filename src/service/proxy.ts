@@ -5,7 +5,7 @@
  */
 import { RpcError } from '../errors.js';
 import { checkServiceOption, methodCall } from '../protocol/method-call.js';
-import type { CallOptions, PeerClient } from '../types.js';
+import type { PeerClient, StreamOptions } from '../types.js';
 import type { ProxyOptions, ServiceProxy, UntypedApi } from './types.js';
 
 type Method = (...args: unknown[]) => Promise<unknown>;
@@ -15,20 +15,23 @@ type Method = (...args: unknown[]) => Promise<unknown>;
  * (`const { echo } = api`); `then`, `toJSON`, Object.prototype's names and `$`-names are never
  * sent, so `await api` is `api` itself and `JSON.stringify(api)` makes no call.
  */
-export function createProxy<Api = UntypedApi>(client: Pick<PeerClient, 'call'>, options: ProxyOptions = {}): ServiceProxy<Api> {
+export function createProxy<Api = UntypedApi>(client: Pick<PeerClient, 'call' | 'stream'>, options: ProxyOptions = {}): ServiceProxy<Api> {
   const service = checkServiceOption(options, 'proxy');
   if (client === null || typeof client !== 'object' || typeof client.call !== 'function') {
     throw new RpcError('INVALID_ARGUMENT', 'a proxy needs a client with call(): a Client, ctx.client or a PeerClient');
   }
-  const callOptions: CallOptions = {};
+  const callOptions: StreamOptions = {};
   if (options.timeoutMs !== undefined) callOptions.timeoutMs = options.timeoutMs;
   if (options.signal !== undefined) callOptions.signal = options.signal;
+  if (options.window !== undefined) callOptions.window = options.window;
   const methods = new Map<string, Method>();
-  const $with = (more: CallOptions): ServiceProxy<Api> => createProxy<Api>(client, { ...options, ...more, service });
+  const $with = (more: StreamOptions): ServiceProxy<Api> => createProxy<Api>(client, { ...options, ...more, service });
+  let $stream: object | undefined;
   return new Proxy({} as ServiceProxy<Api>, {
     get(target, name, receiver) {
       if (typeof name !== 'string') return undefined;
       if (name === '$with') return $with;
+      if (name === '$stream') return ($stream ??= streamingProxy(client, service, callOptions));
       if (isReserved(name)) return Reflect.get(target, name, receiver);
       let method = methods.get(name);
       if (method === undefined) {
@@ -41,6 +44,30 @@ export function createProxy<Api = UntypedApi>(client: Pick<PeerClient, 'call'>, 
     defineProperty: () => false,
     deleteProperty: () => false,
   });
+}
+
+/** `api.$stream`: every name it is asked for (but the reserved ones) is a method called with `client.stream()`. */
+function streamingProxy(client: Pick<PeerClient, 'stream'>, service: string | undefined, options: StreamOptions): object {
+  if (typeof client.stream !== 'function') throw new RpcError('INVALID_ARGUMENT', 'this client has no stream(): it cannot call streaming methods');
+  const methods = new Map<string, (...args: unknown[]) => AsyncIterableIterator<unknown>>();
+  return new Proxy(
+    {},
+    {
+      get(target, name, receiver) {
+        if (typeof name !== 'string') return undefined;
+        if (isReserved(name)) return Reflect.get(target, name, receiver);
+        let method = methods.get(name);
+        if (method === undefined) {
+          method = (...args: unknown[]) => client.stream(methodCall(name, args, service), options);
+          methods.set(name, method);
+        }
+        return method;
+      },
+      set: () => false,
+      defineProperty: () => false,
+      deleteProperty: () => false,
+    },
+  );
 }
 
 /** The runtime twin of the type ReservedName. */

@@ -51,9 +51,8 @@ export function serveMethods<Api = unknown>(impl: ServiceImpl<Api> | ServiceFact
     }
     const fn = findMethod(target, method);
     if (fn === undefined) throw refusal(new RpcError('UNIMPLEMENTED', `${label} has no method ${quote(method)}`));
-    const result: unknown = fn.apply(target, args);
-    if (isThenable(result)) return Promise.resolve(result).then((value) => unary(method, value));
-    return unary(method, result);
+    // A result stream (an async iterable) goes back as it is: the session serves it to stream().
+    return fn.apply(target, args);
   }
 
   return { onRequest };
@@ -80,14 +79,6 @@ function findMethod(target: object, name: string): ((...args: unknown[]) => unkn
     if (descriptor !== undefined) return typeof descriptor.value === 'function' ? descriptor.value : undefined;
   }
   return undefined;
-}
-
-/** A method's result, refused when it is a stream: those need `client.stream()`, which does not exist yet. */
-function unary(method: string, value: unknown): unknown {
-  if (value !== null && typeof value === 'object' && typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function') {
-    throw refusal('UNIMPLEMENTED', `method ${quote(method)} returned an async iterable: streaming results are not supported yet`);
-  }
-  return value;
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

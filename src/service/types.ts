@@ -3,7 +3,7 @@
  * promise of the awaited result) and what an implementation must provide. No codegen: `Api` is
  * only a type; at run time a proxy sends `{ method, args }` (src/protocol/method-call.ts).
  */
-import type { CallContext, CallOptions } from '../types.js';
+import type { CallContext, StreamOptions } from '../types.js';
 
 type AnyFunction = (...args: any[]) => any;
 type IsAny<T> = 0 extends 1 & T ? true : false;
@@ -17,7 +17,7 @@ export type ReservedName = 'then' | 'toJSON' | '__proto__' | keyof Object | `$${
 type ParamsOf<F> = F extends (...args: infer A) => any ? A : never;
 type ReturnOf<F> = F extends (...args: any[]) => infer R ? R : never;
 
-/** True when a method's result is an async iterable: a streaming method, to be served by `stream()` once it exists. */
+/** True when a method's result is an async iterable: a streaming method, called through `$stream`. */
 type IsStreaming<R> = IsAny<R> extends true ? false : [Awaited<R>] extends [never] ? false : [Awaited<R>] extends [AsyncIterable<unknown>] ? true : false;
 
 /** The keys of `Api` a proxy can call: string-named function members, less the reserved names. */
@@ -37,14 +37,17 @@ export type MethodParams<Api, K extends MethodName<Api>> = ParamsOf<NonNullable<
 /** The result of method `K` of `Api`, awaited: what the caller's promise resolves with. */
 export type MethodResult<Api, K extends MethodName<Api>> = Awaited<ReturnOf<NonNullable<Api[K]>>>;
 
+/** The item type of streaming method `K` of `Api` (its result is an `AsyncIterable` of these). */
+export type MethodItem<Api, K extends MethodName<Api>> = MethodResult<Api, K> extends AsyncIterable<infer T> ? T : never;
+
 /**
- * What a proxy gives for a streaming method until `client.stream()` lands: nothing callable. It will
- * then map to `(...args) => AsyncIterable<T>` over `stream()`; calling it now is a type error.
+ * What the proxy itself gives for a streaming method: nothing callable. The proxy cannot tell at
+ * run time which methods stream (`Api` is only a type), so they are called through `api.$stream`.
  */
 export type StreamingMethodPending = never;
 
-/** Options of a proxy: which service it calls, and defaults for each call's options. */
-export interface ProxyOptions extends CallOptions {
+/** Options of a proxy: which service it calls, and defaults for each call's options (`window` applies to `$stream` calls). */
+export interface ProxyOptions extends StreamOptions {
   /** Sent with every call (`service` on the wire); a server that serves another service refuses with UNIMPLEMENTED. */
   service?: string;
 }
@@ -52,8 +55,18 @@ export interface ProxyOptions extends CallOptions {
 /** The proxy's own members, beside `Api`'s methods. */
 export interface ProxyControls<Api> {
   /** A proxy over the same client whose calls use these options (merged over this proxy's), e.g. `{ timeoutMs, signal }`. */
-  $with(options: CallOptions): ServiceProxy<Api>;
+  $with(options: StreamOptions): ServiceProxy<Api>;
+  /**
+   * The streaming methods: `for await (const x of api.$stream.watch(…))` calls `watch` with
+   * `client.stream()` and yields its items (flow control, `break` cancels at the server).
+   */
+  readonly $stream: StreamingProxy<Api>;
 }
+
+/** The streaming methods of `Api`, each returning an async iterator over its items. */
+export type StreamingProxy<Api> = {
+  readonly [K in StreamingMethodName<Api>]: (...args: MethodParams<Api, K>) => AsyncIterableIterator<MethodItem<Api, K>>;
+};
 
 /**
  * A typed client of `Api`: each method sends `{ method, args }` through `call()` and returns a
@@ -67,13 +80,11 @@ export type ServiceProxy<Api> = ProxyControls<Api> & {
 
 /**
  * What serves `Api`: each method takes the same parameters and returns its result or a promise
- * of it. Optional methods of `Api` stay optional (a missing one answers UNIMPLEMENTED). A streaming
- * method may be written now, but its result is refused with UNIMPLEMENTED until streams exist.
+ * of it; a streaming method returns an async iterable (an `async *` method). Optional methods of
+ * `Api` stay optional (a missing one answers UNIMPLEMENTED).
  */
 export type ServiceImpl<Api> = {
-  [K in keyof Api as K extends UnaryMethodName<Api> ? K : never]: ImplMethod<Api, K & MethodName<Api>>;
-} & {
-  [K in keyof Api as K extends StreamingMethodName<Api> ? K : never]?: ImplMethod<Api, K & MethodName<Api>>;
+  [K in keyof Api as K extends MethodName<Api> ? K : never]: ImplMethod<Api, K & MethodName<Api>>;
 };
 
 /** One method of an implementation: `Api`'s parameters, its awaited result or a promise of it. */

@@ -60,11 +60,14 @@ type _methods = [
   Expect<Equal<P['asProperty'], (flag: boolean) => Promise<boolean[]>>>,
   Expect<Equal<P['anything'], () => Promise<any>>>,
   Expect<Equal<P['fails'], () => Promise<never>>>,
-  // Streaming methods wait for client.stream(): not callable yet.
+  // Streaming methods are called through $stream (the proxy cannot tell them apart at run time).
   Expect<Equal<P['events'], never>>,
   Expect<Equal<P['eventsLater'], never>>,
+  Expect<Equal<P['$stream']['events'], (since: number) => AsyncIterableIterator<{ at: number }>>>,
+  Expect<Equal<P['$stream']['eventsLater'], () => AsyncIterableIterator<number>>>,
+  Expect<Equal<keyof P['$stream'], 'events' | 'eventsLater'>>,
   // Exactly these names: no data members, no reserved names.
-  Expect<Equal<keyof P, '$with' | 'echo' | 'add' | 'greet' | 'sum' | 'reset' | 'maybe' | 'asProperty' | 'anything' | 'fails' | 'events' | 'eventsLater'>>,
+  Expect<Equal<keyof P, '$with' | '$stream' | 'echo' | 'add' | 'greet' | 'sum' | 'reset' | 'maybe' | 'asProperty' | 'anything' | 'fails' | 'events' | 'eventsLater'>>,
 ];
 
 export async function callerSide(): Promise<void> {
@@ -100,8 +103,18 @@ export async function callerSide(): Promise<void> {
   void api.then;
   // @ts-expect-error `$` names are the proxy's own
   void api.$secret();
-  // @ts-expect-error a streaming method cannot be called until client.stream() exists
+  // @ts-expect-error a streaming method is called through $stream, not on the proxy itself
   void api.events(1);
+  for await (const e of api.$stream.events(1)) {
+    const at: number = e.at;
+    void at;
+  }
+  // @ts-expect-error $stream has only the streaming methods
+  void api.$stream.echo('x');
+  // @ts-expect-error a streaming method's parameters are checked too
+  void api.$stream.events('1');
+  // @ts-expect-error its items have the interface's type
+  for await (const e of api.$stream.eventsLater()) void (e satisfies string);
   // @ts-expect-error $with takes call options
   void api.$with({ timeout: 5 });
   // @ts-expect-error a proxy's methods are read-only
@@ -125,6 +138,13 @@ const impl = {
   fails: (): never => {
     throw new Error('always');
   },
+  async *events(since: number) {
+    yield { at: since };
+  },
+  eventsLater: async () =>
+    (async function* () {
+      yield 1;
+    })(),
 };
 greeter.serve(impl);
 serveMethods<Greeter>(impl);
@@ -156,5 +176,7 @@ greeter.serve({ ...impl, add: async (a: string, b: number) => b });
 greeter.serve({ echo: impl.echo });
 // @ts-expect-error the factory must return the implementation
 greeter.serve(() => ({ echo: impl.echo }));
+// @ts-expect-error a streaming method must yield the interface's items
+greeter.serve({ ...impl, async *events(since: number) { yield { at: String(since) }; } });
 // @ts-expect-error serveMethods<Api> checks against Api too
 serveMethods<Greeter>({ ...impl, add: () => 'three' });
