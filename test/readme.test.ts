@@ -14,6 +14,7 @@ import { tempDir } from './helpers.js';
 const run = promisify(execFile);
 const repo = new URL('../../', import.meta.url);
 const readme = fs.readFileSync(new URL('README.md', repo), 'utf8');
+const pkg = JSON.parse(fs.readFileSync(new URL('package.json', repo), 'utf8')) as { dependencies?: Record<string, string> };
 
 interface Block {
   lang: string;
@@ -47,6 +48,12 @@ describe('README snippets', function () {
       const dir = path.join(tmp.dir, `snippet-${i}`);
       fs.mkdirSync(path.join(dir, 'node_modules'), { recursive: true });
       fs.symlinkSync(new URL('.', repo).pathname, path.join(dir, 'node_modules', 'ogurpchik'));
+      // What `npm install ogurpchik` hoists beside it: its dependencies (a snippet may import flatbuffers).
+      for (const dep of Object.keys(pkg.dependencies ?? {})) {
+        const to = path.join(dir, 'node_modules', dep);
+        fs.mkdirSync(path.dirname(to), { recursive: true });
+        fs.symlinkSync(new URL(`node_modules/${dep}`, repo).pathname, to);
+      }
       fs.writeFileSync(path.join(dir, 'package.json'), '{ "type": "module" }\n');
       for (const f of files) fs.writeFileSync(path.join(dir, f.file!), f.code);
       fs.writeFileSync(path.join(dir, `snippet.${block.lang}`), block.code);
