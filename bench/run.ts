@@ -26,6 +26,7 @@ import { startRawSubject } from './raw.js';
 import { runShm, shmRows, type ShmResult } from './shm.js';
 import { handshakeRows, runHandshake, type HandshakeResult } from './handshake.js';
 import { runView, viewRows, type ViewResult } from './view.js';
+import { Progress } from './lib/progress.js';
 import { peersRows, runPeers, type PeersResult } from './peers.js';
 import { runSweep, sweepRows, type SweepConfig, type SweepResult } from './sweep.js';
 import { renderChart } from './lib/chart.js';
@@ -89,8 +90,28 @@ const kUnstableSpread = 1.5;
 
 const resultsUrl = new URL('../../bench/results/latest.json', import.meta.url);
 
+/** Expected seconds per section (quick, full): only the progress bar's proportions. */
+const kSectionSeconds: Record<Section, [number, number]> = {
+  tcp: [14, 30],
+  unix: [14, 30],
+  shm: [10, 50],
+  isolate: [8, 27],
+  handshake: [5, 15],
+  busy: [7, 12],
+  peers: [8, 45],
+  sweep: [7, 32],
+  view: [1, 2],
+};
+const progress = new Progress(kSections.filter((s) => only.has(s)).map((name) => ({ name, seconds: kSectionSeconds[name][quick ? 0 : 1] })));
+
 function log(line: string): void {
-  process.stderr.write(`[bench] ${line}\n`);
+  progress.note(line);
+}
+
+/** Marks the start of a section on the progress bar. */
+function section(name: Section): true {
+  progress.section(name);
+  return true;
 }
 
 interface GroupResult {
@@ -177,12 +198,12 @@ async function main(): Promise<number> {
 
   const groups: GroupResult[] = [];
   for (const transport of ['tcp', 'unix'] as const) {
-    if (only.has(transport)) groups.push(await runGroup(transport, api, skipped));
+    if (only.has(transport) && section(transport)) groups.push(await runGroup(transport, api, skipped));
   }
 
   // Shared memory, with its own raw unix and memcpy baselines measured in the section.
   let shmResult: ShmResult | undefined;
-  if (api !== undefined && only.has('shm')) {
+  if (api !== undefined && only.has('shm') && section('shm')) {
     shmResult = await runShm(api, shmConfig, shmConfig, log);
     skipped.push(...shmResult.skipped);
   }
@@ -192,36 +213,36 @@ async function main(): Promise<number> {
     log('isolate: ours skipped - the runtime does not export isolate()');
     skipped.push('isolate ours: the runtime does not export isolate()');
   }
-  const isolate: IsolateResult = only.has('isolate')
+  const isolate: IsolateResult = only.has('isolate') && section('isolate')
     ? await runIsolate(api, isolateConfig, log)
     : { transport: 'worker', subjects: [], skipped: [] };
   skipped.push(...isolate.skipped);
 
   let handshake: HandshakeResult | undefined;
-  if (api !== undefined && only.has('handshake')) {
+  if (api !== undefined && only.has('handshake') && section('handshake')) {
     handshake = await runHandshake({ rounds: quick ? 3 : 5, perRound: quick ? 20 : 60 }, log);
   }
 
   let busyHost: BusyHostResult | undefined;
-  if (api !== undefined && only.has('busy')) {
+  if (api !== undefined && only.has('busy') && section('busy')) {
     busyHost = await runBusyHost(api, busyConfig, log);
     skipped.push(...busyHost.skipped.map((s) => `busy host ${s}`));
   }
 
   let peers: PeersResult | undefined;
-  if (only.has('peers')) {
+  if (only.has('peers') && section('peers')) {
     peers = await runPeers(api, peersConfig, log);
     skipped.push(...peers.skipped);
   }
 
   let sweep: SweepResult | undefined;
-  if (only.has('sweep')) {
+  if (only.has('sweep') && section('sweep')) {
     sweep = await runSweep(api, sweepConfig, log);
     skipped.push(...sweep.skipped);
   }
 
   let viewResult: ViewResult | undefined;
-  if (only.has('view')) viewResult = await runView({ requests: quick ? 10 : 40 }, log);
+  if (only.has('view') && section('view')) viewResult = await runView({ requests: quick ? 10 : 40 }, log);
 
   const rows: Array<ResultRow | null> = [];
   for (const group of groups) {
@@ -241,6 +262,7 @@ async function main(): Promise<number> {
   if (sweep !== undefined && sweep.subjects.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...sweepRows(sweep));
   if (viewResult !== undefined) rows.push(...(rows.length > 0 ? [null] : []), ...viewRows(viewResult));
   const elapsedSec = (performance.now() - started) / 1000;
+  progress.finish();
 
   const out: string[] = [
     '',
