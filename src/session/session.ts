@@ -316,7 +316,7 @@ export class Session implements PeerClient {
         else this.#requestItem(envelopeId(body), body.subarray(10));
         return;
       case Kind.End:
-        if (body[9] === StreamDir.Down) this.#endOut(envelopeId(body))?.inbox?.end();
+        if (body[9] === StreamDir.Down) this.#resultEnd(envelopeId(body));
         else this.#serving.get(envelopeId(body))?.requestStream?.end();
         return;
       case Kind.Credit:
@@ -405,6 +405,19 @@ export class Session implements PeerClient {
     } catch (err) {
       out.reject!(asRpcError(err));
     }
+  }
+
+  /** The result stream of our call `id` ended. */
+  #resultEnd(id: number): void {
+    const out = this.#outgoing.get(id);
+    if (out === undefined) return;
+    if (out.inbox === undefined) {
+      // A call that waits for one answer got a stream's end instead.
+      this.#giveUpStream(id, new RpcError('PROTOCOL', 'the peer ended a result stream where a single response was due'));
+      return;
+    }
+    this.#endOut(id);
+    out.inbox.end();
   }
 
   /** An item of the result stream of our call `id`. */
