@@ -372,8 +372,6 @@ export class Node<Req = unknown, Res = unknown> {
       }
       if (this.#publish) {
         const { name, instance } = this.#publish;
-        const codecs = new Set(this.#serve.map((s) => (s.options.codec ?? msgpack()).kind));
-        if (codecs.size > 1) throw new RpcError('INVALID_ARGUMENT', `publish() needs one codec on every served transport, got ${[...codecs].join(', ')}`);
         const topology = topologyFor(tasks.flatMap((t) => (t.address ? [t.address] : [])), this.#serve[0].options.codec ?? msgpack());
         await discovery.publish(name, topology, { instance });
         unpublish = () => discovery.unpublish(name, { instance });
