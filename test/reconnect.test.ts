@@ -35,7 +35,7 @@ describe('reconnect', function () {
     assert.equal(reconnectOptions(false), undefined);
   });
 
-  it('bad reconnect, balance and listener options are refused with INVALID_ARGUMENT', () => {
+  it('bad reconnect, balance and transport-list options are refused with INVALID_ARGUMENT', () => {
     const t = tcp('127.0.0.1:1');
     const bad = [
       () => new Node().connect(t, { reconnect: { initialDelayMs: -1 } }),
@@ -93,6 +93,7 @@ describe('reconnect', function () {
     const server = await startInstance({ transports: [{ kind: 'tcp', port }] });
     const node = await new Node().connect<any, any>(tcp({ port }), { reconnect: fast }).start();
     try {
+      assert.throws(() => node.client.on('data' as never, () => {}), (e: RpcError) => e.code === 'INVALID_ARGUMENT');
       await server.kill();
       await waitUntil(() => node.client.state === 'transient-failure' || node.client.state === 'connecting', 2000, 'the client notices');
       assert.equal((await rejectionOf(node.client.call({ type: 'Ping' }))).code, 'UNAVAILABLE');
