@@ -1,7 +1,7 @@
 /** Reconnecting clients: restart on the same address, state events, fail-fast vs waitForReady, backoff, re-resolving through discovery with a handshake. */
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { FileDiscovery, Node, RpcError, tcp, unix, type ClientStateEvent, type RunningNode, type TransportDescriptor } from '../src/index.js';
+import { FileDiscovery, Node, RpcError, isolate, tcp, unix, type ClientStateEvent, type RunningNode, type TransportDescriptor } from '../src/index.js';
 import { backoffDelay, reconnectOptions } from '../src/main/channel.js';
 import { freePort, killInstances, startInstance, waitUntil } from './endpoints-helpers.js';
 import { rejectionOf, sleep, tempDir } from './helpers.js';
@@ -191,6 +191,17 @@ describe('reconnect', function () {
     assert.ok(events.some((e) => e.endpoint === firstAddress && e.state === 'closed'), 'the old endpoint was closed');
     assert.ok(events.some((e) => e.endpoint === secondAddress && e.state === 'ready'));
     await second.kill();
+  });
+
+  it('an isolate() plugin whose thread exits is started afresh', async () => {
+    const plugin = new URL('./fixtures/plugin.js', import.meta.url);
+    await using node = await new Node().connect<any, any>(isolate(plugin), { reconnect: fast }).start();
+    const events = recordStates(node);
+    const crash = await rejectionOf(node.client.call({ type: 'Exit' }));
+    assert.equal(crash.code, 'CLOSED');
+    assert.match(crash.message, /exited with code 5/);
+    assert.deepEqual(await node.client.call({ type: 'Echo', text: 'again' }, { waitForReady: true, timeoutMs: 10_000 }), { type: 'Echo', text: 'again' });
+    assert.deepEqual(events.map((e) => e.state), ['transient-failure', 'connecting', 'ready']);
   });
 
   it('a throwing state listener does not stop reconnection', async () => {
