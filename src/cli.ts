@@ -18,7 +18,7 @@ import { parsePublicKey, parseSignature, verifyEd25519 } from './handshake/signe
 const kUsage = `usage: ogurpchik <command> [options]
 
 commands:
-  ls [--dir <dir> | --etcd <url>]        list published services and whether their owners live
+  ls [--dir <dir> | --etcd <url>]        list published services (<name>@<instance> for shared ones) and whether their owners live
   call <service> <json> [--timeout <ms>] [--dir <dir> | --etcd <url>]
                                          call a published service once and print the response as JSON
   keygen [--out <prefix>]                write an Ed25519 key pair: <prefix>.key (private, 0600) and <prefix>.pub (base64)
@@ -36,7 +36,7 @@ function backendFrom(values: { dir?: string; etcd?: string }): DiscoveryBackend 
 }
 
 const kCommandHelp: Record<string, string> = {
-  ls: 'usage: ogurpchik ls [--dir <dir> | --etcd <url>]\n  Lists every published service: name, liveness of its owner, transport/codec and addresses.',
+  ls: 'usage: ogurpchik ls [--dir <dir> | --etcd <url>]\n  Lists every published service (an instance of a shared name as <name>@<instance>): name, liveness of its owner, transport/codec and addresses.',
   call: 'usage: ogurpchik call <service> <json> [--timeout <ms>] [--dir <dir> | --etcd <url>]\n  Waits up to --timeout (default 5000) for <service>, sends <json> as one request with the codec the service publishes, prints the response as JSON. Exits 1 with the error code on failure.',
   keygen: 'usage: ogurpchik keygen [--out <prefix>]\n  Writes an Ed25519 key pair: <prefix>.key (PKCS#8 PEM, mode 0600) and <prefix>.pub (the raw 32-byte public key in base64, what authSignedProcess() takes). Default prefix: ogurpchik.',
   sign: 'usage: ogurpchik sign <file> --key <prefix.key>\n  Signs <file> (e.g. a copy of the node binary your plugin host runs) and writes the 64-byte detached signature to <file>.sig.',
@@ -69,7 +69,7 @@ async function main(argv: string[]): Promise<void> {
         process.stdout.write('no services published\n');
         return;
       }
-      const rows = entries.map((e) => [e.name, e.alive ? 'alive' : 'dead', `${e.record.transport_kind}/${e.record.codec_kind}`, Object.values(e.record.map).join(' '), String(e.record.owner?.pid ?? '')]);
+      const rows = entries.map((e) => [e.instance === undefined ? e.name : `${e.name}@${e.instance}`, e.alive ? 'alive' : 'dead', `${e.record.transport_kind}/${e.record.codec_kind}`, Object.values(e.record.map).join(' '), String(e.record.owner?.pid ?? '')]);
       const header = ['NAME', 'OWNER', 'KIND', 'ADDRESS', 'PID'];
       const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
       for (const r of [header, ...rows]) process.stdout.write(r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd() + '\n');

@@ -1,5 +1,6 @@
 export { Node, RunningNode, Client } from './main/node.js';
-export type { NodeOptions, ServeOptions, ConnectOptions, HandlerInput, AuthHmacOptions } from './main/node.js';
+export type { NodeOptions, ServeOptions, ConnectOptions, HandlerInput, AuthHmacOptions, PublishOptions } from './main/node.js';
+export type { BalancePolicy, ClientState, ClientStateEvent, EndpointInfo, EndpointState, ReconnectOptions } from './main/channel.js';
 export type { HandshakeScheme } from './handshake/spec.js';
 export type { PoolOptions } from './main/pool.js';
 export { tcp, unix, shm, custom, isolate } from './transport/descriptors.js';
@@ -17,7 +18,7 @@ export { FileDiscovery } from './discovery/files.js';
 export { EtcdDiscovery } from './discovery/etcd.js';
 export { RegistryDiscovery } from './discovery/registry.js';
 export type { EtcdDiscoveryOptions } from './discovery/etcd.js';
-export type { DiscoveryBackend, Topology, StoredRecord, ServiceEntry, TransportKind } from './discovery/types.js';
+export type { DiscoveryBackend, Topology, StoredRecord, ServiceEntry, TransportKind, InstanceOptions, RecordsListener } from './discovery/types.js';
 export type { WaitForOptions } from './main/node.js';
 export { serveMethods } from './service/serve.js';
 export type { ServeMethodsOptions } from './service/serve.js';

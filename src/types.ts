@@ -21,6 +21,19 @@ export interface CallOptions {
   timeoutMs?: number;
   /** Aborting rejects the call with `CANCELLED` at once and cancels it at the peer. */
   signal?: AbortSignal;
+  /**
+   * Safe to run twice: when the connection carrying the call dies before the answer, a node's client
+   * sends it again on another ready endpoint (or the same one once reconnected), within `timeoutMs`,
+   * at most 5 times in all. Default false: such a call rejects with the connection's close reason
+   * (`CLOSED`). Ignored by a handler's `ctx.client`, which has one connection.
+   */
+  idempotent?: boolean;
+  /**
+   * While no connection is ready, wait for one (until `timeoutMs`: `TIMEOUT`; or the signal:
+   * `CANCELLED`) instead of failing at once with `UNAVAILABLE`. Default: the client's
+   * `reconnect.waitForReady`, else false. Ignored by a handler's `ctx.client`.
+   */
+  waitForReady?: boolean;
 }
 
 /** Options for a call answered with a stream. */

@@ -307,6 +307,25 @@ describe('streams: a connection that closes mid-stream', function () {
     await server.close();
     const err = await rejectionOf(collect(it));
     assert.equal(err.code, 'CLOSED');
+    // A stream asked for once no connection is left fails at its first next(), with why.
+    const late = await rejectionOf(node.client.stream(null).next());
+    assert.equal(late.code, 'CLOSED');
+  });
+
+  it('a reconnecting client with no server fails a stream fast with UNAVAILABLE, and streams again after a restart', async () => {
+    const first = await new Node().serve(tcp('127.0.0.1:0'), { onRequest: (n: number) => numbers(n) }).start();
+    const address = first.addresses[0] as { host: string; port: number };
+    await using node = await new Node().connect<number, number>(tcp(address), { reconnect: { initialDelayMs: 20, maxDelayMs: 100 } }).start();
+    assert.deepEqual(await collect(node.client.stream(3)), [0, 1, 2]);
+    await first.close();
+    await within(5000, 'the client noticing', (done) => {
+      const check = () => (node.client.state !== 'ready' ? done(undefined) : setTimeout(check, 10));
+      check();
+    });
+    assert.equal((await rejectionOf(node.client.stream(3).next())).code, 'UNAVAILABLE');
+    await using second = await new Node().serve(tcp(address), { onRequest: (n: number) => numbers(n) }).start();
+    assert.deepEqual(await collect(node.client.stream(4, { waitForReady: true, timeoutMs: 10_000 })), [0, 1, 2, 3]);
+    void second;
   });
 });
 

@@ -1,13 +1,26 @@
 /**
  * The etcd discovery backend, for services spread over several machines: one key per name under
- * a prefix, written with a lease that the client keeps alive, so a record whose owner died (or
- * lost its network) expires after the lease's TTL. waitFor watches the key.
+ * a prefix (`<prefix><name>`), or one per instance of a name published by several
+ * (`<prefix><name>/<instance>`), each written with its own lease that the client keeps alive, so a
+ * record whose owner died (or lost its network) expires after the lease's TTL. Readers watch the
+ * name's keys.
  */
 import os from 'node:os';
-import type { Etcd3, IOptions, Lease } from 'etcd3';
+import type { Etcd3, IKeyValue, IOptions, Lease, Watcher } from 'etcd3';
 import { RpcError } from '../errors.js';
 import { processStartTime } from '../shm/native.js';
-import { asStoredRecord, checkServiceName, waitForRecord, type DiscoveryBackend, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
+import {
+  asStoredRecord,
+  checkInstanceName,
+  checkServiceName,
+  waitForRecord,
+  type DiscoveryBackend,
+  type InstanceOptions,
+  type RecordsListener,
+  type ServiceEntry,
+  type StoredRecord,
+  type Topology,
+} from './types.js';
 
 export interface EtcdDiscoveryOptions {
   /** etcd endpoints, e.g. 'http://127.0.0.1:2379' (default) or several. */
@@ -26,7 +39,7 @@ export class EtcdDiscovery implements DiscoveryBackend {
   readonly #clientOptions: IOptions;
   /** The etcd3 client (and its gRPC stack) is loaded on first use, not when ogurpchik is imported. */
   #client: Promise<Etcd3> | undefined;
-  /** Leases of the records this process published, by name. */
+  /** Leases of the records this process published, by key. */
   readonly #leases = new Map<string, Lease>();
 
   constructor(options: EtcdDiscoveryOptions = {}) {
@@ -41,62 +54,113 @@ export class EtcdDiscovery implements DiscoveryBackend {
     return this.#client;
   }
 
-  #key(name: string): string {
-    return this.prefix + checkServiceName(name);
+  /** The exclusive record's key, or one instance's: `<prefix><name>[/<instance>]`. */
+  #key(name: string, instance?: string): string {
+    return this.prefix + checkServiceName(name) + (instance === undefined ? '' : `/${checkInstanceName(instance)}`);
   }
 
-  async publish(name: string, topology: Topology): Promise<void> {
-    const key = this.#key(name);
+  async publish(name: string, topology: Topology, options: InstanceOptions = {}): Promise<void> {
+    const key = this.#key(name, options.instance);
     const record: StoredRecord = {
       transport_kind: topology.transport_kind,
       codec_kind: topology.codec_kind,
       map: topology.map,
       owner: { pid: process.pid, start_time: processStartTime(process.pid), host: os.hostname() },
     };
-    await this.#leases.get(name)?.revoke().catch(() => {});
+    await this.#leases.get(key)?.revoke().catch(() => {});
     // The etcd3 client keeps the lease alive while this process runs; when it dies, the key expires.
     const lease = (await this.#etcd()).lease(this.ttlSeconds, { autoKeepAlive: true });
-    lease.on('lost', () => this.#leases.delete(name));
+    lease.on('lost', () => this.#leases.delete(key));
     try {
       await lease.put(key).value(JSON.stringify(record));
     } catch (cause) {
       await lease.revoke().catch(() => {});
       throw unavailable(`cannot publish ${name} to etcd`, cause);
     }
-    this.#leases.set(name, lease);
+    this.#leases.set(key, lease);
   }
 
-  async unpublish(name: string): Promise<void> {
-    const lease = this.#leases.get(name);
-    this.#leases.delete(name);
+  async unpublish(name: string, options: InstanceOptions = {}): Promise<void> {
+    await this.#revoke(this.#key(name, options.instance));
+  }
+
+  async #revoke(key: string): Promise<void> {
+    const lease = this.#leases.get(key);
+    this.#leases.delete(key);
     // Revoking the lease deletes the key with it.
     await lease?.revoke().catch(() => {});
   }
 
   async lookup(name: string): Promise<StoredRecord | undefined> {
-    let text: string | null;
+    return (await this.lookupAll(name))[0]?.record;
+  }
+
+  async lookupAll(name: string): Promise<ServiceEntry[]> {
+    const base = this.#key(name);
+    let all: Record<string, string>;
     try {
-      text = await (await this.#etcd()).get(this.#key(name)).string();
+      all = await (await this.#etcd()).getAll().prefix(base).strings();
     } catch (cause) {
       throw unavailable(`cannot read ${name} from etcd`, cause);
     }
-    return text === null ? undefined : parse(text);
+    // The prefix also matches longer names (`svc` finds `svc2`): keep the name's own keys, exclusive first.
+    return this.#entries(all).filter((e) => e.name === name);
   }
 
   async waitFor(name: string, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<StoredRecord> {
-    const key = this.#key(name);
+    const base = this.#key(name);
     if (options.signal?.aborted) throw new RpcError('CANCELLED', `waiting for ${name} was cancelled`);
     // Watch first, then read: a record written in between is seen by one or the other.
-    const watcher = await (await this.#etcd()).watch().key(key).create();
+    const watcher = await this.#watcher(base);
     return waitForRecord(name, options, (found, fail) => {
       watcher.on('put', (kv) => {
-        const record = parse(kv.value.toString());
+        const record = ownKey(kv, base) ? parse(kv.value.toString()) : undefined;
         if (record) found(record);
       });
       watcher.on('error', (cause) => fail(unavailable(`watching ${name} in etcd failed`, cause)));
       this.lookup(name).then((record) => record && found(record), fail);
       return () => void watcher.cancel().catch(() => {});
     });
+  }
+
+  watch(name: string, listener: RecordsListener, onError: (err: RpcError) => void): () => void {
+    const base = this.#key(name);
+    let stopped = false;
+    let watcher: Watcher | undefined;
+    let reading = false;
+    let again = false;
+    // One read at a time; changes that arrive meanwhile are folded into one more read.
+    const refresh = () => {
+      if (reading) return void (again = true);
+      reading = true;
+      this.lookupAll(name)
+        .then((entries) => !stopped && listener(entries), (err) => !stopped && onError(err))
+        .finally(() => {
+          reading = false;
+          if (again && !stopped) {
+            again = false;
+            refresh();
+          }
+        });
+    };
+    this.#watcher(base).then(
+      (w) => {
+        if (stopped) return void w.cancel().catch(() => {});
+        watcher = w;
+        const onChange = (kv: IKeyValue) => ownKey(kv, base) && refresh();
+        w.on('put', onChange);
+        w.on('delete', onChange);
+        // After a reconnect to etcd: whatever changed while the watch was down.
+        w.on('connected', refresh);
+        w.on('error', (cause) => !stopped && onError(unavailable(`watching ${name} in etcd failed`, cause)));
+        refresh();
+      },
+      (cause) => !stopped && onError(unavailable(`cannot watch ${name} in etcd`, cause)),
+    );
+    return () => {
+      stopped = true;
+      void watcher?.cancel().catch(() => {});
+    };
   }
 
   async list(): Promise<ServiceEntry[]> {
@@ -106,18 +170,32 @@ export class EtcdDiscovery implements DiscoveryBackend {
     } catch (cause) {
       throw unavailable('cannot list etcd records', cause);
     }
+    return this.#entries(all);
+  }
+
+  async #watcher(base: string): Promise<Watcher> {
+    try {
+      return await (await this.#etcd()).watch().prefix(base).create();
+    } catch (cause) {
+      throw unavailable(`cannot watch ${base} in etcd`, cause);
+    }
+  }
+
+  /** Parses keys under the prefix into entries in key order (a name's exclusive record sorts before its instances); skips anything malformed. */
+  #entries(all: Record<string, string>): ServiceEntry[] {
     const out: ServiceEntry[] = [];
     for (const [key, text] of Object.entries(all).sort()) {
-      const record = parse(text);
+      const m = /^([A-Za-z0-9._-]{1,128})(?:\/([A-Za-z0-9._-]{1,128}))?$/.exec(key.slice(this.prefix.length));
+      const record = m && parse(text);
       // A key exists only while its owner's lease lives: every listed record is alive.
-      if (record) out.push({ name: key.slice(this.prefix.length), record, alive: true });
+      if (m && record) out.push(m[2] === undefined ? { name: m[1], record, alive: true } : { name: m[1], instance: m[2], record, alive: true });
     }
     return out;
   }
 
   /** Revokes this process's leases (removing its records) and closes the etcd client. */
   async close(): Promise<void> {
-    await Promise.all([...this.#leases.keys()].map((name) => this.unpublish(name)));
+    await Promise.all([...this.#leases.keys()].map((key) => this.#revoke(key)));
     if (this.#client) (await this.#client).close();
   }
 }
@@ -128,6 +206,12 @@ function parse(text: string): StoredRecord | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Whether a watched key under `<prefix><name>` belongs to that name (its record or an instance's), not to a longer name. */
+function ownKey(kv: IKeyValue, base: string): boolean {
+  const key = kv.key.toString();
+  return key === base || key.startsWith(`${base}/`);
 }
 
 function unavailable(message: string, cause: unknown): RpcError {

@@ -1,5 +1,6 @@
 /**
- * The default discovery backend: one JSON file per name in a private directory
+ * The default discovery backend: one JSON file per name (`<name>.json`), or per instance of a name
+ * published by several (`<name>@<instance>.json`), in a private directory
  * ($XDG_RUNTIME_DIR/ogurpchik, else <tmp>/ogurpchik-<uid>, mode 0700). Writes are atomic
  * (write a temp file, then rename), readers watch the directory with a polling fallback, and
  * each record names its owner's pid and process start time, so a record left by a crashed owner
@@ -10,10 +11,23 @@ import os from 'node:os';
 import path from 'node:path';
 import { RpcError } from '../errors.js';
 import { processStartTime } from '../shm/native.js';
-import { asStoredRecord, checkServiceName, waitForRecord, type DiscoveryBackend, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
+import {
+  asStoredRecord,
+  checkInstanceName,
+  checkServiceName,
+  waitForRecord,
+  type DiscoveryBackend,
+  type InstanceOptions,
+  type RecordsListener,
+  type ServiceEntry,
+  type StoredRecord,
+  type Topology,
+} from './types.js';
 
 /** How often waitFor looks again when the watcher says nothing (watchers miss events on some filesystems). */
 const kPollMs = 100;
+/** How often a long-lived watch looks again: mainly to notice an owner that died without removing its record. */
+const kWatchPollMs = 250;
 
 export function defaultDiscoveryDir(): string {
   const runtime = process.env.XDG_RUNTIME_DIR;
@@ -40,8 +54,10 @@ export class FileDiscovery implements DiscoveryBackend {
     this.dir = options.dir ?? defaultDiscoveryDir();
   }
 
-  #file(name: string): string {
-    return path.join(this.dir, `${checkServiceName(name)}.json`);
+  /** `<name>.json` for the exclusive record, `<name>@<instance>.json` for one instance's ('@' never occurs in a name). */
+  #file(name: string, instance?: string): string {
+    const base = checkServiceName(name) + (instance === undefined ? '' : `@${checkInstanceName(instance)}`);
+    return path.join(this.dir, `${base}.json`);
   }
 
   #ensureDir(): void {
@@ -53,12 +69,21 @@ export class FileDiscovery implements DiscoveryBackend {
     if ((st.mode & 0o077) !== 0) fs.chmodSync(this.dir, 0o700);
   }
 
-  async publish(name: string, topology: Topology): Promise<void> {
-    const file = this.#file(name);
+  async publish(name: string, topology: Topology, options: InstanceOptions = {}): Promise<void> {
+    const instance = options.instance;
+    const file = this.#file(name, instance);
     this.#ensureDir();
-    const existing = this.#read(file);
-    if (existing && existing.owner?.pid !== process.pid && ownerAlive(existing)) {
-      throw new RpcError('BUSY', `service ${name} is already published by pid ${existing.owner?.pid ?? '?'}`);
+    // An exclusive name and instances of it exclude each other; instances coexist.
+    for (const entry of this.#entries(name)) {
+      const ours = entry.record.owner?.pid === process.pid;
+      if (!entry.alive) {
+        // A crashed owner's leftover: cleaned up by the next publisher of the name.
+        if (entry.instance !== undefined) fs.rmSync(this.#file(name, entry.instance), { force: true });
+        continue;
+      }
+      if (ours || (instance !== undefined && entry.instance !== undefined && entry.instance !== instance)) continue;
+      const what = entry.instance === undefined ? 'exclusively' : `as instance ${entry.instance}`;
+      throw new RpcError('BUSY', `service ${name} is already published ${what} by pid ${entry.record.owner?.pid ?? '?'}`);
     }
     const record: StoredRecord = {
       transport_kind: topology.transport_kind,
@@ -71,55 +96,87 @@ export class FileDiscovery implements DiscoveryBackend {
     fs.renameSync(tmp, file);
   }
 
-  async unpublish(name: string): Promise<void> {
-    const file = this.#file(name);
+  async unpublish(name: string, options: InstanceOptions = {}): Promise<void> {
+    const file = this.#file(name, options.instance);
     const existing = this.#read(file);
     if (existing?.owner?.pid === process.pid) fs.rmSync(file, { force: true });
   }
 
   async lookup(name: string): Promise<StoredRecord | undefined> {
-    const record = this.#read(this.#file(name));
-    return record && ownerAlive(record) ? record : undefined;
+    return this.#live(name)[0]?.record;
+  }
+
+  async lookupAll(name: string): Promise<ServiceEntry[]> {
+    return this.#live(name);
   }
 
   waitFor(name: string, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<StoredRecord> {
-    const file = this.#file(name);
-    return waitForRecord(name, options, (found) => {
-      const check = () => {
-        const record = this.#read(file);
-        if (record && ownerAlive(record)) found(record);
-      };
-      let watcher: fs.FSWatcher | undefined;
-      try {
-        this.#ensureDir();
-        watcher = fs.watch(this.dir, check);
-        watcher.on('error', () => {});
-      } catch {
-        // no watcher here: polling alone finds it
-      }
-      const poll = setInterval(check, kPollMs);
-      check();
-      return () => {
-        watcher?.close();
-        clearInterval(poll);
-      };
-    });
+    checkServiceName(name);
+    return waitForRecord(name, options, (found) =>
+      this.#follow(kPollMs, () => {
+        const first = this.#live(name)[0];
+        if (first) found(first.record);
+      }),
+    );
+  }
+
+  watch(name: string, listener: RecordsListener): () => void {
+    checkServiceName(name);
+    // Slower polling than waitFor's: a watch lives as long as a client, and only a dead owner needs it.
+    return this.#follow(kWatchPollMs, () => listener(this.#live(name)));
   }
 
   async list(): Promise<ServiceEntry[]> {
-    let names: string[];
+    const out: ServiceEntry[] = [];
+    for (const f of this.#files()) {
+      const parsed = parseFileName(f);
+      const record = parsed && this.#read(path.join(this.dir, f));
+      if (parsed && record) out.push({ ...parsed, record, alive: ownerAlive(record) });
+    }
+    return out;
+  }
+
+  /** Runs `check` now, on every change in the directory, and every `pollMs` (a watcher misses a dead owner, and events on some filesystems). */
+  #follow(pollMs: number, check: () => void): () => void {
+    let watcher: fs.FSWatcher | undefined;
     try {
-      names = fs.readdirSync(this.dir);
+      this.#ensureDir();
+      watcher = fs.watch(this.dir, () => check());
+      watcher.on('error', () => {});
+    } catch {
+      // no watcher here: polling alone finds it
+    }
+    const poll = setInterval(check, pollMs);
+    check();
+    return () => {
+      watcher?.close();
+      clearInterval(poll);
+    };
+  }
+
+  #files(): string[] {
+    try {
+      return fs.readdirSync(this.dir).filter((f) => f.endsWith('.json')).sort();
     } catch {
       return [];
     }
+  }
+
+  /** The records of `name`, exclusive first, then instances in id order; live or not. */
+  #entries(name: string): ServiceEntry[] {
     const out: ServiceEntry[] = [];
-    for (const f of names.sort()) {
-      if (!f.endsWith('.json')) continue;
+    for (const f of this.#files()) {
+      const parsed = parseFileName(f);
+      if (parsed?.name !== name) continue;
       const record = this.#read(path.join(this.dir, f));
-      if (record) out.push({ name: f.slice(0, -5), record, alive: ownerAlive(record) });
+      if (record) out.push({ ...parsed, record, alive: ownerAlive(record) });
     }
-    return out;
+    return out.sort((a, b) => (a.instance === undefined ? -1 : b.instance === undefined ? 1 : 0));
+  }
+
+  #live(name: string): ServiceEntry[] {
+    checkServiceName(name);
+    return this.#entries(name).filter((e) => e.alive);
   }
 
   /** Reads and checks one record file; anything unreadable or malformed counts as absent. */
@@ -130,4 +187,11 @@ export class FileDiscovery implements DiscoveryBackend {
       return undefined;
     }
   }
+}
+
+/** `svc.json` → { name: 'svc' }, `svc@a-1.json` → { name: 'svc', instance: 'a-1' }; undefined for anything else. */
+function parseFileName(file: string): { name: string; instance?: string } | undefined {
+  const m = /^([A-Za-z0-9._-]{1,128})(?:@([A-Za-z0-9._-]{1,128}))?\.json$/.exec(file);
+  if (!m || m[1].startsWith('.')) return undefined;
+  return m[2] === undefined ? { name: m[1] } : { name: m[1], instance: m[2] };
 }

@@ -32,7 +32,7 @@ import { execFile } from 'node:child_process';
 import os from 'node:os';
 import { RpcError } from '../errors.js';
 import { processStartTime } from '../shm/native.js';
-import { asStoredRecord, checkServiceName, waitForRecord, type DiscoveryBackend, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
+import { asStoredRecord, checkServiceName, waitForRecord, type DiscoveryBackend, type InstanceOptions, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
 
 export interface RegRunResult {
   stdout: string;
@@ -211,7 +211,11 @@ export class RegistryDiscovery implements DiscoveryBackend {
     return parseRecord(await this.#queryValue(this.#key(name), kTopologyValue));
   }
 
-  async publish(name: string, topology: Topology): Promise<void> {
+  /** Writes the record of `name`. One record per name: several instances (`options.instance`) need the file or etcd backend. */
+  async publish(name: string, topology: Topology, options: InstanceOptions = {}): Promise<void> {
+    if (options.instance !== undefined) {
+      throw new RpcError('INVALID_ARGUMENT', `the registry backend keeps one record per name: publish ${name} without an instance, or use the file or etcd backend for several`);
+    }
     const key = this.#key(name);
     const existing = await this.#read(name);
     const host = registryHostId();

@@ -6,6 +6,7 @@
  *
  * Backends store records; they know nothing of transports or calls.
  */
+import os from 'node:os';
 import { RpcError } from '../errors.js';
 
 export type TransportKind = 'tcp' | 'unix' | 'shm';
@@ -25,20 +26,42 @@ export interface StoredRecord extends Topology {
 
 export interface ServiceEntry {
   name: string;
+  /** Set for one instance among several publishing `name` (see InstanceOptions). */
+  instance?: string;
   record: StoredRecord;
   /** False when the owner is known to be gone. */
   alive: boolean;
 }
 
-/** One small interface between the builder and every backend. */
+/** How a record is published under its name. */
+export interface InstanceOptions {
+  /**
+   * Publish one instance among several: the record is stored beside any other instances' records
+   * under the same name, and readers see them all. Without it the name is exclusive: publishing a
+   * name another live owner holds fails with BUSY.
+   */
+  instance?: string;
+}
+
+/** Told the full set of live records under a name, every time it may have changed (and once at the start). */
+export type RecordsListener = (entries: ServiceEntry[]) => void;
+
+/**
+ * One small interface between the builder and every backend. `lookupAll` and `watch` are optional:
+ * without them, the functions of the same name below fall back to `lookup` and polling.
+ */
 export interface DiscoveryBackend {
-  /** Writes (or replaces) the record; resolves once a reader can see it. */
-  publish(name: string, record: Topology): Promise<void>;
-  /** Removes the record if this process still owns it. */
-  unpublish(name: string): Promise<void>;
-  /** The live record under `name`, or undefined (absent, unreadable, or its owner is gone). */
+  /** Writes (or replaces) the record, or with `instance` one instance's record; resolves once a reader can see it. */
+  publish(name: string, record: Topology, options?: InstanceOptions): Promise<void>;
+  /** Removes the record (or the given instance's) if this process still owns it. */
+  unpublish(name: string, options?: InstanceOptions): Promise<void>;
+  /** The live record under `name` (the exclusive one, else any live instance's), or undefined. */
   lookup(name: string): Promise<StoredRecord | undefined>;
-  /** Resolves with the live record once it exists; rejects UNAVAILABLE after `timeoutMs` or CANCELLED on abort. */
+  /** Every live record under `name`: the exclusive one and every live instance's. */
+  lookupAll?(name: string): Promise<ServiceEntry[]>;
+  /** Calls `listener` with every live record under `name` now and whenever that may change, until the returned function is called; `onError` on a failure to watch. */
+  watch?(name: string, listener: RecordsListener, onError: (err: RpcError) => void): () => void;
+  /** Resolves with a live record once one exists; rejects UNAVAILABLE after `timeoutMs` or CANCELLED on abort. */
   waitFor(name: string, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<StoredRecord>;
   /** Every record the backend knows, live or not. */
   list(): Promise<ServiceEntry[]>;
@@ -46,11 +69,67 @@ export interface DiscoveryBackend {
 
 const kNamePattern = /^[A-Za-z0-9._-]{1,128}$/;
 
+/** How often watchRecords polls a backend that cannot watch. */
+const kWatchPollMs = 500;
+
 export function checkServiceName(name: string): string {
   if (typeof name !== 'string' || !kNamePattern.test(name) || name.startsWith('.')) {
     throw new RpcError('INVALID_ARGUMENT', `a service name is 1-128 letters, digits, '.', '_' or '-' (not starting with '.'), got ${JSON.stringify(name)}`);
   }
   return name;
+}
+
+/** Instance ids follow the service-name rules, so they fit a file name, an etcd key and a registry key. */
+export function checkInstanceName(instance: string): string {
+  if (typeof instance !== 'string' || !kNamePattern.test(instance) || instance.startsWith('.')) {
+    throw new RpcError('INVALID_ARGUMENT', `an instance id is 1-128 letters, digits, '.', '_' or '-' (not starting with '.'), got ${JSON.stringify(instance)}`);
+  }
+  return instance;
+}
+
+let instanceSeq = 0;
+
+/** A fresh instance id, unique across hosts and processes and among the nodes of this process: `<host>-<pid>-<n>`. */
+export function newInstanceId(): string {
+  const host = os.hostname().replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\.+/, '').slice(0, 80) || 'host';
+  return `${host}-${process.pid}-${++instanceSeq}`;
+}
+
+/** Every live record under `name`, through the backend's lookupAll, else its lookup. */
+export async function lookupAll(backend: DiscoveryBackend, name: string): Promise<ServiceEntry[]> {
+  if (backend.lookupAll) return backend.lookupAll(name);
+  const record = await backend.lookup(name);
+  return record ? [{ name, record, alive: true }] : [];
+}
+
+/**
+ * Follows the live records under `name`: the backend's own watch when it has one, else polling
+ * `lookupAll`. The listener hears the first set at once and then only changes. Returns the stop.
+ */
+export function watchRecords(backend: DiscoveryBackend, name: string, listener: RecordsListener, onError: (err: RpcError) => void): () => void {
+  let last: string | undefined;
+  const changed = (entries: ServiceEntry[]) => {
+    const key = JSON.stringify(entries.map((e) => [e.instance ?? '', e.record.transport_kind, e.record.codec_kind, e.record.map]).sort());
+    if (key === last) return;
+    last = key;
+    listener(entries);
+  };
+  if (backend.watch) return backend.watch(name, changed, onError);
+  let stopped = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const poll = () => {
+    lookupAll(backend, name).then(
+      (entries) => !stopped && changed(entries),
+      (err) => !stopped && onError(RpcError.is(err) ? err : new RpcError('UNAVAILABLE', `looking up ${name} failed: ${(err as Error)?.message ?? err}`, { cause: err })),
+    ).finally(() => {
+      if (!stopped) timer = setTimeout(poll, kWatchPollMs);
+    });
+  };
+  poll();
+  return () => {
+    stopped = true;
+    if (timer) clearTimeout(timer);
+  };
 }
 
 /** Checks an untrusted parsed record; returns it typed, or undefined when it is not one. */

@@ -9,13 +9,14 @@ import { parsePublicKey } from '../handshake/signed-process.js';
 import { kDefaultHandshakeTimeoutMs, type HandshakeSpec } from '../handshake/spec.js';
 import { kDefaultMaxFrameBytes } from '../protocol/framing.js';
 import { FileDiscovery } from '../discovery/files.js';
-import { topologyFor, transportFromRecord } from '../discovery/topology.js';
-import { checkServiceName, type DiscoveryBackend, type TransportKind } from '../discovery/types.js';
+import { topologyFor, transportFromRecord, transportsFromRecords } from '../discovery/topology.js';
+import { checkInstanceName, checkServiceName, lookupAll, newInstanceId, watchRecords, type DiscoveryBackend, type TransportKind } from '../discovery/types.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { CallOptions, Handler, PeerClient, StreamOptions } from '../types.js';
 import { PoolLease, type PoolOptions } from './pool.js';
 import { IsolateRunner } from './isolate-runner.js';
 import { RemoteTask } from './remote-task.js';
+import { Channel, reconnectOptions, type BalancePolicy, type ClientState, type ClientStateEvent, type EndpointInfo, type ReconnectOptions, type Resolver } from './channel.js';
 import { createProxy } from '../service/proxy.js';
 import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js';
 
@@ -54,6 +55,14 @@ export interface WaitForOptions {
   codec?: CodecDescriptor;
   /** Serves calls the server makes back over this connection. */
   handler?: Handler;
+  /**
+   * Reconnect (opt-in): a lost connection is tried again with backoff, re-resolving the name first,
+   * and the client follows instances that come and go. Without it the client connects to what
+   * the name lists when it appears, and a lost connection stays lost.
+   */
+  reconnect?: ReconnectOptions | boolean;
+  /** How calls are spread over several endpoints (default 'round-robin'). */
+  balance?: BalancePolicy;
 }
 
 export interface AuthHmacOptions {
@@ -69,6 +78,21 @@ export interface ConnectOptions {
   codec?: CodecDescriptor;
   /** Serves requests and events the server sends back over this connection (main thread). */
   handler?: Handler;
+  /** Reconnect (opt-in): a lost or failed connection is tried again with backoff. `true` takes every default. */
+  reconnect?: ReconnectOptions | boolean;
+  /** How calls are spread over several endpoints (default 'round-robin'). */
+  balance?: BalancePolicy;
+}
+
+export interface PublishOptions {
+  /**
+   * One instance among several: other nodes (in this or other processes, on this or other hosts)
+   * may publish the same name, each its own record, and clients see them all. Default false: the
+   * name is this node's alone, and publishing it while another live owner holds it fails with BUSY.
+   */
+  shared?: boolean;
+  /** With `shared`: this instance's id (letters, digits, '.', '_', '-'); default `<host>-<pid>-<n>`. */
+  instance?: string;
 }
 
 /**
@@ -77,31 +101,39 @@ export interface ConnectOptions {
  */
 export type HandlerInput = Handler | URL | string;
 
-/** Calls the server this node connected to. */
+/**
+ * Calls the server(s) this node connected to: one or more endpoints, each one connection, calls
+ * spread over the ready ones. Every method goes through the channel's one "pick a ready session" path.
+ */
 export class Client<Req = unknown, Res = unknown, Ev = unknown> implements PeerClient<Req, Res, Ev> {
-  readonly #task: RemoteTask;
+  readonly #channel: Channel;
 
   /** @internal */
-  constructor(task: RemoteTask) {
-    this.#task = task;
+  constructor(channel: Channel) {
+    this.#channel = channel;
   }
 
-  /** Sends a request; resolves with the response or rejects with an RpcError (TIMEOUT, CANCELLED, REMOTE, CLOSED, …). */
+  /**
+   * Sends a request to a ready endpoint; resolves with the response or rejects with an RpcError
+   * (TIMEOUT, CANCELLED, REMOTE, CLOSED, UNAVAILABLE while no connection is ready, …). An async
+   * iterable request is sent as a stream of items.
+   */
   call(request: Req | AsyncIterable<Req>, options?: CallOptions): Promise<Res> {
-    return this.#task.clientSession.call(request, options);
+    return this.#channel.use(options, (session, o) => session.call(request, o));
   }
 
   /**
    * Calls a handler that answers with an async iterable and yields its items, with flow control
    * (at most `window` unread). `break`, `return()`, `signal` or `timeoutMs` cancel it at the server.
+   * The endpoint is picked like a call's; no endpoint ready makes the first `next()` reject.
    */
   stream<Item = Res>(request: Req | AsyncIterable<Req>, options?: StreamOptions): AsyncIterableIterator<Item> {
-    return this.#task.clientSession.stream(request, options);
+    return deferredIterator(this.#channel.use(options, async (session, o) => session.stream(request, o as StreamOptions | undefined)));
   }
 
-  /** Sends a one-way event to the server's `onEvent`; resolves once it is queued for writing, in order. */
+  /** Sends a one-way event to a ready endpoint's `onEvent`; resolves once it is queued for writing, in order. */
   notify(event: Ev): Promise<void> {
-    return this.#task.clientSession.notify(event);
+    return this.#channel.use(undefined, (session) => session.notify(event));
   }
 
   /** A typed proxy of the service `Api` the server serves: `await api.echo('x')` calls its method `echo` (see `serveMethods`). */
@@ -109,15 +141,46 @@ export class Client<Req = unknown, Res = unknown, Ev = unknown> implements PeerC
     return createProxy<Api>(this, options);
   }
 
-  /** Calls in flight. */
+  /** Calls in flight, plus calls waiting for a connection. */
   get pending(): number {
-    return this.#task.clientSession.pendingCount;
+    return this.#channel.pending;
   }
 
-  /** Why the connection closed, once it has (e.g. code BUSY from a one-to-one server, CLOSED when the server went away). */
+  /**
+   * Why the client can take no more calls, once it cannot: closed, or, without reconnect, every
+   * connection gone (e.g. code BUSY from a one-to-one server, CLOSED when the server went away).
+   */
   get closedWith(): RpcError | undefined {
-    return this.#task.clientSession.closedWith;
+    return this.#channel.closedWith;
   }
+
+  /** The client's connectivity: 'ready' when any endpoint is (see ClientState). */
+  get state(): ClientState {
+    return this.#channel.state;
+  }
+
+  /** Each endpoint's address, state and calls in flight, now. */
+  get endpoints(): EndpointInfo[] {
+    return this.#channel.endpoints;
+  }
+
+  /** `'state'`: `listener` hears every endpoint state change (see ClientStateEvent), synchronously; a throw becomes a process warning. */
+  on(event: 'state', listener: (event: ClientStateEvent) => void): this {
+    this.#channel.onState(checkStateListener(event, listener));
+    return this;
+  }
+
+  /** Removes a `'state'` listener. */
+  off(event: 'state', listener: (event: ClientStateEvent) => void): this {
+    this.#channel.offState(checkStateListener(event, listener));
+    return this;
+  }
+}
+
+function checkStateListener(event: string, listener: unknown): (event: ClientStateEvent) => void {
+  if (event !== 'state') throw new RpcError('INVALID_ARGUMENT', `a client emits only 'state' events, got ${JSON.stringify(event)}`);
+  if (typeof listener !== 'function') throw new RpcError('INVALID_ARGUMENT', 'a state listener is a function');
+  return listener as (event: ClientStateEvent) => void;
 }
 
 /** A started node. Close it (or `await using` it) to release its sockets and workers. */
@@ -125,15 +188,17 @@ export class RunningNode<Req = unknown, Res = unknown> {
   /** Addresses the node listens on, with port 0 resolved. */
   readonly addresses: Address[];
   readonly #client: Client<Req, Res> | undefined;
+  readonly #channel: Channel | undefined;
   readonly #tasks: RemoteTask[];
   readonly #lease: PoolLease;
   readonly #unpublish: (() => Promise<void>) | undefined;
   #closing: Promise<void> | undefined;
 
   /** @internal */
-  constructor(tasks: RemoteTask[], client: Client<Req, Res> | undefined, lease: PoolLease, unpublish?: () => Promise<void>) {
+  constructor(tasks: RemoteTask[], channel: Channel | undefined, lease: PoolLease, unpublish?: () => Promise<void>) {
     this.#tasks = tasks;
-    this.#client = client;
+    this.#channel = channel;
+    this.#client = channel && new Client<Req, Res>(channel);
     this.#lease = lease;
     this.#unpublish = unpublish;
     this.addresses = tasks.flatMap((t) => (t.address ? [t.address] : []));
@@ -151,6 +216,7 @@ export class RunningNode<Req = unknown, Res = unknown> {
       // The record goes first: nobody should find a server that is closing.
       await this.#unpublish?.().catch(() => {});
       // Connections first, so a node serving and calling itself closes its client before its server.
+      await this.#channel?.close();
       for (const task of [...this.#tasks].reverse()) await task.close();
       await this.#lease.release();
     })();
@@ -169,15 +235,15 @@ interface ServeSpec {
 }
 
 interface ConnectSpec {
-  transport: TransportDescriptor;
+  transports: TransportDescriptor[];
   options: ConnectOptions;
 }
 
 export class Node<Req = unknown, Res = unknown> {
   readonly #options: Required<Omit<NodeOptions, 'pool' | 'discovery'>> & Pick<NodeOptions, 'pool' | 'discovery'>;
-  #serve: ServeSpec | undefined;
+  readonly #serve: ServeSpec[] = [];
   #connect: ConnectSpec | undefined;
-  #publish: string | undefined;
+  #publish: { name: string; instance: string | undefined } | undefined;
   #waitFor: { name: string; options: WaitForOptions } | undefined;
   #oneToOne = false;
   #handshake: HandshakeSpec = { scheme: 'none' };
@@ -201,41 +267,54 @@ export class Node<Req = unknown, Res = unknown> {
     this.#options = { maxFrameBytes, ringBytes, spinMicros, handshakeTimeoutMs, keepAliveMs, pool: options.pool, discovery: options.discovery };
   }
 
-  /** Listens on `transport` and answers with `handler`. */
-  serve(transport: TransportDescriptor, handler: HandlerInput, options: ServeOptions = {}): this {
-    if (this.#serve) throw new RpcError('INVALID_ARGUMENT', 'serve() was already called on this node');
-    if (transport?.kind === 'isolate') throw new RpcError('INVALID_ARGUMENT', 'an isolate() plugin can only be connected to: connect(isolate(url))');
+  /** Listens on `transport`, or on each of several (`serve([tcp(a), unix(b)], handler)`), and answers with `handler`. */
+  serve(transport: TransportDescriptor | TransportDescriptor[], handler: HandlerInput, options: ServeOptions = {}): this {
+    if (this.#serve.length > 0) throw new RpcError('INVALID_ARGUMENT', 'serve() was already called on this node: give it an array of transports');
+    const transports = asTransportList(transport, 'serve');
+    if (transports.some((t) => t?.kind === 'isolate')) throw new RpcError('INVALID_ARGUMENT', 'an isolate() plugin can only be connected to: connect(isolate(url))');
     checkHandler(handler);
-    this.#serve = { transport, handler, options };
+    for (const t of transports) this.#serve.push({ transport: t, handler, options });
     return this;
   }
 
-  /** Connects to `transport`; the running node's `client` calls it. */
-  connect<Q = Req, S = Res>(transport: TransportDescriptor, options: ConnectOptions = {}): Node<Q, S> {
+  /**
+   * Connects to `transport`, or to each of several endpoints of one service (calls are spread over
+   * the ready ones); the running node's `client` calls it. `reconnect` makes lost connections come back.
+   */
+  connect<Q = Req, S = Res>(transport: TransportDescriptor | TransportDescriptor[], options: ConnectOptions = {}): Node<Q, S> {
     if (this.#connect || this.#waitFor) throw new RpcError('INVALID_ARGUMENT', 'a node connects once: connect() or waitFor()');
+    const transports = asTransportList(transport, 'connect');
+    if (transports.length > 1 && transports.some((t) => t?.kind === 'isolate')) throw new RpcError('INVALID_ARGUMENT', 'an isolate() plugin is connected to alone');
     if (options.handler !== undefined && (typeof options.handler !== 'object' || options.handler === null)) {
       throw new RpcError('INVALID_ARGUMENT', 'connect({ handler }) takes a handler object');
     }
-    this.#connect = { transport, options };
+    checkClientOptions(options);
+    this.#connect = { transports, options };
     return this as unknown as Node<Q, S>;
   }
 
   /**
-   * Once listening, publishes the served address under `name` (the original's topology record),
-   * so `waitFor(name)` elsewhere finds it; closing the node removes the record.
+   * Once listening, publishes the served addresses under `name` (the original's topology record,
+   * one map entry per address), so `waitFor(name)` elsewhere finds them; closing the node removes
+   * the record. `{ shared: true }`: one instance among several publishing the name.
    */
-  publish(name: string): this {
-    this.#publish = checkServiceName(name);
+  publish(name: string, options: PublishOptions = {}): this {
+    checkServiceName(name);
+    if (options.instance !== undefined) checkInstanceName(options.instance);
+    const instance = options.shared === true || options.instance !== undefined ? (options.instance ?? newInstanceId()) : undefined;
+    this.#publish = { name, instance };
     return this;
   }
 
   /**
-   * Instead of `connect(transport)`: waits until `name` is published, then connects to the address
-   * in its record. A record of another transport or codec kind is refused (INVALID_ARGUMENT);
-   * `timeoutMs` gives UNAVAILABLE. A node may publish itself and wait for another at once.
+   * Instead of `connect(transport)`: waits until `name` is published, then connects to every address
+   * its live records list (several instances, several endpoints each). A record of another transport
+   * or codec kind is refused (INVALID_ARGUMENT); `timeoutMs` gives UNAVAILABLE. A node may publish
+   * itself and wait for another at once.
    */
   waitFor<Q = Req, S = Res>(name: string, options: WaitForOptions = {}): Node<Q, S> {
     if (this.#connect || this.#waitFor) throw new RpcError('INVALID_ARGUMENT', 'a node connects once: connect() or waitFor()');
+    checkClientOptions(options);
     this.#waitFor = { name: checkServiceName(name), options };
     return this as unknown as Node<Q, S>;
   }
@@ -287,17 +366,17 @@ export class Node<Req = unknown, Res = unknown> {
 
   /** Starts listening and connecting; resolves once both are done, rejects (having cleaned up) otherwise. */
   async start(): Promise<RunningNode<Req, Res>> {
-    if (!this.#serve && !this.#connect && !this.#waitFor) throw new RpcError('INVALID_ARGUMENT', 'nothing to start: call .serve() and/or .connect() first');
-    if (this.#publish && !this.#serve) throw new RpcError('INVALID_ARGUMENT', 'publish() needs serve(): there is nothing to publish');
+    if (this.#serve.length === 0 && !this.#connect && !this.#waitFor) throw new RpcError('INVALID_ARGUMENT', 'nothing to start: call .serve() and/or .connect() first');
+    if (this.#publish && this.#serve.length === 0) throw new RpcError('INVALID_ARGUMENT', 'publish() needs serve(): there is nothing to publish');
     const discovery = this.#options.discovery ?? new FileDiscovery();
     let unpublish: (() => Promise<void>) | undefined;
     const lease = new PoolLease(this.#options.pool);
     const tasks: RemoteTask[] = [];
+    let channel: Channel | undefined;
     const { maxFrameBytes, ringBytes, spinMicros, keepAliveMs } = this.#options;
     const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, maxFrameBytes, ringBytes, spinMicros, keepAliveMs };
     try {
-      if (this.#serve) {
-        const { transport, handler, options } = this.#serve;
+      for (const { transport, handler, options } of this.#serve) {
         tasks.push(
           await RemoteTask.start(lease, {
             ...base,
@@ -307,38 +386,98 @@ export class Node<Req = unknown, Res = unknown> {
             handler: typeof handler === 'object' && !(handler instanceof URL) ? handler : moduleHref(handler),
           }),
         );
-        if (this.#publish) {
-          const name = this.#publish;
-          await discovery.publish(name, topologyFor(tasks[0].address ? [tasks[0].address] : [], options.codec ?? msgpack()));
-          unpublish = () => discovery.unpublish(name);
-        }
       }
-      let client: Client<Req, Res> | undefined;
+      if (this.#publish) {
+        const { name, instance } = this.#publish;
+        const topology = topologyFor(tasks.flatMap((t) => (t.address ? [t.address] : [])), this.#serve[0].options.codec ?? msgpack());
+        await discovery.publish(name, topology, { instance });
+        unpublish = () => discovery.unpublish(name, { instance });
+      }
       let connect = this.#connect;
+      let resolver: Resolver | undefined;
       if (this.#waitFor) {
         const { name, options } = this.#waitFor;
         const codec = options.codec ?? msgpack();
+        const expected = { transport: options.transport ?? 'tcp', codec };
         const record = await discovery.waitFor(name, { timeoutMs: options.timeoutMs });
-        connect = { transport: transportFromRecord(name, record, { transport: options.transport ?? 'tcp', codec }), options: { codec, handler: options.handler } };
+        // The record found decides a kind mismatch, as it always did; then every live instance's endpoints count.
+        const first = transportFromRecord(name, record, expected);
+        const resolve = async () => transportsFromRecords(name, (await lookupAll(discovery, name)).map((e) => e.record), expected);
+        const transports = await resolve().catch(() => []);
+        connect = { transports: transports.length > 0 ? transports : [first], options: { codec, handler: options.handler, reconnect: options.reconnect, balance: options.balance } };
+        resolver = {
+          resolve,
+          watch: (onChange, onError) =>
+            watchRecords(
+              discovery,
+              name,
+              (entries) => {
+                try {
+                  onChange(transportsFromRecords(name, entries.map((e) => e.record), expected));
+                } catch (err) {
+                  onError(err as RpcError);
+                }
+              },
+              onError,
+            ),
+        };
       }
       if (connect) {
-        const { transport, options } = connect;
-        const runner = transport.kind === 'isolate' ? new IsolateRunner() : lease;
-        const closeTimeoutMs = transport.kind === 'isolate' ? transport.closeTimeoutMs : undefined;
-        // An in-process isolate plugin is code this process loaded itself: there is nothing to authenticate.
-        const handshake: HandshakeSpec = transport.kind === 'isolate' ? { scheme: 'none' } : base.handshake;
-        const task = await RemoteTask.start(runner, { ...base, handshake, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs });
-        tasks.push(task);
-        client = new Client(task);
+        const { transports, options } = connect;
+        const open = (transport: TransportDescriptor) => {
+          const runner = transport.kind === 'isolate' ? new IsolateRunner() : lease;
+          const closeTimeoutMs = transport.kind === 'isolate' ? transport.closeTimeoutMs : undefined;
+          // An in-process isolate plugin is code this process loaded itself: there is nothing to authenticate.
+          const handshake: HandshakeSpec = transport.kind === 'isolate' ? { scheme: 'none' } : base.handshake;
+          return RemoteTask.start(runner, { ...base, handshake, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs });
+        };
+        channel = new Channel(transports, { open, reconnect: reconnectOptions(options.reconnect), balance: options.balance ?? 'round-robin', resolver });
+        await channel.start();
       }
-      return new RunningNode<Req, Res>(tasks, client, lease, unpublish);
+      return new RunningNode<Req, Res>(tasks, channel, lease, unpublish);
     } catch (err) {
       await unpublish?.().catch(() => {});
+      await channel?.close().catch(() => {});
       for (const task of tasks.reverse()) await task.close().catch(() => {});
       await lease.release();
       throw err;
     }
   }
+}
+
+function asTransportList(transport: TransportDescriptor | TransportDescriptor[], method: string): TransportDescriptor[] {
+  const list = Array.isArray(transport) ? transport : [transport];
+  if (list.length === 0) throw new RpcError('INVALID_ARGUMENT', `${method}() takes a transport or a non-empty array of them`);
+  for (const t of list) {
+    if (t === null || typeof t !== 'object' || typeof (t as { kind?: unknown }).kind !== 'string') {
+      throw new RpcError('INVALID_ARGUMENT', `${method}() takes transports made by tcp(), unix(), shm(), custom() or isolate()`);
+    }
+  }
+  return list;
+}
+
+function checkClientOptions(options: { reconnect?: ReconnectOptions | boolean; balance?: BalancePolicy }): void {
+  reconnectOptions(options.reconnect);
+  if (options.balance !== undefined && options.balance !== 'round-robin' && options.balance !== 'least-in-flight') {
+    throw new RpcError('INVALID_ARGUMENT', `balance must be 'round-robin' or 'least-in-flight', got ${JSON.stringify(options.balance)}`);
+  }
+}
+
+/** An iterator over one that is still being obtained (the stream of a call that waits for an endpoint). */
+function deferredIterator<T>(pending: Promise<AsyncIterableIterator<T>>): AsyncIterableIterator<T> {
+  pending.catch(() => {}); // reported by next(), not as an unhandled rejection
+  return {
+    next: () => pending.then((it) => it.next()),
+    return: (value?: unknown) =>
+      pending.then(
+        (it) => it.return!(value),
+        () => ({ value: value as T, done: true as const }),
+      ),
+    throw: (err?: unknown) => pending.then((it) => it.throw!(err)),
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
 }
 
 function checkHandler(handler: HandlerInput): void {
