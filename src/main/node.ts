@@ -20,6 +20,9 @@ import { Channel, reconnectOptions, type BalancePolicy, type ClientState, type C
 import { createProxy } from '../service/proxy.js';
 import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js';
 
+/** How long a connection attempt may take before it fails with UNAVAILABLE, unless the node says otherwise. */
+const kDefaultConnectTimeoutMs = 10_000;
+
 export interface NodeOptions {
   /** Largest frame body accepted or sent, in bytes (default 64 MiB). A larger incoming frame closes that connection with FRAME_TOO_LARGE. */
   maxFrameBytes?: number;
@@ -41,6 +44,12 @@ export interface NodeOptions {
   keepAliveMs?: number;
   /** Time limit of each handshake step, in ms (default 5000); a peer slower than this is refused with HANDSHAKE_FAILED. */
   handshakeTimeoutMs?: number;
+  /**
+   * A connection attempt that has not connected within this many ms fails with UNAVAILABLE
+   * (default 10000; 0: wait as long as the OS does, minutes for a silent TCP address). With
+   * reconnect, that attempt counts as failed and the next one follows the backoff.
+   */
+  connectTimeoutMs?: number;
   /** Where publish() writes and waitFor() looks (default: the file backend in $XDG_RUNTIME_DIR/ogurpchik, else <tmp>/ogurpchik-<uid>). */
   discovery?: DiscoveryBackend;
   /** The process-wide worker pool's size; applied by the first node started in the process. */
@@ -264,7 +273,11 @@ export class Node<Req = unknown, Res = unknown> {
     if (!(Number.isInteger(keepAliveMs) && keepAliveMs >= 0 && keepAliveMs <= 2 ** 31 - 1)) {
       throw new RpcError('INVALID_ARGUMENT', `keepAliveMs must be a non-negative integer, got ${keepAliveMs}`);
     }
-    this.#options = { maxFrameBytes, ringBytes, spinMicros, handshakeTimeoutMs, keepAliveMs, pool: options.pool, discovery: options.discovery };
+    const connectTimeoutMs = options.connectTimeoutMs ?? kDefaultConnectTimeoutMs;
+    if (!(Number.isInteger(connectTimeoutMs) && connectTimeoutMs >= 0 && connectTimeoutMs <= 2 ** 31 - 1)) {
+      throw new RpcError('INVALID_ARGUMENT', `connectTimeoutMs must be a non-negative integer, got ${connectTimeoutMs}`);
+    }
+    this.#options = { maxFrameBytes, ringBytes, spinMicros, handshakeTimeoutMs, keepAliveMs, connectTimeoutMs, pool: options.pool, discovery: options.discovery };
   }
 
   /** Listens on `transport`, or on each of several (`serve([tcp(a), unix(b)], handler)`), and answers with `handler`. */
@@ -373,8 +386,8 @@ export class Node<Req = unknown, Res = unknown> {
     const lease = new PoolLease(this.#options.pool);
     const tasks: RemoteTask[] = [];
     let channel: Channel | undefined;
-    const { maxFrameBytes, ringBytes, spinMicros, keepAliveMs } = this.#options;
-    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, maxFrameBytes, ringBytes, spinMicros, keepAliveMs };
+    const { maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs } = this.#options;
+    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs };
     try {
       for (const { transport, handler, options } of this.#serve) {
         tasks.push(

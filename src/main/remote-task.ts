@@ -37,6 +37,7 @@ export interface RemoteTaskOptions {
   ringBytes: number;
   spinMicros: number;
   keepAliveMs: number;
+  connectTimeoutMs: number;
   /** With a runner that can kill: how long close() waits before it does. */
   closeTimeoutMs?: number;
 }
@@ -78,6 +79,7 @@ export class RemoteTask {
       maxFrameBytes: options.maxFrameBytes,
       spinMicros: options.spinMicros,
       keepAliveMs: options.keepAliveMs,
+      connectTimeoutMs: options.connectTimeoutMs,
       toWorker,
       toMain,
       port: port2,

@@ -29,6 +29,8 @@ export interface TaskSpec {
   spinMicros: number;
   /** Ping a connection silent for this long and close it if the next interval passes without a word (0: off). */
   keepAliveMs: number;
+  /** Connect only: give up with UNAVAILABLE when the transport has not connected within this long (0: wait as long as the OS does). */
+  connectTimeoutMs: number;
   /** Main → worker ring and worker → main ring. */
   toWorker: SharedArrayBuffer;
   toMain: SharedArrayBuffer;

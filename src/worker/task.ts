@@ -145,7 +145,7 @@ export class ConnectionTask implements ConnectionHost {
       }
       let stream: ByteStream;
       try {
-        stream = await adapter.connect(adapterOptions(spec.transport));
+        stream = await withConnectTimeout(adapter.connect(adapterOptions(spec.transport)), spec.connectTimeoutMs);
       } catch (cause) {
         throw new RpcError('UNAVAILABLE', `cannot connect to ${formatAddress(spec.transport)}: ${(cause as Error).message}`, { cause });
       }
@@ -320,4 +320,30 @@ async function loadHandler(url: string): Promise<Handler> {
     throw new RpcError('INVALID_ARGUMENT', `handler module ${url} must export \`handler\` with onRequest() and/or onEvent()`);
   }
   return handler;
+}
+
+/**
+ * Races a transport's connect with a timer: a silent address (a TCP SYN nobody answers) would
+ * otherwise hold the attempt for minutes. A stream that connects after we gave up is destroyed.
+ */
+function withConnectTimeout(connecting: Promise<ByteStream>, ms: number): Promise<ByteStream> {
+  if (!(ms > 0)) return connecting;
+  return new Promise((resolve, reject) => {
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      reject(new Error(`no connection within ${ms} ms`));
+    }, ms);
+    connecting.then(
+      (stream) => {
+        clearTimeout(timer);
+        if (late) stream.destroy();
+        else resolve(stream);
+      },
+      (err) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
 }
