@@ -9,7 +9,7 @@ import { parsePublicKey } from '../handshake/signed-process.js';
 import { kDefaultHandshakeTimeoutMs, type HandshakeSpec } from '../handshake/spec.js';
 import { kDefaultMaxFrameBytes } from '../protocol/framing.js';
 import { FileDiscovery } from '../discovery/files.js';
-import { topologyFor, transportFromRecord } from '../discovery/topology.js';
+import { resolveVsockVm, topologyFor, transportFromRecord } from '../discovery/topology.js';
 import { checkServiceName, type DiscoveryBackend, type TransportKind } from '../discovery/types.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { CallOptions, Handler, PeerClient } from '../types.js';
@@ -190,6 +190,7 @@ export class Node<Req = unknown, Res = unknown> {
   serve(transport: TransportDescriptor, handler: HandlerInput, options: ServeOptions = {}): this {
     if (this.#serve) throw new RpcError('INVALID_ARGUMENT', 'serve() was already called on this node');
     if (transport?.kind === 'isolate') throw new RpcError('INVALID_ARGUMENT', 'an isolate() plugin can only be connected to: connect(isolate(url))');
+    if (transport?.kind === 'vsock' && transport.vm !== undefined) throw new RpcError('INVALID_ARGUMENT', 'vsock({ vm }) names a peer to connect to; serve vsock({ port }) or vsock({ cid, port })');
     checkHandler(handler);
     this.#serve = { transport, handler, options };
     return this;
@@ -200,6 +201,9 @@ export class Node<Req = unknown, Res = unknown> {
     if (this.#connect || this.#waitFor) throw new RpcError('INVALID_ARGUMENT', 'a node connects once: connect() or waitFor()');
     if (options.handler !== undefined && (typeof options.handler !== 'object' || options.handler === null)) {
       throw new RpcError('INVALID_ARGUMENT', 'connect({ handler }) takes a handler object');
+    }
+    if (transport?.kind === 'vsock' && transport.cid === undefined && transport.vm === undefined) {
+      throw new RpcError('INVALID_ARGUMENT', 'connecting over vsock needs the peer: vsock({ cid, port }) or vsock({ vm, port })');
     }
     this.#connect = { transport, options };
     return this as unknown as Node<Q, S>;
@@ -307,7 +311,9 @@ export class Node<Req = unknown, Res = unknown> {
         connect = { transport: transportFromRecord(name, record, { transport: options.transport ?? 'tcp', codec }), options: { codec, handler: options.handler } };
       }
       if (connect) {
-        const { transport, options } = connect;
+        const { options } = connect;
+        // A self-managed vsock client takes its VM's CID from the backend's host entry, now.
+        const transport = await resolveVsockVm(connect.transport, discovery);
         const runner = transport.kind === 'isolate' ? new IsolateRunner() : lease;
         const closeTimeoutMs = transport.kind === 'isolate' ? transport.closeTimeoutMs : undefined;
         // An in-process isolate plugin is code this process loaded itself: there is nothing to authenticate.
