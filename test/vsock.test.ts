@@ -12,7 +12,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FileDiscovery, Node, RegistryDiscovery, RpcError, custom, tcp, vsock, type DiscoveryBackend } from '../src/index.js';
+import { FileDiscovery, Node, RegistryDiscovery, RpcError, custom, tcp, unix, vsock, type DiscoveryBackend } from '../src/index.js';
 import { loadNative, nativeAvailable, type NativeError } from '../src/shm/native.js';
 import { kVsockCidAny } from '../src/transport/descriptors.js';
 import { relayedStream } from '../src/transport/vsock.js';
@@ -267,6 +267,61 @@ describe('vsock', function () {
       } finally {
         await client.close();
         await server.close();
+      }
+    });
+
+    it('the listener side: accepted connections announced, claimed and relayed serve calls from several clients', async function () {
+      this.timeout(20_000);
+      const { dir, remove } = tempDir();
+      const file = path.join(dir, 'relayed.sock');
+      const module = new URL('./fixtures/relay-listen-transport.js', import.meta.url);
+      const server = await new Node().serve(custom(module, { path: file }, 'relayed'), { onRequest: (req: unknown, ctx) => ({ req, peer: ctx.peer.address }) }).start();
+      const clients = await Promise.all([1, 2, 3].map(() => new Node().connect<unknown, any>(unix(file)).start()));
+      try {
+        assert.equal((fs.statSync(file).mode & 0o777).toString(8), '600');
+        const answers = await Promise.all(clients.flatMap((c, i) => [0, 1, 2].map((j) => c.client.call({ i, j, data: pattern(50_000, i + j) }))));
+        answers.forEach((a, k) => {
+          assert.deepEqual([a.req.i, a.req.j], [Math.floor(k / 3), k % 3]);
+          assert.ok(Buffer.from(a.req.data).equals(pattern(50_000, a.req.i + a.req.j)));
+          assert.equal(a.peer, `relayed:${file}`);
+        });
+        await server.close();
+        assert.equal(fs.existsSync(file), false);
+        for (const c of clients) assert.equal((await rejectionOf(c.client.call(1, { timeoutMs: 5000 }))).code, 'CLOSED');
+      } finally {
+        for (const c of clients) await c.close();
+        await server.close();
+        remove();
+      }
+    });
+
+    it('a listener closed with connections announced but not claimed closes them; they are no longer on offer', async function () {
+      this.timeout(10_000);
+      const native = loadNative();
+      const { dir, remove } = tempDir();
+      const file = path.join(dir, 'unclaimed.sock');
+      try {
+        const bound = native.relayListenUnix({ path: file });
+        const control = new net.Socket({ fd: bound.control, readable: true, writable: true });
+        control.pause(); // announcements wait unread
+        const peers = [1, 2, 3].map(() => net.connect(file));
+        const peerEnds = peers.map((p) => new Promise((resolve) => p.once('close', resolve).on('error', () => {})));
+        await until('three announcements', () => native.vsockStats().unclaimed === 3);
+        assert.equal(native.vsockStats().listeners, 1);
+        const announced: Buffer[] = [];
+        control.on('data', (c: Buffer) => announced.push(c));
+        control.resume();
+        await until('the announcements to arrive', () => Buffer.concat(announced).length === 36);
+        const fds = [0, 1, 2].map((i) => Buffer.concat(announced).readUInt32LE(i * 12));
+        const closed = new Promise((resolve) => control.once('close', resolve));
+        control.end();
+        await closed;
+        await Promise.all(peerEnds); // each client saw its connection close
+        assert.deepEqual(fds.map((fd) => native.vsockTakeAccepted(fd)), [false, false, false]);
+        await until('the listener and its relays to go', () => native.vsockStats().listeners === 0 && native.vsockStats().unclaimed === 0 && native.vsockStats().relays === 0);
+      } finally {
+        fs.rmSync(file, { force: true });
+        remove();
       }
     });
 

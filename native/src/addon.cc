@@ -47,6 +47,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("vsockLocalCid", Napi::Function::New(env, VsockLocalCid, "vsockLocalCid"));
   exports.Set("vsockStats", Napi::Function::New(env, VsockStats, "vsockStats"));
   exports.Set("relayFd", Napi::Function::New(env, RelayFd, "relayFd"));
+  exports.Set("relayListenUnix", Napi::Function::New(env, RelayListenUnix, "relayListenUnix"));
   exports.Set("socketpair", Napi::Function::New(env, SocketPair, "socketpair"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFdExport, "closeFd"));
   return exports;

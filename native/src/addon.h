@@ -71,6 +71,7 @@ Napi::Value VsockTakeAccepted(const Napi::CallbackInfo& info);
 Napi::Value VsockLocalCid(const Napi::CallbackInfo& info);
 Napi::Value VsockStats(const Napi::CallbackInfo& info);
 Napi::Value RelayFd(const Napi::CallbackInfo& info);
+Napi::Value RelayListenUnix(const Napi::CallbackInfo& info);
 Napi::Value SocketPair(const Napi::CallbackInfo& info);
 Napi::Value CloseFdExport(const Napi::CallbackInfo& info);
 

@@ -23,6 +23,8 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -419,7 +421,7 @@ class VsockHub {
     }
     if (listen_rev & (POLLIN | POLLERR)) {
       for (int k = 0; k < kAcceptBatch; k++) {
-        sockaddr_vm peer{};
+        sockaddr_storage peer{};
         socklen_t length = sizeof(peer);
         int fd = accept4(l.fd, reinterpret_cast<sockaddr*>(&peer), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
@@ -447,8 +449,11 @@ class VsockHub {
         size_t at = l.announcements.size();
         l.announcements.resize(at + kAnnouncementBytes);
         PutU32(&l.announcements[at], static_cast<uint32_t>(pair[1]));
-        PutU32(&l.announcements[at + 4], peer.svm_cid);
-        PutU32(&l.announcements[at + 8], peer.svm_port);
+        // A Unix listener (relayListenUnix) has no CID or port to report: zeros.
+        const auto* vm = reinterpret_cast<const sockaddr_vm*>(&peer);
+        bool is_vsock = peer.ss_family == AF_VSOCK;
+        PutU32(&l.announcements[at + 4], is_vsock ? vm->svm_cid : 0);
+        PutU32(&l.announcements[at + 8], is_vsock ? vm->svm_port : 0);
         if (l.announcements.size() >= kMaxPendingAnnouncements * kAnnouncementBytes) break;
       }
       // The new relays join at the top of the next round, before the loop polls again.
@@ -537,6 +542,23 @@ Napi::Value StartRelay(Napi::Env env, std::unique_ptr<Relay> relay, int js_end, 
   return Napi::Number::New(env, js_end);
 }
 
+// Gives a bound, listening socket to the hub with a fresh control socket; returns what JS needs.
+Napi::Value StartListener(Napi::Env env, std::unique_ptr<Listener> listener, uint32_t cid, uint32_t port) {
+  int pair[2];
+  UnixPair(env, pair);
+  listener->control = pair[0];
+  if (int err = HubOf(env).Add(listener)) {
+    listener.reset();
+    CloseFd(pair[1]);
+    throw ErrnoError(env, err, "listen", "relay thread");
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("control", Napi::Number::New(env, pair[1]));
+  result.Set("cid", Napi::Number::New(env, cid));
+  result.Set("port", Napi::Number::New(env, port));
+  return result;
+}
+
 }  // namespace
 
 // vsockListen({ cid? = VMADDR_CID_ANY, port? = VMADDR_PORT_ANY, backlog? = 128 })
@@ -565,19 +587,34 @@ Napi::Value VsockListen(const Napi::CallbackInfo& info) {
   if (getsockname(listener->fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
     throw ErrnoError(env, errno, "getsockname");
   }
-  int pair[2];
-  UnixPair(env, pair);
-  listener->control = pair[0];
-  if (int err = HubOf(env).Add(listener)) {
-    listener.reset();
-    CloseFd(pair[1]);
-    throw ErrnoError(env, err, "listen", "relay thread");
+  return StartListener(env, std::move(listener), address.svm_cid, address.svm_port);
+}
+
+// relayListenUnix({ path, backlog? = 128 }) -> { control, cid: 0, port: 0 }: a listening AF_UNIX
+// socket (mode 0600) run by the same accept loop, announcements and relays as vsockListen, so that
+// path can be tested without a vsock peer. The caller removes the socket file.
+Napi::Value RelayListenUnix(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object options = OptionsArg(info, "relayListenUnix");
+  Napi::Value path_value = options.Get("path");
+  if (!path_value.IsString()) throw InvalidArgument(env, "option 'path' must be a string");
+  std::string path = path_value.As<Napi::String>().Utf8Value();
+  double backlog = IntegerOption(options, "backlog", 1, 65535, false, 128);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(address.sun_path)) throw InvalidArgument(env, "option 'path' must be 1-107 bytes");
+  memcpy(address.sun_path, path.data(), path.size());
+
+  auto listener = std::make_unique<Listener>();
+  listener->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (listener->fd < 0) throw ErrnoError(env, errno, "socket", "AF_UNIX");
+  if (bind(listener->fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) throw ErrnoError(env, errno, "bind", path);
+  if (chmod(path.c_str(), 0600) != 0 || listen(listener->fd, static_cast<int>(backlog)) != 0) {
+    int err = errno;
+    unlink(path.c_str());
+    throw ErrnoError(env, err, "listen", path);
   }
-  Napi::Object result = Napi::Object::New(env);
-  result.Set("control", Napi::Number::New(env, pair[1]));
-  result.Set("cid", Napi::Number::New(env, address.svm_cid));
-  result.Set("port", Napi::Number::New(env, address.svm_port));
-  return result;
+  return StartListener(env, std::move(listener), 0, 0);
 }
 
 // vsockConnect({ cid, port, timeoutMs? = 2000 }) -> fd of the JS end, whose stream starts with

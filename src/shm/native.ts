@@ -140,6 +140,8 @@ export interface NativeBinding {
    * relay thread owns `fd`; on a throw, the caller still does.
    */
   relayFd(fd: number): number;
+  /** A listening Unix socket (mode 0600) run by the vsock listener's native accept loop, announcements and relays, so that path can be tested without a vsock peer; `cid` and `port` are 0, as in its announcements. The caller removes the socket file. */
+  relayListenUnix(options: { path: string; backlog?: number }): VsockListening;
   /** A non-blocking, close-on-exec AF_UNIX stream socketpair. */
   socketpair(): [number, number];
   /** close(2) an fd the caller owns. */

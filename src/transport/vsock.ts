@@ -7,10 +7,10 @@
  */
 import net from 'node:net';
 import util from 'node:util';
-import { kRelayStatusBytes, kVsockAnnouncementBytes, loadNative } from '../shm/native.js';
+import { kRelayStatusBytes, kVsockAnnouncementBytes, loadNative, type VsockListening } from '../shm/native.js';
 import { formatAddress, kVsockCidAny, type VsockDescriptor } from './descriptors.js';
 import { NetStream } from './net-stream.js';
-import type { TransportAdapter } from './types.js';
+import type { ByteStream, StreamListener, TransportAdapter } from './types.js';
 
 /** How long an accepted connection's relay may take to say it is ready; it says so at once unless the thread is starved. */
 const kAcceptedStatusTimeoutMs = 5000;
@@ -83,36 +83,50 @@ export const vsockTransport: TransportAdapter = {
   },
 
   async listen(d: VsockDescriptor, onStream) {
-    const native = loadNative();
-    const bound = native.vsockListen({ cid: d.cid ?? kVsockCidAny, port: d.port });
-    const control = new net.Socket({ fd: bound.control, readable: true, writable: true });
-    const closed = new Promise<void>((resolve) => control.once('close', () => resolve()));
-    let pending: Buffer = Buffer.alloc(0);
-    control.on('data', (chunk: Buffer) => {
-      pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
-      let at = 0;
-      for (; at + kVsockAnnouncementBytes <= pending.length; at += kVsockAnnouncementBytes) {
-        const fd = pending.readUInt32LE(at);
-        const peer = `vsock:${pending.readUInt32LE(at + 4)}:${pending.readUInt32LE(at + 8)}`;
-        // Not on offer any more (the listener is closing and the relay thread closed it): not ours to touch.
-        if (!native.vsockTakeAccepted(fd)) continue;
-        // A connection that fails before it starts concerns nobody but its peer.
-        relayedStream(fd, peer, kAcceptedStatusTimeoutMs).then(onStream, () => {});
-      }
-      pending = pending.subarray(at);
-    });
-    // The relay thread ends the control socket only when the listener is finished; nothing to report.
-    control.on('error', () => {});
-    return {
-      address: { kind: 'vsock', cid: bound.cid, port: bound.port },
-      close: async () => {
-        // Ending the control socket tells the relay thread to close the listener (and any accepted
-        // connection not yet claimed); it then closes its end, and 'close' follows here.
-        control.end();
-        const timer = setTimeout(() => control.destroy(), kListenerCloseTimeoutMs);
-        await closed;
-        clearTimeout(timer);
-      },
-    };
+    const bound = loadNative().vsockListen({ cid: d.cid ?? kVsockCidAny, port: d.port });
+    return relayedListener(bound, { kind: 'vsock', cid: bound.cid, port: bound.port }, onStream, (cid, port) => `vsock:${cid}:${port}`);
   },
 };
+
+/**
+ * Serves a listener the relay thread runs (vsockListen, or relayListenUnix in tests): reads its
+ * control socket's announcements, claims each accepted connection and hands it on as a stream
+ * once its relay reports ready. `close()` ends the control socket, which closes the listener.
+ */
+export function relayedListener(
+  bound: VsockListening,
+  address: unknown,
+  onStream: (stream: ByteStream) => void,
+  describe: (cid: number, port: number) => string,
+): StreamListener {
+  const native = loadNative();
+  const control = new net.Socket({ fd: bound.control, readable: true, writable: true });
+  const closed = new Promise<void>((resolve) => control.once('close', () => resolve()));
+  let pending: Buffer = Buffer.alloc(0);
+  control.on('data', (chunk: Buffer) => {
+    pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+    let at = 0;
+    for (; at + kVsockAnnouncementBytes <= pending.length; at += kVsockAnnouncementBytes) {
+      const fd = pending.readUInt32LE(at);
+      const peer = describe(pending.readUInt32LE(at + 4), pending.readUInt32LE(at + 8));
+      // Not on offer any more (the listener is closing and the relay thread closed it): not ours to touch.
+      if (!native.vsockTakeAccepted(fd)) continue;
+      // A connection that fails before it starts concerns nobody but its peer.
+      relayedStream(fd, peer, kAcceptedStatusTimeoutMs).then(onStream, () => {});
+    }
+    pending = pending.subarray(at);
+  });
+  // The relay thread ends the control socket only when the listener is finished; nothing to report.
+  control.on('error', () => {});
+  return {
+    address,
+    close: async () => {
+      // Ending the control socket tells the relay thread to close the listener (and any accepted
+      // connection not yet claimed); it then closes its end, and 'close' follows here.
+      control.end();
+      const timer = setTimeout(() => control.destroy(), kListenerCloseTimeoutMs);
+      await closed;
+      clearTimeout(timer);
+    },
+  };
+}
