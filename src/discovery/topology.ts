@@ -23,9 +23,18 @@ function publishedAddress(a: Address): string {
       return a.name;
     case 'vsock':
       // A peer cannot dial VMADDR_CID_ANY: publish the CID this machine answers on.
-      return `${a.cid === kVsockCidAny ? loadNative().vsockLocalCid() : a.cid}:${a.port}`;
+      return `${a.cid === kVsockCidAny ? localCid() : a.cid}:${a.port}`;
     default:
       return formatAddress(a);
+  }
+}
+
+function localCid(): number {
+  try {
+    return loadNative().vsockLocalCid();
+  } catch (cause) {
+    if (RpcError.is(cause)) throw cause;
+    throw new RpcError('UNAVAILABLE', `cannot publish a vsock listener on VMADDR_CID_ANY: this machine's CID is unknown (${(cause as Error).message}); serve vsock({ cid, port }) instead`, { cause });
   }
 }
 
