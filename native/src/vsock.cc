@@ -69,19 +69,28 @@ void CloseFd(int fd) {
 
 // One direction of a relay: bytes read from its source, not yet written to its sink.
 struct Pipe {
-  std::unique_ptr<char[]> data{new char[kRelayBuffer]};
+  std::unique_ptr<char[]> data;  // allocated on first use: an idle connection holds no buffer
   size_t begin = 0;
   size_t end = 0;
   bool eof = false;   // the source said end-of-file
   bool shut = false;  // ...and that was passed on: shutdown(sink, SHUT_WR)
 
+  char* Buffer() {
+    if (!data) data.reset(new char[kRelayBuffer]);
+    return data.get();
+  }
+  // Starts the stream toward JS with the status word (0: connected).
+  void PutStatusOk() {
+    PutU32(Buffer(), 0);
+    end = kStatusBytes;
+  }
   size_t pending() const { return end - begin; }
   size_t room() const { return kRelayBuffer - end; }
   void Compact() {
     if (begin == end) {
       begin = end = 0;
     } else if (begin > 0 && room() < kRelayBuffer / 4) {
-      memmove(data.get(), data.get() + begin, end - begin);
+      memmove(Buffer(), Buffer() + begin, end - begin);
       end -= begin;
       begin = 0;
     }
@@ -126,7 +135,7 @@ struct Listener {
 bool ReadInto(int fd, Pipe& pipe) {
   pipe.Compact();
   while (!pipe.eof && pipe.room() > 0) {
-    ssize_t n = read(fd, pipe.data.get() + pipe.end, pipe.room());
+    ssize_t n = read(fd, pipe.Buffer() + pipe.end, pipe.room());
     if (n > 0) {
       pipe.end += static_cast<size_t>(n);
     } else if (n == 0) {
@@ -144,7 +153,7 @@ bool ReadInto(int fd, Pipe& pipe) {
 // has hung up and still cannot take bytes (nothing will ever drain them).
 bool WriteFrom(int fd, Pipe& pipe, bool sink_hup) {
   while (pipe.pending() > 0) {
-    ssize_t n = send(fd, pipe.data.get() + pipe.begin, pipe.pending(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = send(fd, pipe.Buffer() + pipe.begin, pipe.pending(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       pipe.begin += static_cast<size_t>(n);
     } else if (n < 0 && errno == EINTR) {
@@ -364,8 +373,7 @@ class VsockHub {
         r.done = true;
         return;
       }
-      PutU32(r.down.data.get(), 0);
-      r.down.end = kStatusBytes;
+      r.down.PutStatusOk();
       net_rev = 0;
       local_rev = POLLOUT;
     }
@@ -383,11 +391,17 @@ class VsockHub {
     bool ok = true;
     if ((net_rev & POLLERR) && SocketError(r.net) != 0) ok = false;
     if ((local_rev & POLLERR) && SocketError(r.local) != 0) ok = false;
+    size_t down_before = r.down.pending();
+    size_t up_before = r.up.pending();
     if (ok && (net_rev & (POLLIN | POLLHUP | POLLERR))) ok = ReadInto(r.net, r.down);
     if (ok && (local_rev & (POLLIN | POLLHUP | POLLERR))) ok = ReadInto(r.local, r.up);
-    // Writing is tried whenever bytes wait: a sink that cannot take them says EAGAIN at once.
-    if (ok && r.down.pending() > 0) ok = WriteFrom(r.local, r.down, r.local_hup);
-    if (ok && r.up.pending() > 0) ok = WriteFrom(r.net, r.up, r.net_hup);
+    // Write when the sink said it can take bytes, when bytes just arrived (most often the sink has
+    // room, and this saves a poll round), or when the sink hung up and is no longer polled.
+    auto should_write = [](const Pipe& p, size_t before, short sink_rev, bool sink_hup) {
+      return p.pending() > 0 && (p.pending() > before || (sink_rev & (POLLOUT | POLLERR | POLLHUP)) || sink_hup);
+    };
+    if (ok && should_write(r.down, down_before, local_rev, r.local_hup)) ok = WriteFrom(r.local, r.down, r.local_hup);
+    if (ok && should_write(r.up, up_before, net_rev, r.net_hup)) ok = WriteFrom(r.net, r.up, r.net_hup);
     if (!ok) {
       r.done = true;  // closing both ends: the other side sees the connection end (or reset)
       return;
@@ -438,8 +452,7 @@ class VsockHub {
         auto relay = std::make_unique<Relay>();
         relay->net = fd;
         relay->local = pair[0];
-        PutU32(relay->down.data.get(), 0);
-        relay->down.end = kStatusBytes;
+        relay->down.PutStatusOk();
         {
           std::lock_guard<std::mutex> lock(mu_);
           new_relays_.push_back(std::move(relay));
@@ -674,8 +687,7 @@ Napi::Value RelayFd(const Napi::CallbackInfo& info) {
   auto relay = std::make_unique<Relay>();
   relay->net = fd;
   relay->local = pair[0];
-  PutU32(relay->down.data.get(), 0);
-  relay->down.end = kStatusBytes;
+  relay->down.PutStatusOk();
   if (int err = HubOf(env).Add(relay)) {
     relay->net = -1;  // still the caller's
     relay.reset();
