@@ -1,6 +1,6 @@
 # Built with `npm run build:native` (node-gyp rebuild --directory native); output:
 # native/build/Release/ogurpchik_native.node, loaded only by src/shm/native.ts.
-# Linux only: futex(2), SO_PEERCRED and /dev/shm semantics are Linux's.
+# Linux only: futex(2), SO_PEERCRED, AF_VSOCK and /dev/shm semantics are Linux's.
 {
   "targets": [
     {
@@ -10,7 +10,8 @@
         "src/errors.cc",
         "src/shm.cc",
         "src/futex.cc",
-        "src/peer.cc"
+        "src/peer.cc",
+        "src/vsock.cc"
       ],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"

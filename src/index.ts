@@ -3,8 +3,8 @@ export type { NodeOptions, ServeOptions, ConnectOptions, HandlerInput, AuthHmacO
 export type { BalancePolicy, ClientState, ClientStateEvent, EndpointInfo, EndpointState, ReconnectOptions } from './main/channel.js';
 export type { HandshakeScheme } from './handshake/spec.js';
 export type { PoolOptions } from './main/pool.js';
-export { tcp, unix, shm, custom, isolate } from './transport/descriptors.js';
-export type { Address, TransportDescriptor, TcpDescriptor, UnixDescriptor, CustomDescriptor, ShmDescriptor, IsolateDescriptor } from './transport/descriptors.js';
+export { tcp, unix, shm, custom, isolate, vsock } from './transport/descriptors.js';
+export type { Address, TransportDescriptor, TcpDescriptor, UnixDescriptor, CustomDescriptor, ShmDescriptor, IsolateDescriptor, VsockDescriptor } from './transport/descriptors.js';
 export type { ByteStream, StreamEvents, StreamListener, TransportAdapter } from './transport/types.js';
 export { msgpack, json, view } from './codec/index.js';
 export { View } from './codec/view.js';

@@ -12,7 +12,7 @@ describe('etcd discovery backend', function () {
   let etcd: EtcdServer;
   const backends: EtcdDiscovery[] = [];
   const backend = (ttlSeconds = 5) => {
-    const b = new EtcdDiscovery({ hosts: etcd.url, ttlSeconds, prefix: `test-${process.pid}/` });
+    const b = new EtcdDiscovery({ hosts: etcd.url, ttlSeconds, prefix: `test-${process.pid}/`, hostsPrefix: `test-${process.pid}-hosts/` });
     backends.push(b);
     return b;
   };
@@ -49,6 +49,19 @@ describe('etcd discovery backend', function () {
     await backend().publish('later', { transport_kind: 'tcp', codec_kind: 'msgpack', map: { '0': '127.0.0.1:9' } });
     assert.equal((await waiting).map['0'], '127.0.0.1:9');
     assert.equal((await rejectionOf(backend().waitFor('never', { timeoutMs: 200 }))).code, 'UNAVAILABLE');
+  });
+
+  it('host entries: registerHost -> lookupHost (what a self-managed vsock({ vm }) client reads) -> unregisterHost', async () => {
+    const writer = backend();
+    const reader = backend();
+    assert.equal(await reader.lookupHost('guest vm'), undefined);
+    await writer.registerHost('guest vm', 7);
+    assert.equal(await reader.lookupHost('guest vm'), 7);
+    assert.ok(!(await reader.list()).some((e) => e.name.includes('guest')), 'host entries are not services');
+    await writer.unregisterHost('guest vm');
+    assert.equal(await reader.lookupHost('guest vm'), undefined);
+    assert.equal((await rejectionOf(writer.registerHost('vm', -1))).code, 'INVALID_ARGUMENT');
+    assert.equal((await rejectionOf(reader.lookupHost('a\\b'))).code, 'INVALID_ARGUMENT');
   });
 
   it("a killed owner's record expires after its lease", async () => {

@@ -1,5 +1,5 @@
 // Module entry of the ogurpchik native addon: shared memory, cross-process futex, peer
-// credentials. Context-aware: the main thread and every worker thread get their own
+// credentials, AF_VSOCK relays. Context-aware: the main thread and every worker thread get their own
 // AddonState, created here and released when their environment is torn down.
 #include "addon.h"
 
@@ -20,7 +20,9 @@ namespace {
 void CleanupEnvironment(void* arg) {
   // A worker may exit while futexWait() promises are pending; their threads sleep in the kernel
   // and must be woken and joined before the environment (and its loop) is gone.
-  StopWaiters(*static_cast<AddonState*>(arg)->waiters);
+  auto* state = static_cast<AddonState*>(arg);
+  StopWaiters(*state->waiters);
+  if (state->vsock) StopVsockHub(*state->vsock);
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -39,6 +41,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("futexWait", Napi::Function::New(env, FutexWait, "futexWait"));
   exports.Set("futexWaitSync", Napi::Function::New(env, FutexWaitSync, "futexWaitSync"));
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
+  exports.Set("vsockListen", Napi::Function::New(env, VsockListen, "vsockListen"));
+  exports.Set("vsockConnect", Napi::Function::New(env, VsockConnect, "vsockConnect"));
+  exports.Set("vsockTakeAccepted", Napi::Function::New(env, VsockTakeAccepted, "vsockTakeAccepted"));
+  exports.Set("vsockLocalCid", Napi::Function::New(env, VsockLocalCid, "vsockLocalCid"));
+  exports.Set("vsockStats", Napi::Function::New(env, VsockStats, "vsockStats"));
+  exports.Set("relayFd", Napi::Function::New(env, RelayFd, "relayFd"));
+  exports.Set("relayListenUnix", Napi::Function::New(env, RelayListenUnix, "relayListenUnix"));
+  exports.Set("socketpair", Napi::Function::New(env, SocketPair, "socketpair"));
+  exports.Set("closeFd", Napi::Function::New(env, CloseFdExport, "closeFd"));
   return exports;
 }
 

@@ -12,11 +12,13 @@
 namespace ogurpchik {
 
 class Waiters;
+class VsockHub;
 
 // Per-environment state (the main thread and every worker thread load their own copy of the
 // addon). Owned by the environment's instance data; freed when the environment is torn down.
 struct AddonState {
   std::shared_ptr<Waiters> waiters;
+  std::shared_ptr<VsockHub> vsock;  // vsock.cc: the relay thread, created on first use
 };
 
 AddonState& StateOf(Napi::Env env);
@@ -63,11 +65,23 @@ Napi::Value FutexWake(const Napi::CallbackInfo& info);
 Napi::Value FutexWait(const Napi::CallbackInfo& info);
 Napi::Value FutexWaitSync(const Napi::CallbackInfo& info);
 Napi::Value PeerCredentials(const Napi::CallbackInfo& info);
+Napi::Value VsockListen(const Napi::CallbackInfo& info);
+Napi::Value VsockConnect(const Napi::CallbackInfo& info);
+Napi::Value VsockTakeAccepted(const Napi::CallbackInfo& info);
+Napi::Value VsockLocalCid(const Napi::CallbackInfo& info);
+Napi::Value VsockStats(const Napi::CallbackInfo& info);
+Napi::Value RelayFd(const Napi::CallbackInfo& info);
+Napi::Value RelayListenUnix(const Napi::CallbackInfo& info);
+Napi::Value SocketPair(const Napi::CallbackInfo& info);
+Napi::Value CloseFdExport(const Napi::CallbackInfo& info);
 
 // Creates the environment's waiter pool (futex.cc); call from module init.
 std::shared_ptr<Waiters> CreateWaiters(Napi::Env env);
 // Cancels every pending futexWait of the environment and joins the waiter threads; the pending
 // promises are left unsettled (their environment is going away). Runs in the cleanup hook.
 void StopWaiters(Waiters& waiters);
+// Stops and joins the environment's vsock relay thread and closes every fd it owns (vsock.cc).
+// Runs in the cleanup hook; the thread never calls into JS, so joining it cannot deadlock.
+void StopVsockHub(VsockHub& hub);
 
 }  // namespace ogurpchik

@@ -9,10 +9,13 @@ import os from 'node:os';
 import type { Etcd3, IKeyValue, IOptions, Lease, Watcher } from 'etcd3';
 import { RpcError } from '../errors.js';
 import { processStartTime } from '../shm/native.js';
+import { checkVmName } from '../transport/descriptors.js';
 import {
   asStoredRecord,
+  checkCid,
   checkInstanceName,
   checkServiceName,
+  parseCid,
   waitForRecord,
   type DiscoveryBackend,
   type InstanceOptions,
@@ -27,6 +30,8 @@ export interface EtcdDiscoveryOptions {
   hosts?: string | string[];
   /** Key prefix of the records (default 'ogurpchik/services/'). */
   prefix?: string;
+  /** Key prefix of host entries, a VM's vsock CID each (default 'ogurpchik/hosts/'). */
+  hostsPrefix?: string;
   /** Lease TTL in seconds: how long a dead owner's record outlives it (default 5). */
   ttlSeconds?: number;
   /** Anything else for the etcd3 client (credentials, TLS, timeouts). */
@@ -35,6 +40,7 @@ export interface EtcdDiscoveryOptions {
 
 export class EtcdDiscovery implements DiscoveryBackend {
   readonly prefix: string;
+  readonly hostsPrefix: string;
   readonly ttlSeconds: number;
   readonly #clientOptions: IOptions;
   /** The etcd3 client (and its gRPC stack) is loaded on first use, not when ogurpchik is imported. */
@@ -44,6 +50,7 @@ export class EtcdDiscovery implements DiscoveryBackend {
 
   constructor(options: EtcdDiscoveryOptions = {}) {
     this.prefix = options.prefix ?? 'ogurpchik/services/';
+    this.hostsPrefix = options.hostsPrefix ?? 'ogurpchik/hosts/';
     this.ttlSeconds = options.ttlSeconds ?? 5;
     if (!(Number.isInteger(this.ttlSeconds) && this.ttlSeconds >= 1)) throw new RpcError('INVALID_ARGUMENT', `ttlSeconds must be a positive integer, got ${options.ttlSeconds}`);
     this.#clientOptions = { ...options.client, hosts: options.hosts ?? 'http://127.0.0.1:2379' };
@@ -191,6 +198,39 @@ export class EtcdDiscovery implements DiscoveryBackend {
       if (m && record) out.push(m[2] === undefined ? { name: m[1], record, alive: true } : { name: m[1], instance: m[2], record, alive: true });
     }
     return out;
+  }
+
+  /** Records the vsock CID of VM `vm` (its host entry, no lease: it outlives this process), for self-managed `vsock({ vm, port })` clients. */
+  async registerHost(vm: string, cid: number): Promise<void> {
+    const key = this.hostsPrefix + checkVmName(vm);
+    checkCid(cid);
+    try {
+      await (await this.#etcd()).put(key).value(String(cid));
+    } catch (cause) {
+      throw unavailable(`cannot write host entry ${vm} to etcd`, cause);
+    }
+  }
+
+  /** The vsock CID recorded for VM `vm`, or undefined when there is none. */
+  async lookupHost(vm: string): Promise<number | undefined> {
+    const key = this.hostsPrefix + checkVmName(vm);
+    let text: string | null;
+    try {
+      text = await (await this.#etcd()).get(key).string();
+    } catch (cause) {
+      throw unavailable(`cannot read host entry ${vm} from etcd`, cause);
+    }
+    return text === null ? undefined : parseCid(text);
+  }
+
+  /** Removes VM `vm`'s host entry, if any. */
+  async unregisterHost(vm: string): Promise<void> {
+    const key = this.hostsPrefix + checkVmName(vm);
+    try {
+      await (await this.#etcd()).delete().key(key);
+    } catch (cause) {
+      throw unavailable(`cannot delete host entry ${vm} from etcd`, cause);
+    }
   }
 
   /** Revokes this process's leases (removing its records) and closes the etcd client. */

@@ -4,17 +4,21 @@
  * ($XDG_RUNTIME_DIR/ogurpchik, else <tmp>/ogurpchik-<uid>, mode 0700). Writes are atomic
  * (write a temp file, then rename), readers watch the directory with a polling fallback, and
  * each record names its owner's pid and process start time, so a record left by a crashed owner
- * counts as absent and never blocks a new one.
+ * counts as absent and never blocks a new one. Host entries (a VM's vsock CID, for self-managed
+ * vsock clients) live beside them in `hosts/<vm>.json`, `{"cid":3}`.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { RpcError } from '../errors.js';
 import { processStartTime } from '../shm/native.js';
+import { checkVmName } from '../transport/descriptors.js';
 import {
   asStoredRecord,
+  checkCid,
   checkInstanceName,
   checkServiceName,
+  parseCid,
   waitForRecord,
   type DiscoveryBackend,
   type InstanceOptions,
@@ -177,6 +181,36 @@ export class FileDiscovery implements DiscoveryBackend {
   #live(name: string): ServiceEntry[] {
     checkServiceName(name);
     return this.#entries(name).filter((e) => e.alive);
+  }
+
+  #hostFile(vm: string): string {
+    return path.join(this.dir, 'hosts', `${encodeURIComponent(checkVmName(vm))}.json`);
+  }
+
+  /** Records the vsock CID of VM `vm` (its host entry), for self-managed `vsock({ vm, port })` clients. */
+  async registerHost(vm: string, cid: number): Promise<void> {
+    checkCid(cid);
+    const file = this.#hostFile(vm);
+    this.#ensureDir();
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify({ cid }), { mode: 0o600 });
+    fs.renameSync(tmp, file);
+  }
+
+  /** The vsock CID recorded for VM `vm`, or undefined when there is none (or it is unreadable). */
+  async lookupHost(vm: string): Promise<number | undefined> {
+    try {
+      return parseCid((JSON.parse(fs.readFileSync(this.#hostFile(vm), 'utf8')) as { cid?: unknown }).cid);
+    } catch (err) {
+      if (RpcError.is(err)) throw err;
+      return undefined;
+    }
+  }
+
+  /** Removes VM `vm`'s host entry, if any. */
+  async unregisterHost(vm: string): Promise<void> {
+    fs.rmSync(this.#hostFile(vm), { force: true });
   }
 
   /** Reads and checks one record file; anything unreadable or malformed counts as absent. */

@@ -32,6 +32,7 @@ import { execFile } from 'node:child_process';
 import os from 'node:os';
 import { RpcError } from '../errors.js';
 import { processStartTime } from '../shm/native.js';
+import { checkVmName } from '../transport/descriptors.js';
 import { asStoredRecord, checkServiceName, waitForRecord, type DiscoveryBackend, type InstanceOptions, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
 
 export interface RegRunResult {
@@ -157,13 +158,6 @@ export function execFileRunner(exe = 'reg.exe', escapeQuotes = process.platform 
         resolve({ stdout, stderr, code: err ? (code as number) : 0 });
       });
     });
-}
-
-function checkVmName(vm: string): string {
-  if (typeof vm !== 'string' || vm.length === 0 || vm.length > 255 || /[\\"\u0000-\u001f]/.test(vm) || vm.trim() !== vm) {
-    throw new RpcError('INVALID_ARGUMENT', `a VM name is 1-255 characters without backslashes, quotes, control characters or surrounding spaces, got ${JSON.stringify(vm)}`);
-  }
-  return vm;
 }
 
 export class RegistryDiscovery implements DiscoveryBackend {

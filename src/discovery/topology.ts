@@ -1,20 +1,42 @@
 /** Between transports and discovery records: what a listener publishes, and what a record connects to. */
 import { RpcError } from '../errors.js';
 import type { CodecDescriptor } from '../codec/index.js';
-import { formatAddress, shm, tcp, unix, type Address, type TransportDescriptor } from '../transport/descriptors.js';
-import type { StoredRecord, Topology, TransportKind } from './types.js';
+import { loadNative } from '../shm/native.js';
+import { formatAddress, kVsockCidAny, shm, tcp, unix, vsock, type Address, type TransportDescriptor, type VsockDescriptor } from '../transport/descriptors.js';
+import type { DiscoveryBackend, StoredRecord, Topology, TransportKind } from './types.js';
 
 /** The record a server publishes for the addresses it listens on: one map entry per address, "0", "1", … */
 export function topologyFor(addresses: Address[], codec: CodecDescriptor): Topology {
   const kinds = new Set(addresses.map((a) => a.kind));
   const kind = addresses[0]?.kind;
   if (kinds.size > 1) throw new RpcError('INVALID_ARGUMENT', `a record has one transport kind: publish every served transport of one kind, got ${[...kinds].join(', ')}`);
-  if (kind === undefined || (kind !== 'tcp' && kind !== 'unix' && kind !== 'shm')) {
-    throw new RpcError('INVALID_ARGUMENT', `only tcp, unix and shm listeners can be published, got ${[...kinds].join(', ') || 'none'}`);
+  if (kind === undefined || (kind !== 'tcp' && kind !== 'unix' && kind !== 'shm' && kind !== 'vsock')) {
+    throw new RpcError('INVALID_ARGUMENT', `only tcp, unix, shm and vsock listeners can be published, got ${[...kinds].join(', ') || 'none'}`);
   }
   const map: Record<string, string> = {};
-  addresses.forEach((a, i) => (map[String(i)] = a.kind === 'shm' ? a.name : formatAddress(a)));
+  addresses.forEach((a, i) => (map[String(i)] = publishedAddress(a)));
   return { transport_kind: kind, codec_kind: codec.kind, map };
+}
+
+function publishedAddress(a: Address): string {
+  switch (a.kind) {
+    case 'shm':
+      return a.name;
+    case 'vsock':
+      // A peer cannot dial VMADDR_CID_ANY: publish the CID this machine answers on.
+      return `${a.cid === kVsockCidAny ? localCid() : a.cid}:${a.port}`;
+    default:
+      return formatAddress(a);
+  }
+}
+
+function localCid(): number {
+  try {
+    return loadNative().vsockLocalCid();
+  } catch (cause) {
+    if (RpcError.is(cause)) throw cause;
+    throw new RpcError('UNAVAILABLE', `cannot publish a vsock listener on VMADDR_CID_ANY: this machine's CID is unknown (${(cause as Error).message}); serve vsock({ cid, port }) instead`, { cause });
+  }
 }
 
 /**
@@ -71,5 +93,27 @@ function transportFor(kind: TransportKind, address: string): TransportDescriptor
       return unix(address);
     case 'shm':
       return shm(address);
+    case 'vsock': {
+      const m = /^(\d{1,10}):(\d{1,10})$/.exec(address);
+      if (!m) throw new RpcError('INVALID_ARGUMENT', `a published vsock address ${JSON.stringify(address)}; expected "cid:port"`);
+      return vsock({ cid: Number(m[1]), port: Number(m[2]) });
+    }
   }
+}
+
+/**
+ * A self-managed vsock client's descriptor with its VM's CID filled in from the backend's host
+ * entry; any other descriptor unchanged. INVALID_ARGUMENT when the backend keeps no host entries,
+ * UNAVAILABLE when it has none for that VM.
+ */
+export async function resolveVsockVm(transport: TransportDescriptor, discovery: DiscoveryBackend): Promise<TransportDescriptor> {
+  if (transport.kind !== 'vsock' || transport.vm === undefined) return transport;
+  const { vm, ...rest } = transport;
+  if (typeof discovery.lookupHost !== 'function') {
+    throw new RpcError('INVALID_ARGUMENT', `vsock({ vm: ${JSON.stringify(vm)} }) needs a discovery backend with host entries (lookupHost); this one has none`);
+  }
+  const cid = await discovery.lookupHost(vm);
+  if (cid === undefined) throw new RpcError('UNAVAILABLE', `no vsock CID is registered for VM ${JSON.stringify(vm)}`);
+  if (!(Number.isInteger(cid) && cid >= 0 && cid < kVsockCidAny)) throw new RpcError('INVALID_ARGUMENT', `the host entry of VM ${JSON.stringify(vm)} holds ${String(cid)}, not a CID`);
+  return { ...rest, cid } satisfies VsockDescriptor;
 }

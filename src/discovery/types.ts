@@ -9,7 +9,7 @@
 import os from 'node:os';
 import { RpcError } from '../errors.js';
 
-export type TransportKind = 'tcp' | 'unix' | 'shm';
+export type TransportKind = 'tcp' | 'unix' | 'shm' | 'vsock';
 export type CodecKindName = 'msgpack' | 'json' | 'view';
 
 /** The record published under a name. `map` holds one address per serving endpoint ("0", "1", …). */
@@ -65,6 +65,24 @@ export interface DiscoveryBackend {
   waitFor(name: string, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<StoredRecord>;
   /** Every record the backend knows, live or not. */
   list(): Promise<ServiceEntry[]>;
+  /**
+   * The vsock CID recorded for VM `vm` (its host entry), or undefined when there is none; what a
+   * self-managed `vsock({ vm, port })` client connects to. Optional: a backend without host
+   * entries leaves it out, and such a client fails start() with INVALID_ARGUMENT.
+   */
+  lookupHost?(vm: string): Promise<number | undefined>;
+}
+
+/** Checks a vsock CID given to a host entry. */
+export function checkCid(cid: number): number {
+  if (!Number.isInteger(cid) || cid < 0 || cid >= 0xffffffff) throw new RpcError('INVALID_ARGUMENT', `a vsock CID is an integer from 0 to 2^32-2, got ${cid}`);
+  return cid;
+}
+
+/** A host entry's stored CID, or undefined when it is not one. */
+export function parseCid(value: unknown): number | undefined {
+  const cid = typeof value === 'string' && /^\d{1,10}$/.test(value.trim()) ? Number(value) : value;
+  return typeof cid === 'number' && Number.isInteger(cid) && cid >= 0 && cid < 0xffffffff ? cid : undefined;
 }
 
 const kNamePattern = /^[A-Za-z0-9._-]{1,128}$/;
@@ -136,7 +154,7 @@ export function watchRecords(backend: DiscoveryBackend, name: string, listener: 
 export function asStoredRecord(value: unknown): StoredRecord | undefined {
   if (value === null || typeof value !== 'object') return undefined;
   const v = value as Record<string, unknown>;
-  if (v.transport_kind !== 'tcp' && v.transport_kind !== 'unix' && v.transport_kind !== 'shm') return undefined;
+  if (v.transport_kind !== 'tcp' && v.transport_kind !== 'unix' && v.transport_kind !== 'shm' && v.transport_kind !== 'vsock') return undefined;
   if (v.codec_kind !== 'msgpack' && v.codec_kind !== 'json' && v.codec_kind !== 'view') return undefined;
   if (v.map === null || typeof v.map !== 'object' || Array.isArray(v.map)) return undefined;
   const map: Record<string, string> = {};

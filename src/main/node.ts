@@ -9,7 +9,7 @@ import { parsePublicKey } from '../handshake/signed-process.js';
 import { kDefaultHandshakeTimeoutMs, type HandshakeSpec } from '../handshake/spec.js';
 import { kDefaultMaxFrameBytes } from '../protocol/framing.js';
 import { FileDiscovery } from '../discovery/files.js';
-import { topologyFor, transportFromRecord, transportsFromRecords } from '../discovery/topology.js';
+import { resolveVsockVm, topologyFor, transportFromRecord, transportsFromRecords } from '../discovery/topology.js';
 import { checkInstanceName, checkServiceName, lookupAll, newInstanceId, watchRecords, type DiscoveryBackend, type TransportKind } from '../discovery/types.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { CallOptions, Handler, PeerClient, StreamOptions } from '../types.js';
@@ -285,6 +285,9 @@ export class Node<Req = unknown, Res = unknown> {
     if (this.#serve.length > 0) throw new RpcError('INVALID_ARGUMENT', 'serve() was already called on this node: give it an array of transports');
     const transports = asTransportList(transport, 'serve');
     if (transports.some((t) => t?.kind === 'isolate')) throw new RpcError('INVALID_ARGUMENT', 'an isolate() plugin can only be connected to: connect(isolate(url))');
+    if (transports.some((t) => t?.kind === 'vsock' && t.vm !== undefined)) {
+      throw new RpcError('INVALID_ARGUMENT', 'vsock({ vm }) names a peer to connect to; serve vsock({ port }) or vsock({ cid, port })');
+    }
     checkHandler(handler);
     for (const t of transports) this.#serve.push({ transport: t, handler, options });
     return this;
@@ -302,6 +305,9 @@ export class Node<Req = unknown, Res = unknown> {
       throw new RpcError('INVALID_ARGUMENT', 'connect({ handler }) takes a handler object');
     }
     checkClientOptions(options);
+    if (transports.some((t) => t?.kind === 'vsock' && t.cid === undefined && t.vm === undefined)) {
+      throw new RpcError('INVALID_ARGUMENT', 'connecting over vsock needs the peer: vsock({ cid, port }) or vsock({ vm, port })');
+    }
     this.#connect = { transports, options };
     return this as unknown as Node<Q, S>;
   }
@@ -437,7 +443,9 @@ export class Node<Req = unknown, Res = unknown> {
       }
       if (connect) {
         const { transports, options } = connect;
-        const open = (transport: TransportDescriptor) => {
+        const open = async (wanted: TransportDescriptor) => {
+          // A self-managed vsock client takes its VM's CID from the backend's host entry, at each attempt.
+          const transport = await resolveVsockVm(wanted, discovery);
           const runner = transport.kind === 'isolate' ? new IsolateRunner() : lease;
           const closeTimeoutMs = transport.kind === 'isolate' ? transport.closeTimeoutMs : undefined;
           // An in-process isolate plugin is code this process loaded itself: there is nothing to authenticate.

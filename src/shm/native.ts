@@ -3,7 +3,8 @@
  * its loader. Nothing else in the package imports the `.node` file.
  *
  * The addon maps POSIX shared memory into SharedArrayBuffers and waits/wakes futexes across
- * processes (V8's Atomics.wait/notify never cross a process boundary). It is optional: when it
+ * processes (V8's Atomics.wait/notify never cross a process boundary), and owns AF_VSOCK sockets,
+ * which Node cannot wrap (see `relayFd`). It is optional: when it
  * is not built, `loadNative()` throws `RpcError('NATIVE_MISSING')` and the transports that need
  * it say so, while TCP, Unix-socket and worker transports keep working.
  */
@@ -60,6 +61,50 @@ export interface PeerCredentials {
   gid: number;
 }
 
+export interface VsockListenOptions {
+  /** Local CID to bind; default VMADDR_CID_ANY (0xFFFFFFFF). */
+  cid?: number;
+  /** Port; 0 (the default) lets the kernel pick one. */
+  port?: number;
+  backlog?: number;
+}
+
+export interface VsockListening {
+  /**
+   * The JS end of the listener's control socket (an AF_UNIX stream; wrap it in a net.Socket). Each
+   * accepted connection is announced on it as 12 bytes, u32 LE: the connection's relayed fd (claim
+   * it with `vsockTakeAccepted` first), the peer's CID, the peer's port. Ending or closing this
+   * socket closes the listener, and with it every announced fd not yet claimed.
+   */
+  control: number;
+  /** As getsockname(2) reports them (VMADDR_CID_ANY stays 0xFFFFFFFF; port 0 resolved). */
+  cid: number;
+  port: number;
+}
+
+export interface VsockConnectOptions {
+  cid: number;
+  port: number;
+  /** The connect fails with ETIMEDOUT after this many ms (default 2000, the kernel's own default). */
+  timeoutMs?: number;
+}
+
+/** Counters of this thread's vsock relay thread, for tests. */
+export interface VsockStats {
+  /** Connections being relayed or connected. */
+  relays: number;
+  listeners: number;
+  /** Accepted connections announced but not yet claimed. */
+  unclaimed: number;
+  /** Whether the relay thread runs (it exits after 5 s with nothing to do). */
+  running: boolean;
+}
+
+/** The first bytes of every relayed stream: a u32 LE status, 0 when connected, else the errno of a failed connect. */
+export const kRelayStatusBytes = 4;
+/** One accepted-connection announcement on a vsock listener's control socket. */
+export const kVsockAnnouncementBytes = 12;
+
 /** The addon's exports (native/src/addon.cc). */
 export interface NativeBinding {
   /** NODE_MODULE_VERSION the binary was built for; the loader rejects a mismatch. */
@@ -76,6 +121,31 @@ export interface NativeBinding {
   futexWaitSync(options: FutexWaitOptions): FutexWaitResult;
   /** SO_PEERCRED of a connected Unix socket fd (e.g. `socket._handle.fd`): who connected, as the kernel saw it. */
   peerCredentials(fd: number): PeerCredentials;
+  /** A listening AF_VSOCK socket, owned by this thread's relay thread (native code; it never calls into JS). */
+  vsockListen(options: VsockListenOptions): VsockListening;
+  /**
+   * Starts a non-blocking AF_VSOCK connect on the relay thread and returns the JS end of its relay
+   * (an AF_UNIX stream fd, the caller's to wrap and close), whose first 4 bytes are the status.
+   * VMADDR_CID_ANY is refused (EINVAL); socket(2) failures throw.
+   */
+  vsockConnect(options: VsockConnectOptions): number;
+  /** Claims an fd announced on a listener's control socket: true when it is now the caller's, false when it was not on offer (e.g. its listener closed). */
+  vsockTakeAccepted(fd: number): boolean;
+  /** This machine's vsock CID (IOCTL_VM_SOCKETS_GET_LOCAL_CID on /dev/vsock). */
+  vsockLocalCid(): number;
+  vsockStats(): VsockStats;
+  /**
+   * Relays an already connected stream socket exactly as an accepted vsock connection is relayed
+   * (same native code); returns the JS end, whose stream starts with status 0. On success the
+   * relay thread owns `fd`; on a throw, the caller still does.
+   */
+  relayFd(fd: number): number;
+  /** A listening Unix socket (mode 0600) run by the vsock listener's native accept loop, announcements and relays, so that path can be tested without a vsock peer; `cid` and `port` are 0, as in its announcements. The caller removes the socket file. */
+  relayListenUnix(options: { path: string; backlog?: number }): VsockListening;
+  /** A non-blocking, close-on-exec AF_UNIX stream socketpair. */
+  socketpair(): [number, number];
+  /** close(2) an fd the caller owns. */
+  closeFd(fd: number): void;
 }
 
 /** Where `npm run build:native` puts the binary, from dist/src/shm/native.js up to the package root. */

@@ -5,6 +5,7 @@ import { shmTransport } from './shm.js';
 import { tcpTransport } from './tcp.js';
 import type { TransportAdapter } from './types.js';
 import { unixTransport } from './unix.js';
+import { vsockTransport } from './vsock.js';
 
 export async function adapterFor(d: TransportDescriptor): Promise<TransportAdapter> {
   switch (d.kind) {
@@ -27,6 +28,8 @@ export async function adapterFor(d: TransportDescriptor): Promise<TransportAdapt
     }
     case 'shm':
       return shmTransport;
+    case 'vsock':
+      return vsockTransport;
     case 'isolate':
       throw new RpcError('INVALID_ARGUMENT', 'an isolate() plugin can only be connected to, not served');
     default:

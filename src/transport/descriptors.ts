@@ -45,13 +45,26 @@ export interface IsolateDescriptor {
   closeTimeoutMs: number;
 }
 
-export type TransportDescriptor = TcpDescriptor | UnixDescriptor | CustomDescriptor | ShmDescriptor | IsolateDescriptor;
+export interface VsockDescriptor {
+  kind: 'vsock';
+  /** Connecting: the peer's CID. Serving: the local CID to bind (VMADDR_CID_ANY, 0xFFFFFFFF, when omitted). */
+  cid?: number;
+  /** Connecting, self-managed: the VM whose CID the node's discovery backend holds (its host entry), looked up by start(). */
+  vm?: string;
+  /** Port; 0 when serving lets the kernel pick one. */
+  port: number;
+  /** How long a connect may take before it fails (ms). */
+  connectTimeoutMs: number;
+}
+
+export type TransportDescriptor = TcpDescriptor | UnixDescriptor | CustomDescriptor | ShmDescriptor | IsolateDescriptor | VsockDescriptor;
 
 /** An address a server actually listens on (port 0 resolved). */
 export type Address =
   | { kind: 'tcp'; host: string; port: number }
   | { kind: 'unix'; path: string }
   | { kind: 'shm'; name: string }
+  | { kind: 'vsock'; cid: number; port: number }
   | { kind: 'custom'; name: string; address: unknown };
 
 /** TCP: `tcp('127.0.0.1:1337')`, `tcp({ host, port })`; `[::1]:80` for IPv6. Port 0 picks a free port when serving. */
@@ -102,6 +115,45 @@ export function shm(name: string, options: { capacity?: number } = {}): ShmDescr
   return { kind: 'shm', name, capacity };
 }
 
+/** VMADDR_CID_ANY: a server bound to it accepts on whatever CID this machine has. */
+export const kVsockCidAny = 0xffffffff;
+/** The default connect timeout of vsock(), as the kernel's own (2 s). */
+export const kVsockConnectTimeoutMs = 2000;
+
+/**
+ * VSOCK, the host <-> VM socket family (Linux AF_VSOCK). Connect: `vsock({ cid, port })`, or
+ * `vsock({ vm, port })` to take the CID from the discovery backend's host entry for that VM when
+ * the node starts. Serve: `vsock({ port })` binds VMADDR_CID_ANY (port 0 picks one). Needs the
+ * native addon (its relay thread owns the socket; Node cannot wrap one); throws NATIVE_MISSING
+ * without it.
+ */
+export function vsock(address: { cid?: number; vm?: string; port: number; connectTimeoutMs?: number }): VsockDescriptor {
+  if (typeof address !== 'object' || address === null) throw new RpcError('INVALID_ARGUMENT', 'vsock() takes { cid?, vm?, port, connectTimeoutMs? }');
+  const { cid, vm, port } = address;
+  const u32 = (n: unknown) => typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= 0xffffffff;
+  if (cid !== undefined && !u32(cid)) throw new RpcError('INVALID_ARGUMENT', `vsock cid must be an integer from 0 to 2^32-1, got ${String(cid)}`);
+  if (!u32(port)) throw new RpcError('INVALID_ARGUMENT', `vsock port must be an integer from 0 to 2^32-1, got ${String(port)}`);
+  if (vm !== undefined && cid !== undefined) throw new RpcError('INVALID_ARGUMENT', 'vsock() takes a cid or a vm name, not both');
+  if (vm !== undefined) checkVmName(vm);
+  const connectTimeoutMs = address.connectTimeoutMs ?? kVsockConnectTimeoutMs;
+  if (!(Number.isInteger(connectTimeoutMs) && connectTimeoutMs >= 1 && connectTimeoutMs <= 2 ** 31 - 1)) {
+    throw new RpcError('INVALID_ARGUMENT', `vsock connectTimeoutMs must be a positive integer, got ${String(connectTimeoutMs)}`);
+  }
+  loadNative(); // NATIVE_MISSING here, with how to build it, rather than later in a worker
+  const d: VsockDescriptor = { kind: 'vsock', port, connectTimeoutMs };
+  if (cid !== undefined) d.cid = cid;
+  if (vm !== undefined) d.vm = vm;
+  return d;
+}
+
+/** A VM name as host entries key it (the registry's `Hosts\<vm>`): 1-255 characters, no backslash, quote or control character, no surrounding spaces. */
+export function checkVmName(vm: string): string {
+  if (typeof vm !== 'string' || vm.length === 0 || vm.length > 255 || /[\\"\u0000-\u001f]/.test(vm) || vm.trim() !== vm) {
+    throw new RpcError('INVALID_ARGUMENT', `a VM name is 1-255 characters without backslashes, quotes, control characters or surrounding spaces, got ${JSON.stringify(vm)}`);
+  }
+  return vm;
+}
+
 /**
  * An in-process plugin isolated in its own worker thread: `connect(isolate(pluginUrl))` starts the
  * module in a new thread, and the node's client calls its `handler`; the plugin calls back through
@@ -131,5 +183,8 @@ export function formatAddress(a: Address | TransportDescriptor): string {
       return `isolate:${a.module}`;
     case 'shm':
       return `shm:${a.name}`;
+    case 'vsock':
+      if ('vm' in a && a.vm !== undefined) return `vsock:vm(${a.vm}):${a.port}`;
+      return `vsock:${a.cid ?? kVsockCidAny}:${a.port}`;
   }
 }

@@ -140,7 +140,12 @@ export class ConnectionTask implements ConnectionHost {
       if (spec.handler.kind === 'module') this.#handler = await loadHandler(spec.handler.url);
       const adapter = await adapterFor(spec.transport);
       if (spec.role === 'listen') {
-        this.#listener = await adapter.listen(adapterOptions(spec.transport), (stream) => this.#accept(stream));
+        try {
+          this.#listener = await adapter.listen(adapterOptions(spec.transport), (stream) => this.#accept(stream));
+        } catch (cause) {
+          if (RpcError.is(cause)) throw cause;
+          throw new RpcError('UNAVAILABLE', `cannot listen on ${formatAddress(spec.transport)}: ${(cause as Error).message}`, { cause });
+        }
         return { ok: true, address: this.#listener.address as Address };
       }
       let stream: ByteStream;
