@@ -16,13 +16,17 @@ import { withDeadline } from './lib/measure.js';
 import type { OursApi, OursClient, OursRunning } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type Measured, type SubjectSummary } from './lib/rounds.js';
 import { kPayloadBytes } from './lib/subject.js';
-import { comparisonRows, type ResultRow } from './lib/table.js';
+import { atMost, comparisonRows, type ResultRow } from './lib/table.js';
 
 /** DESIGN §6 worker-isolate targets, relative to comlink in the same run. */
 export const kIsolateRoundTripRatioMax = 0.5;
 export const kIsolateCallsPerSecRatioMin = 10;
 /** Shown in the table's transport column. */
 export const kIsolateTransport = 'worker';
+/** Issue 3: the spin strategy's thread-to-thread round trip, absolute. */
+export const kSpinRoundTripMaxUs = 5;
+/** How long each side of the spinning subject busy-polls after draining its ring. */
+export const kSpinMicros = 50;
 
 const kStartTimeoutMs = 10_000;
 const kCloseTimeoutMs = 5_000;
@@ -52,10 +56,10 @@ async function firstCall(subject: IsolateSubject): Promise<IsolateSubject> {
   }
 }
 
-async function startOursIsolate(api: OursApi): Promise<IsolateSubject> {
+async function startOursIsolate(api: OursApi, spinMicros = 0): Promise<IsolateSubject> {
   const descriptor = api.isolate!(echoUrl('isolate-echo-plugin.js'));
   const running: OursRunning = await withDeadline(
-    new api.Node().connect(descriptor).start(),
+    new api.Node(spinMicros > 0 ? { spinMicros } : {}).connect(descriptor).start(),
     kStartTimeoutMs,
     'ours isolate start()',
   );
@@ -66,8 +70,8 @@ async function startOursIsolate(api: OursApi): Promise<IsolateSubject> {
   }
   let closed = false;
   return firstCall({
-    key: 'ours-isolate',
-    label: 'ours isolate',
+    key: spinMicros > 0 ? 'ours-isolate-spin' : 'ours-isolate',
+    label: spinMicros > 0 ? `ours isolate, spinMicros ${spinMicros}` : 'ours isolate',
     transport: kIsolateTransport,
     // A fresh payload per call: the runtime may transfer (detach) what it is given.
     call: () => client.call(new Uint8Array(kPayloadBytes)),
@@ -150,6 +154,8 @@ export async function runIsolate(
     log('isolate: starting comlink worker');
     subjects.push(await startComlink(log));
     if (api?.isolate !== undefined) await tryStart('ours isolate', () => startOursIsolate(api));
+    // The spin strategy: both threads busy-poll their ring before sleeping (opt-in: it burns cores).
+    if (api?.isolate !== undefined) await tryStart('ours isolate spin', () => startOursIsolate(api, kSpinMicros));
     await tryStart('piscina (default options)', () => startPiscina(undefined));
     await tryStart("piscina (atomics: 'disabled')", () => startPiscina('disabled'));
     const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
@@ -172,5 +178,22 @@ export function isolateRows(result: IsolateResult, inflight: number): ResultRow[
     inflight,
     // Only ours is held to a target; piscina is shown for reference.
     targetsFor: (s) => (s.key === 'ours-isolate' ? { rtMax: kIsolateRoundTripRatioMax, rateMin: kIsolateCallsPerSecRatioMin } : undefined),
-  });
+  }).concat(spinRow(result));
+}
+
+/** The spin strategy's thread-to-thread round trip against its absolute target. */
+function spinRow(result: IsolateResult): ResultRow[] {
+  const spin = result.subjects.find((s) => s.key === 'ours-isolate-spin');
+  if (spin === undefined) return [];
+  const us = spin.summary.roundTrip.medianUs;
+  return [
+    {
+      scenario: `  spin strategy rt, main <-> plugin thread (spinMicros ${kSpinMicros})`,
+      transport: kIsolateTransport,
+      medianUs: us,
+      p99Us: spin.summary.roundTrip.p99Us,
+      target: `<= ${kSpinRoundTripMaxUs} µs`,
+      verdict: atMost(us, kSpinRoundTripMaxUs),
+    },
+  ];
 }

@@ -41,7 +41,7 @@ export interface OursBuilder {
 }
 
 export interface OursApi {
-  Node: new () => OursBuilder;
+  Node: new (options?: { spinMicros?: number }) => OursBuilder;
   tcp(address: string): unknown;
   unix(path: string): unknown;
   /** The worker-isolate transport; optional so the rest of the suite runs without it. */
