@@ -3,13 +3,14 @@ export type { NodeOptions, ServeOptions, ConnectOptions, HandlerInput, AuthHmacO
 export type { HandshakeScheme } from './handshake/spec.js';
 export type { PoolOptions } from './main/pool.js';
 export { tcp, unix, shm, custom, isolate } from './transport/descriptors.js';
-export type { Address, TransportDescriptor, TcpDescriptor, UnixDescriptor, CustomDescriptor, ShmDescriptor, IsolateDescriptor } from './transport/descriptors.js';
+export type { TlsOptions, TlsSettings } from './transport/tls-options.js';
+export type { Address, TransportDescriptor, TcpDescriptor, TcpOptions, UnixDescriptor, CustomDescriptor, ShmDescriptor, IsolateDescriptor } from './transport/descriptors.js';
 export type { ByteStream, StreamEvents, StreamListener, TransportAdapter } from './transport/types.js';
 export { msgpack, json } from './codec/index.js';
 export type { CodecDescriptor, CodecKind } from './codec/index.js';
 export { RpcError, errorCodes } from './errors.js';
 export type { ErrorCode, RemoteErrorInfo } from './errors.js';
-export type { CallContext, CallOptions, Handler, PeerClient, PeerInfo } from './types.js';
+export type { CallContext, CallOptions, Handler, PeerClient, PeerInfo, TlsPeerInfo } from './types.js';
 export { kProtocolVersion } from './protocol/envelope.js';
 export { FileDiscovery } from './discovery/files.js';
 export { EtcdDiscovery } from './discovery/etcd.js';

@@ -8,7 +8,8 @@
  */
 import { RpcError } from '../errors.js';
 
-export type TransportKind = 'tcp' | 'unix' | 'shm';
+/** What a record's `transport_kind` says: `tls` is TCP inside TLS. */
+export type TransportKind = 'tcp' | 'tls' | 'unix' | 'shm';
 export type CodecKindName = 'msgpack' | 'json';
 
 /** The record published under a name. `map` holds one address per serving endpoint ("0", "1", …). */
@@ -57,7 +58,7 @@ export function checkServiceName(name: string): string {
 export function asStoredRecord(value: unknown): StoredRecord | undefined {
   if (value === null || typeof value !== 'object') return undefined;
   const v = value as Record<string, unknown>;
-  if (v.transport_kind !== 'tcp' && v.transport_kind !== 'unix' && v.transport_kind !== 'shm') return undefined;
+  if (v.transport_kind !== 'tcp' && v.transport_kind !== 'tls' && v.transport_kind !== 'unix' && v.transport_kind !== 'shm') return undefined;
   if (v.codec_kind !== 'msgpack' && v.codec_kind !== 'json') return undefined;
   if (v.map === null || typeof v.map !== 'object' || Array.isArray(v.map)) return undefined;
   const map: Record<string, string> = {};

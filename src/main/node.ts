@@ -12,6 +12,7 @@ import { FileDiscovery } from '../discovery/files.js';
 import { topologyFor, transportFromRecord } from '../discovery/topology.js';
 import { checkServiceName, type DiscoveryBackend, type TransportKind } from '../discovery/types.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
+import { resolveTls, type TlsOptions, type TlsSettings } from '../transport/tls-options.js';
 import type { CallOptions, Handler, PeerClient } from '../types.js';
 import { PoolLease, type PoolOptions } from './pool.js';
 import { IsolateRunner } from './isolate-runner.js';
@@ -47,8 +48,10 @@ export interface NodeOptions {
 export interface WaitForOptions {
   /** Give up with UNAVAILABLE after this long (default: wait forever). */
   timeoutMs?: number;
-  /** The transport kind this client speaks (default 'tcp'); a record of another kind is refused. */
+  /** The transport kind this client speaks (default 'tls' when `tls` is given, else 'tcp'); a record of another kind is refused. */
   transport?: TransportKind;
+  /** TLS settings (as for `tcp(address, { tls })`) to reach a service published as `tls`. */
+  tls?: TlsOptions | true;
   codec?: CodecDescriptor;
   /** Serves calls the server makes back over this connection. */
   handler?: Handler;
@@ -163,7 +166,7 @@ export class Node<Req = unknown, Res = unknown> {
   #serve: ServeSpec | undefined;
   #connect: ConnectSpec | undefined;
   #publish: string | undefined;
-  #waitFor: { name: string; options: WaitForOptions } | undefined;
+  #waitFor: { name: string; options: WaitForOptions; transport: TransportKind; tls: TlsSettings | undefined } | undefined;
   #oneToOne = false;
   #handshake: HandshakeSpec = { scheme: 'none' };
 
@@ -190,6 +193,9 @@ export class Node<Req = unknown, Res = unknown> {
   serve(transport: TransportDescriptor, handler: HandlerInput, options: ServeOptions = {}): this {
     if (this.#serve) throw new RpcError('INVALID_ARGUMENT', 'serve() was already called on this node');
     if (transport?.kind === 'isolate') throw new RpcError('INVALID_ARGUMENT', 'an isolate() plugin can only be connected to: connect(isolate(url))');
+    if (transport?.kind === 'tcp' && transport.tls !== undefined && transport.tls.cert === undefined) {
+      throw new RpcError('INVALID_ARGUMENT', 'a TLS server needs its certificate: tcp(address, { tls: { cert, key } }) (or certFile, keyFile)');
+    }
     checkHandler(handler);
     this.#serve = { transport, handler, options };
     return this;
@@ -221,7 +227,13 @@ export class Node<Req = unknown, Res = unknown> {
    */
   waitFor<Q = Req, S = Res>(name: string, options: WaitForOptions = {}): Node<Q, S> {
     if (this.#connect || this.#waitFor) throw new RpcError('INVALID_ARGUMENT', 'a node connects once: connect() or waitFor()');
-    this.#waitFor = { name: checkServiceName(name), options };
+    const transport = options.transport ?? (options.tls !== undefined ? 'tls' : 'tcp');
+    if (options.tls !== undefined && transport !== 'tls') {
+      throw new RpcError('INVALID_ARGUMENT', `waitFor({ tls }) reaches services published as tls, not ${transport}`);
+    }
+    // Checked now (INVALID_ARGUMENT), not once the record turns up.
+    const tls = transport === 'tls' ? resolveTls(options.tls ?? true) : undefined;
+    this.#waitFor = { name: checkServiceName(name), options, transport, tls };
     return this as unknown as Node<Q, S>;
   }
 
@@ -278,8 +290,8 @@ export class Node<Req = unknown, Res = unknown> {
     let unpublish: (() => Promise<void>) | undefined;
     const lease = new PoolLease(this.#options.pool);
     const tasks: RemoteTask[] = [];
-    const { maxFrameBytes, ringBytes, spinMicros, keepAliveMs } = this.#options;
-    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, maxFrameBytes, ringBytes, spinMicros, keepAliveMs };
+    const { maxFrameBytes, ringBytes, spinMicros, keepAliveMs, handshakeTimeoutMs } = this.#options;
+    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, handshakeTimeoutMs, maxFrameBytes, ringBytes, spinMicros, keepAliveMs };
     try {
       if (this.#serve) {
         const { transport, handler, options } = this.#serve;
@@ -301,10 +313,10 @@ export class Node<Req = unknown, Res = unknown> {
       let client: Client<Req, Res> | undefined;
       let connect = this.#connect;
       if (this.#waitFor) {
-        const { name, options } = this.#waitFor;
+        const { name, options, transport, tls } = this.#waitFor;
         const codec = options.codec ?? msgpack();
         const record = await discovery.waitFor(name, { timeoutMs: options.timeoutMs });
-        connect = { transport: transportFromRecord(name, record, { transport: options.transport ?? 'tcp', codec }), options: { codec, handler: options.handler } };
+        connect = { transport: transportFromRecord(name, record, { transport, codec, tls }), options: { codec, handler: options.handler } };
       }
       if (connect) {
         const { transport, options } = connect;

@@ -140,13 +140,15 @@ export class ConnectionTask implements ConnectionHost {
       if (spec.handler.kind === 'module') this.#handler = await loadHandler(spec.handler.url);
       const adapter = await adapterFor(spec.transport);
       if (spec.role === 'listen') {
-        this.#listener = await adapter.listen(adapterOptions(spec.transport), (stream) => this.#accept(stream));
+        this.#listener = await adapter.listen(adapterOptions(spec.transport, spec.handshakeTimeoutMs), (stream) => this.#accept(stream));
         return { ok: true, address: this.#listener.address as Address };
       }
       let stream: ByteStream;
       try {
-        stream = await adapter.connect(adapterOptions(spec.transport));
+        stream = await adapter.connect(adapterOptions(spec.transport, spec.handshakeTimeoutMs));
       } catch (cause) {
+        // An adapter that knows better (a failed TLS handshake: HANDSHAKE_FAILED) says so itself.
+        if (RpcError.is(cause)) throw cause;
         throw new RpcError('UNAVAILABLE', `cannot connect to ${formatAddress(spec.transport)}: ${(cause as Error).message}`, { cause });
       }
       const conn = this.#newConnection(stream);
@@ -240,6 +242,7 @@ export class ConnectionTask implements ConnectionHost {
       connectionId: id,
       ...(stream.remoteAddress !== undefined ? { address: stream.remoteAddress } : {}),
       ...(stream.remotePid !== undefined ? { pid: stream.remotePid } : {}),
+      ...(stream.tls !== undefined ? { tls: stream.tls } : {}),
     };
     return new Connection(id, stream, peer, this);
   }
