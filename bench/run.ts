@@ -281,7 +281,10 @@ async function main(): Promise<number> {
       : ['sweep rows: echo of that many bytes, one call in flight; MB/s = request bytes (10^6) per second; ratio = MB/s / raw unix MB/s at that size (info)']),
     ...(tlsTable.length === 0
       ? []
-      : ['tls rows: ours worker handler over tcp, plain vs inside TLS 1.3 (P-256 certificate made for the run), server in a child process; ratio = tls / plain (info); 1 MiB echo: one call in flight, MB/s = request bytes (10^6) per second']),
+      : [
+          'tls rows: ours worker handler over tcp, plain vs inside TLS 1.3 (P-256 certificate made for the run), server in a child process; ratio = tls / plain (info); 1 MiB echo: one call in flight, MB/s = request bytes (10^6) per second',
+          'tls set-up rows: connect + TLS handshake + start() of a client node, server in this process',
+        ]),
     '',
     formatTable(rows),
     '',

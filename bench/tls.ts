@@ -2,9 +2,11 @@
  * The cost of TLS: ours over plain TCP beside ours over `tcp(address, { tls })`, both with the
  * worker-module handler, server in a child process, measured in the same interleaved rounds: a
  * 16-byte round trip and calls/s with 64 in flight, then a 1 MiB echo (one call in flight, request
- * bytes per second). The certificate (P-256, TLS 1.3) is made for the run with the openssl CLI.
- * No target: the rows say what TLS costs (ratio = tls / plain), as info.
+ * bytes per second). Then connection set-up (connect + start() of a client node, server in this
+ * process) plain and with TLS, like the handshake section. The certificate (P-256, TLS 1.3) is
+ * made for the run with the openssl CLI. No target: the rows say what TLS costs, as info.
  */
+import { Node, tcp, type RunningNode } from '../src/index.js';
 import { median, withDeadline } from './lib/measure.js';
 import { makeTempDir, removeTempDir } from './lib/children.js';
 import type { OursApi } from './lib/ours-api.js';
@@ -17,11 +19,19 @@ import { makeCa, makeLeaf, opensslInstalled } from '../test/tls-certs.js';
 
 const kStallSlackMs = 15_000;
 
+export interface SetupSummary {
+  medianUs: number;
+  p99Us: number;
+  samples: number;
+}
+
 export interface TlsResult {
   transport: 'tcp';
   /** plain first (the baseline), then tls. */
   subjects: Array<{ key: string; label: string; transport: string; summary: SubjectSummary }>;
   echo?: { bytes: number; subjects: Array<{ key: string; label: string; summary: EchoSummary }> };
+  /** Median and p99 connection set-up, µs: plain, then TLS. */
+  setup?: { plain: SetupSummary; tls: SetupSummary };
   skipped: string[];
 }
 
@@ -51,6 +61,7 @@ export async function runTls(
     const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
     result.subjects = subjects.map((s) => ({ key: s.key, label: s.label, transport: 'tcp', summary: summaries.get(s)! }));
     result.echo = await measureEcho(subjects, echoConfig, log, result.skipped);
+    result.setup = await measureSetup({ cert: leaf.cert, key: leaf.key, ca: ca.cert }, { rounds: echoConfig.rounds, perRound: echoConfig.durationMs >= 500 ? 60 : 20 }, log);
     return result;
   } finally {
     for (const subject of subjects) await subject.close().catch((err: Error) => log(`close: ${err.message}`));
@@ -97,6 +108,40 @@ async function measureEcho(
   return { bytes: kEchoBytes, subjects: echoes.map((e) => ({ key: e.subject.key, label: e.subject.label, summary: summarise(e.rounds) })) };
 }
 
+/** connect + start() + close of a client node, plain and TLS alternating per round; servers in this process. */
+async function measureSetup(pem: { cert: string; key: string; ca: string }, options: { rounds: number; perRound: number }, log: (line: string) => void): Promise<TlsResult['setup']> {
+  const servers: RunningNode[] = [];
+  try {
+    const plain = await new Node().serve(tcp('127.0.0.1:0'), { onRequest: (r: unknown) => r }).start();
+    servers.push(plain);
+    const secure = await new Node().serve(tcp('127.0.0.1:0', { tls: { cert: pem.cert, key: pem.key } }), { onRequest: (r: unknown) => r }).start();
+    servers.push(secure);
+    const kinds = [
+      { name: 'plain' as const, transport: () => tcp(plain.addresses[0] as { host: string; port: number }), samples: [] as number[] },
+      { name: 'tls' as const, transport: () => tcp(secure.addresses[0] as { host: string; port: number }, { tls: { ca: pem.ca } }), samples: [] as number[] },
+    ];
+    for (let round = 0; round < options.rounds; round++) {
+      log(`tls: connection set-up, round ${round + 1}/${options.rounds}`);
+      for (const kind of kinds) {
+        for (let i = 0; i < options.perRound; i++) {
+          const t0 = process.hrtime.bigint();
+          const client = await withDeadline(new Node().connect(kind.transport()).start(), kStallSlackMs, `tls ${kind.name} connection set-up`);
+          const us = Number(process.hrtime.bigint() - t0) / 1000;
+          await client.close();
+          if (i > 0) kind.samples.push(us); // the first of each round warms up
+        }
+      }
+    }
+    const summary = (samples: number[]): SetupSummary => {
+      const sorted = samples.sort((a, b) => a - b);
+      return { medianUs: median(sorted), p99Us: sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))], samples: sorted.length };
+    };
+    return { plain: summary(kinds[0].samples), tls: summary(kinds[1].samples) };
+  } finally {
+    for (const server of servers) await server.close().catch(() => {});
+  }
+}
+
 export function tlsRows(result: TlsResult, inflight: number): ResultRow[] {
   const plain = result.subjects.find((s) => s.key === 'plain');
   if (plain === undefined) return [];
@@ -114,6 +159,19 @@ export function tlsRows(result: TlsResult, inflight: number): ResultRow[] {
         ...(isBase ? {} : { baseline: 'ours tcp plain 1 MiB', ratio: subject.summary.mbPerSec / plainEcho.summary.mbPerSec, verdict: 'info' as const }),
       });
     }
+  }
+  const setup = result.setup;
+  if (setup !== undefined) {
+    rows.push({ scenario: 'connection set-up, plain tcp', transport: 'tcp', medianUs: setup.plain.medianUs, p99Us: setup.plain.p99Us });
+    rows.push({
+      scenario: 'connection set-up, TLS 1.3',
+      transport: 'tcp',
+      medianUs: setup.tls.medianUs,
+      p99Us: setup.tls.p99Us,
+      baseline: 'set-up, plain tcp',
+      ratio: setup.tls.medianUs / setup.plain.medianUs,
+      verdict: 'info',
+    });
   }
   return rows;
 }

@@ -117,6 +117,18 @@ describe('tls', function () {
     assert.equal(((await ok.client.call('still')) as Reply).req, 'still');
   });
 
+  it('one-to-one over TLS: a second client gets BUSY, with and without a handshake', async () => {
+    const plain = await tlsServer({}, new Node().oneToOne());
+    const first = await started(new Node().connect(tcp({ port: portOf(plain) }, { tls: { ca: ca.cert } })).start());
+    await first.client.call(1);
+    const second = await started(new Node().connect(tcp({ port: portOf(plain) }, { tls: { ca: ca.cert } })).start());
+    assert.equal((await rejectionOf(second.client.call(2))).code, 'BUSY');
+    const versioned = await tlsServer({}, new Node().oneToOne().handshakeVersionOnly());
+    await started(new Node().handshakeVersionOnly().connect(tcp({ port: portOf(versioned) }, { tls: { ca: ca.cert } })).start());
+    const refused = await rejectionOf(new Node().handshakeVersionOnly().connect(tcp({ port: portOf(versioned) }, { tls: { ca: ca.cert } })).start());
+    assert.equal(refused.code, 'BUSY');
+  });
+
   it('a server that never answers the TLS handshake fails it within handshakeTimeoutMs', async () => {
     const sockets: net.Socket[] = [];
     const silent = net.createServer((s) => sockets.push(s)).listen(0, '127.0.0.1');
