@@ -1,12 +1,13 @@
 /** TLS on TCP over loopback: certificates made at test time, mutual TLS, handshakes inside TLS, bad certificates. */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, sign } from 'node:crypto';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { FileDiscovery, Node, RpcError, tcp, type CallContext, type PeerInfo, type RunningNode } from '../src/index.js';
-import { rejectionOf, tempDir } from './helpers.js';
+import { rejectionOf, sleep, tempDir } from './helpers.js';
 import { makeCa, makeLeaf, opensslInstalled, type Pem } from './tls-certs.js';
 
 const echoPeer = { onRequest: (req: unknown, ctx: CallContext) => ({ req, peer: ctx.peer }) };
@@ -145,6 +146,29 @@ describe('tls', function () {
     }
   });
 
+  it('the server drops a client that never starts its TLS handshake after handshakeTimeoutMs, and keeps serving', async () => {
+    const server = await tlsServer({}, new Node({ handshakeTimeoutMs: 300 }));
+    const idle = net.connect(portOf(server), '127.0.0.1');
+    const t0 = Date.now();
+    await new Promise((resolve) => idle.once('close', resolve).once('error', () => {}));
+    const waited = Date.now() - t0;
+    assert.ok(waited >= 250 && waited < 3000, `dropped after ${waited} ms`);
+    const ok = await started(new Node().connect(tcp({ port: portOf(server) }, { tls: { ca: ca.cert } })).start());
+    assert.equal(((await ok.client.call('after')) as Reply).req, 'after');
+  });
+
+  it('close() does not wait for a client stuck in its TLS handshake', async () => {
+    const server = await new Node().serve(tcp('127.0.0.1:0', { tls: { cert: serverCert.cert, key: serverCert.key } }), echoPeer).start();
+    const idle = net.connect(portOf(server), '127.0.0.1');
+    const idleClosed = new Promise((resolve) => idle.once('close', resolve).once('error', () => {}));
+    await new Promise((resolve) => idle.once('connect', resolve));
+    await sleep(100);
+    const t0 = Date.now();
+    await server.close();
+    await idleClosed;
+    assert.ok(Date.now() - t0 < 2000, `close() took ${Date.now() - t0} ms (the handshake limit is 5000)`);
+  });
+
   it('a refused address is UNAVAILABLE, not a TLS failure', async () => {
     const probe = net.createServer().listen(0, '127.0.0.1');
     await new Promise((r) => probe.once('listening', r));
@@ -239,6 +263,19 @@ describe('tls', function () {
     bad(() => new Node().serve(tcp('127.0.0.1:0', { tls: { ca: ca.cert } }), echoPeer), /a TLS server needs its certificate/);
     bad(() => new Node().waitFor('svc', { transport: 'tcp', tls: { ca: ca.cert } }), /reaches services published as tls, not tcp/);
     bad(() => new Node().waitFor('svc', { tls: { ca: 'nope' } }), /tls.ca\[0\] holds no PEM certificate/);
+  });
+
+  it('the CLI calls a service published as tls with --ca (and --cert/--key for mutual TLS)', async () => {
+    const dir = path.join(dirs.dir, 'cli-discovery');
+    const name = `tls-cli-${process.pid}`;
+    await tlsServer({ ca: ca.cert, requestCert: true }, new Node({ discovery: new FileDiscovery({ dir }) }).publish(name));
+    const cli = new URL('../src/cli.js', import.meta.url).pathname;
+    const run = promisify(execFile);
+    const { stdout } = await run(process.execPath, [cli, 'call', name, '"via cli"', '--dir', dir, '--ca', ca.certFile, '--cert', clientCert.certFile, '--key', clientCert.keyFile]);
+    assert.equal(JSON.parse(stdout).req, 'via cli');
+    const refused: any = await run(process.execPath, [cli, 'call', name, '1', '--dir', dir, '--ca', otherCa.certFile]).catch((e) => e);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /HANDSHAKE_FAILED: TLS handshake with 127\.0\.0\.1:\d+ failed/);
   });
 
   it('discovery: a TLS server publishes kind "tls"; a plain client refuses it, a TLS client reaches it', async () => {

@@ -27,16 +27,31 @@ export const tcpTransport: TransportAdapter = {
       s.remoteAddress === undefined
         ? {}
         : { remoteAddress: formatAddress({ kind: 'tcp', host: s.remoteAddress, port: s.remotePort ?? 0 }), ...(d.tls ? { tls: tlsPeer(s as tls.TLSSocket) } : {}) };
-    const { server, listener } = d.tls
-      ? await listenNet({ host: d.host, port: d.port }, onStream, describe, tlsServer(d.tls, d.handshakeTimeoutMs ?? kDefaultTlsTimeoutMs), 'secureConnection')
-      : await listenNet({ host: d.host, port: d.port }, onStream, describe);
-    const bound = server.address();
-    const port = typeof bound === 'object' && bound !== null ? bound.port : d.port;
-    return listener({ kind: 'tcp', host: d.host, port, ...(d.tls ? { tls: true } : {}) });
+    if (!d.tls) {
+      const { server, listener } = await listenNet({ host: d.host, port: d.port }, onStream, describe);
+      return listener({ kind: 'tcp', host: d.host, port: boundPort(server, d.port) });
+    }
+    const secure = tlsServer(d.tls, d.handshakeTimeoutMs ?? kDefaultTlsTimeoutMs);
+    const { server, listener } = await listenNet({ host: d.host, port: d.port }, onStream, describe, secure.server, 'secureConnection');
+    const inner = listener({ kind: 'tcp', host: d.host, port: boundPort(server, d.port), tls: true });
+    return {
+      address: inner.address,
+      close: () => {
+        // Connections still in their TLS handshake are nobody's yet: without this, closing would wait for them to time out.
+        secure.dropHandshaking();
+        return inner.close();
+      },
+    };
   },
 };
 
-function tlsServer(settings: TlsSettings, handshakeTimeoutMs: number): tls.Server {
+function boundPort(server: net.Server, fallback: number): number {
+  const bound = server.address();
+  return typeof bound === 'object' && bound !== null ? bound.port : fallback;
+}
+
+/** A TLS server, and a way to drop the clients still in their TLS handshake. */
+function tlsServer(settings: TlsSettings, handshakeTimeoutMs: number): { server: tls.Server; dropHandshaking(): void } {
   const server = tls.createServer({
     cert: settings.cert,
     key: settings.key,
@@ -47,12 +62,29 @@ function tlsServer(settings: TlsSettings, handshakeTimeoutMs: number): tls.Serve
     handshakeTimeout: handshakeTimeoutMs,
     noDelay: true,
   });
-  // A client whose TLS handshake fails (wrong CA, no certificate, garbage, too slow) is dropped by
-  // node:tls on its own; only that socket goes, the listener and other connections are untouched.
+  // Raw sockets whose TLS handshake has not completed, by peer address (unique among live connections).
+  const handshaking = new Map<string, net.Socket>();
+  const key = (s: net.Socket) => `${s.remoteAddress}|${s.remotePort}`;
+  server.on('connection', (raw: net.Socket) => {
+    const k = key(raw);
+    handshaking.set(k, raw);
+    raw.once('close', () => handshaking.get(k) === raw && handshaking.delete(k));
+  });
+  server.on('secureConnection', (socket: tls.TLSSocket) => handshaking.delete(key(socket)));
+  // A client whose TLS handshake fails (wrong CA, no certificate, garbage) is dropped by node:tls,
+  // but one that stalls past the time limit only gets this event: drop it here. Either way only
+  // that socket goes; the listener and the other connections are untouched.
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
     log('TLS handshake from %s failed: %s', socket.remoteAddress, err.code ?? err.message);
+    socket.destroy();
   });
-  return server;
+  return {
+    server,
+    dropHandshaking: () => {
+      for (const raw of handshaking.values()) raw.destroy();
+      handshaking.clear();
+    },
+  };
 }
 
 /**
