@@ -12,7 +12,8 @@
  *
  * Namespaces are named `ogt-<pid>-<host>` (and `ogt-<pid>-sw` for the bridge). A lab deletes its
  * own on destroy() and, if the process exits first, from an exit hook; `create()` first removes any
- * `ogt-<pid>-*` namespaces whose process is gone (a crashed earlier run).
+ * `ogt-<pid>-*` namespaces whose process is gone (a crashed earlier run), with the processes still
+ * running in them and that run's temp dir.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -68,14 +69,20 @@ function namespaces(): string[] {
     .filter((name) => name.startsWith(kPrefix));
 }
 
-/** Removes lab namespaces left by processes that no longer run; returns their names. */
+const kDirPrefix = 'ogurpchik-netns-';
+
+/** Removes lab namespaces (and lab temp dirs) left by processes that no longer run; returns the namespaces' names. */
 export function removeStaleNamespaces(): string[] {
-  const stale = namespaces().filter((ns) => {
-    const owner = Number(/^ogt-(\d+)-/.exec(ns)?.[1]);
+  const stale = (name: string, pattern: RegExp) => {
+    const owner = Number(pattern.exec(name)?.[1]);
     return !(owner > 0 && alive(owner));
-  });
-  for (const ns of stale) deleteNamespace(ns);
-  return stale;
+  };
+  const gone = namespaces().filter((ns) => stale(ns, /^ogt-(\d+)-/));
+  for (const ns of gone) deleteNamespace(ns);
+  for (const entry of fs.readdirSync(os.tmpdir())) {
+    if (entry.startsWith(kDirPrefix) && stale(entry, /^ogurpchik-netns-(\d+)-/)) fs.rmSync(path.join(os.tmpdir(), entry), { recursive: true, force: true });
+  }
+  return gone;
 }
 
 export interface LabHost {
@@ -141,7 +148,7 @@ export class NetnsLab {
     const sw = `${base}sw`;
     const created: string[] = [];
     const hosts = new Map<string, LabHost>();
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ogurpchik-netns-'));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${kDirPrefix}${process.pid}-`));
     const lab = new NetnsLab(hosts, created, dir);
     try {
       ip(['netns', 'add', sw]);
