@@ -1,7 +1,8 @@
 /**
  * ogurpchik echo server (a child process of the bench).
  * Usage: `node ours-server.js --kind tcp|unix|shm [--path <socket>] [--name <shm service>]
- *         [--capacity <shm ring bytes>] --handler worker|main [--busy-slice-ms <ms>]`.
+ *         [--capacity <shm ring bytes>] [--tls-cert <pem file> --tls-key <pem file>]
+ *         --handler worker|main [--busy-slice-ms <ms>]`. With --tls-*, tcp runs inside TLS.
  * `--handler worker` serves the echo module inside the connection worker; `main` serves the same
  * object on this process's main thread. `--busy-slice-ms` keeps the main thread busy in CPU
  * slices of that length, letting the event loop turn once between slices (the busy-host case).
@@ -21,6 +22,8 @@ const { values } = parseArgs({
     capacity: { type: 'string' },
     handler: { type: 'string', default: 'worker' },
     'busy-slice-ms': { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
   },
 });
 
@@ -46,7 +49,14 @@ process.once('disconnect', shutdown);
 
 const api = await loadOurs().catch((err: Error) => fail(err.message));
 let transport: unknown;
-if (values.kind === 'tcp') transport = api.tcp('127.0.0.1:0');
+if (values.kind === 'tcp') {
+  const tls = values['tls-cert'] === undefined ? undefined : { certFile: values['tls-cert'], keyFile: values['tls-key'] };
+  try {
+    transport = api.tcp('127.0.0.1:0', tls === undefined ? undefined : { tls });
+  } catch (err) {
+    fail(`tcp(): ${(err as Error).message}`);
+  }
+}
 else if (values.kind === 'unix' && values.path !== undefined) transport = api.unix(values.path);
 else if (values.kind === 'shm' && values.name !== undefined) {
   if (api.shm === undefined) fail('the runtime does not export shm()');

@@ -29,6 +29,10 @@ export interface OursSubjectOptions {
   /** shm only: the service name (unique per server) and each ring's data capacity in bytes. */
   shmName?: string;
   shmCapacity?: number;
+  /** tcp only: serve inside TLS with this certificate and key (PEM files); the client trusts `ca` (PEM text). */
+  tls?: { certFile: string; keyFile: string; ca: string };
+  /** Overrides the label shown in the table. */
+  label?: string;
 }
 
 const kConnectTimeoutMs = 10_000;
@@ -50,6 +54,7 @@ export async function startOursSubject(api: OursApi, options: OursSubjectOptions
     if (options.shmCapacity !== undefined) args.push('--capacity', String(options.shmCapacity));
   }
   if (options.busySliceMs !== undefined) args.push('--busy-slice-ms', String(options.busySliceMs));
+  if (options.tls !== undefined) args.push('--tls-cert', options.tls.certFile, '--tls-key', options.tls.keyFile);
 
   let server;
   try {
@@ -63,7 +68,10 @@ export async function startOursSubject(api: OursApi, options: OursSubjectOptions
 
   let running: OursRunning;
   try {
-    const descriptorOptions = options.shmCapacity === undefined ? {} : { shmCapacity: options.shmCapacity };
+    const descriptorOptions = {
+      ...(options.shmCapacity === undefined ? {} : { shmCapacity: options.shmCapacity }),
+      ...(options.tls === undefined ? {} : { tls: { ca: options.tls.ca } }),
+    };
     running = await connectWithin(api, server.address, descriptorOptions, kConnectTimeoutMs);
   } catch (err) {
     await server.stop();
@@ -79,7 +87,7 @@ export async function startOursSubject(api: OursApi, options: OursSubjectOptions
   let closed = false;
   return {
     key: name,
-    label: `ours ${handlerLabel[options.handler]}`,
+    label: options.label ?? `ours ${handlerLabel[options.handler]}`,
     transport: options.transport,
     // A fresh payload per call: the runtime may transfer (detach) what it is given.
     call: () => client.call(new Uint8Array(kPayloadBytes)),
@@ -100,7 +108,7 @@ export async function startOursSubject(api: OursApi, options: OursSubjectOptions
 async function connectWithin(
   api: OursApi,
   address: OursAddress,
-  descriptorOptions: { shmCapacity?: number },
+  descriptorOptions: { shmCapacity?: number; tls?: Record<string, unknown> },
   ms: number,
 ): Promise<OursRunning> {
   let timer: NodeJS.Timeout | undefined;

@@ -2,8 +2,8 @@
  * The benchmark suite, part 1: raw `net` ping-pong baselines and ogurpchik over TCP and Unix
  * sockets, shared memory against raw unix and memcpy (shm.ts), the worker isolate against comlink
  * and piscina (isolate.ts), the busy-host case, the peers users pick today (fork IPC, grpc-js;
- * peers.ts) and a payload sweep (sweep.ts).
- * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,handshake,busy,peers,sweep,view]`.
+ * peers.ts), a payload sweep (sweep.ts), the cost of TLS on tcp (tls.ts) and the view codec's copies (view.ts).
+ * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,handshake,busy,peers,sweep,tls,view]`.
  *
  * Progress goes to stderr, the table to stdout, raw figures to bench/results/latest.json.
  * Each transport's subjects are measured in interleaved rounds (see lib/rounds.ts); every
@@ -29,6 +29,7 @@ import { runView, viewRows, type ViewResult } from './view.js';
 import { Progress } from './lib/progress.js';
 import { peersRows, runPeers, type PeersResult } from './peers.js';
 import { runSweep, sweepRows, type SweepConfig, type SweepResult } from './sweep.js';
+import { runTls, tlsRows, tlsWarnings, type TlsResult } from './tls.js';
 import { renderChart } from './lib/chart.js';
 
 /** DESIGN §6 targets for tcp and unix, relative to the raw ping-pong of the same kind. */
@@ -36,7 +37,7 @@ const kRoundTripRatioMax = 1.5;
 const kCallsPerSecRatioMin = 1.5;
 
 const quick = process.argv.includes('--quick');
-const kSections = ['tcp', 'unix', 'shm', 'isolate', 'handshake', 'busy', 'peers', 'sweep', 'view'] as const;
+const kSections = ['tcp', 'unix', 'shm', 'isolate', 'handshake', 'busy', 'peers', 'sweep', 'tls', 'view'] as const;
 type Section = (typeof kSections)[number];
 /** `--only a,b`: run just those sections (for working on one); the default runs all. */
 const only = ((): ReadonlySet<Section> => {
@@ -85,6 +86,11 @@ const peersConfig: BenchConfig = quick ? { ...config, rounds: 3, durationMs: 180
 const sweepConfig: SweepConfig = quick
   ? { rounds: 2, warmupMs: 30, durationMs: 120 }
   : { rounds: 3, warmupMs: 100, durationMs: 600 };
+/**
+ * tls: ours tcp plain and with TLS, 16 bytes (rt, x64), then the 1 MiB echo in rounds of the same
+ * length. Quick: 3 rounds ≈ 8 s; full: 5 rounds ≈ 30 s.
+ */
+const tlsConfig: BenchConfig = quick ? { ...config, rounds: 3 } : config;
 /** A subject whose rounds differ by more than this factor gets a warning under the table. */
 const kUnstableSpread = 1.5;
 
@@ -100,6 +106,7 @@ const kSectionSeconds: Record<Section, [number, number]> = {
   busy: [7, 12],
   peers: [8, 45],
   sweep: [7, 32],
+  tls: [8, 25],
   view: [1, 2],
 };
 const progress = new Progress(kSections.filter((s) => only.has(s)).map((name) => ({ name, seconds: kSectionSeconds[name][quick ? 0 : 1] })));
@@ -241,6 +248,12 @@ async function main(): Promise<number> {
     skipped.push(...sweep.skipped);
   }
 
+  let tls: TlsResult | undefined;
+  if (api !== undefined && only.has('tls') && section('tls')) {
+    tls = await runTls(api, tlsConfig, tlsConfig, log);
+    skipped.push(...tls.skipped);
+  }
+
   let viewResult: ViewResult | undefined;
   if (only.has('view') && section('view')) viewResult = await runView({ requests: quick ? 10 : 40 }, log);
 
@@ -260,17 +273,20 @@ async function main(): Promise<number> {
     rows.push(...(rows.length > 0 ? [null] : []), ...peersRows(peers, peersConfig.inflight));
   }
   if (sweep !== undefined && sweep.subjects.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...sweepRows(sweep));
+  const tlsTable = tls === undefined ? [] : tlsRows(tls, tlsConfig.inflight);
+  if (tlsTable.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...tlsTable);
   if (viewResult !== undefined) rows.push(...(rows.length > 0 ? [null] : []), ...viewRows(viewResult));
   const elapsedSec = (performance.now() - started) / 1000;
   progress.finish();
 
   const out: string[] = [
     '',
-    `ogurpchik bench, part 1 (tcp, unix, shm, worker isolate, handshake, busy host, peers, payload sweep, view codec): ${quick ? 'quick' : 'full'} run, ${new Date().toISOString()}`,
+    `ogurpchik bench, part 1 (tcp, unix, shm, worker isolate, handshake, busy host, peers, payload sweep, tls, view codec): ${quick ? 'quick' : 'full'} run, ${new Date().toISOString()}`,
     `node ${process.version}, ${cpu.length} x ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${kPayloadBytes}-byte payload`,
     `figures: median of ${config.rounds} interleaved rounds of ${config.durationMs} ms after ${config.warmupMs} ms warm-up ` +
       `(shm: ${shmConfig.rounds} rounds; worker isolate: ${isolateConfig.rounds} rounds; busy host: ${busyConfig.rounds} rounds of ${busyConfig.durationMs} ms; ` +
-      `peers: ${peersConfig.rounds} rounds of ${peersConfig.durationMs} ms; sweep: ${sweepConfig.rounds} rounds of ${sweepConfig.durationMs} ms after ${sweepConfig.warmupMs} ms)`,
+      `peers: ${peersConfig.rounds} rounds of ${peersConfig.durationMs} ms; sweep: ${sweepConfig.rounds} rounds of ${sweepConfig.durationMs} ms after ${sweepConfig.warmupMs} ms; ` +
+      `tls: ${tlsConfig.rounds} rounds)`,
     `rt: round trip, one call in flight; x${config.inflight}: ${config.inflight} calls kept in flight`,
     'ratio: rt rows time / baseline time, x rows rate / baseline rate; only ratios within one run mean anything',
     "worker handler: echo module run in the server's connection worker; main-thread handler: echo object on its main thread",
@@ -291,6 +307,12 @@ async function main(): Promise<number> {
     ...(sweep === undefined
       ? []
       : ['sweep rows: echo of that many bytes, one call in flight; MB/s = request bytes (10^6) per second; ratio = MB/s / raw unix MB/s at that size (info)']),
+    ...(tlsTable.length === 0
+      ? []
+      : [
+          'tls rows: ours worker handler over tcp, plain vs inside TLS 1.3 (P-256 certificate made for the run), server in a child process; ratio = tls / plain (info); 1 MiB echo: one call in flight, MB/s = request bytes (10^6) per second',
+          'tls set-up rows: connect + TLS handshake + start() of a client node, server in this process',
+        ]),
     ...(viewResult === undefined
       ? []
       : [
@@ -308,7 +330,9 @@ async function main(): Promise<number> {
     ...(peers === undefined
       ? []
       : [{ transport: 'peers', subjects: peers.subjects.map((s) => ({ ...s, label: `${s.label} ${s.transport}` })) }]),
+    ...(tls === undefined || tls.subjects.length === 0 ? [] : [{ transport: 'tls', subjects: tls.subjects }]),
   ].flatMap(spreadWarnings);
+  warnings.push(...(tls === undefined ? [] : tlsWarnings(tls)));
   warnings.push(...(shmResult?.warnings ?? []), ...(sweep?.warnings ?? []));
   out.push(...warnings);
   if (api === undefined) out.push('ours: runtime not available yet - only the raw baselines were measured.');
@@ -329,6 +353,7 @@ async function main(): Promise<number> {
     shmConfig,
     peersConfig,
     sweepConfig,
+    tlsConfig,
     only: [...only],
     payloadBytes: kPayloadBytes,
     elapsedSec,
@@ -341,6 +366,7 @@ async function main(): Promise<number> {
     handshake,
     peers,
     sweep,
+    tls,
     view: viewResult,
     rows: rows.filter((r) => r !== null),
   };

@@ -150,13 +150,13 @@ function spreadWarning(warnings: string[], what: string, summary: EchoSummary): 
   }
 }
 
-function patterned(bytes: number): Uint8Array {
+export function patterned(bytes: number): Uint8Array {
   const out = new Uint8Array(bytes);
   for (let i = 0; i < bytes; i++) out[i] = (i * 131 + 7) & 0xff;
   return out;
 }
 
-function summarise(rounds: EchoRound[]): EchoSummary {
+export function summarise(rounds: EchoRound[]): EchoSummary {
   return {
     mbPerSec: median(rounds.map((r) => r.mbPerSec)),
     medianUs: median(rounds.map((r) => r.medianUs)),
@@ -165,7 +165,7 @@ function summarise(rounds: EchoRound[]): EchoSummary {
 }
 
 /** Calls `op` back to back: `warmupMs` untimed, then `durationMs` timed, each call on its own. */
-async function timedRound(op: () => unknown, config: Pick<BenchConfig, 'warmupMs' | 'durationMs'>): Promise<EchoRound> {
+export async function timedRound(op: () => unknown, config: Pick<BenchConfig, 'warmupMs' | 'durationMs'>): Promise<EchoRound> {
   const warmEnd = performance.now() + config.warmupMs;
   while (performance.now() < warmEnd) await op();
   const times: number[] = [];

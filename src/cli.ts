@@ -11,6 +11,7 @@ import { FileDiscovery } from './discovery/files.js';
 import { EtcdDiscovery } from './discovery/etcd.js';
 import type { DiscoveryBackend } from './discovery/types.js';
 import { transportFromRecord } from './discovery/topology.js';
+import { resolveTls } from './transport/tls-options.js';
 import { RpcError } from './errors.js';
 import { Node } from './main/node.js';
 import { parsePublicKey, parseSignature, verifyEd25519 } from './handshake/signed-process.js';
@@ -19,7 +20,7 @@ const kUsage = `usage: ogurpchik <command> [options]
 
 commands:
   ls [--dir <dir> | --etcd <url>]        list published services (<name>@<instance> for shared ones) and whether their owners live
-  call <service> <json> [--timeout <ms>] [--dir <dir> | --etcd <url>]
+  call <service> <json> [--timeout <ms>] [--dir <dir> | --etcd <url>] [--ca <pem> --cert <pem> --key <pem>]
                                          call a published service once and print the response as JSON
   keygen [--out <prefix>]                write an Ed25519 key pair: <prefix>.key (private, 0600) and <prefix>.pub (base64)
   sign <file> --key <prefix.key>         write <file>.sig, the detached signature authSignedProcess() checks
@@ -37,7 +38,7 @@ function backendFrom(values: { dir?: string; etcd?: string }): DiscoveryBackend 
 
 const kCommandHelp: Record<string, string> = {
   ls: 'usage: ogurpchik ls [--dir <dir> | --etcd <url>]\n  Lists every published service (an instance of a shared name as <name>@<instance>): name, liveness of its owner, transport/codec and addresses.',
-  call: 'usage: ogurpchik call <service> <json> [--timeout <ms>] [--dir <dir> | --etcd <url>]\n  Waits up to --timeout (default 5000) for <service>, sends <json> as one request with the codec the service publishes, prints the response as JSON. Exits 1 with the error code on failure.',
+  call: 'usage: ogurpchik call <service> <json> [--timeout <ms>] [--dir <dir> | --etcd <url>] [--ca <pem> --cert <pem> --key <pem>]\n  Waits up to --timeout (default 5000) for <service>, sends <json> as one request with the codec the service publishes, prints the response as JSON. Exits 1 with the error code on failure.\n  A service published as tls is reached with --ca (the CA file to trust; default the bundled root CAs) and, for mutual TLS, --cert and --key.',
   keygen: 'usage: ogurpchik keygen [--out <prefix>]\n  Writes an Ed25519 key pair: <prefix>.key (PKCS#8 PEM, mode 0600) and <prefix>.pub (the raw 32-byte public key in base64, what authSignedProcess() takes). Default prefix: ogurpchik.',
   sign: 'usage: ogurpchik sign <file> --key <prefix.key>\n  Signs <file> (e.g. a copy of the node binary your plugin host runs) and writes the 64-byte detached signature to <file>.sig.',
   verify: 'usage: ogurpchik verify <file> <pubkey>\n  Checks <file>.sig against <pubkey> (a .pub file, or the base64 text). Exits 0 when it matches, 1 when not.',
@@ -76,8 +77,13 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'call': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { dir: { type: 'string' }, etcd: { type: 'string' }, timeout: { type: 'string', default: '5000' } } });
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { dir: { type: 'string' }, etcd: { type: 'string' }, timeout: { type: 'string', default: '5000' }, ca: { type: 'string' }, cert: { type: 'string' }, key: { type: 'string' } } });
       const [service, body] = positionals;
+      const tls = resolveTls({
+        ...(values.ca !== undefined ? { caFile: values.ca } : {}),
+        ...(values.cert !== undefined ? { certFile: values.cert } : {}),
+        ...(values.key !== undefined ? { keyFile: values.key } : {}),
+      });
       if (service === undefined || body === undefined) fail(kCommandHelp.call);
       let request: unknown;
       try {
@@ -89,7 +95,7 @@ async function main(argv: string[]): Promise<void> {
       const backend = backendFrom(values);
       const record = await backend.waitFor(service, { timeoutMs }).finally(() => backend.close?.());
       const codec = record.codec_kind === 'json' ? json() : msgpack();
-      const transport = transportFromRecord(service, record, { transport: record.transport_kind, codec });
+      const transport = transportFromRecord(service, record, { transport: record.transport_kind, codec, tls });
       const node = await new Node().connect(transport, { codec }).start();
       try {
         const response = await node.client.call(request, { timeoutMs });

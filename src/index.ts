@@ -4,7 +4,8 @@ export type { BalancePolicy, ClientState, ClientStateEvent, EndpointInfo, Endpoi
 export type { HandshakeScheme } from './handshake/spec.js';
 export type { PoolOptions } from './main/pool.js';
 export { tcp, unix, shm, custom, isolate, vsock } from './transport/descriptors.js';
-export type { Address, TransportDescriptor, TcpDescriptor, UnixDescriptor, CustomDescriptor, ShmDescriptor, IsolateDescriptor, VsockDescriptor } from './transport/descriptors.js';
+export type { TlsOptions, TlsSettings } from './transport/tls-options.js';
+export type { Address, TransportDescriptor, TcpDescriptor, TcpOptions, UnixDescriptor, CustomDescriptor, ShmDescriptor, IsolateDescriptor, VsockDescriptor } from './transport/descriptors.js';
 export type { ByteStream, StreamEvents, StreamListener, TransportAdapter } from './transport/types.js';
 export { msgpack, json, view } from './codec/index.js';
 export { View } from './codec/view.js';
@@ -12,7 +13,7 @@ export type { FinishedBuffer } from './codec/view.js';
 export type { CodecDescriptor, CodecKind } from './codec/index.js';
 export { RpcError, errorCodes } from './errors.js';
 export type { ErrorCode, RemoteErrorInfo } from './errors.js';
-export type { CallContext, CallOptions, Handler, PeerClient, PeerInfo, StreamOptions } from './types.js';
+export type { CallContext, CallOptions, Handler, PeerClient, PeerInfo, StreamOptions, TlsPeerInfo } from './types.js';
 export { kProtocolVersion } from './protocol/envelope.js';
 export { FileDiscovery } from './discovery/files.js';
 export { EtcdDiscovery } from './discovery/etcd.js';

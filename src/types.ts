@@ -13,6 +13,22 @@ export interface PeerInfo {
   pid?: number;
   /** Connection id, unique within its node. */
   connectionId: number;
+  /** When the connection is a TLS session: what TLS says of the peer. */
+  tls?: TlsPeerInfo;
+}
+
+/** The TLS side of a peer (`tcp(address, { tls })`). */
+export interface TlsPeerInfo {
+  /** True when the peer's certificate verified against the trusted CAs (false when it sent none, e.g. a client of a server without `requestCert`). */
+  authorized: boolean;
+  /** The negotiated protocol, e.g. `TLSv1.3`. */
+  protocol: string;
+  /** The peer certificate's subject on one line, e.g. `O=Example, CN=client-1`, when it sent one. */
+  subject?: string;
+  /** Its issuer, same form. */
+  issuer?: string;
+  /** Its SHA-256 fingerprint, `AB:CD:…`. */
+  fingerprint256?: string;
 }
 
 /** Options for one call. */

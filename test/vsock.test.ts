@@ -366,12 +366,9 @@ describe('vsock', function () {
       const root = fs.mkdtempSync(path.join(os.tmpdir(), 'wt-vsock-missing-'));
       try {
         const dist = path.join(root, 'dist', 'src');
-        fs.mkdirSync(path.join(dist, 'shm'), { recursive: true });
-        fs.mkdirSync(path.join(dist, 'transport'), { recursive: true });
         fs.writeFileSync(path.join(root, 'package.json'), '{"type":"module"}');
-        for (const file of ['errors.js', 'shm/native.js', 'transport/descriptors.js']) {
-          fs.copyFileSync(fileURLToPath(new URL(`../src/${file}`, import.meta.url)), path.join(dist, file));
-        }
+        // The whole compiled tree (what descriptors.js imports changes), without the package's native/build.
+        fs.cpSync(fileURLToPath(new URL('../src/', import.meta.url)), dist, { recursive: true });
         const copy = (await import(path.join(dist, 'transport', 'descriptors.js'))) as typeof import('../src/transport/descriptors.js');
         assert.throws(() => copy.vsock({ cid: 1, port: 9 }), (e: RpcError) => e.code === 'NATIVE_MISSING' && /npm run build:native/.test(e.message));
       } finally {

@@ -42,7 +42,8 @@ export interface OursBuilder {
 
 export interface OursApi {
   Node: new (options?: { spinMicros?: number }) => OursBuilder;
-  tcp(address: string): unknown;
+  /** `options.tls`: TLS settings (PEM text or files), as in the real `tcp()`. */
+  tcp(address: string, options?: { tls?: Record<string, unknown> }): unknown;
   unix(path: string): unknown;
   /** The worker-isolate transport; optional so the rest of the suite runs without it. */
   isolate?(module: URL, options?: { closeTimeoutMs?: number }): unknown;
@@ -73,8 +74,8 @@ export async function loadOurs(): Promise<OursApi> {
 }
 
 /** The transport descriptor for an address a server child reported. */
-export function transportFor(api: OursApi, address: OursAddress, options: { shmCapacity?: number } = {}): unknown {
-  if (address.kind === 'tcp') return api.tcp(`${address.host}:${address.port}`);
+export function transportFor(api: OursApi, address: OursAddress, options: { shmCapacity?: number; tls?: Record<string, unknown> } = {}): unknown {
+  if (address.kind === 'tcp') return api.tcp(`${address.host}:${address.port}`, options.tls === undefined ? undefined : { tls: options.tls });
   if (address.kind === 'unix' && address.path !== undefined) return api.unix(address.path);
   if (address.kind === 'shm' && address.name !== undefined && api.shm !== undefined) {
     return api.shm(address.name, options.shmCapacity === undefined ? {} : { capacity: options.shmCapacity });

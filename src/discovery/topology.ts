@@ -3,15 +3,21 @@ import { RpcError } from '../errors.js';
 import type { CodecDescriptor } from '../codec/index.js';
 import { loadNative } from '../shm/native.js';
 import { formatAddress, kVsockCidAny, shm, tcp, unix, vsock, type Address, type TransportDescriptor, type VsockDescriptor } from '../transport/descriptors.js';
+import type { TlsSettings } from '../transport/tls-options.js';
 import type { DiscoveryBackend, StoredRecord, Topology, TransportKind } from './types.js';
+
+/** The kind a record names: TLS over TCP is its own kind, so a plain client refuses it clearly. */
+function recordKind(a: Address): string {
+  return a.kind === 'tcp' && a.tls ? 'tls' : a.kind;
+}
 
 /** The record a server publishes for the addresses it listens on: one map entry per address, "0", "1", … */
 export function topologyFor(addresses: Address[], codec: CodecDescriptor): Topology {
-  const kinds = new Set(addresses.map((a) => a.kind));
-  const kind = addresses[0]?.kind;
+  const kinds = new Set(addresses.map(recordKind));
+  const kind = addresses[0] && recordKind(addresses[0]);
   if (kinds.size > 1) throw new RpcError('INVALID_ARGUMENT', `a record has one transport kind: publish every served transport of one kind, got ${[...kinds].join(', ')}`);
-  if (kind === undefined || (kind !== 'tcp' && kind !== 'unix' && kind !== 'shm' && kind !== 'vsock')) {
-    throw new RpcError('INVALID_ARGUMENT', `only tcp, unix, shm and vsock listeners can be published, got ${[...kinds].join(', ') || 'none'}`);
+  if (kind === undefined || (kind !== 'tcp' && kind !== 'tls' && kind !== 'unix' && kind !== 'shm' && kind !== 'vsock')) {
+    throw new RpcError('INVALID_ARGUMENT', `only tcp (plain or tls), unix, shm and vsock listeners can be published, got ${[...kinds].join(', ') || 'none'}`);
   }
   const map: Record<string, string> = {};
   addresses.forEach((a, i) => (map[String(i)] = publishedAddress(a)));
@@ -43,9 +49,16 @@ function localCid(): number {
  * The transport to reach a published record (its first address), refusing one whose transport or
  * codec kind is not what this client speaks (it could not talk to it).
  */
-export function transportFromRecord(name: string, record: StoredRecord, expected: { transport: TransportKind; codec: CodecDescriptor }): TransportDescriptor {
+/** What a client speaks: a record of another kind is refused; `tls` is how it reaches a record of kind tls. */
+export interface ExpectedKinds {
+  transport: TransportKind;
+  codec: CodecDescriptor;
+  tls?: TlsSettings;
+}
+
+export function transportFromRecord(name: string, record: StoredRecord, expected: ExpectedKinds): TransportDescriptor {
   checkKinds(name, record, expected);
-  return transportFor(record.transport_kind, record.map['0'] ?? Object.values(record.map)[0]);
+  return transportFor(record.transport_kind, record.map['0'] ?? Object.values(record.map)[0], expected.tls);
 }
 
 /**
@@ -53,7 +66,7 @@ export function transportFromRecord(name: string, record: StoredRecord, expected
  * serving endpoint, one record per instance), each address once. A record this client cannot talk
  * to is skipped while others are usable; when every record is such, INVALID_ARGUMENT.
  */
-export function transportsFromRecords(name: string, records: StoredRecord[], expected: { transport: TransportKind; codec: CodecDescriptor }): TransportDescriptor[] {
+export function transportsFromRecords(name: string, records: StoredRecord[], expected: ExpectedKinds): TransportDescriptor[] {
   const out = new Map<string, TransportDescriptor>();
   let refused: RpcError | undefined;
   for (const record of records) {
@@ -65,7 +78,7 @@ export function transportsFromRecords(name: string, records: StoredRecord[], exp
     }
     for (const address of Object.values(record.map)) {
       try {
-        const transport = transportFor(record.transport_kind, address);
+        const transport = transportFor(record.transport_kind, address, expected.tls);
         out.set(formatAddress(transport), transport);
       } catch {
         // an address that does not parse is unreachable; the record's others still count
@@ -76,7 +89,7 @@ export function transportsFromRecords(name: string, records: StoredRecord[], exp
   return [...out.values()];
 }
 
-function checkKinds(name: string, record: StoredRecord, expected: { transport: TransportKind; codec: CodecDescriptor }): void {
+function checkKinds(name: string, record: StoredRecord, expected: ExpectedKinds): void {
   if (record.transport_kind !== expected.transport || record.codec_kind !== expected.codec.kind) {
     throw new RpcError(
       'INVALID_ARGUMENT',
@@ -85,10 +98,12 @@ function checkKinds(name: string, record: StoredRecord, expected: { transport: T
   }
 }
 
-function transportFor(kind: TransportKind, address: string): TransportDescriptor {
+function transportFor(kind: TransportKind, address: string, tls: TlsSettings | undefined): TransportDescriptor {
   switch (kind) {
     case 'tcp':
       return tcp(address);
+    case 'tls':
+      return { ...tcp(address), tls: tls ?? { requestCert: false, rejectUnauthorized: true } };
     case 'unix':
       return unix(address);
     case 'shm':

@@ -9,7 +9,8 @@
 import os from 'node:os';
 import { RpcError } from '../errors.js';
 
-export type TransportKind = 'tcp' | 'unix' | 'shm' | 'vsock';
+/** What a record's `transport_kind` says: `tls` is TCP inside TLS. */
+export type TransportKind = 'tcp' | 'tls' | 'unix' | 'shm' | 'vsock';
 export type CodecKindName = 'msgpack' | 'json' | 'view';
 
 /** The record published under a name. `map` holds one address per serving endpoint ("0", "1", …). */
@@ -154,7 +155,7 @@ export function watchRecords(backend: DiscoveryBackend, name: string, listener: 
 export function asStoredRecord(value: unknown): StoredRecord | undefined {
   if (value === null || typeof value !== 'object') return undefined;
   const v = value as Record<string, unknown>;
-  if (v.transport_kind !== 'tcp' && v.transport_kind !== 'unix' && v.transport_kind !== 'shm' && v.transport_kind !== 'vsock') return undefined;
+  if (v.transport_kind !== 'tcp' && v.transport_kind !== 'tls' && v.transport_kind !== 'unix' && v.transport_kind !== 'shm' && v.transport_kind !== 'vsock') return undefined;
   if (v.codec_kind !== 'msgpack' && v.codec_kind !== 'json' && v.codec_kind !== 'view') return undefined;
   if (v.map === null || typeof v.map !== 'object' || Array.isArray(v.map)) return undefined;
   const map: Record<string, string> = {};

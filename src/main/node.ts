@@ -12,6 +12,7 @@ import { FileDiscovery } from '../discovery/files.js';
 import { resolveVsockVm, topologyFor, transportFromRecord, transportsFromRecords } from '../discovery/topology.js';
 import { checkInstanceName, checkServiceName, lookupAll, newInstanceId, watchRecords, type DiscoveryBackend, type TransportKind } from '../discovery/types.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
+import { resolveTls, type TlsOptions, type TlsSettings } from '../transport/tls-options.js';
 import type { CallOptions, Handler, PeerClient, StreamOptions } from '../types.js';
 import { PoolLease, type PoolOptions } from './pool.js';
 import { IsolateRunner } from './isolate-runner.js';
@@ -59,8 +60,10 @@ export interface NodeOptions {
 export interface WaitForOptions {
   /** Give up with UNAVAILABLE after this long (default: wait forever). */
   timeoutMs?: number;
-  /** The transport kind this client speaks (default 'tcp'); a record of another kind is refused. */
+  /** The transport kind this client speaks (default 'tls' when `tls` is given, else 'tcp'); a record of another kind is refused. */
   transport?: TransportKind;
+  /** TLS settings (as for `tcp(address, { tls })`) to reach a service published as `tls`. */
+  tls?: TlsOptions | true;
   codec?: CodecDescriptor;
   /** Serves calls the server makes back over this connection. */
   handler?: Handler;
@@ -253,7 +256,7 @@ export class Node<Req = unknown, Res = unknown> {
   readonly #serve: ServeSpec[] = [];
   #connect: ConnectSpec | undefined;
   #publish: { name: string; instance: string | undefined } | undefined;
-  #waitFor: { name: string; options: WaitForOptions } | undefined;
+  #waitFor: { name: string; options: WaitForOptions; transport: TransportKind; tls: TlsSettings | undefined } | undefined;
   #oneToOne = false;
   #handshake: HandshakeSpec = { scheme: 'none' };
 
@@ -287,6 +290,9 @@ export class Node<Req = unknown, Res = unknown> {
     if (transports.some((t) => t?.kind === 'isolate')) throw new RpcError('INVALID_ARGUMENT', 'an isolate() plugin can only be connected to: connect(isolate(url))');
     if (transports.some((t) => t?.kind === 'vsock' && t.vm !== undefined)) {
       throw new RpcError('INVALID_ARGUMENT', 'vsock({ vm }) names a peer to connect to; serve vsock({ port }) or vsock({ cid, port })');
+    }
+    if (transports.some((t) => t?.kind === 'tcp' && t.tls !== undefined && t.tls.cert === undefined)) {
+      throw new RpcError('INVALID_ARGUMENT', 'a TLS server needs its certificate: tcp(address, { tls: { cert, key } }) (or certFile, keyFile)');
     }
     checkHandler(handler);
     for (const t of transports) this.#serve.push({ transport: t, handler, options });
@@ -334,7 +340,13 @@ export class Node<Req = unknown, Res = unknown> {
   waitFor<Q = Req, S = Res>(name: string, options: WaitForOptions = {}): Node<Q, S> {
     if (this.#connect || this.#waitFor) throw new RpcError('INVALID_ARGUMENT', 'a node connects once: connect() or waitFor()');
     checkClientOptions(options);
-    this.#waitFor = { name: checkServiceName(name), options };
+    const transport = options.transport ?? (options.tls !== undefined ? 'tls' : 'tcp');
+    if (options.tls !== undefined && transport !== 'tls') {
+      throw new RpcError('INVALID_ARGUMENT', `waitFor({ tls }) reaches services published as tls, not ${transport}`);
+    }
+    // Checked now (INVALID_ARGUMENT), not once the record turns up.
+    const tls = transport === 'tls' ? resolveTls(options.tls ?? true) : undefined;
+    this.#waitFor = { name: checkServiceName(name), options, transport, tls };
     return this as unknown as Node<Q, S>;
   }
 
@@ -392,8 +404,8 @@ export class Node<Req = unknown, Res = unknown> {
     const lease = new PoolLease(this.#options.pool);
     const tasks: RemoteTask[] = [];
     let channel: Channel | undefined;
-    const { maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs } = this.#options;
-    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs };
+    const { maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, handshakeTimeoutMs } = this.#options;
+    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, handshakeTimeoutMs, maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs };
     try {
       for (const { transport, handler, options } of this.#serve) {
         tasks.push(
@@ -415,9 +427,9 @@ export class Node<Req = unknown, Res = unknown> {
       let connect = this.#connect;
       let resolver: Resolver | undefined;
       if (this.#waitFor) {
-        const { name, options } = this.#waitFor;
+        const { name, options, transport, tls } = this.#waitFor;
         const codec = options.codec ?? msgpack();
-        const expected = { transport: options.transport ?? 'tcp', codec };
+        const expected = { transport, codec, tls };
         const record = await discovery.waitFor(name, { timeoutMs: options.timeoutMs });
         // The record found decides a kind mismatch, as it always did; then every live instance's endpoints count.
         const first = transportFromRecord(name, record, expected);

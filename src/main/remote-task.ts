@@ -33,6 +33,8 @@ export interface RemoteTaskOptions {
   handler: Handler | string | undefined;
   oneToOne: boolean;
   handshake: HandshakeSpec;
+  /** Time limit of the transport's own handshake (TLS). */
+  handshakeTimeoutMs: number;
   maxFrameBytes: number;
   ringBytes: number;
   spinMicros: number;
@@ -76,6 +78,7 @@ export class RemoteTask {
       handler: handlerSpec,
       oneToOne: options.oneToOne,
       handshake: options.handshake,
+      handshakeTimeoutMs: options.handshakeTimeoutMs,
       maxFrameBytes: options.maxFrameBytes,
       spinMicros: options.spinMicros,
       keepAliveMs: options.keepAliveMs,

@@ -22,6 +22,8 @@ export interface TaskSpec {
   handler: HandlerSpec;
   /** The handshake every connection of this task runs before its first frame (listeners: as server; connect: as client). */
   handshake: HandshakeSpec;
+  /** Time limit of a transport's own handshake (TLS), ms; the node's `handshakeTimeoutMs`. */
+  handshakeTimeoutMs: number;
   /** Listener only: refuse a second connection while one is open. */
   oneToOne: boolean;
   maxFrameBytes: number;

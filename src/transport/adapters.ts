@@ -2,7 +2,7 @@
 import { RpcError } from '../errors.js';
 import type { TransportDescriptor } from './descriptors.js';
 import { shmTransport } from './shm.js';
-import { tcpTransport } from './tcp.js';
+import { tcpTransport, type TcpAdapterOptions } from './tcp.js';
 import type { TransportAdapter } from './types.js';
 import { unixTransport } from './unix.js';
 import { vsockTransport } from './vsock.js';
@@ -37,7 +37,8 @@ export async function adapterFor(d: TransportDescriptor): Promise<TransportAdapt
   }
 }
 
-/** The options an adapter receives for a descriptor. */
-export function adapterOptions(d: TransportDescriptor): unknown {
+/** The options an adapter receives for a descriptor; tcp also gets the time limit of a TLS handshake. */
+export function adapterOptions(d: TransportDescriptor, handshakeTimeoutMs: number): unknown {
+  if (d.kind === 'tcp') return { ...d, handshakeTimeoutMs } satisfies TcpAdapterOptions;
   return d.kind === 'custom' ? d.options : d;
 }

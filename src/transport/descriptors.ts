@@ -4,11 +4,14 @@
  */
 import { RpcError } from '../errors.js';
 import { loadNative } from '../shm/native.js';
+import { resolveTls, type TlsOptions, type TlsSettings } from './tls-options.js';
 
 export interface TcpDescriptor {
   kind: 'tcp';
   host: string;
   port: number;
+  /** When set, the connection is a TLS session (validated settings; see `TlsOptions`). */
+  tls?: TlsSettings;
 }
 
 export interface UnixDescriptor {
@@ -61,16 +64,32 @@ export type TransportDescriptor = TcpDescriptor | UnixDescriptor | CustomDescrip
 
 /** An address a server actually listens on (port 0 resolved). */
 export type Address =
-  | { kind: 'tcp'; host: string; port: number }
+  | { kind: 'tcp'; host: string; port: number; tls?: true }
   | { kind: 'unix'; path: string }
   | { kind: 'shm'; name: string }
   | { kind: 'vsock'; cid: number; port: number }
   | { kind: 'custom'; name: string; address: unknown };
 
-/** TCP: `tcp('127.0.0.1:1337')`, `tcp({ host, port })`; `[::1]:80` for IPv6. Port 0 picks a free port when serving. */
-export function tcp(address: string | { host?: string; port: number }): TcpDescriptor {
+/** Options of `tcp()`. */
+export interface TcpOptions {
+  /** Run the connection inside TLS (node:tls): certificates, CA, mutual TLS. `true` is `{}`: a client trusting Node's root CAs. */
+  tls?: TlsOptions | true;
+}
+
+/**
+ * TCP: `tcp('127.0.0.1:1337')`, `tcp({ host, port })`; `[::1]:80` for IPv6. Port 0 picks a free port
+ * when serving. `{ tls }` wraps it in TLS; its certificates and files are checked here (INVALID_ARGUMENT).
+ */
+export function tcp(address: string | { host?: string; port: number }, options: TcpOptions = {}): TcpDescriptor {
+  const d = tcpAddress(address);
+  if (options === null || typeof options !== 'object') throw new RpcError('INVALID_ARGUMENT', 'tcp() takes an options object as its second argument');
+  if (options.tls !== undefined) d.tls = resolveTls(options.tls);
+  return d;
+}
+
+function tcpAddress(address: string | { host?: string; port: number }): TcpDescriptor {
   if (typeof address === 'object' && address !== null) {
-    return { kind: 'tcp', host: address.host ?? '127.0.0.1', port: checkPort(address.port, JSON.stringify(address)) };
+    return { kind: 'tcp', host: address.host ?? '127.0.0.1', port: checkPort(address.port, JSON.stringify({ host: address.host, port: address.port })) };
   }
   if (typeof address !== 'string') throw new RpcError('INVALID_ARGUMENT', 'tcp() takes "host:port" or { host, port }');
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(address);

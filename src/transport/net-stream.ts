@@ -1,17 +1,27 @@
-/** A `net.Socket` (TCP, Unix socket, Windows named pipe) as a ByteStream. */
+/** A `net.Socket` (TCP, Unix socket, Windows named pipe, or a TLS session over one) as a ByteStream. */
 import net from 'node:net';
+import type { TlsPeerInfo } from '../types.js';
 import type { ByteStream, StreamEvents, StreamListener } from './types.js';
+
+/** Who is on the other end, as far as the transport knows. */
+export interface NetPeer {
+  remoteAddress?: string;
+  remotePid?: number;
+  tls?: TlsPeerInfo;
+}
 
 export class NetStream implements ByteStream {
   readonly remoteAddress?: string;
   readonly remotePid?: number;
+  readonly tls?: TlsPeerInfo;
   readonly #socket: net.Socket;
   #closed = false;
 
-  constructor(socket: net.Socket, remoteAddress?: string, remotePid?: number) {
+  constructor(socket: net.Socket, peer: NetPeer = {}) {
     this.#socket = socket;
-    if (remoteAddress !== undefined) this.remoteAddress = remoteAddress;
-    if (remotePid !== undefined) this.remotePid = remotePid;
+    if (peer.remoteAddress !== undefined) this.remoteAddress = peer.remoteAddress;
+    if (peer.remotePid !== undefined) this.remotePid = peer.remotePid;
+    if (peer.tls !== undefined) this.tls = peer.tls;
     socket.setNoDelay?.(true);
   }
 
@@ -62,20 +72,24 @@ export function connectNet(options: net.NetConnectOpts, remoteAddress: string): 
     socket.once('error', onError);
     socket.once('connect', () => {
       socket.off('error', onError);
-      resolve(new NetStream(socket, remoteAddress));
+      resolve(new NetStream(socket, { remoteAddress }));
     });
   });
 }
 
-/** Listens with a net server; `describe` names each accepted socket's peer. */
+/**
+ * Listens with a net server (by default a plain one; a `tls.Server` accepts on 'secureConnection',
+ * after its handshake); `describe` says who each accepted socket's peer is.
+ */
 export function listenNet(
   listen: net.ListenOptions,
   onStream: (stream: ByteStream) => void,
-  describe: (socket: net.Socket) => string | undefined,
-  pidOf?: (socket: net.Socket) => number | undefined,
+  describe: (socket: net.Socket) => NetPeer,
+  server: net.Server = net.createServer({ noDelay: true }),
+  acceptEvent: 'connection' | 'secureConnection' = 'connection',
 ): Promise<{ server: net.Server; listener: (address: unknown, onClose?: () => Promise<void> | void) => StreamListener }> {
   return new Promise((resolve, reject) => {
-    const server = net.createServer({ noDelay: true }, (socket) => onStream(new NetStream(socket, describe(socket), pidOf?.(socket))));
+    server.on(acceptEvent, (socket: net.Socket) => onStream(new NetStream(socket, describe(socket))));
     server.once('error', reject);
     server.listen(listen, () => {
       server.off('error', reject);

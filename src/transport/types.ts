@@ -5,6 +5,8 @@
  * plug in your own.
  */
 
+import type { TlsPeerInfo } from '../types.js';
+
 /** What a stream tells its owner. Each is called on the worker's event loop. */
 export interface StreamEvents {
   /** Bytes arrived. The stream does not reuse `chunk` afterwards. */
@@ -21,6 +23,8 @@ export interface ByteStream {
   readonly remoteAddress?: string;
   /** The peer's pid, when the OS reports it (never taken from the wire). */
   readonly remotePid?: number;
+  /** When the stream is a TLS session: the peer's certificate as TLS verified it. */
+  readonly tls?: TlsPeerInfo;
   /** Starts delivering events; called once by the connection. */
   start(events: StreamEvents): void;
   /** Queues bytes; the stream owns `chunk` afterwards. Returns false when the caller should wait for `drain`. */

@@ -20,7 +20,7 @@ export const unixTransport: TransportAdapter = {
   async listen(d: UnixDescriptor, onStream) {
     const pipe = isNamedPipe(d.path);
     if (!pipe) await removeStaleSocket(d.path);
-    const { listener } = await listenNet({ path: d.path }, onStream, () => d.path, pipe ? undefined : socketPeerPid);
+    const { listener } = await listenNet({ path: d.path }, onStream, (socket) => ({ remoteAddress: d.path, ...(pipe ? {} : { remotePid: socketPeerPid(socket) }) }));
     // Only the owner may connect (DESIGN §7); set before anyone else could use it in practice.
     if (!pipe) fs.chmodSync(d.path, 0o600);
     return listener({ kind: 'unix', path: d.path }, () => {

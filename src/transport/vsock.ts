@@ -49,7 +49,7 @@ export function relayedStream(fd: number, remoteAddress: string, timeoutMs: numb
       cleanup();
       // Without a 'readable' listener the socket is neither paused nor flowing: what follows the
       // status waits in its buffer until the NetStream's 'data' listener starts the flow.
-      resolve(new NetStream(socket, remoteAddress));
+      resolve(new NetStream(socket, { remoteAddress }));
     };
     const timer = setTimeout(() => fail(systemError('ETIMEDOUT', 'connect', remoteAddress, `no connect result within ${timeoutMs} ms`)), timeoutMs);
     socket.on('readable', onReadable);

@@ -141,7 +141,7 @@ export class ConnectionTask implements ConnectionHost {
       const adapter = await adapterFor(spec.transport);
       if (spec.role === 'listen') {
         try {
-          this.#listener = await adapter.listen(adapterOptions(spec.transport), (stream) => this.#accept(stream));
+          this.#listener = await adapter.listen(adapterOptions(spec.transport, spec.handshakeTimeoutMs), (stream) => this.#accept(stream));
         } catch (cause) {
           if (RpcError.is(cause)) throw cause;
           throw new RpcError('UNAVAILABLE', `cannot listen on ${formatAddress(spec.transport)}: ${(cause as Error).message}`, { cause });
@@ -150,8 +150,10 @@ export class ConnectionTask implements ConnectionHost {
       }
       let stream: ByteStream;
       try {
-        stream = await withConnectTimeout(adapter.connect(adapterOptions(spec.transport)), spec.connectTimeoutMs);
+        stream = await withConnectTimeout(adapter.connect(adapterOptions(spec.transport, spec.handshakeTimeoutMs)), spec.connectTimeoutMs);
       } catch (cause) {
+        // An adapter that knows better (a failed TLS handshake: HANDSHAKE_FAILED) says so itself.
+        if (RpcError.is(cause)) throw cause;
         throw new RpcError('UNAVAILABLE', `cannot connect to ${formatAddress(spec.transport)}: ${(cause as Error).message}`, { cause });
       }
       const conn = this.#newConnection(stream);
@@ -245,6 +247,7 @@ export class ConnectionTask implements ConnectionHost {
       connectionId: id,
       ...(stream.remoteAddress !== undefined ? { address: stream.remoteAddress } : {}),
       ...(stream.remotePid !== undefined ? { pid: stream.remotePid } : {}),
+      ...(stream.tls !== undefined ? { tls: stream.tls } : {}),
     };
     return new Connection(id, stream, peer, this);
   }
