@@ -12,6 +12,7 @@ import { makeCa, makeLeaf, opensslInstalled, type Pem } from './tls-certs.js';
 
 const kServer = new URL('./fixtures/netns-server.js', import.meta.url);
 const kClient = new URL('./fixtures/netns-client.js', import.meta.url);
+const kPoolClient = new URL('./fixtures/netns-pool-client.js', import.meta.url);
 
 function whyNot(): string | undefined {
   const lab = labUnavailable();
@@ -95,6 +96,45 @@ describe('network hosts (namespaces): TLS and etcd discovery across machines', f
       assert.equal(result.error?.code, 'UNAVAILABLE', JSON.stringify(result));
       assert.match(result.error.message, /cannot connect to/);
       assert.ok(Date.now() - t0 < 10_000, 'the killed server record did not expire within 10 s of a 1 s lease');
+    }
+  });
+
+  it('two instances of one service on two hosts: calls spread over both; one killed with SIGKILL, calls keep succeeding and its record expires', async function () {
+    this.timeout(45_000);
+    const start = (host: string, label: string) =>
+      lab.startNode(host, kServer, { etcd: etcdUrl, name: 'pool', host: lab.host(host).address, label, tls: serverTls(host), ttlSeconds: 1, shared: true });
+    const a = await start('server-a', 'pool-a');
+    const b = await start('server-b', 'pool-b');
+    const poolClient = await lab.startNode('client', kPoolClient, { etcd: etcdUrl, name: 'pool', tls: { ca: ca.cert, cert: client.cert, key: client.key } });
+    try {
+      assert.deepEqual(JSON.parse(poolClient.line), { ready: 2 }, `the client did not connect to both instances: ${poolClient.stderr()}`);
+      const ask = async (command: string) => {
+        poolClient.child.stdin!.write(`${command}\n`);
+        return JSON.parse(await poolClient.nextLine(20_000));
+      };
+      const before = await ask('calls 40');
+      assert.deepEqual(before, { from: { 'pool-a': 20, 'pool-b': 20 }, errors: [] }, 'round-robin over the two hosts');
+      assert.equal((await ask('status')).records, 2);
+
+      await b.kill('SIGKILL');
+      // Calls go on at once: the dead connection is skipped, a call caught on it is retried (idempotent).
+      const after = await ask('calls 40');
+      assert.deepEqual(after, { from: { 'pool-a': 40 }, errors: [] });
+
+      // Its lease (1 s) lapses: the record goes, and the client drops that endpoint.
+      const t0 = Date.now();
+      let status = await ask('status');
+      while (status.records !== 1 || status.endpoints.length !== 1) {
+        assert.ok(Date.now() - t0 < 15_000, `the killed instance's record did not expire: ${JSON.stringify(status)}`);
+        await new Promise((r) => setTimeout(r, 200));
+        status = await ask('status');
+      }
+      assert.match(status.endpoints[0].endpoint, new RegExp(lab.host('server-a').address.replaceAll('.', '\\.')));
+      assert.deepEqual(await ask('calls 10'), { from: { 'pool-a': 10 }, errors: [] });
+    } finally {
+      await poolClient.kill();
+      await a.kill();
+      await b.kill();
     }
   });
 
