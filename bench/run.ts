@@ -56,9 +56,10 @@ const only = ((): ReadonlySet<Section> => {
 // places the two processes, and it flips between rounds), so more, shorter rounds make the
 // median of rounds land on the majority mode.
 // Full: 5 rounds × 10 figures × (0.2 + 0.9) s ≈ 55 s of tcp/unix, ≈ 11 s busy host, plus
-// process start-ups: well inside the 2-minute budget. Quick: ≈ 25 s.
+// process start-ups: well inside the 2-minute budget. Quick (4 rounds of 0.05 + 0.2 s): ≈ 15 s of
+// tcp/unix, and the whole quick run about 50 s, under the 60 s it must stay within.
 const config: BenchConfig = quick
-  ? { rounds: 5, warmupMs: 60, durationMs: 250, maxSamples: 200_000, inflight: 64 }
+  ? { rounds: 4, warmupMs: 50, durationMs: 200, maxSamples: 200_000, inflight: 64 }
   : { rounds: 5, warmupMs: 200, durationMs: 900, maxSamples: 200_000, inflight: 64 };
 /** The busy host's p99 needs many 20 ms slices per round, so its rounds are longer and fewer. */
 const busyConfig: BenchConfig = quick
@@ -68,7 +69,7 @@ const busyConfig: BenchConfig = quick
  * The isolate section runs four in-process subjects (ours, comlink, two piscina pools); three
  * interleaved rounds keep it to ≈ 8 s quick, ≈ 27 s full.
  */
-const isolateConfig: BenchConfig = { ...config, rounds: 3 };
+const isolateConfig: BenchConfig = { ...config, rounds: quick ? 2 : 3 };
 /**
  * shm: raw unix and two ours subjects, then the 1 MiB echo (memcpy and two echoes) in rounds of
  * the same length. Quick: 3 rounds ≈ 9 s; full: 5 rounds ≈ 50 s.

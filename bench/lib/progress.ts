@@ -44,7 +44,7 @@ export class Progress {
   note(line: string): void {
     this.#last = line;
     if (this.#tty) this.#draw();
-    else process.stderr.write(`[bench ${String(Math.floor(this.fraction() * 100)).padStart(3)}%] ${line}\n`);
+    else process.stderr.write(`[bench ${String(Math.floor(this.fraction() * 100)).padStart(3)}% ${elapsed(performance.now() - this.#started)}] ${line}\n`);
   }
 
   /** Done: clears the bar line. */
