@@ -166,6 +166,30 @@ describe('streams: a main-thread handler over tcp', function () {
     assert.match(err.message, /ran out/);
   });
 
+  it('an item the codec cannot encode fails the stream and releases the producer', async () => {
+    let released!: () => void;
+    const stopped = new Promise<void>((resolve) => (released = resolve));
+    serve = () =>
+      (async function* () {
+        try {
+          yield 1;
+          yield 2n ** 70n; // too large for msgpack: the codec refuses it
+          yield 3;
+        } finally {
+          released();
+        }
+      })();
+    const got: number[] = [];
+    const err = await rejectionOf(
+      (async () => {
+        for await (const x of node.client.stream<number>(null)) got.push(x);
+      })(),
+    );
+    assert.deepEqual(got, [1]);
+    assert.ok(['REMOTE', 'INVALID_ARGUMENT'].includes(err.code), err.code);
+    await within(5000, "the producer's finally", (done) => stopped.then(() => done(undefined)));
+  });
+
   it('sends an async-iterable request as a stream; the handler reads it as one', async () => {
     serve = async (req: AsyncIterable<number>) => {
       let sum = 0;

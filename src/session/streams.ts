@@ -226,18 +226,22 @@ export async function pump(source: AsyncIterable<unknown>, flow: Outflow, send: 
   try {
     for (;;) {
       if (!(await flow.take())) return 'stopped';
-      const r = await it.next();
+      let r: IteratorResult<unknown>;
+      try {
+        r = await it.next();
+      } catch (err) {
+        finished = true; // a source that threw is finished; return() would not run its finally again
+        throw err;
+      }
       if (r.done) {
         finished = true;
         return 'done';
       }
       if (flow.stopped) return 'stopped';
+      // An item that cannot be sent (the codec refuses it) ends the stream; the source is return()ed below.
       const queued = send(r.value);
       if (queued !== undefined) await queued;
     }
-  } catch (err) {
-    finished = true; // a source that threw is finished; return() would not run its finally again
-    throw err;
   } finally {
     if (!finished) {
       try {
