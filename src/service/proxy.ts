@@ -8,8 +8,6 @@ import { checkServiceOption, methodCall } from '../protocol/method-call.js';
 import type { PeerClient, StreamOptions } from '../types.js';
 import type { ProxyOptions, ServiceProxy, UntypedApi } from './types.js';
 
-type Method = (...args: unknown[]) => Promise<unknown>;
-
 /**
  * A typed proxy over `client` (anything with `call`). Its methods may be taken off it
  * (`const { echo } = api`); `then`, `toJSON`, Object.prototype's names and `$`-names are never
@@ -24,41 +22,37 @@ export function createProxy<Api = UntypedApi>(client: Pick<PeerClient, 'call' | 
   if (options.timeoutMs !== undefined) callOptions.timeoutMs = options.timeoutMs;
   if (options.signal !== undefined) callOptions.signal = options.signal;
   if (options.window !== undefined) callOptions.window = options.window;
-  const methods = new Map<string, Method>();
   const $with = (more: StreamOptions): ServiceProxy<Api> => createProxy<Api>(client, { ...options, ...more, service });
   let $stream: object | undefined;
-  return new Proxy({} as ServiceProxy<Api>, {
-    get(target, name, receiver) {
-      if (typeof name !== 'string') return undefined;
-      if (name === '$with') return $with;
-      if (name === '$stream') return ($stream ??= streamingProxy(client, service, callOptions));
-      if (isReserved(name)) return Reflect.get(target, name, receiver);
-      let method = methods.get(name);
-      if (method === undefined) {
-        method = (...args: unknown[]) => client.call(methodCall(name, args, service), callOptions);
-        methods.set(name, method);
-      }
-      return method;
-    },
-    set: () => false,
-    defineProperty: () => false,
-    deleteProperty: () => false,
-  });
+  const own = {
+    $with: () => $with,
+    $stream: () => ($stream ??= streamingProxy(client, service, callOptions)),
+  };
+  return methodProxy(own, (name) => (...args: unknown[]) => client.call(methodCall(name, args, service), callOptions)) as ServiceProxy<Api>;
 }
 
 /** `api.$stream`: every name it is asked for (but the reserved ones) is a method called with `client.stream()`. */
 function streamingProxy(client: Pick<PeerClient, 'stream'>, service: string | undefined, options: StreamOptions): object {
   if (typeof client.stream !== 'function') throw new RpcError('INVALID_ARGUMENT', 'this client has no stream(): it cannot call streaming methods');
-  const methods = new Map<string, (...args: unknown[]) => AsyncIterableIterator<unknown>>();
+  return methodProxy({}, (name) => (...args: unknown[]) => client.stream(methodCall(name, args, service), options));
+}
+
+/**
+ * A read-only object that turns any name it is asked for into a method (made once per name by
+ * `make`), except its `own` members and the reserved names, which are never sent.
+ */
+function methodProxy(own: Record<string, () => unknown>, make: (name: string) => (...args: unknown[]) => unknown): object {
+  const methods = new Map<string, (...args: unknown[]) => unknown>();
   return new Proxy(
     {},
     {
       get(target, name, receiver) {
         if (typeof name !== 'string') return undefined;
+        if (Object.hasOwn(own, name)) return own[name]();
         if (isReserved(name)) return Reflect.get(target, name, receiver);
         let method = methods.get(name);
         if (method === undefined) {
-          method = (...args: unknown[]) => client.stream(methodCall(name, args, service), options);
+          method = make(name);
           methods.set(name, method);
         }
         return method;
