@@ -229,10 +229,7 @@ export class Session implements PeerClient {
 
   /** Sends our request stream while the callee grants credit; ends it with End, or cancels the call if the source throws. */
   #upload(id: number, out: OutCall, source: AsyncIterable<unknown>): void {
-    pump(source, out.upload!, (item) => {
-      const payload = this.#codec.encode(item);
-      return this.#send(streamHeader(this.#scratch, Kind.Item, id, StreamDir.Up), payload);
-    }).then(
+    pump(source, out.upload!, (item) => this.#sendItem(id, StreamDir.Up, item)).then(
       (how) => {
         if (how === 'done' && this.#outgoing.get(id) === out && !this.#closed) this.#sendSafely(streamHeader(this.#scratch, Kind.End, id, StreamDir.Up), kEmpty);
       },
@@ -242,6 +239,12 @@ export class Session implements PeerClient {
         this.#giveUpStream(id, RpcError.is(err) && err.code !== 'REMOTE' ? err : new RpcError('CANCELLED', message, { cause: err }));
       },
     );
+  }
+
+  /** One item of stream `dir` of call `id`; a returned promise means "queued: wait before sending more". */
+  #sendItem(id: number, dir: StreamDir, item: unknown): void | Promise<void> {
+    const payload = this.#codec.encode(item);
+    return this.#send(streamHeader(this.#scratch, Kind.Item, id, dir), payload);
   }
 
   /** Our streaming call ended: forget it, stop its timers and its request stream. */
@@ -300,7 +303,7 @@ export class Session implements PeerClient {
         return;
       }
       case Kind.Request:
-        this.#serve(envelopeId(body), readU32LE(body, 9), body.subarray(13));
+        this.#serve(envelopeId(body), readU32LE(body, 9), 0, 0, body.subarray(13));
         return;
       case Kind.Event:
         this.#event(body.subarray(1));
@@ -309,7 +312,7 @@ export class Session implements PeerClient {
         this.#serving.get(envelopeId(body))?.abort(new RpcError('CANCELLED', 'the caller cancelled the call'));
         return;
       case Kind.Open:
-        this.#serveOpen(envelopeId(body), readU32LE(body, 9), body[13], readU32LE(body, 14), body.subarray(18));
+        this.#serve(envelopeId(body), readU32LE(body, 9), body[13], readU32LE(body, 14), body.subarray(18));
         return;
       case Kind.Item:
         if (body[9] === StreamDir.Down) this.#resultItem(envelopeId(body), body.subarray(10));
@@ -453,29 +456,18 @@ export class Session implements PeerClient {
     }
   }
 
-  /** The peer opened a streaming call: its request may be a stream, its answer may be one. */
-  #serveOpen(id: number, deadlineMs: number, flags: number, credit: number, payload: Uint8Array): void {
+  /**
+   * Serves a call: a Request (`flags` 0) or an Open, whose request may be a stream (the handler
+   * reads an Inbox) and whose answer may be one (pulled against the caller's credit).
+   */
+  #serve(id: number, deadlineMs: number, flags: number, credit: number, payload: Uint8Array): void {
     const onRequest = this.#handler?.onRequest;
     if (onRequest === undefined) {
       this.#sendError(id, new RpcError('UNIMPLEMENTED', 'the peer serves no requests on this connection'), 'runtime');
       return;
     }
-    const call = new Serving(this, deadlineMs);
     let request: unknown;
-    if (flags & OpenFlag.RequestStream) {
-      const inbox = new Inbox({
-        window: kDefaultWindow,
-        grant: (n) => {
-          if (this.#serving.get(id) === call) this.#sendSafely(creditHeader(this.#scratch, id, StreamDir.Up, n), kEmpty);
-        },
-        // The handler stopped reading: credit 0 tells the caller to stop sending.
-        onReturn: () => {
-          if (this.#serving.get(id) === call) this.#sendSafely(creditHeader(this.#scratch, id, StreamDir.Up, 0), kEmpty);
-        },
-      });
-      call.requestStream = inbox;
-      request = inbox;
-    } else {
+    if ((flags & OpenFlag.RequestStream) === 0) {
       try {
         request = this.#decode(payload);
       } catch (err) {
@@ -483,6 +475,8 @@ export class Session implements PeerClient {
         return;
       }
     }
+    const call = new Serving(this, deadlineMs);
+    if (flags & OpenFlag.RequestStream) request = call.requestStream = this.#requestInbox(id, call);
     if (flags & OpenFlag.ResultStream) call.resultFlow = new Outflow(credit);
     this.#serving.set(id, call);
     if (call.requestStream) this.#sendSafely(creditHeader(this.#scratch, id, StreamDir.Up, kDefaultWindow), kEmpty);
@@ -509,12 +503,23 @@ export class Session implements PeerClient {
     );
   }
 
+  /** The handler's view of the caller's request stream: taking items grants the caller credit. */
+  #requestInbox(id: number, call: Serving): Inbox {
+    return new Inbox({
+      window: kDefaultWindow,
+      grant: (n) => {
+        if (this.#serving.get(id) === call) this.#sendSafely(creditHeader(this.#scratch, id, StreamDir.Up, n), kEmpty);
+      },
+      // The handler stopped reading: credit 0 tells the caller to stop sending.
+      onReturn: () => {
+        if (this.#serving.get(id) === call) this.#sendSafely(creditHeader(this.#scratch, id, StreamDir.Up, 0), kEmpty);
+      },
+    });
+  }
+
   /** Sends a handler's result stream while the caller grants credit, then End (or Error if it threw). */
   #sendStream(id: number, call: Serving, source: AsyncIterable<unknown>): void {
-    pump(source, call.resultFlow!, (item) => {
-      const payload = this.#codec.encode(item);
-      return this.#send(streamHeader(this.#scratch, Kind.Item, id, StreamDir.Down), payload);
-    }).then(
+    pump(source, call.resultFlow!, (item) => this.#sendItem(id, StreamDir.Down, item)).then(
       (how) => {
         call.done();
         if (this.#serving.get(id) === call) this.#serving.delete(id);
@@ -558,31 +563,6 @@ export class Session implements PeerClient {
       payload = this.#codec.encodeError(plain);
     }
     this.#sendSafely(idHeader(this.#scratch, Kind.Error, id), payload);
-  }
-
-  #serve(id: number, deadlineMs: number, payload: Uint8Array): void {
-    const onRequest = this.#handler?.onRequest;
-    if (onRequest === undefined) {
-      this.#sendError(id, new RpcError('UNIMPLEMENTED', 'the peer serves no requests on this connection'), 'runtime');
-      return;
-    }
-    let request: unknown;
-    try {
-      request = this.#decode(payload);
-    } catch (err) {
-      this.#sendError(id, err, 'runtime');
-      return;
-    }
-    const call = new Serving(this, deadlineMs);
-    this.#serving.set(id, call);
-    let result: unknown;
-    try {
-      result = onRequest.call(this.#handler, request, call);
-    } catch (err) {
-      this.#finish(id, call, undefined, err);
-      return;
-    }
-    this.#settleResult(id, call, result);
   }
 
   /** A handler's single answer, or the promise of one. */
