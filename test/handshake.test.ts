@@ -14,7 +14,7 @@ import { clientProof, serverProof } from '../src/handshake/hmac.js';
 import { AckStatus, PacketReader, SchemeCode, Tag, decodePacket, encodePacket, kMaxPacketBytes, type Ack, type ClientAuth, type Hello, type Packet } from '../src/handshake/packets.js';
 import { serverHandshake } from '../src/handshake/server.js';
 import { nativeAvailable } from '../src/shm/native.js';
-import { rejectionOf, sleep, startServer, tempDir, type ChildServer } from './helpers.js';
+import { rejectionOf, signedNodeCopy, sleep, startServer, tempDir, type ChildServer } from './helpers.js';
 
 const kSecret = 'correct horse battery staple';
 
@@ -480,16 +480,7 @@ describe('signed process', function () {
 
   before(async () => {
     dirs = tempDir();
-    signedNode = path.join(dirs.dir, 'node');
-    // A signed copy of this node binary (a hard link where possible: it is ~100 MB).
-    const real = fs.realpathSync(process.execPath);
-    try {
-      fs.linkSync(real, signedNode);
-    } catch {
-      fs.copyFileSync(real, signedNode);
-      fs.chmodSync(signedNode, 0o755);
-    }
-    fs.writeFileSync(`${signedNode}.sig`, sign(null, fs.readFileSync(signedNode), trusted.privateKey).toString('base64'));
+    signedNode = signedNodeCopy(dirs.dir, trusted.privateKey);
     server = await new Node()
       .authSignedProcess(trusted.raw.toString('base64'))
       .serve(tcp('127.0.0.1:0'), { onRequest: (_req: unknown, ctx) => ctx.peer })

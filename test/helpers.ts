@@ -1,5 +1,6 @@
 /** Shared test helpers: child-process servers, temp dirs, timing. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { sign, type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -78,3 +79,20 @@ export async function rejectionOf(p: Promise<unknown>): Promise<any> {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A copy of this node binary at `<dir>/node` with its detached Ed25519 signature beside it
+ * (`node.sig`, base64), for the signed-process handshake. A hard link where possible: it is ~100 MB.
+ */
+export function signedNodeCopy(dir: string, privateKey: KeyObject): string {
+  const signedNode = path.join(dir, 'node');
+  const real = fs.realpathSync(process.execPath);
+  try {
+    fs.linkSync(real, signedNode);
+  } catch {
+    fs.copyFileSync(real, signedNode);
+    fs.chmodSync(signedNode, 0o755);
+  }
+  fs.writeFileSync(`${signedNode}.sig`, sign(null, fs.readFileSync(signedNode), privateKey).toString('base64'));
+  return signedNode;
+}

@@ -1,13 +1,12 @@
 /** TLS on TCP over loopback: certificates made at test time, mutual TLS, handshakes inside TLS, bad certificates. */
 import assert from 'node:assert/strict';
-import { generateKeyPairSync, sign } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { FileDiscovery, Node, RpcError, tcp, type CallContext, type PeerInfo, type RunningNode } from '../src/index.js';
-import { rejectionOf, sleep, tempDir } from './helpers.js';
+import { rejectionOf, signedNodeCopy, sleep, tempDir } from './helpers.js';
 import { makeCa, makeLeaf, opensslInstalled, type Pem } from './tls-certs.js';
 
 const echoPeer = { onRequest: (req: unknown, ctx: CallContext) => ({ req, peer: ctx.peer }) };
@@ -204,15 +203,7 @@ describe('tls', function () {
     assert.equal(unsigned.code, 'AUTH_FAILED');
     assert.match(unsigned.message, new RegExp(`check of pid ${process.pid} failed: its image .* has no signature file`));
     // A signed copy of this node binary is served, and the handler sees its pid.
-    const signedNode = path.join(dirs.dir, 'node');
-    const real = fs.realpathSync(process.execPath);
-    try {
-      fs.linkSync(real, signedNode);
-    } catch {
-      fs.copyFileSync(real, signedNode);
-      fs.chmodSync(signedNode, 0o755);
-    }
-    fs.writeFileSync(`${signedNode}.sig`, sign(null, fs.readFileSync(signedNode), privateKey).toString('base64'));
+    const signedNode = signedNodeCopy(dirs.dir, privateKey);
     const script = new URL('./fixtures/signed-client.js', import.meta.url).pathname;
     const child = spawn(signedNode, [script, JSON.stringify({ port, key: raw.toString('base64'), ca: ca.cert })], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
