@@ -116,6 +116,44 @@ describe('frame writer', () => {
     w.flush();
     assert.ok(decodeAll(writes)[0].every((b) => b === 1));
   });
+
+  it('copies a large body it does not own once, into a chunk of its own', () => {
+    const writes: Uint8Array[] = [];
+    const w = new FrameWriter((c) => writes.push(c));
+    w.push(new Uint8Array([5]), false);
+    const src = new Uint8Array(40_000).fill(3);
+    w.push(src, false);
+    w.push2(new Uint8Array([1, 2]), src);
+    src.fill(9);
+    w.flush();
+    assert.deepEqual(writes.map((c) => c.length), [5, 40_004, 40_006], 'the batch so far, then each large frame whole');
+    const frames = decodeAll(writes);
+    assert.ok(frames[1].every((b) => b === 3));
+    assert.deepEqual([...frames[2].subarray(0, 3)], [1, 2, 3]);
+  });
+
+  it('hands large frames to a copying stream as they are, in order with the batch', () => {
+    const writes: Uint8Array[] = [];
+    const copied: Array<[Uint8Array, Uint8Array]> = [];
+    const w = new FrameWriter(
+      (c) => writes.push(c),
+      (head, body) => {
+        copied.push([head.slice(), body]);
+        writes.push(new Uint8Array([...head, ...body]));
+      },
+    );
+    const big = new Uint8Array(30_000).fill(4);
+    w.push(new Uint8Array([7]), false);
+    w.push(big, false);
+    w.push2(new Uint8Array([8, 9]), big);
+    w.flush();
+    assert.equal(copied.length, 2);
+    assert.equal(copied[0][1], big, 'the body itself, not a copy of it');
+    assert.deepEqual([...copied[0][0]], [0x30, 0x75, 0, 0]);
+    assert.deepEqual([...copied[1][0]], [0x32, 0x75, 0, 0, 8, 9]);
+    const frames = decodeAll(writes);
+    assert.deepEqual(frames.map((f) => f.length), [1, 30_000, 30_002]);
+  });
 });
 
 describe('envelope', () => {

@@ -58,17 +58,42 @@ describe('view codec: a handler reads a request where it arrived', function () {
     assert.equal(summary.blobSharesBuffer, true);
   });
 
-  it('a msgpack session decodes (copies) the whole payload, for comparison', () => {
+  it('a msgpack session copies the whole payload out of a ring view, for comparison', () => {
     const payload = createCodec().encode({ id: 42, customer: 'ada', qty: 3, blob: blob(100_000) });
+    let seen: { blob: Uint8Array } | undefined;
     const session = new Session({
       codec: createCodec(),
       peer: { transport: 'test', auth: 'none', connectionId: 1 },
       send: () => {},
-      handler: { onRequest: () => 1 },
+      handler: { onRequest: (v: { blob: Uint8Array }) => ((seen = v), 1) },
     });
+    const envelope = encodeRequest(1, 0, payload);
+    const ring = new Uint8Array(new SharedArrayBuffer(envelope.length));
+    ring.set(envelope);
     const before = bytesCopied();
-    session.receive(encodeRequest(1, 0, payload));
+    session.receive(ring);
     assert.equal(bytesCopied() - before, payload.length);
+    assert.ok(!(seen!.blob.buffer instanceof SharedArrayBuffer), 'the blob was copied out of the ring');
+  });
+
+  it('a msgpack session leaves the binary of a large frame it owns in place, and copies a small one out', () => {
+    const seen: Array<{ blob: Uint8Array }> = [];
+    const session = new Session({
+      codec: createCodec(),
+      peer: { transport: 'test', auth: 'none', connectionId: 1 },
+      send: () => {},
+      handler: { onRequest: (v: { blob: Uint8Array }) => (seen.push(v), 1) },
+    });
+    const large = encodeRequest(1, 0, createCodec().encode({ blob: blob(100_000) }));
+    const small = encodeRequest(2, 0, createCodec().encode({ blob: blob(1000) }));
+    const before = bytesCopied();
+    session.receive(large);
+    assert.equal(bytesCopied() - before, 0, 'nothing of the large frame was copied');
+    assert.equal(seen[0].blob.buffer, large.buffer, 'the blob is a view into the frame');
+    assert.deepEqual(seen[0].blob, blob(100_000));
+    session.receive(small);
+    assert.notEqual(seen[1].blob.buffer, small.buffer, 'a small frame is copied, so a kept blob does not pin its chunk');
+    assert.deepEqual(seen[1].blob, blob(1000));
   });
 });
 

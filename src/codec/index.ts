@@ -22,8 +22,12 @@ export interface Codec {
   readonly inPlace: boolean;
   /** Encodes a value; the returned bytes may be a view into a reused buffer, valid until the next encode. */
   encode(value: unknown): Uint8Array;
-  /** Decodes bytes into a value; unless `inPlace`, a fresh one that does not reference `bytes` (which may be a ring view). */
-  decode(bytes: Uint8Array): unknown;
+  /**
+   * Decodes bytes into a value; unless `inPlace`, a fresh one that does not reference `bytes` (which
+   * may be a ring view). With `owned` (nobody reuses `bytes`: a frame read from a stream, a message
+   * reassembled from ring fragments) binary values may be views into `bytes` instead of copies.
+   */
+  decode(bytes: Uint8Array, owned?: boolean): unknown;
   /** Encodes an error payload (a plain object: see docs/PROTOCOL.md); the view codec uses msgpack for these. */
   encodeError(error: object): Uint8Array;
   /** Decodes an error payload into a fresh value. */
@@ -74,6 +78,8 @@ class MsgpackCodec implements Codec {
   readonly inPlace = false;
   // copyBuffers: decoded binary must not alias the frame, which may be a view into a shared ring.
   readonly #packr = new Packr({ useRecords: false, copyBuffers: true, largeBigIntToFloat: false });
+  // For bytes nobody reuses: binary values stay views into them (no copy of a large payload).
+  readonly #aliasing = new Packr({ useRecords: false, copyBuffers: false, largeBigIntToFloat: false });
 
   encode(value: unknown): Uint8Array {
     try {
@@ -83,11 +89,12 @@ class MsgpackCodec implements Codec {
     }
   }
 
-  decode(bytes: Uint8Array): unknown {
-    // Decoding materialises every string and binary of the value: counted as copied.
-    countCopied(bytes.length);
+  decode(bytes: Uint8Array, owned = false): unknown {
+    // Decoding materialises every string (and, from bytes not owned, every binary) of the value:
+    // counted as copied, unless the binaries are left in place.
+    if (!owned) countCopied(bytes.length);
     try {
-      return bytes.length === 0 ? undefined : this.#packr.unpack(bytes);
+      return bytes.length === 0 ? undefined : (owned ? this.#aliasing : this.#packr).unpack(bytes);
     } catch (cause) {
       throw new RpcError('PROTOCOL', `payload is not valid msgpack: ${(cause as Error).message}`, { cause });
     }

@@ -4,6 +4,7 @@
  * as few buffers as possible so pipelined calls cost one write, not one each.
  */
 import { RpcError } from '../errors.js';
+import { bytesToFill } from '../bytes.js';
 import { countCopied } from '../observe.js';
 import { writeU32 } from './envelope.js';
 
@@ -58,7 +59,7 @@ export class FrameDecoder {
         onFrame(chunk.subarray(at, at + len));
         at += len;
       } else {
-        this.#partial = new Uint8Array(len);
+        this.#partial = bytesToFill(len);
         this.#partialFilled = 0;
         at = this.#fillPartial(chunk, at, onFrame);
       }
@@ -90,22 +91,36 @@ export class FrameDecoder {
   }
 }
 
-/** Bodies at least this large are written by reference instead of being copied into the batch. */
+/** Bodies at least this large bypass the batch: by reference when owned, else copied once. */
 const kCopyLimit = 16 * 1024;
 const kBatchBytes = 64 * 1024;
+/** A length prefix plus the largest envelope header (see envelope.ts) fits in this. */
+const kHeadScratchBytes = 64;
+
+/**
+ * Writes `head` then `body` as one piece, copying both before it returns (the caller keeps them).
+ * Streams whose writes copy anyway (a shared-memory ring) offer it, so that a large body is copied
+ * once, straight into the stream.
+ */
+export type CopyingWrite = (head: Uint8Array, body: Uint8Array) => void;
 
 /**
  * Collects frames for one stream and writes them out in batches: small bodies are copied into one
- * buffer behind their length prefixes, large ones are passed through by reference.
+ * buffer behind their length prefixes; a large one is passed through by reference when owned,
+ * handed to `writeCopy` when the stream has one, and otherwise copied once into its own chunk.
  */
 export class FrameWriter {
   readonly #write: (chunk: Uint8Array) => void;
+  readonly #writeCopy: CopyingWrite | undefined;
   #buf = new Uint8Array(kBatchBytes);
   #used = 0;
+  /** Length prefix (and header) of a large frame given to writeCopy, which copies it at once. */
+  readonly #head = new Uint8Array(kHeadScratchBytes);
 
-  /** `write` receives each outgoing chunk; it owns the chunk afterwards. */
-  constructor(write: (chunk: Uint8Array) => void) {
+  /** `write` receives each outgoing chunk and owns it afterwards; `writeCopy` (optional) copies what it is given. */
+  constructor(write: (chunk: Uint8Array) => void, writeCopy?: CopyingWrite) {
     this.#write = write;
+    this.#writeCopy = writeCopy;
   }
 
   /** True when frames are waiting for `flush()`. */
@@ -119,12 +134,8 @@ export class FrameWriter {
    */
   push(body: Uint8Array, owned: boolean): void {
     const len = body.length;
-    if (len >= kCopyLimit && owned) {
-      this.#reserve(kLengthBytes);
-      writeU32(this.#buf, this.#used, len);
-      this.#used += kLengthBytes;
-      this.flush();
-      this.#write(body);
+    if (len >= kCopyLimit) {
+      this.#pushLarge(kEmpty, body, owned);
       return;
     }
     this.#reserve(kLengthBytes + len);
@@ -133,8 +144,12 @@ export class FrameWriter {
     this.#used += kLengthBytes + len;
   }
 
-  /** Queues one frame whose body is `head` followed by `payload`; both are copied. */
+  /** Queues one frame whose body is `head` (a few bytes) followed by `payload`; both are copied. */
   push2(head: Uint8Array, payload: Uint8Array): void {
+    if (payload.length >= kCopyLimit && head.length <= kHeadScratchBytes - kLengthBytes) {
+      this.#pushLarge(head, payload, false);
+      return;
+    }
     const len = head.length + payload.length;
     this.#reserve(kLengthBytes + len);
     const buf = this.#buf;
@@ -147,6 +162,35 @@ export class FrameWriter {
     this.#used = at + len;
   }
 
+  /** A frame of `head` ‖ `payload` with a large payload: flushes the batch, then writes the frame by itself. */
+  #pushLarge(head: Uint8Array, payload: Uint8Array, owned: boolean): void {
+    const len = head.length + payload.length;
+    if (owned && head.length === 0 && this.#writeCopy === undefined) {
+      this.#reserve(kLengthBytes);
+      writeU32(this.#buf, this.#used, len);
+      this.#used += kLengthBytes;
+      this.flush();
+      this.#write(payload);
+      return;
+    }
+    this.flush();
+    const writeCopy = this.#writeCopy;
+    if (writeCopy !== undefined) {
+      const h = this.#head;
+      writeU32(h, 0, len);
+      for (let i = 0; i < head.length; i++) h[kLengthBytes + i] = head[i];
+      writeCopy(h.subarray(0, kLengthBytes + head.length), payload);
+      return;
+    }
+    // The stream keeps what it is given until written: one exact-size copy, made once.
+    const chunk = bytesToFill(kLengthBytes + len);
+    writeU32(chunk, 0, len);
+    chunk.set(head, kLengthBytes);
+    chunk.set(payload, kLengthBytes + head.length);
+    countCopied(len);
+    this.#write(chunk);
+  }
+
   #reserve(n: number): void {
     if (this.#used + n <= this.#buf.length) return;
     this.flush();
@@ -156,13 +200,21 @@ export class FrameWriter {
   /** Writes everything queued as one chunk. */
   flush(): void {
     if (this.#used === 0) return;
-    // The stream keeps the chunk until written, so hand it an exact-size copy and keep reusing our buffer.
-    const chunk = this.#buf.slice(0, this.#used);
-    if (this.#buf.length > kBatchBytes) this.#buf = new Uint8Array(kBatchBytes);
+    const used = this.#used;
     this.#used = 0;
-    this.#write(chunk);
+    if (this.#buf.length > kBatchBytes) {
+      // A buffer grown for one large frame is handed over whole; the next batch gets a new one.
+      const chunk = this.#buf.subarray(0, used);
+      this.#buf = new Uint8Array(kBatchBytes);
+      this.#write(chunk);
+      return;
+    }
+    // The stream keeps the chunk until written, so hand it an exact-size copy and keep reusing our buffer.
+    this.#write(this.#buf.slice(0, used));
   }
 }
+
+const kEmpty = new Uint8Array(0);
 
 /** One frame as a standalone buffer (tests, custom transports). */
 export function encodeFrame(body: Uint8Array): Uint8Array {

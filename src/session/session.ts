@@ -34,6 +34,8 @@ import { Inbox, Outflow, isAsyncIterable, kDefaultWindow, kMaxWindow, pump } fro
  */
 export type SendBody = (head: Uint8Array, payload: Uint8Array) => void | Promise<void>;
 
+/** Payloads at least this large, when nobody reuses their bytes, are decoded with binary values left in place. */
+const kDecodeInPlaceBytes = 64 * 1024;
 const kEmpty = new Uint8Array(0);
 
 export interface SessionOptions {
@@ -378,14 +380,18 @@ export class Session implements PeerClient {
   /**
    * Decodes a payload. A body in shared memory is a view into a ring, reused once `receive`
    * returns: an in-place value is made over a copy of it. Socket bodies (and messages the ring
-   * reassembled) are never reused, so values stay over them in place.
+   * reassembled) are never reused, so values stay over them in place, and so do the binary values
+   * msgpack decodes from a large one.
    */
   #decode(payload: Uint8Array): unknown {
-    if (this.#inPlace && payload.buffer instanceof SharedArrayBuffer) {
+    const shared = payload.buffer instanceof SharedArrayBuffer;
+    if (this.#inPlace && shared) {
       countCopied(payload.length);
       return this.#codec.decode(payload.slice());
     }
-    return this.#codec.decode(payload);
+    // Binary values of a large payload stay views into it. A small one is copied out, so that a
+    // few bytes kept by the handler do not pin the whole socket chunk they arrived in.
+    return this.#codec.decode(payload, !shared && payload.length >= kDecodeInPlaceBytes);
   }
 
   /** A Response or Error to one of our streaming calls. */

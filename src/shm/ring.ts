@@ -9,6 +9,7 @@
  */
 
 import { RpcError } from '../errors.js';
+import { bytesToFill } from '../bytes.js';
 import { countCopied } from '../observe.js';
 import {
   kCapacityIndex,
@@ -324,7 +325,7 @@ export class RingWriter {
   private enqueue(tag: number, head: Uint8Array, body: Uint8Array, pos: number, started: boolean): void {
     const total = head.length + body.length;
     // Copy only what is not yet in the ring: the caller may reuse its buffers once we return.
-    const data = new Uint8Array(total - pos);
+    const data = bytesToFill(total - pos);
     countCopied(data.length);
     const headLen = head.length;
     if (pos < headLen) {
@@ -633,7 +634,7 @@ export class RingReader {
           if (this.asm !== null || len > this.maxCont || len > total) throw corrupt(head, 'bad first fragment');
           const start = off + kFirstHeaderBytes;
           // One allocation per fragmented message: it must outlive the ring space it came in.
-          const asm = new Uint8Array(total);
+          const asm = bytesToFill(total);
           asm.set(bytes.subarray(start, start + len), 0);
           countCopied(len);
           this.asm = asm;

@@ -37,6 +37,7 @@ function segmentPrefix(name: string): string {
 }
 
 let segmentCounter = 0;
+const kNothing = new Uint8Array(0);
 
 class ShmStream implements ByteStream {
   readonly remoteAddress: string;
@@ -56,10 +57,14 @@ class ShmStream implements ByteStream {
     this.#reader = new RingReader(
       fromPeer,
       {
-        // The view is valid only during this call; the connection keeps frame bodies, so copy.
+        // A view into the ring is valid only during this call and the connection keeps frame
+        // bodies, so copy it; a message the ring reassembled from fragments is ours already.
         onMessage: (_tag, bytes) => {
-          countCopied(bytes.length);
-          this.#events?.data(bytes.slice());
+          if (bytes.buffer instanceof SharedArrayBuffer) {
+            countCopied(bytes.length);
+            bytes = bytes.slice();
+          }
+          this.#events?.data(bytes);
         },
         onClose: () => this.#finish(undefined),
         onError: (err) => this.destroy(err as Error),
@@ -82,8 +87,13 @@ class ShmStream implements ByteStream {
   }
 
   write(chunk: Uint8Array): boolean {
+    return this.writeCopy(chunk, kNothing);
+  }
+
+  /** The ring copies what it is given (into the ring, or into its queue when full). */
+  writeCopy(head: Uint8Array, body: Uint8Array): boolean {
     if (this.#closed) return true;
-    if (this.#writer.write(0, chunk)) return !this.#writerBlocked;
+    if (this.#writer.write2(0, head, body)) return !this.#writerBlocked;
     // The ring is full: the bytes are queued in order; tell the writer to hold back until it drains.
     if (!this.#writerBlocked) {
       this.#writerBlocked = true;

@@ -29,6 +29,12 @@ export interface ByteStream {
   start(events: StreamEvents): void;
   /** Queues bytes; the stream owns `chunk` afterwards. Returns false when the caller should wait for `drain`. */
   write(chunk: Uint8Array): boolean;
+  /**
+   * Optional: queues `head` followed by `body`, copying both before it returns (the caller keeps
+   * them); false as for `write`. A stream whose writes copy anyway (a shared-memory ring) offers
+   * it, and the connection then hands it large frames as they are, copied once.
+   */
+  writeCopy?(head: Uint8Array, body: Uint8Array): boolean;
   /** Stops or resumes delivering `data` (backpressure toward the peer). */
   pause(): void;
   resume(): void;

@@ -58,15 +58,19 @@ export class Connection {
     this.#stream = stream;
     this.#host = host;
     this.#decoder = new FrameDecoder(host.maxFrameBytes);
-    this.#writer = new FrameWriter((chunk) => {
-      if (!this.#stream.write(chunk) && this.#writable) {
+    const wrote = (ok: boolean): void => {
+      if (!ok && this.#writable) {
         this.#writable = false;
         // A server that cannot send its answers stops taking requests (backpressure to the
         // client). A client always keeps reading: if both sides stopped reading while their own
         // writes were backed up, each would wait for the other forever.
         if (host.readsWaitForWrites) this.#pauseReading();
       }
-    });
+    };
+    this.#writer = new FrameWriter(
+      (chunk) => wrote(stream.write(chunk)),
+      stream.writeCopy === undefined ? undefined : (head, body) => wrote(stream.writeCopy!(head, body)),
+    );
   }
 
   /** Serves this connection's envelopes with a local session instead of relaying them. */

@@ -54,7 +54,8 @@ export class ConnectionTask implements ConnectionHost {
     this.#done = new Promise((resolve) => (this.#finish = resolve));
     this.#toMain = new RingWriter(spec.toMain);
     this.#fromMain = new RingReader(spec.toWorker, {
-      onMessage: (tag, bytes) => this.#connections.get(tag)?.send(bytes, false),
+      // A view into the ring is reused after this call; a reassembled message is ours to keep.
+      onMessage: (tag, bytes) => this.#connections.get(tag)?.send(bytes, !(bytes.buffer instanceof SharedArrayBuffer)),
       onBatch: () => this.#flushAll(),
     }, { spinMicros: spec.spinMicros });
     // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
