@@ -17,6 +17,7 @@ import type { OursApi, OursClient, OursRunning } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type Measured, type SubjectSummary } from './lib/rounds.js';
 import { kPayloadBytes } from './lib/subject.js';
 import { atMost, comparisonRows, type ResultRow } from './lib/table.js';
+import { ceilingRow, floorRows, startThreadHop } from './lib/thread-hop.js';
 
 /** DESIGN §6 worker-isolate targets, relative to comlink in the same run. */
 export const kIsolateRoundTripRatioMax = 0.5;
@@ -158,6 +159,8 @@ export async function runIsolate(
     if (api?.isolate !== undefined) await tryStart('ours isolate spin', () => startOursIsolate(api, kSpinMicros));
     await tryStart('piscina (default options)', () => startPiscina(undefined));
     await tryStart("piscina (atomics: 'disabled')", () => startPiscina('disabled'));
+    // The bare ring ping-pong under ours: the floor of its round trip, the ceiling of its calls/s.
+    await tryStart('thread hop', () => startThreadHop(kIsolateTransport));
     const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
     result.subjects = subjects.map((s) => ({ key: s.key, label: s.label, summary: summaries.get(s)! }));
     return result;
@@ -170,15 +173,21 @@ export function isolateRows(result: IsolateResult, inflight: number): ResultRow[
   const base = result.subjects.find((s) => s.key === 'comlink');
   if (base === undefined) return [];
   const withTransport = (s: (typeof result.subjects)[number]) => ({ ...s, transport: result.transport });
-  const subjects = result.subjects.map(withTransport);
-  return comparisonRows({
+  const subjects = result.subjects.map(withTransport).filter((s) => s.key !== 'hop');
+  const rows = comparisonRows({
     subjects,
-    baseline: subjects[result.subjects.indexOf(base)],
+    baseline: subjects.find((s) => s.key === 'comlink')!,
     baselineName: 'comlink',
     inflight,
     // Only ours is held to a target; piscina is shown for reference.
     targetsFor: (s) => (s.key === 'ours-isolate' ? { rtMax: kIsolateRoundTripRatioMax, rateMin: kIsolateCallsPerSecRatioMin } : undefined),
   }).concat(spinRow(result));
+  const hop = result.subjects.find((s) => s.key === 'hop');
+  if (hop !== undefined) {
+    rows.push(...floorRows(0, 'comlink rt', hop.summary.roundTrip.medianUs, result.transport, kIsolateRoundTripRatioMax, base.summary.roundTrip.medianUs));
+    rows.push(ceilingRow(hop.summary.pipelined!.callsPerSec, `comlink x${inflight}`, base.summary.pipelined!.callsPerSec, inflight, result.transport, kIsolateCallsPerSecRatioMin));
+  }
+  return rows;
 }
 
 /** The spin strategy's thread-to-thread round trip against its absolute target. */

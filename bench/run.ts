@@ -31,6 +31,7 @@ import { peersRows, runPeers, type PeersResult } from './peers.js';
 import { runSweep, sweepRows, type SweepConfig, type SweepResult } from './sweep.js';
 import { runTls, tlsRows, tlsWarnings, type TlsResult } from './tls.js';
 import { renderChart } from './lib/chart.js';
+import { ceilingRow, floorRows, startThreadHop, type ThreadHopSubject } from './lib/thread-hop.js';
 
 /** DESIGN §6 targets for tcp and unix, relative to the raw ping-pong of the same kind. */
 const kRoundTripRatioMax = 1.5;
@@ -131,6 +132,7 @@ interface GroupResult {
 async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped: string[]): Promise<GroupResult> {
   const dir = await makeTempDir();
   const subjects: Subject[] = [];
+  let hop: ThreadHopSubject | undefined;
   try {
     log(`${transport}: starting raw server`);
     subjects.push(await startRawSubject(transport, dir));
@@ -146,12 +148,16 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
         }
       }
     }
-    const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
+    // The thread hop every call through ours adds to its transport: the floor of ours' round trip.
+    hop = await startThreadHop(transport);
+    const measured = [...subjects, hop];
+    const summaries = await measureInterleaved(measured, config, { pipelined: true, log });
     return {
       transport,
-      subjects: subjects.map((s) => ({ key: s.key, label: s.label, summary: summaries.get(s)! })),
+      subjects: measured.map((s) => ({ key: s.key, label: s.label, summary: summaries.get(s)! })),
     };
   } finally {
+    await hop?.close().catch((err: Error) => log(`close: ${err.message}`));
     for (const subject of subjects) await subject.close().catch((err: Error) => log(`close: ${err.message}`));
     await removeTempDir(dir);
   }
@@ -179,13 +185,20 @@ function spreadWarnings(group: Pick<GroupResult, 'subjects'> & { transport: stri
 
 function groupRows(group: GroupResult): ResultRow[] {
   const subjects = group.subjects.map((subject) => ({ ...subject, transport: group.transport }));
-  return comparisonRows({
-    subjects,
-    baseline: subjects.find((s) => s.key === 'raw')!,
+  const raw = subjects.find((s) => s.key === 'raw')!;
+  const hop = subjects.find((s) => s.key === 'hop');
+  const rows = comparisonRows({
+    subjects: subjects.filter((s) => s !== hop),
+    baseline: raw,
     baselineName: `raw ${group.transport}`,
     inflight: config.inflight,
     targetsFor: () => ({ rtMax: kRoundTripRatioMax, rateMin: kCallsPerSecRatioMin }),
   });
+  if (hop !== undefined) {
+    rows.push(...floorRows(raw.summary.roundTrip.medianUs, `raw ${group.transport} rt`, hop.summary.roundTrip.medianUs, group.transport, kRoundTripRatioMax));
+    rows.push(ceilingRow(hop.summary.pipelined!.callsPerSec, `raw ${group.transport} x${config.inflight}`, raw.summary.pipelined!.callsPerSec, config.inflight, group.transport, kCallsPerSecRatioMin));
+  }
+  return rows;
 }
 
 async function main(): Promise<number> {

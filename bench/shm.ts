@@ -20,6 +20,7 @@ import type { OursApi } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib/rounds.js';
 import type { Subject } from './lib/subject.js';
 import { atLeast, comparisonRows, type ResultRow } from './lib/table.js';
+import { ceilingRow, floorRows, startThreadHop, type ThreadHopSubject } from './lib/thread-hop.js';
 import { OursUnavailableError, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
 
@@ -97,6 +98,7 @@ export async function runShm(
   const dir = await makeTempDir();
   const ours: Subject[] = [];
   let raw: Subject | undefined;
+  let hop: ThreadHopSubject | undefined;
   try {
     for (const handler of ['worker', 'main'] as const) {
       const shmName = `${token}${++serviceCounter}`;
@@ -112,7 +114,9 @@ export async function runShm(
     if (ours.length > 0) {
       log('shm: starting raw unix server (baseline)');
       raw = await startRawSubject('unix', dir);
-      const subjects = [raw, ...ours];
+      // Every call through ours also crosses the thread hop: a floor for its round trip.
+      hop = await startThreadHop('shm');
+      const subjects = [raw, ...ours, hop];
       const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
       result.subjects = subjects.map((s) => ({
         key: s === raw ? 'raw-unix' : s.key,
@@ -123,6 +127,7 @@ export async function runShm(
       result.echo = await measureEcho(ours, echoConfig, log, result.skipped);
     }
   } finally {
+    await hop?.close().catch((err: Error) => log(`close: ${err.message}`));
     for (const subject of [...ours, ...(raw === undefined ? [] : [raw])]) {
       await subject.close().catch((err: Error) => log(`close: ${err.message}`));
     }
@@ -242,16 +247,22 @@ async function measureEcho(
 export function shmRows(result: ShmResult, inflight: number): ResultRow[] {
   const rows: ResultRow[] = [];
   const raw = result.subjects.find((s) => s.key === 'raw-unix');
+  const hop = result.subjects.find((s) => s.key === 'hop');
   if (raw !== undefined) {
     rows.push(
       ...comparisonRows({
-        subjects: result.subjects,
+        subjects: result.subjects.filter((s) => s !== hop),
         baseline: raw,
         baselineName: 'raw unix',
         inflight,
         targetsFor: () => ({ rtMax: kShmRoundTripRatioMax, rateMin: kShmCallsPerSecRatioMin }),
       }),
     );
+    if (hop !== undefined) {
+      // The hop alone, without the cross-process part: already a floor for ours' round trip.
+      rows.push(...floorRows(0, 'raw unix rt', hop.summary.roundTrip.medianUs, 'shm', kShmRoundTripRatioMax, raw.summary.roundTrip.medianUs));
+      rows.push(ceilingRow(hop.summary.pipelined!.callsPerSec, `raw unix x${inflight}`, raw.summary.pipelined!.callsPerSec, inflight, 'shm', kShmCallsPerSecRatioMin));
+    }
   }
   const echo = result.echo;
   if (echo !== undefined) {

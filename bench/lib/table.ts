@@ -3,7 +3,12 @@
  * log file alike (no colours, no box-drawing characters).
  */
 
-export type Verdict = 'PASS' | 'MISS' | 'info';
+/**
+ * For a bound row (the best any runtime of this design could do on this machine, see
+ * lib/thread-hop.ts): 'unreachable' when the bound itself misses the target, 'reachable' when it
+ * leaves room. Not a verdict on ours.
+ */
+export type Verdict = 'PASS' | 'MISS' | 'info' | 'unreachable' | 'reachable';
 
 /** One line of the table; figures a scenario does not measure are left undefined. */
 export interface ResultRow {

@@ -1,0 +1,105 @@
+/**
+ * The thread hop: one 16-byte message from the main thread to a worker and back over the same
+ * SharedArrayBuffer rings and Atomics wake-ups the runtime uses between the caller and its
+ * connection worker, with nothing else (no codec, no session, no socket).
+ *
+ * Every call through ours crosses this hop once each way on top of its transport, so
+ * `raw rt + hop rt` is a floor for ours' round trip that no work on the runtime can go below,
+ * and `hop rt` is the floor for an isolate call. The sections print it beside their targets.
+ */
+import { once } from 'node:events';
+import { Worker } from 'node:worker_threads';
+import { createRing, RingReader, RingWriter } from '../../src/shm/ring.js';
+import { kPayloadBytes } from './subject.js';
+import type { ResultRow } from './table.js';
+
+export interface ThreadHopSubject {
+  readonly key: 'hop';
+  readonly label: string;
+  readonly transport: string;
+  call(): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+export const kThreadHopLabel = 'thread hop (ring ping-pong main <-> worker)';
+
+export async function startThreadHop(transport: string): Promise<ThreadHopSubject> {
+  const input = createRing(1 << 16);
+  const output = createRing(1 << 16);
+  const worker = new Worker(new URL('../ring-echo-worker.js', import.meta.url), { workerData: { input, output } });
+  const writer = new RingWriter(input);
+  const pending = new Map<number, () => void>();
+  const reader = new RingReader(output, {
+    onMessage(tag) {
+      const resolve = pending.get(tag);
+      pending.delete(tag);
+      resolve?.();
+    },
+  });
+  reader.start();
+  const payload = new Uint8Array(kPayloadBytes);
+  let nextTag = 0;
+  const call = (): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const tag = nextTag;
+      nextTag = (nextTag + 1) >>> 0;
+      pending.set(tag, resolve);
+      writer.write(tag, payload);
+    });
+  await call();
+  let closed = false;
+  return {
+    key: 'hop',
+    label: kThreadHopLabel,
+    transport,
+    call,
+    async close() {
+      if (closed) return;
+      closed = true;
+      const exited = once(worker, 'exit');
+      writer.close();
+      reader.stop();
+      // The worker exits once it has read the close record; terminate() only if it does not.
+      const timer = setTimeout(() => void worker.terminate(), 2000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/**
+ * Two rows: the hop's own round trip, and the floor of ours' round trip as a ratio to the
+ * baseline (`baselineUs + hopUs` over `baselineUs`; for an isolate, whose call is the hop itself,
+ * pass `baselineUs` 0 to the floor and the comparison's own figure as `againstUs`).
+ */
+export function floorRows(baselineUs: number, baselineName: string, hopUs: number, transport: string, targetMax: number, againstUs = baselineUs): ResultRow[] {
+  const floorUs = baselineUs + hopUs;
+  const ratio = floorUs / againstUs;
+  return [
+    { scenario: `${kThreadHopLabel} rt`, transport, medianUs: hopUs, verdict: 'info' },
+    {
+      scenario: baselineUs > 0 ? `  floor of ours rt: ${baselineName} + thread hop` : '  floor of ours rt: the thread hop alone',
+      transport,
+      medianUs: floorUs,
+      baseline: baselineName,
+      ratio,
+      target: `<= ${targetMax.toFixed(2)}x`,
+      // Not a verdict on ours: whether the target lies above the floor at all on this machine.
+      verdict: ratio > targetMax ? 'unreachable' : 'reachable',
+    },
+  ];
+}
+
+/** The ceiling of ours' calls/s over an isolate: the bare hop's, as a ratio to `againstRate`. */
+export function ceilingRow(hopRate: number, againstName: string, againstRate: number, inflight: number, transport: string, targetMin: number): ResultRow {
+  const ratio = hopRate / againstRate;
+  return {
+    scenario: `  ceiling of ours x${inflight}: the thread hop alone`,
+    transport,
+    callsPerSec: hopRate,
+    baseline: againstName,
+    ratio,
+    target: `>= ${targetMin.toFixed(2)}x`,
+    verdict: ratio < targetMin ? 'unreachable' : 'reachable',
+  };
+}
