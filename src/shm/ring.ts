@@ -54,8 +54,14 @@ const kWaitForever = Infinity;
 const kWatchdogMs = 1000;
 /** `parkedAt` while not parked: odd, so never a position (positions are 8-aligned). */
 const kNotParked = 1;
-/** Records the reader consumes before it yields to the event loop, so a flood cannot starve the thread. */
-const kBatchRecords = 256;
+/**
+ * Records the reader consumes before it yields to the event loop, so a flood cannot starve the
+ * thread. Small enough that answers to the first calls of a burst leave (their handlers' promise
+ * chains run at the yield) while the rest are still being read, so the two threads overlap instead
+ * of taking turns: measured with 64 calls in flight to an isolate, 32 gave ~20% more calls/s than
+ * 256, and 8 or 16 less again (a loop turn per few records).
+ */
+export const kBatchRecords = 32;
 /** Copies this short are faster as a loop than through TypedArray#set's call overhead. */
 const kShortCopy = 32;
 const kTwo32 = 4294967296;
