@@ -57,13 +57,19 @@ async function firstCall(subject: IsolateSubject): Promise<IsolateSubject> {
   }
 }
 
-async function startOursIsolate(api: OursApi, spinMicros = 0): Promise<IsolateSubject> {
+/** Ours with the default idle strategy, with the spin strategy, or sleeping at once (pollMicros 0). */
+type OursVariant = 'default' | 'spin' | 'block';
+
+const kVariants: Record<OursVariant, { key: string; label: string; options: Record<string, number> }> = {
+  default: { key: 'ours-isolate', label: 'ours isolate', options: {} },
+  spin: { key: 'ours-isolate-spin', label: `ours isolate, spinMicros ${kSpinMicros}`, options: { spinMicros: kSpinMicros } },
+  block: { key: 'ours-isolate-block', label: 'ours isolate, pollMicros 0 (sleeps at once)', options: { pollMicros: 0 } },
+};
+
+async function startOursIsolate(api: OursApi, variant: OursVariant): Promise<IsolateSubject> {
   const descriptor = api.isolate!(echoUrl('isolate-echo-plugin.js'));
-  const running: OursRunning = await withDeadline(
-    new api.Node(spinMicros > 0 ? { spinMicros } : {}).connect(descriptor).start(),
-    kStartTimeoutMs,
-    'ours isolate start()',
-  );
+  const { key, label, options } = kVariants[variant];
+  const running: OursRunning = await withDeadline(new api.Node(options).connect(descriptor).start(), kStartTimeoutMs, 'ours isolate start()');
   const client: OursClient | undefined = running.client;
   if (client === undefined) {
     await running.close();
@@ -71,8 +77,8 @@ async function startOursIsolate(api: OursApi, spinMicros = 0): Promise<IsolateSu
   }
   let closed = false;
   return firstCall({
-    key: spinMicros > 0 ? 'ours-isolate-spin' : 'ours-isolate',
-    label: spinMicros > 0 ? `ours isolate, spinMicros ${spinMicros}` : 'ours isolate',
+    key,
+    label,
     transport: kIsolateTransport,
     // A fresh payload per call: the runtime may transfer (detach) what it is given.
     call: () => client.call(new Uint8Array(kPayloadBytes)),
@@ -154,9 +160,11 @@ export async function runIsolate(
     // The baseline first: without it there are no ratios, so its failure fails the bench.
     log('isolate: starting comlink worker');
     subjects.push(await startComlink(log));
-    if (api?.isolate !== undefined) await tryStart('ours isolate', () => startOursIsolate(api));
+    if (api?.isolate !== undefined) await tryStart('ours isolate', () => startOursIsolate(api, 'default'));
+    // Without the poll window: every message pays a sleep and a wake-up (shown for comparison).
+    if (api?.isolate !== undefined) await tryStart('ours isolate pollMicros 0', () => startOursIsolate(api, 'block'));
     // The spin strategy: both threads busy-poll their ring before sleeping (opt-in: it burns cores).
-    if (api?.isolate !== undefined) await tryStart('ours isolate spin', () => startOursIsolate(api, kSpinMicros));
+    if (api?.isolate !== undefined) await tryStart('ours isolate spin', () => startOursIsolate(api, 'spin'));
     await tryStart('piscina (default options)', () => startPiscina(undefined));
     await tryStart("piscina (atomics: 'disabled')", () => startPiscina('disabled'));
     // The bare ring ping-pong under ours: the floor of its round trip, the ceiling of its calls/s.

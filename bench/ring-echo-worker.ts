@@ -6,9 +6,9 @@
 import { workerData } from 'node:worker_threads';
 import { RingReader, RingWriter } from '../src/shm/ring.js';
 
-const data = workerData as { input: SharedArrayBuffer; output: SharedArrayBuffer };
+const data = workerData as { input: SharedArrayBuffer; output: SharedArrayBuffer; pollMicros: number };
 const writer = new RingWriter(data.output);
 new RingReader(data.input, {
   onMessage: (tag, bytes) => writer.write(tag, bytes),
   onClose: () => writer.close(),
-}).start();
+}, { pollMicros: data.pollMicros }).start();

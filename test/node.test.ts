@@ -58,6 +58,24 @@ describe('Node builder', function () {
     assert.throws(() => new Node({ spinMicros: -1 }), (e: RpcError) => e.code === 'INVALID_ARGUMENT');
   });
 
+  it('the poll window (pollMicros, default 50) and none (0) both deliver every call; bad values are refused', async () => {
+    for (const pollMicros of [undefined, 0, 2000]) {
+      const node = await new Node({ pollMicros }).serve(tcp('127.0.0.1:0'), { onRequest: (r: unknown) => r }).start();
+      const client = await new Node({ pollMicros }).connect<number, number>(tcp(node.addresses[0] as { host: string; port: number })).start();
+      try {
+        const results = await Promise.all(Array.from({ length: 200 }, (_, i) => client.client.call(i)));
+        assert.deepEqual(results, Array.from({ length: 200 }, (_, i) => i));
+        for (let i = 0; i < 20; i++) assert.equal(await client.client.call(i), i);
+      } finally {
+        await client.close();
+        await node.close();
+      }
+    }
+    for (const bad of [-1, Number.NaN, 2e6]) {
+      assert.throws(() => new Node({ pollMicros: bad }), (e: RpcError) => e.code === 'INVALID_ARGUMENT');
+    }
+  });
+
   it('closing a server with clients connected is prompt, and their calls then reject with CLOSED', async () => {
     const server = await new Node().serve(tcp('127.0.0.1:0'), echoModule).start();
     const client = await new Node().connect<any, any>(tcp(server.addresses[0] as { host: string; port: number })).start();

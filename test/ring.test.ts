@@ -393,6 +393,44 @@ describe('shm ring', function () {
     reader.stop();
   });
 
+  it('pollMicros: a message within the window after the last one costs no sleep; the event loop keeps turning; then it sleeps', async function () {
+    this.timeout(5000);
+    const run = async (pollMicros: number) => {
+      const counts = { waits: 0 };
+      const signal: RingSignal = {
+        wait(view, index, expected, timeoutMs) {
+          counts.waits++;
+          return atomicsSignal.wait(view, index, expected, timeoutMs);
+        },
+        notify: atomicsSignal.notify,
+      };
+      const sab = createRing(1 << 12);
+      const ctl = new Int32Array(sab);
+      const writer = new RingWriter(sab, { signal });
+      let got = 0;
+      const reader = new RingReader(sab, { onMessage: () => void got++ }, { signal, pollMicros });
+      reader.start();
+      await until(() => ctl[kReaderSleepingIndex] !== 0, 1000, 'the idle reader to sleep');
+      const first = counts.waits;
+      // One message, then nine more, each sent a loop turn after the previous one arrived.
+      for (let i = 0; i < 10; i++) {
+        writer.write(i, pattern(i, 8));
+        await until(() => got === i + 1, 1000, `message ${i}`);
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      // A timer due meanwhile still fires while the reader polls: nothing holds the loop.
+      const fired = await new Promise<boolean>((resolve) => setTimeout(() => resolve(true), 0));
+      await until(() => ctl[kReaderSleepingIndex] === (ctl[kTailIndex] | 1), 1000, 'the reader to sleep after the window');
+      reader.stop();
+      return { sleeps: counts.waits - first, fired };
+    };
+    const polling = await run(200_000);
+    assert.equal(polling.sleeps, 1, 'within the window: only the final sleep after the last message');
+    assert.ok(polling.fired);
+    const blocking = await run(0);
+    assert.ok(blocking.sleeps >= 10, `without a window it sleeps after every message (${blocking.sleeps})`);
+  });
+
   it('recovers from lost notifies through the watchdog (safety net), on both the reader and the writer side', async function () {
     this.timeout(10000);
     let dropped = 0;

@@ -38,6 +38,7 @@ export interface RemoteTaskOptions {
   maxFrameBytes: number;
   ringBytes: number;
   spinMicros: number;
+  pollMicros: number;
   keepAliveMs: number;
   connectTimeoutMs: number;
   /** With a runner that can kill: how long close() waits before it does. */
@@ -81,6 +82,7 @@ export class RemoteTask {
       handshakeTimeoutMs: options.handshakeTimeoutMs,
       maxFrameBytes: options.maxFrameBytes,
       spinMicros: options.spinMicros,
+      pollMicros: options.pollMicros,
       keepAliveMs: options.keepAliveMs,
       connectTimeoutMs: options.connectTimeoutMs,
       toWorker,
@@ -88,7 +90,7 @@ export class RemoteTask {
       port: port2,
     };
     this.#toWorker = new RingWriter(toWorker);
-    this.#fromWorker = new RingReader(toMain, { onMessage: (tag, bytes) => this.#onMessage(tag, bytes) }, { spinMicros: options.spinMicros });
+    this.#fromWorker = new RingReader(toMain, { onMessage: (tag, bytes) => this.#onMessage(tag, bytes) }, { spinMicros: options.spinMicros, pollMicros: options.pollMicros });
     this.#control = Comlink.wrap<TaskControl>(nodeEndpoint(port1));
     if (options.role === 'connect') this.#client = this.#open(kClientConnectionId, undefined);
     this.#ended = runner.run(spec).then(

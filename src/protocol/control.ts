@@ -29,6 +29,8 @@ export interface TaskSpec {
   maxFrameBytes: number;
   /** Busy-poll this long for ring traffic before sleeping (0: never spin). */
   spinMicros: number;
+  /** Keep looking for ring traffic once per event-loop turn this long after the last message before sleeping (0: sleep at once). */
+  pollMicros: number;
   /** Ping a connection silent for this long and close it if the next interval passes without a word (0: off). */
   keepAliveMs: number;
   /** Connect only: give up with UNAVAILABLE when the transport has not connected within this long (0: wait as long as the OS does). */

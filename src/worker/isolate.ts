@@ -39,7 +39,7 @@ const fromMain = new RingReader(
       }
     },
   },
-  { spinMicros: spec.spinMicros },
+  { spinMicros: spec.spinMicros, pollMicros: spec.pollMicros },
 );
 
 async function open(): Promise<ReadyResult> {

@@ -57,7 +57,7 @@ export class ConnectionTask implements ConnectionHost {
       // A view into the ring is reused after this call; a reassembled message is ours to keep.
       onMessage: (tag, bytes) => this.#connections.get(tag)?.send(bytes, !(bytes.buffer instanceof SharedArrayBuffer)),
       onBatch: () => this.#flushAll(),
-    }, { spinMicros: spec.spinMicros });
+    }, { spinMicros: spec.spinMicros, pollMicros: spec.pollMicros });
     // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
     this.#relayed = spec.role === 'connect' || spec.handler.kind === 'main';
     if (this.#relayed) {
