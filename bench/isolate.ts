@@ -62,7 +62,8 @@ type OursVariant = 'default' | 'spin' | 'block';
 
 const kVariants: Record<OursVariant, { key: string; label: string; options: Record<string, number> }> = {
   default: { key: 'ours-isolate', label: 'ours isolate', options: {} },
-  spin: { key: 'ours-isolate-spin', label: `ours isolate, spinMicros ${kSpinMicros}`, options: { spinMicros: kSpinMicros } },
+  // pollMicros 0: the busy-poll alone, not the poll window before it.
+  spin: { key: 'ours-isolate-spin', label: `ours isolate, spinMicros ${kSpinMicros}`, options: { spinMicros: kSpinMicros, pollMicros: 0 } },
   block: { key: 'ours-isolate-block', label: 'ours isolate, pollMicros 0 (sleeps at once)', options: { pollMicros: 0 } },
 };
 
