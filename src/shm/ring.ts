@@ -525,7 +525,7 @@ export class RingReader {
   private readonly pollMs: number;
   private readonly keepAlive: boolean;
   /** performance.now() of the last drain that delivered something. */
-  private lastMessageAt = 0;
+  private lastMessageAt = -Infinity;
   /** Our read position; only this object writes the head word. */
   private head: number;
   /** Last tail we loaded; records up to it are complete, so reload only when we catch up. */
