@@ -17,6 +17,7 @@ import type { OursApi, OursClient, OursRunning } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type Measured, type SubjectSummary } from './lib/rounds.js';
 import { kPayloadBytes } from './lib/subject.js';
 import { atMost, comparisonRows, type ResultRow } from './lib/table.js';
+import { kDefaultPollMicros } from '../src/main/node.js';
 import { ceilingRow, floorRows, startThreadHop } from './lib/thread-hop.js';
 
 /** DESIGN §6 worker-isolate targets, relative to comlink in the same run. */
@@ -169,7 +170,7 @@ export async function runIsolate(
     await tryStart('piscina (default options)', () => startPiscina(undefined));
     await tryStart("piscina (atomics: 'disabled')", () => startPiscina('disabled'));
     // The bare ring ping-pong under ours: the floor of its round trip, the ceiling of its calls/s.
-    await tryStart('thread hop', () => startThreadHop(kIsolateTransport));
+    await tryStart('thread hop', () => startThreadHop(kIsolateTransport, kDefaultPollMicros));
     const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
     result.subjects = subjects.map((s) => ({ key: s.key, label: s.label, summary: summaries.get(s)! }));
     return result;

@@ -58,7 +58,7 @@ describe('Node builder', function () {
     assert.throws(() => new Node({ spinMicros: -1 }), (e: RpcError) => e.code === 'INVALID_ARGUMENT');
   });
 
-  it('the poll window (pollMicros: default 50 for clients, 0 for servers) and none both deliver every call; bad values are refused', async () => {
+  it('the poll window (pollMicros: default 0 on sockets, 50 for isolates) and none both deliver every call; bad values are refused', async () => {
     for (const pollMicros of [undefined, 0, 2000]) {
       const node = await new Node({ pollMicros }).serve(tcp('127.0.0.1:0'), { onRequest: (r: unknown) => r }).start();
       const client = await new Node({ pollMicros }).connect<number, number>(tcp(node.addresses[0] as { host: string; port: number })).start();

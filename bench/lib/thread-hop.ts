@@ -1,8 +1,8 @@
 /**
  * The thread hop: one 16-byte message from the main thread to a worker and back over the same
- * SharedArrayBuffer rings, Atomics wake-ups and idle strategy (the default poll window) the
- * runtime uses between the caller and its connection worker, with nothing else (no codec, no
- * session, no socket).
+ * SharedArrayBuffer rings, Atomics wake-ups and idle strategy (the poll window ours uses on that
+ * kind of connection by default) the runtime uses between the caller and its connection worker,
+ * with nothing else (no codec, no session, no socket).
  *
  * Every call through ours crosses this hop once each way on top of its transport, so
  * `raw rt + hop rt` is a floor for ours' round trip that no work on the runtime can go below,
@@ -10,7 +10,6 @@
  */
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
-import { kDefaultPollMicros } from '../../src/main/node.js';
 import { createRing, RingReader, RingWriter } from '../../src/shm/ring.js';
 import { kPayloadBytes } from './subject.js';
 import type { ResultRow } from './table.js';
@@ -25,10 +24,11 @@ export interface ThreadHopSubject {
 
 export const kThreadHopLabel = 'thread hop (ring ping-pong main <-> worker)';
 
-export async function startThreadHop(transport: string): Promise<ThreadHopSubject> {
+/** `pollMicros`: the poll window of ours' default for the section's connections (0 for sockets and shm, kDefaultPollMicros for isolates). */
+export async function startThreadHop(transport: string, pollMicros: number): Promise<ThreadHopSubject> {
   const input = createRing(1 << 16);
   const output = createRing(1 << 16);
-  const worker = new Worker(new URL('../ring-echo-worker.js', import.meta.url), { workerData: { input, output, pollMicros: kDefaultPollMicros } });
+  const worker = new Worker(new URL('../ring-echo-worker.js', import.meta.url), { workerData: { input, output, pollMicros } });
   const writer = new RingWriter(input);
   const pending = new Map<number, () => void>();
   const reader = new RingReader(output, {
@@ -37,7 +37,7 @@ export async function startThreadHop(transport: string): Promise<ThreadHopSubjec
       pending.delete(tag);
       resolve?.();
     },
-  }, { pollMicros: kDefaultPollMicros });
+  }, { pollMicros });
   reader.start();
   const payload = new Uint8Array(kPayloadBytes);
   let nextTag = 0;

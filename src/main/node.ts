@@ -23,7 +23,7 @@ import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js
 
 /** How long a connection attempt may take before it fails with UNAVAILABLE, unless the node says otherwise. */
 const kDefaultConnectTimeoutMs = 10_000;
-/** See NodeOptions.pollMicros: the default for connections a node makes. */
+/** See NodeOptions.pollMicros: the default for isolates. */
 export const kDefaultPollMicros = 50;
 
 export interface NodeOptions {
@@ -43,12 +43,14 @@ export interface NodeOptions {
    * isolate), that side keeps looking for the next one once per event-loop turn for this many µs
    * before it sleeps (0 sleeps at once). Nothing is held meanwhile: timers, I/O and other work
    * run between looks. A reply or a next call within the window costs no thread wake-up, and a
-   * connection worker that is still looking takes its socket's answer without one either
-   * (measured here: an isolate round trip of ~5 µs instead of ~45 µs, a tcp one 0.6x); the price
-   * is at most this much CPU after each burst of traffic. Default: 50 for the connections this
-   * node makes (`connect`, isolates), whose replies follow their calls; 0 for the ones it serves,
-   * whose requests come when they come (measured: a 50 µs window there only took CPU from the
-   * other threads on a 2-core machine and slowed a main-thread handler down).
+   * connection worker that is still looking takes its socket's answer without one either; the
+   * price is at most this much CPU after each burst of traffic, taken from whatever else wants
+   * the core. Default: 50 for isolates (an in-process plugin answers within a few µs: a round
+   * trip of ~5 µs instead of ~45-65 µs here), 0 for every other connection, made or served. On a
+   * 2-core machine a client's window took the core a busy host's connection worker needed (its
+   * p99 went from 0.19 to 0.6-3 ms) and a server's slowed a main-thread handler; with cores to
+   * spare, a window as long as the transport's round trip pays (tcp: 1.37x a raw socket's round
+   * trip with 50 on the client, against ~2x without).
    */
   pollMicros?: number;
   /**
@@ -429,7 +431,6 @@ export class Node<Req = unknown, Res = unknown> {
     const { maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, handshakeTimeoutMs } = this.#options;
     const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, handshakeTimeoutMs, maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs };
     const servePollMicros = this.#pollMicros ?? 0;
-    const connectPollMicros = this.#pollMicros ?? kDefaultPollMicros;
     try {
       for (const { transport, handler, options } of this.#serve) {
         tasks.push(
@@ -487,7 +488,8 @@ export class Node<Req = unknown, Res = unknown> {
           const closeTimeoutMs = transport.kind === 'isolate' ? transport.closeTimeoutMs : undefined;
           // An in-process isolate plugin is code this process loaded itself: there is nothing to authenticate.
           const handshake: HandshakeSpec = transport.kind === 'isolate' ? { scheme: 'none' } : base.handshake;
-          return RemoteTask.start(runner, { ...base, pollMicros: connectPollMicros, handshake, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs });
+          const pollMicros = this.#pollMicros ?? (transport.kind === 'isolate' ? kDefaultPollMicros : 0);
+          return RemoteTask.start(runner, { ...base, pollMicros, handshake, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs });
         };
         channel = new Channel(transports, { open, reconnect: reconnectOptions(options.reconnect), balance: options.balance ?? 'round-robin', resolver });
         await channel.start();
