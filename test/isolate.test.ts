@@ -1,6 +1,7 @@
 /** Worker-isolate plugins: calls both ways, and a misbehaving plugin never takes the host down. */
 import assert from 'node:assert/strict';
-import { Node, isolate } from '../src/index.js';
+import { Node, isolate, tcp } from '../src/index.js';
+import { poolHolders } from '../src/main/pool.js';
 import { rejectionOf } from './helpers.js';
 
 const plugin = new URL('./fixtures/plugin.js', import.meta.url);
@@ -26,6 +27,20 @@ describe('isolate() plugins', function () {
     const err = await rejectionOf(node.client.call({ type: 'Throw' }));
     assert.equal(err.code, 'REMOTE');
     assert.equal(err.remote.name, 'RangeError');
+  });
+
+  it('a node with only isolate plugins starts no connection-worker pool; one with a listener does', async () => {
+    const before = poolHolders();
+    {
+      await using node = await new Node().connect<any, any>(isolate(plugin)).start();
+      assert.deepEqual(await node.client.call({ type: 'Echo', text: 'x' }), { type: 'Echo', text: 'x' });
+      assert.equal(poolHolders(), before, 'the isolate-only node holds no pool');
+    }
+    {
+      await using server = await new Node().serve(tcp('127.0.0.1:0'), { onRequest: (r: unknown) => r }).start();
+      assert.equal(poolHolders(), before + 1, 'a node with a listener holds the pool');
+    }
+    assert.equal(poolHolders(), before, 'and lets it go on close');
   });
 
   it('a plugin that throws at load rejects start() with UNAVAILABLE', async () => {

@@ -27,14 +27,47 @@ interface Shared {
 
 let shared: Shared | undefined;
 
-/** A user's hold on the shared pool; the pool is destroyed when the last user releases it. */
+/**
+ * A user's hold on the shared pool; the pool is destroyed when the last user releases it. The
+ * hold is taken at the first task run, so a node whose connections all run elsewhere (isolate
+ * plugins, in their own threads) starts no pool threads at all.
+ */
 export class PoolLease implements TaskRunner {
+  readonly #options: PoolOptions;
+  #held = false;
   #released = false;
 
   constructor(options: PoolOptions = {}) {
+    this.#options = options;
+  }
+
+  /** Runs one connection task; rejects with BUSY when every slot is taken, resolves when the task ends. */
+  run(spec: TaskSpec): Promise<void> {
+    if (this.#released) return Promise.reject(new RpcError('CLOSED', 'the node was closed'));
+    const s = this.#hold();
+    if (s.active >= s.capacity) {
+      return Promise.reject(new RpcError('BUSY', `the worker pool is full: ${s.capacity} listeners and connections are open (raise pool.tasksPerThread)`));
+    }
+    s.active++;
+    const done = s.pool.run(spec, { transferList: [spec.port] as never });
+    return done.finally(() => s.active--);
+  }
+
+  async release(): Promise<void> {
+    if (this.#released) return;
+    this.#released = true;
+    if (!this.#held || shared === undefined) return;
+    const s = shared;
+    if (--s.users > 0) return;
+    shared = undefined;
+    await s.pool.destroy();
+  }
+
+  /** Takes this lease's hold on the pool, starting the pool if nobody holds it (its size is the first holder's options). */
+  #hold(): Shared {
     if (shared === undefined) {
-      const threads = Math.max(1, options.threads ?? os.availableParallelism());
-      const tasksPerThread = Math.max(1, options.tasksPerThread ?? 1024);
+      const threads = Math.max(1, this.#options.threads ?? os.availableParallelism());
+      const tasksPerThread = Math.max(1, this.#options.tasksPerThread ?? 1024);
       const pool = new Piscina({
         filename: kEntry,
         minThreads: threads,
@@ -46,26 +79,15 @@ export class PoolLease implements TaskRunner {
       });
       shared = { pool, capacity: threads * tasksPerThread, active: 0, users: 0 };
     }
-    shared.users++;
-  }
-
-  /** Runs one connection task; rejects with BUSY when every slot is taken, resolves when the task ends. */
-  run(spec: TaskSpec): Promise<void> {
-    const s = shared!;
-    if (s.active >= s.capacity) {
-      return Promise.reject(new RpcError('BUSY', `the worker pool is full: ${s.capacity} listeners and connections are open (raise pool.tasksPerThread)`));
+    if (!this.#held) {
+      this.#held = true;
+      shared.users++;
     }
-    s.active++;
-    const done = s.pool.run(spec, { transferList: [spec.port] as never });
-    return done.finally(() => s.active--);
+    return shared;
   }
+}
 
-  async release(): Promise<void> {
-    if (this.#released || shared === undefined) return;
-    this.#released = true;
-    const s = shared;
-    if (--s.users > 0) return;
-    shared = undefined;
-    await s.pool.destroy();
-  }
+/** How many nodes hold the shared pool now (0: it is not running). For tests. */
+export function poolHolders(): number {
+  return shared?.users ?? 0;
 }
