@@ -103,7 +103,7 @@ describe('tls', function () {
     assert.equal(((await blind.client.call('b')) as Reply).req, 'b');
   });
 
-  it('TLS against a plain server fails the handshake; a plain client of a TLS server gets CLOSED, and the server goes on', async () => {
+  it('TLS against a plain server fails the handshake; a plain client of a TLS server gets CLOSED saying why it may be, and the server goes on', async () => {
     const plain = await started(new Node().serve(tcp('127.0.0.1:0'), echoPeer).start());
     const tlsToPlain = await rejectionOf(new Node({ handshakeTimeoutMs: 500 }).connect(tcp({ port: portOf(plain) }, { tls: { ca: ca.cert } })).start());
     assert.equal(tlsToPlain.code, 'HANDSHAKE_FAILED');
@@ -113,6 +113,7 @@ describe('tls', function () {
     const plainClient = await started(new Node().connect(tcp({ port: portOf(server) })).start());
     const err = await rejectionOf(plainClient.client.call('x', { timeoutMs: 10_000 }));
     assert.equal(err.code, 'CLOSED');
+    assert.match(err.message, /before sending anything \(if it serves TLS, connect with tcp\(address, \{ tls \}\)\)/);
     const ok = await started(new Node().connect(tcp({ port: portOf(server) }, { tls: { ca: ca.cert } })).start());
     assert.equal(((await ok.client.call('still')) as Reply).req, 'still');
   });

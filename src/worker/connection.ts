@@ -248,7 +248,10 @@ export class Connection {
         this.#decoder.end();
         reason = error
           ? new RpcError('CLOSED', `connection lost: ${error.message}`, { cause: error })
-          : new RpcError('CLOSED', 'the peer closed the connection');
+          : new RpcError('CLOSED', this.framesIn === 0 && !this.#host.readsWaitForWrites && this.peer.transport === 'tcp'
+              ? // What a TLS server does to a client that speaks plain bytes to it: close, silently.
+                'the peer closed the connection before sending anything (if it serves TLS, connect with tcp(address, { tls }))'
+              : 'the peer closed the connection');
       } catch (truncated) {
         reason = truncated as RpcError;
       }
