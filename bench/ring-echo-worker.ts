@@ -6,9 +6,9 @@
 import { workerData } from 'node:worker_threads';
 import { RingReader, RingWriter } from '../src/shm/ring.js';
 
-const data = workerData as { input: SharedArrayBuffer; output: SharedArrayBuffer; pollMicros: number };
+const data = workerData as { input: SharedArrayBuffer; output: SharedArrayBuffer; pollMicros?: number; spinMicros?: number };
 const writer = new RingWriter(data.output);
 new RingReader(data.input, {
   onMessage: (tag, bytes) => writer.write(tag, bytes),
   onClose: () => writer.close(),
-}, { pollMicros: data.pollMicros }).start();
+}, { pollMicros: data.pollMicros ?? 0, spinMicros: data.spinMicros ?? 0 }).start();

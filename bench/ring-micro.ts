@@ -18,7 +18,7 @@ const seconds = arg('seconds', 2);
 
 const input = createRing(capacity);
 const output = createRing(capacity);
-const worker = new Worker(new URL('../test/fixtures/ring-echo-worker.js', import.meta.url), {
+const worker = new Worker(new URL('./ring-echo-worker.js', import.meta.url), {
   workerData: { input, output, spinMicros },
 });
 const writer = new RingWriter(input);
