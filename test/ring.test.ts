@@ -393,6 +393,27 @@ describe('shm ring', function () {
     reader.stop();
   });
 
+  it('tells onMessage whether it may keep the bytes: a whole record is a view into the ring, a reassembled message is its own', () => {
+    const sab = createRing(4096);
+    const writer = new RingWriter(sab);
+    const got: Array<{ owned: boolean; shared: boolean; length: number }> = [];
+    const reader = new RingReader(sab, { onMessage: (_tag, bytes, owned) => void got.push({ owned, shared: bytes.buffer === sab, length: bytes.length }) });
+    writer.write(1, pattern(1, 100));
+    reader.drain();
+    // Larger than one record: it goes in fragments, written as the reader frees space.
+    const big = pattern(2, 3000);
+    writer.write(2, big);
+    // Alternate until the whole message is through (bounded: a bug must fail, not spin).
+    for (let i = 0; i < 100 && got.length < 2; i++) {
+      reader.drain();
+      writer.flushQueue();
+    }
+    assert.deepEqual(got, [
+      { owned: false, shared: true, length: 100 },
+      { owned: true, shared: false, length: 3000 },
+    ]);
+  });
+
   it('pollMicros: a message within the window after the last one costs no sleep; the event loop keeps turning; then it sleeps', async function () {
     this.timeout(5000);
     const run = async (pollMicros: number) => {

@@ -486,8 +486,12 @@ export class RingWriter {
 }
 
 export interface RingHandlers {
-  /** One message. For a message that fit in one record, `bytes` is a view into the ring, valid only during this call (copy to keep it). Throwing stops the reader (see onError). */
-  onMessage(tag: number, bytes: Uint8Array): void;
+  /**
+   * One message. `owned` false: `bytes` is a view into the ring (the message fit in one record),
+   * valid only during this call; copy to keep it. `owned` true: a fresh array the reader
+   * reassembled from fragments, the handler's to keep. Throwing stops the reader (see onError).
+   */
+  onMessage(tag: number, bytes: Uint8Array, owned: boolean): void;
   /** After each drained batch (lets the consumer flush a corked socket once per batch). */
   onBatch?(): void;
   /** The writer closed the ring and every message has been delivered. */
@@ -629,7 +633,7 @@ export class RingReader {
           const start = off + kRecordHeaderBytes;
           next = (head + ((kRecordHeaderBytes + len + 7) & ~7)) | 0;
           messages++;
-          handlers.onMessage(words[w + 1] >>> 0, bytes.subarray(start, start + len));
+          handlers.onMessage(words[w + 1] >>> 0, bytes.subarray(start, start + len), false);
         } else if (kind === kKindCont) {
           const asm = this.asm;
           if (asm === null || len > this.maxCont || this.asmPos + len > asm.length) throw corrupt(head, 'stray continuation');
@@ -641,7 +645,7 @@ export class RingReader {
           if (this.asmPos === asm.length) {
             this.asm = null;
             messages++;
-            handlers.onMessage(this.asmTag, asm);
+            handlers.onMessage(this.asmTag, asm, true);
           }
         } else if (kind === kKindPad) {
           if (len !== this.capacity - off) throw corrupt(head, 'bad pad');

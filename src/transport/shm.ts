@@ -57,10 +57,9 @@ class ShmStream implements ByteStream {
     this.#reader = new RingReader(
       fromPeer,
       {
-        // A view into the ring is valid only during this call and the connection keeps frame
-        // bodies, so copy it; a message the ring reassembled from fragments is ours already.
-        onMessage: (_tag, bytes) => {
-          if (bytes.buffer instanceof SharedArrayBuffer) {
+        // The connection keeps frame bodies: a view into the ring must be copied out of it.
+        onMessage: (_tag, bytes, owned) => {
+          if (!owned) {
             countCopied(bytes.length);
             bytes = bytes.slice();
           }

@@ -54,8 +54,7 @@ export class ConnectionTask implements ConnectionHost {
     this.#done = new Promise((resolve) => (this.#finish = resolve));
     this.#toMain = new RingWriter(spec.toMain);
     this.#fromMain = new RingReader(spec.toWorker, {
-      // A view into the ring is reused after this call; a reassembled message is ours to keep.
-      onMessage: (tag, bytes) => this.#connections.get(tag)?.send(bytes, !(bytes.buffer instanceof SharedArrayBuffer)),
+      onMessage: (tag, bytes, owned) => this.#connections.get(tag)?.send(bytes, owned),
       onBatch: () => this.#flushAll(),
     }, { spinMicros: spec.spinMicros, pollMicros: spec.pollMicros });
     // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
