@@ -200,17 +200,11 @@ export class FrameWriter {
   /** Writes everything queued as one chunk. */
   flush(): void {
     if (this.#used === 0) return;
-    const used = this.#used;
-    this.#used = 0;
-    if (this.#buf.length > kBatchBytes) {
-      // A buffer grown for one large frame is handed over whole; the next batch gets a new one.
-      const chunk = this.#buf.subarray(0, used);
-      this.#buf = new Uint8Array(kBatchBytes);
-      this.#write(chunk);
-      return;
-    }
     // The stream keeps the chunk until written, so hand it an exact-size copy and keep reusing our buffer.
-    this.#write(this.#buf.slice(0, used));
+    const chunk = this.#buf.slice(0, this.#used);
+    if (this.#buf.length > kBatchBytes) this.#buf = new Uint8Array(kBatchBytes);
+    this.#used = 0;
+    this.#write(chunk);
   }
 }
 
