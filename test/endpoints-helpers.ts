@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import type { Address } from '../src/index.js';
-import { sleep } from './helpers.js';
+import { killAll, sleep } from './helpers.js';
 
 export interface InstanceServer {
   addresses: Address[];
@@ -46,16 +46,7 @@ export async function startInstance(options: Record<string, unknown>): Promise<I
 
 /** Kills every instance server still running (an after hook). */
 export async function killInstances(): Promise<void> {
-  await Promise.all(
-    [...live].map(
-      (c) =>
-        new Promise<void>((resolve) => {
-          if (c.exitCode !== null || c.signalCode !== null) return resolve();
-          c.once('exit', () => resolve());
-          process.kill(c.pid!, 'SIGKILL');
-        }),
-    ),
-  );
+  await killAll(live);
 }
 
 /** A loopback TCP port that was free a moment ago. */

@@ -50,8 +50,13 @@ export async function startServer(options: Record<string, unknown>): Promise<Chi
 
 /** Kills every child server still running (mocha root hook). */
 export async function killAllChildren(): Promise<void> {
+  await killAll(children);
+}
+
+/** SIGKILLs each process of `processes` still running, by pid, and resolves when all have exited. */
+export async function killAll(processes: Iterable<ChildProcess>): Promise<void> {
   await Promise.all(
-    [...children].map(
+    [...processes].map(
       (c) =>
         new Promise<void>((resolve) => {
           if (c.exitCode !== null || c.signalCode !== null) return resolve();
