@@ -170,7 +170,7 @@ export async function runIsolate(
     await tryStart('piscina (default options)', () => startPiscina(undefined));
     await tryStart("piscina (atomics: 'disabled')", () => startPiscina('disabled'));
     // The bare ring ping-pong under ours: the floor of its round trip, the ceiling of its calls/s.
-    await tryStart('thread hop', () => startThreadHop(kIsolateTransport, kDefaultPollMicros));
+    await tryStart('thread hop', () => startThreadHop(kIsolateTransport, { pollMicros: kDefaultPollMicros }));
     const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
     result.subjects = subjects.map((s) => ({ key: s.key, label: s.label, summary: summaries.get(s)! }));
     return result;

@@ -1,11 +1,9 @@
 /**
  * Ring micro-benchmark: main thread ↔ echo worker over two SAB rings, a promise per call,
  * 16-byte messages. Prints the median round trip (one call in flight) and calls/s with 64 in
- * flight. `node dist/bench/ring-micro.js [--spin µs] [--capacity bytes] [--seconds s]`
+ * flight. `node dist/bench/ring-micro.js [--spin µs] [--poll µs] [--capacity bytes] [--seconds s]`
  */
-import { once } from 'node:events';
-import { Worker } from 'node:worker_threads';
-import { createRing, RingReader, RingWriter } from '../src/shm/ring.js';
+import { startThreadHop } from './lib/thread-hop.js';
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -13,40 +11,12 @@ function arg(name: string, fallback: number): number {
 }
 
 const spinMicros = arg('spin', 0);
+const pollMicros = arg('poll', 0);
 const capacity = arg('capacity', 1 << 16);
 const seconds = arg('seconds', 2);
 
-const input = createRing(capacity);
-const output = createRing(capacity);
-const worker = new Worker(new URL('./ring-echo-worker.js', import.meta.url), {
-  workerData: { input, output, spinMicros },
-});
-const writer = new RingWriter(input);
-const pending = new Map<number, () => void>();
-const reader = new RingReader(
-  output,
-  {
-    onMessage(tag) {
-      const resolve = pending.get(tag);
-      if (resolve === undefined) throw new Error(`reply to unknown call ${tag}`);
-      pending.delete(tag);
-      resolve();
-    },
-  },
-  { spinMicros },
-);
-reader.start();
-
-const payload = new Uint8Array(16).fill(7);
-let nextId = 0;
-function call(): Promise<void> {
-  const id = nextId;
-  nextId = (nextId + 1) >>> 0;
-  return new Promise<void>((resolve) => {
-    pending.set(id, resolve);
-    writer.write(id, payload);
-  });
-}
+const hop = await startThreadHop('worker', { pollMicros, spinMicros, capacity });
+const call = hop.call;
 
 async function roundTrips(n: number): Promise<number[]> {
   const times = new Array<number>(n);
@@ -78,10 +48,8 @@ await throughput(64, 300);
 const rate = await throughput(64, seconds * 1000);
 const pct = (p: number) => rtt[Math.min(rtt.length - 1, Math.floor(rtt.length * p))].toFixed(1);
 
-console.log(`ring main <-> worker, 16 B, promise per call, capacity ${capacity}, spin ${spinMicros} µs`);
+console.log(`ring main <-> worker, 16 B, promise per call, capacity ${capacity}, spin ${spinMicros} µs, poll ${pollMicros} µs`);
 console.log(`  round trip: median ${pct(0.5)} µs, p90 ${pct(0.9)} µs, p99 ${pct(0.99)} µs`);
 console.log(`  64 in flight: ${Math.round(rate).toLocaleString('en-US')} calls/s`);
 
-writer.close();
-reader.stop();
-await once(worker, 'exit');
+await hop.close();

@@ -149,7 +149,7 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
       }
     }
     // The thread hop every call through ours adds to its transport: the floor of ours' round trip.
-    hop = await startThreadHop(transport, 0);
+    hop = await startThreadHop(transport, { pollMicros: 0 });
     const measured = [...subjects, hop];
     const summaries = await measureInterleaved(measured, config, { pipelined: true, log });
     return {

@@ -115,7 +115,7 @@ export async function runShm(
       log('shm: starting raw unix server (baseline)');
       raw = await startRawSubject('unix', dir);
       // Every call through ours also crosses the thread hop: a floor for its round trip.
-      hop = await startThreadHop('shm', 0);
+      hop = await startThreadHop('shm', { pollMicros: 0 });
       const subjects = [raw, ...ours, hop];
       const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
       result.subjects = subjects.map((s) => ({

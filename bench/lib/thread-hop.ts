@@ -24,20 +24,30 @@ export interface ThreadHopSubject {
 
 export const kThreadHopLabel = 'thread hop (ring ping-pong main <-> worker)';
 
-/** `pollMicros`: the poll window of ours' default for the section's connections (0 for sockets and shm, kDefaultPollMicros for isolates). */
-export async function startThreadHop(transport: string, pollMicros: number): Promise<ThreadHopSubject> {
-  const input = createRing(1 << 16);
-  const output = createRing(1 << 16);
-  const worker = new Worker(new URL('../ring-echo-worker.js', import.meta.url), { workerData: { input, output, pollMicros } });
+export interface ThreadHopOptions {
+  /** The poll window of ours' default for the section's connections (0 for sockets and shm, kDefaultPollMicros for isolates). */
+  pollMicros: number;
+  /** Busy-poll on both sides (default 0). */
+  spinMicros?: number;
+  /** Each ring's data area (default 64 KiB). */
+  capacity?: number;
+}
+
+export async function startThreadHop(transport: string, options: ThreadHopOptions): Promise<ThreadHopSubject> {
+  const { pollMicros, spinMicros = 0, capacity = 1 << 16 } = options;
+  const input = createRing(capacity);
+  const output = createRing(capacity);
+  const worker = new Worker(new URL('../ring-echo-worker.js', import.meta.url), { workerData: { input, output, pollMicros, spinMicros } });
   const writer = new RingWriter(input);
   const pending = new Map<number, () => void>();
   const reader = new RingReader(output, {
     onMessage(tag) {
       const resolve = pending.get(tag);
+      if (resolve === undefined) throw new Error(`reply to unknown call ${tag}`);
       pending.delete(tag);
-      resolve?.();
+      resolve();
     },
-  }, { pollMicros });
+  }, { pollMicros, spinMicros });
   reader.start();
   const payload = new Uint8Array(kPayloadBytes);
   let nextTag = 0;
