@@ -23,6 +23,7 @@ import { atLeast, comparisonRows, type ResultRow } from './lib/table.js';
 import { ceilingRow, floorRows, startThreadHop, type ThreadHopSubject } from './lib/thread-hop.js';
 import { OursUnavailableError, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
+import { kDefaultShmPollMicros } from '../src/main/node.js';
 
 /** DESIGN §6 shm targets, relative to the raw Unix ping-pong / memcpy of the same run. */
 export const kShmRoundTripRatioMax = 0.6;
@@ -115,7 +116,8 @@ export async function runShm(
       log('shm: starting raw unix server (baseline)');
       raw = await startRawSubject('unix', dir);
       // Every call through ours also crosses the thread hop: a floor for its round trip.
-      hop = await startThreadHop('shm', { pollMicros: 0 });
+      // The worker polls the peer's ring by default (kDefaultShmPollMicros), so it is awake when a call comes from the main thread.
+      hop = await startThreadHop('shm', { pollMicros: 0, workerPollMicros: kDefaultShmPollMicros });
       const subjects = [raw, ...ours, hop];
       const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
       result.subjects = subjects.map((s) => ({

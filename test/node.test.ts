@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Node, RpcError, tcp, unix } from '../src/index.js';
+import { kDefaultPollMicros, kDefaultShmPollMicros, pollWindows } from '../src/main/node.js';
 import { rejectionOf, startServer, tempDir } from './helpers.js';
 
 const echoModule = new URL('./fixtures/echo-handler.js', import.meta.url);
@@ -74,6 +75,16 @@ describe('Node builder', function () {
     for (const bad of [-1, Number.NaN, 2e6]) {
       assert.throws(() => new Node({ pollMicros: bad }), (e: RpcError) => e.code === 'INVALID_ARGUMENT');
     }
+  });
+
+  it('poll windows by transport: isolates 50 µs on their rings, shm 200 µs on the worker\'s rings to the peer, sockets none; an explicit value everywhere', () => {
+    assert.deepEqual(pollWindows('isolate', undefined), { pollMicros: kDefaultPollMicros, peerPollMicros: 0 });
+    assert.deepEqual(pollWindows('shm', undefined), { pollMicros: 0, peerPollMicros: kDefaultShmPollMicros });
+    for (const kind of ['tcp', 'unix', 'vsock', 'custom'] as const) assert.deepEqual(pollWindows(kind, undefined), { pollMicros: 0, peerPollMicros: 0 });
+    for (const kind of ['tcp', 'shm', 'isolate'] as const) assert.deepEqual(pollWindows(kind, 30), { pollMicros: 30, peerPollMicros: 30 });
+    assert.deepEqual(pollWindows('shm', 0), { pollMicros: 0, peerPollMicros: 0 });
+    assert.equal(kDefaultPollMicros, 50);
+    assert.equal(kDefaultShmPollMicros, 200);
   });
 
   it('closing a server with clients connected is prompt, and their calls then reject with CLOSED', async () => {

@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Node, RpcError, shm, type CallContext, type RunningNode } from '../src/index.js';
 import { nativeAvailable } from '../src/shm/native.js';
-import { shmControlPath } from '../src/transport/shm.js';
+import { shmControlPath, shmTransport, type ShmAdapterOptions } from '../src/transport/shm.js';
+import type { ByteStream } from '../src/transport/types.js';
 import path from 'node:path';
 import { rejectionOf, startServer, type ChildServer } from './helpers.js';
 
@@ -158,6 +159,45 @@ describe('shm transport', function () {
     const server = await new Node().serve(shm(name), { onRequest: (r: unknown) => r }).start();
     assert.equal(fs.existsSync(`/dev/shm${leftover}`), false);
     await server.close();
+  });
+
+  it('the poll window of the shm rings: a reader does not sleep between messages within it, and sleeps after each without one', async () => {
+    // The adapter itself, in this thread: each side's reader counts its sleeps.
+    const sleepsOfServer = async (pollMicros: number): Promise<number> => {
+      const options: ShmAdapterOptions = { ...shm(uniqueName(), { capacity: 4096 }), pollMicros, spinMicros: 0 };
+      let accepted!: ByteStream;
+      const gotStream = new Promise<void>((resolve) => {
+        void shmTransport.listen(options, (stream) => {
+          accepted = stream;
+          stream.start({ data: (chunk) => stream.write(chunk.slice()), drain: () => {}, close: () => {} });
+          resolve();
+        }).then((l) => (listener = l));
+      });
+      let listener: { close(): Promise<void> } | undefined;
+      while (listener === undefined) await new Promise((r) => setTimeout(r, 5));
+      const client = await shmTransport.connect(options);
+      await gotStream;
+      let onEcho: (() => void) | undefined;
+      client.start({ data: () => onEcho?.(), drain: () => {}, close: () => {} });
+      try {
+        for (let i = 0; i < 30; i++) {
+          // A gap of a few ms: longer than a loop turn (so a reader without a window sleeps), far shorter than the 1 s window.
+          await new Promise((r) => setTimeout(r, 3));
+          const echoed = new Promise<void>((resolve) => (onEcho = resolve));
+          client.write(new Uint8Array([i]));
+          await echoed;
+        }
+        return (accepted as unknown as { readerSleeps: number }).readerSleeps;
+      } finally {
+        client.destroy();
+        accepted.destroy();
+        await listener.close();
+      }
+    };
+    const asleep = await sleepsOfServer(0);
+    const polling = await sleepsOfServer(1_000_000);
+    assert.ok(asleep >= 25, `without a window the server's reader slept ${asleep} times in 30 messages`);
+    assert.ok(polling <= 2, `within a 1 s window the server's reader slept ${polling} times in 30 messages`);
   });
 
   it('bad names and capacities are refused with INVALID_ARGUMENT', () => {

@@ -25,6 +25,18 @@ import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js
 const kDefaultConnectTimeoutMs = 10_000;
 /** See NodeOptions.pollMicros: the default for isolates. */
 export const kDefaultPollMicros = 50;
+/** See NodeOptions.pollMicros: the default of a connection worker reading a shared-memory ring from another process. */
+export const kDefaultShmPollMicros = 200;
+
+/**
+ * The poll windows of a connection over `kind` (NodeOptions.pollMicros): `pollMicros` for the rings
+ * between the main thread and the worker (or isolate), `peerPollMicros` for the rings to the peer
+ * process that the worker reads (shm). An explicit value applies to both.
+ */
+export function pollWindows(kind: TransportDescriptor['kind'], explicit: number | undefined): { pollMicros: number; peerPollMicros: number } {
+  if (explicit !== undefined) return { pollMicros: explicit, peerPollMicros: explicit };
+  return { pollMicros: kind === 'isolate' ? kDefaultPollMicros : 0, peerPollMicros: kind === 'shm' ? kDefaultShmPollMicros : 0 };
+}
 
 export interface NodeOptions {
   /** Largest frame body accepted or sent, in bytes (default 64 MiB). A larger incoming frame closes that connection with FRAME_TOO_LARGE. */
@@ -39,18 +51,22 @@ export interface NodeOptions {
    */
   spinMicros?: number;
   /**
-   * After a message arrives on the ring between the main thread and a connection worker (or an
-   * isolate), that side keeps looking for the next one once per event-loop turn for this many µs
-   * before it sleeps (0 sleeps at once). Nothing is held meanwhile: timers, I/O and other work
-   * run between looks. A reply or a next call within the window costs no thread wake-up, and a
-   * connection worker that is still looking takes its socket's answer without one either; the
-   * price is at most this much CPU after each burst of traffic, taken from whatever else wants
-   * the core. Default: 50 for isolates (an in-process plugin answers within a few µs: a round
-   * trip of ~5 µs instead of ~45-65 µs here), 0 for every other connection, made or served. On a
-   * 2-core machine a client's window took the core a busy host's connection worker needed (its
-   * p99 went from 0.19 to 0.6-3 ms) and a server's slowed a main-thread handler; with cores to
-   * spare, a window as long as the transport's round trip pays (tcp: 1.37x a raw socket's round
-   * trip with 50 on the client, against ~2x without).
+   * After a message arrives on a ring, its reader keeps looking for the next one once per
+   * event-loop turn for this many µs before it sleeps (0 sleeps at once). Nothing is held
+   * meanwhile: timers, I/O and other work run between looks. A reply or a next call within the
+   * window costs no thread wake-up, and a connection worker that is still looking takes its
+   * socket's answer without one either; the price is at most this much CPU after each burst of
+   * traffic, taken from whatever else wants the core. Defaults, by transport:
+   * - isolates: 50 on the rings between the main thread and the plugin (a plugin answers within a
+   *   few µs: a round trip of ~5 µs instead of ~45-65 µs here);
+   * - shm: 200 on the connection worker's ring from the peer process, 0 between the main thread
+   *   and the worker. Both processes' workers stay awake for the other's next message, so only
+   *   the caller's main thread pays a wake-up (a round trip of ~40 µs instead of ~170 µs here);
+   * - every other connection, made or served: 0. On a 2-core machine a socket client's window
+   *   took the core a busy host's connection worker needed (its p99 went from 0.19 to 0.6-3 ms);
+   *   with cores to spare, a window as long as the transport's round trip pays (tcp: 1.37x a raw
+   *   socket's round trip with 50 on the client, against ~2x without).
+   * An explicit value applies to every ring of the node's connections, the shm rings included.
    */
   pollMicros?: number;
   /**
@@ -430,13 +446,12 @@ export class Node<Req = unknown, Res = unknown> {
     let channel: Channel | undefined;
     const { maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, handshakeTimeoutMs } = this.#options;
     const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, handshakeTimeoutMs, maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs };
-    const servePollMicros = this.#pollMicros ?? 0;
     try {
       for (const { transport, handler, options } of this.#serve) {
         tasks.push(
           await RemoteTask.start(lease, {
             ...base,
-            pollMicros: servePollMicros,
+            ...pollWindows(transport.kind, this.#pollMicros),
             role: 'listen',
             transport,
             codec: options.codec ?? msgpack(),
@@ -488,8 +503,7 @@ export class Node<Req = unknown, Res = unknown> {
           const closeTimeoutMs = transport.kind === 'isolate' ? transport.closeTimeoutMs : undefined;
           // An in-process isolate plugin is code this process loaded itself: there is nothing to authenticate.
           const handshake: HandshakeSpec = transport.kind === 'isolate' ? { scheme: 'none' } : base.handshake;
-          const pollMicros = this.#pollMicros ?? (transport.kind === 'isolate' ? kDefaultPollMicros : 0);
-          return RemoteTask.start(runner, { ...base, pollMicros, handshake, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs });
+          return RemoteTask.start(runner, { ...base, ...pollWindows(transport.kind, this.#pollMicros), handshake, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs });
         };
         channel = new Channel(transports, { open, reconnect: reconnectOptions(options.reconnect), balance: options.balance ?? 'round-robin', resolver });
         await channel.start();

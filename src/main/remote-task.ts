@@ -39,6 +39,8 @@ export interface RemoteTaskOptions {
   ringBytes: number;
   spinMicros: number;
   pollMicros: number;
+  /** Poll window of the worker's rings to the peer process (shm). */
+  peerPollMicros: number;
   keepAliveMs: number;
   connectTimeoutMs: number;
   /** With a runner that can kill: how long close() waits before it does. */
@@ -83,6 +85,7 @@ export class RemoteTask {
       maxFrameBytes: options.maxFrameBytes,
       spinMicros: options.spinMicros,
       pollMicros: options.pollMicros,
+      peerPollMicros: options.peerPollMicros,
       keepAliveMs: options.keepAliveMs,
       connectTimeoutMs: options.connectTimeoutMs,
       toWorker,

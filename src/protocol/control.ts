@@ -31,6 +31,8 @@ export interface TaskSpec {
   spinMicros: number;
   /** Keep looking for ring traffic once per event-loop turn this long after the last message before sleeping (0: sleep at once). */
   pollMicros: number;
+  /** The same window for the rings to the peer process (shm), read in this worker. */
+  peerPollMicros: number;
   /** Ping a connection silent for this long and close it if the next interval passes without a word (0: off). */
   keepAliveMs: number;
   /** Connect only: give up with UNAVAILABLE when the transport has not connected within this long (0: wait as long as the OS does). */

@@ -543,6 +543,7 @@ export class RingReader {
   private stopped = false;
   private sleeping = false;
   private resumeWake: (() => void) | null = null;
+  #sleeps = 0;
 
   constructor(sab: SharedArrayBuffer, handlers: RingHandlers, options: RingReaderOptions = {}) {
     const cap = ringCapacity(sab);
@@ -559,6 +560,11 @@ export class RingReader {
     this.keepAlive = options.keepAlive ?? true;
     this.head = Atomics.load(this.ctl, kHeadIndex);
     this.tailCache = this.head;
+  }
+
+  /** How many times the read loop has gone to sleep (waited on the signal): what the idle strategy saves. */
+  get sleeps(): number {
+    return this.#sleeps;
   }
 
   /** Starts the async read loop; never blocks the event loop (waits with RingSignal#wait). */
@@ -737,6 +743,7 @@ export class RingReader {
         Atomics.store(ctl, kReaderSleepingIndex, head | 1);
         const seen = Atomics.load(ctl, kTailIndex);
         if (seen === head) {
+          this.#sleeps++;
           this.sleeping = true;
           await this.signal.wait(ctl, kTailIndex, seen, kWaitForever);
           this.sleeping = false;

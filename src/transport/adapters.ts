@@ -1,7 +1,7 @@
 /** Turns a descriptor into its adapter, inside the connection worker. */
 import { RpcError } from '../errors.js';
 import type { TransportDescriptor } from './descriptors.js';
-import { shmTransport } from './shm.js';
+import { shmTransport, type ShmAdapterOptions } from './shm.js';
 import { tcpTransport, type TcpAdapterOptions } from './tcp.js';
 import type { TransportAdapter } from './types.js';
 import { unixTransport } from './unix.js';
@@ -37,8 +37,18 @@ export async function adapterFor(d: TransportDescriptor): Promise<TransportAdapt
   }
 }
 
-/** The options an adapter receives for a descriptor; tcp also gets the time limit of a TLS handshake. */
-export function adapterOptions(d: TransportDescriptor, handshakeTimeoutMs: number): unknown {
-  if (d.kind === 'tcp') return { ...d, handshakeTimeoutMs } satisfies TcpAdapterOptions;
+/** What the task knows beyond a descriptor, for the adapters that use it. */
+export interface AdapterContext {
+  /** Time limit of a transport's own handshake (TLS), ms. */
+  handshakeTimeoutMs: number;
+  /** Idle strategy of rings the adapter reads (shm). */
+  pollMicros: number;
+  spinMicros: number;
+}
+
+/** The options an adapter receives for a descriptor: tcp also gets the time limit of a TLS handshake, shm the idle strategy of its rings. */
+export function adapterOptions(d: TransportDescriptor, context: AdapterContext): unknown {
+  if (d.kind === 'tcp') return { ...d, handshakeTimeoutMs: context.handshakeTimeoutMs } satisfies TcpAdapterOptions;
+  if (d.kind === 'shm') return { ...d, pollMicros: context.pollMicros, spinMicros: context.spinMicros } satisfies ShmAdapterOptions;
   return d.kind === 'custom' ? d.options : d;
 }

@@ -19,6 +19,10 @@ import { countCopied } from '../observe.js';
 import { futexSignal, loadNative, socketPeerPid } from '../shm/native.js';
 import { RingReader, RingWriter, initRing, kRingHeaderBytes } from '../shm/ring.js';
 import type { ShmDescriptor } from './descriptors.js';
+
+/** What the shm adapter receives: the descriptor and the idle strategy of the ring it reads. */
+export type ShmAdapterOptions = ShmDescriptor & { pollMicros?: number; spinMicros?: number };
+type Idle = Pick<ShmAdapterOptions, 'pollMicros' | 'spinMicros'>;
 import type { ByteStream, StreamEvents, TransportAdapter } from './types.js';
 import { removeStaleSocket } from './unix.js';
 
@@ -49,7 +53,7 @@ class ShmStream implements ByteStream {
   #closed = false;
   #writerBlocked = false;
 
-  constructor(control: net.Socket, toPeer: SharedArrayBuffer, fromPeer: SharedArrayBuffer, name: string, remotePid: number | undefined) {
+  constructor(control: net.Socket, toPeer: SharedArrayBuffer, fromPeer: SharedArrayBuffer, name: string, remotePid: number | undefined, idle: Idle) {
     this.#control = control;
     this.remoteAddress = `shm:${name}`;
     if (remotePid !== undefined) this.remotePid = remotePid;
@@ -68,8 +72,13 @@ class ShmStream implements ByteStream {
         onClose: () => this.#finish(undefined),
         onError: (err) => this.destroy(err as Error),
       },
-      { signal: futexSignal },
+      { signal: futexSignal, pollMicros: idle.pollMicros, spinMicros: idle.spinMicros },
     );
+  }
+
+  /** How many times the reader has gone to sleep on the peer's ring (for tests of the idle strategy). */
+  get readerSleeps(): number {
+    return this.#reader.sleeps;
   }
 
   start(events: StreamEvents): void {
@@ -210,7 +219,7 @@ function mapPair(native: ReturnType<typeof loadNative>, base: string, bytes: num
 }
 
 export const shmTransport: TransportAdapter = {
-  async connect(d: ShmDescriptor) {
+  async connect(d: ShmAdapterOptions) {
     const native = loadNative();
     const control = await new Promise<net.Socket>((resolve, reject) => {
       const s = net.connect({ path: shmControlPath(d.name) });
@@ -228,14 +237,14 @@ export const shmTransport: TransportAdapter = {
       }
       const [c2s, s2c] = mapPair(native, offer.base, offer.bytes, false);
       control.write('ok\n');
-      return new ShmStream(control, c2s, s2c, d.name, socketPeerPid(control));
+      return new ShmStream(control, c2s, s2c, d.name, socketPeerPid(control), d);
     } catch (err) {
       control.destroy();
       throw err;
     }
   },
 
-  async listen(d: ShmDescriptor, onStream) {
+  async listen(d: ShmAdapterOptions, onStream) {
     const native = loadNative();
     const controlPath = shmControlPath(d.name);
     removeLeftoverSegments(d.name);
@@ -269,7 +278,7 @@ export const shmTransport: TransportAdapter = {
             control.destroy();
             return;
           }
-          onStream(new ShmStream(control, pair[1], pair[0], d.name, socketPeerPid(control)));
+          onStream(new ShmStream(control, pair[1], pair[0], d.name, socketPeerPid(control), d));
         },
         () => {
           unlink();

@@ -14,7 +14,7 @@ import { kClientConnectionId, type ReadyResult, type TaskControl, type TaskSpec,
 import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
 import { RingReader, RingWriter } from '../shm/ring.js';
-import { adapterFor, adapterOptions } from '../transport/adapters.js';
+import { adapterFor, adapterOptions, type AdapterContext } from '../transport/adapters.js';
 import { formatAddress, type Address, type TcpDescriptor } from '../transport/descriptors.js';
 import type { ByteStream, StreamListener } from '../transport/types.js';
 import type { Handler, PeerInfo } from '../types.js';
@@ -134,6 +134,11 @@ export class ConnectionTask implements ConnectionHost {
     return this.#done;
   }
 
+  #adapterContext(): AdapterContext {
+    const spec = this.#spec;
+    return { handshakeTimeoutMs: spec.handshakeTimeoutMs, pollMicros: spec.peerPollMicros, spinMicros: spec.spinMicros };
+  }
+
   async #open(): Promise<ReadyResult> {
     try {
       const spec = this.#spec;
@@ -141,7 +146,7 @@ export class ConnectionTask implements ConnectionHost {
       const adapter = await adapterFor(spec.transport);
       if (spec.role === 'listen') {
         try {
-          this.#listener = await adapter.listen(adapterOptions(spec.transport, spec.handshakeTimeoutMs), (stream) => this.#accept(stream));
+          this.#listener = await adapter.listen(adapterOptions(spec.transport, this.#adapterContext()), (stream) => this.#accept(stream));
         } catch (cause) {
           if (RpcError.is(cause)) throw cause;
           throw new RpcError('UNAVAILABLE', `cannot listen on ${formatAddress(spec.transport)}: ${(cause as Error).message}`, { cause });
@@ -150,7 +155,7 @@ export class ConnectionTask implements ConnectionHost {
       }
       let stream: ByteStream;
       try {
-        stream = await withConnectTimeout(adapter.connect(adapterOptions(spec.transport, spec.handshakeTimeoutMs)), spec.connectTimeoutMs);
+        stream = await withConnectTimeout(adapter.connect(adapterOptions(spec.transport, this.#adapterContext())), spec.connectTimeoutMs);
       } catch (cause) {
         // An adapter that knows better (a failed TLS handshake: HANDSHAKE_FAILED) says so itself.
         if (RpcError.is(cause)) throw cause;
