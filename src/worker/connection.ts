@@ -29,6 +29,8 @@ export interface ConnectionHost {
   relayFlushed?(): Promise<void>;
   /** The connection closed; `reason` says why. */
   closed(conn: Connection, reason: RpcError): void;
+  /** Bytes came from the peer (after the handshake): the host may keep its event loop awake for the next ones. */
+  heard?(): void;
 }
 
 export class Connection {
@@ -117,7 +119,13 @@ export class Connection {
 
   #startStream(): void {
     this.#stream.start({
-      data: (chunk) => (this.#handshake ? this.#handshake.push(chunk) : this.#onData(chunk)),
+      data: (chunk) => {
+        if (this.#handshake) this.#handshake.push(chunk);
+        else {
+          this.#host.heard?.();
+          this.#onData(chunk);
+        }
+      },
       drain: () => {
         if (this.#writable) return;
         this.#writable = true;

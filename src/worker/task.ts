@@ -18,6 +18,7 @@ import { adapterFor, adapterOptions, type AdapterContext } from '../transport/ad
 import { formatAddress, type Address, type TcpDescriptor } from '../transport/descriptors.js';
 import type { ByteStream, StreamListener } from '../transport/types.js';
 import type { Handler, PeerInfo } from '../types.js';
+import { AwakeWindow } from './awake.js';
 import { Connection, type ConnectionHost } from './connection.js';
 
 const kEncoder = new TextEncoder();
@@ -35,6 +36,8 @@ export class ConnectionTask implements ConnectionHost {
   readonly #toMain: RingWriter;
   readonly #fromMain: RingReader;
   #flushScheduled = false;
+  /** After the peer's bytes, this worker's loop stays awake for the poll window (see ./awake.ts). */
+  readonly #awake: AwakeWindow;
   #keepAliveTimer: ReturnType<typeof setInterval> | undefined;
   readonly #relayed: boolean;
   #handler: Handler | undefined;
@@ -52,6 +55,8 @@ export class ConnectionTask implements ConnectionHost {
     this.readsWaitForWrites = spec.role === 'listen';
     this.expectsNoHello = spec.role === 'connect' && spec.handshake.scheme === 'none';
     this.#done = new Promise((resolve) => (this.#finish = resolve));
+    // A stream over shm rings polls them itself (its reader has the same window).
+    this.#awake = new AwakeWindow(spec.transport.kind === 'shm' ? 0 : spec.peerPollMicros);
     this.#toMain = new RingWriter(spec.toMain);
     this.#fromMain = new RingReader(spec.toWorker, {
       onMessage: (tag, bytes, owned) => this.#connections.get(tag)?.send(bytes, owned),
@@ -107,6 +112,7 @@ export class ConnectionTask implements ConnectionHost {
   async close(): Promise<void> {
     if (!this.#closing) {
       this.#closing = true;
+      this.#awake.stop();
       const listener = this.#listener;
       this.#listener = undefined;
       // Not awaited yet: a net server's close() completes only once its connections are gone.
@@ -132,6 +138,10 @@ export class ConnectionTask implements ConnectionHost {
       });
     }
     return this.#done;
+  }
+
+  heard(): void {
+    this.#awake.heard();
   }
 
   #adapterContext(): AdapterContext {
