@@ -3,6 +3,9 @@
  * of the event loop) while it serves over a Unix socket. A handler module running in the
  * connection worker should keep answering (p99 ≤ 1 ms, DESIGN §6); a main-thread handler can
  * only answer between slices, so its p99 shows the stall (~one slice).
+ *
+ * Then the worker handler over shm, with the defaults and with the opt-in poll window on both
+ * ends (info rows): what a window costs a busy host whose machine has no core to spare.
  */
 
 import { makeTempDir, removeTempDir } from './lib/children.js';
@@ -11,8 +14,10 @@ import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib
 import type { Subject } from './lib/subject.js';
 import { atMost, type ResultRow } from './lib/table.js';
 import { OursUnavailableError, startOursSubject, type HandlerMode } from './ours.js';
+import { kShmPollMicros } from './shm.js';
 
 export const kBusySliceMs = 20;
+let serial = 0;
 /** DESIGN §6: the worker-module handler's p99 while the host's main thread is busy. */
 export const kBusyWorkerP99TargetUs = 1000;
 
@@ -20,6 +25,9 @@ export interface BusyHostResult {
   sliceMs: number;
   worker?: SubjectSummary;
   main?: SubjectSummary;
+  /** The worker handler over shm: defaults, and peerPollMicros kShmPollMicros on both ends. */
+  shm?: SubjectSummary;
+  shmPoll?: SubjectSummary;
   /** Why a handler mode was not measured. */
   skipped: string[];
 }
@@ -58,6 +66,36 @@ export async function runBusyHost(
         await subject.close().catch((err: Error) => log(`close: ${err.message}`));
       }
     }
+    const native = await import('../src/shm/native.js').catch(() => undefined);
+    if (api.shm === undefined || native === undefined || !native.nativeAvailable()) {
+      result.skipped.push('shm: the native addon is not built');
+      return result;
+    }
+    for (const pollMicros of [undefined, kShmPollMicros]) {
+      const what = pollMicros === undefined ? 'defaults' : `peerPollMicros ${pollMicros}`;
+      log(`busy host: starting ours shm server (worker handler, ${what}, ${kBusySliceMs} ms slices)`);
+      let subject: Subject;
+      try {
+        subject = await startOursSubject(api, {
+          transport: 'shm',
+          handler: 'worker',
+          dir,
+          busySliceMs: kBusySliceMs,
+          shmName: `bench-${process.pid}-busy-${++serial}`,
+          ...(pollMicros === undefined ? {} : { peerPollMicros: pollMicros }),
+        });
+      } catch (err) {
+        if (!(err instanceof OursUnavailableError)) throw err;
+        result.skipped.push(`shm ${what}: ${err.message}`);
+        continue;
+      }
+      try {
+        const summaries = await measureInterleaved([subject], config, { pipelined: false, log });
+        result[pollMicros === undefined ? 'shm' : 'shmPoll'] = summaries.get(subject);
+      } finally {
+        await subject.close().catch((err: Error) => log(`close: ${err.message}`));
+      }
+    }
     return result;
   } finally {
     await removeTempDir(dir);
@@ -77,6 +115,13 @@ export function busyHostRows(result: BusyHostResult): ResultRow[] {
       target: `p99 <= ${kBusyWorkerP99TargetUs} µs`,
       verdict: atMost(p99Us, kBusyWorkerP99TargetUs),
     });
+  }
+  for (const [summary, label] of [
+    [result.shm, 'worker handler'],
+    [result.shmPoll, `worker handler, peerPollMicros ${kShmPollMicros} both ends`],
+  ] as const) {
+    if (summary === undefined) continue;
+    rows.push({ scenario: scenario(label), transport: 'shm', medianUs: summary.roundTrip.medianUs, p99Us: summary.roundTrip.p99Us, verdict: 'info' });
   }
   if (result.main !== undefined) {
     const { medianUs, p99Us } = result.main.roundTrip;

@@ -2,7 +2,8 @@
  * ogurpchik echo server (a child process of the bench).
  * Usage: `node ours-server.js --kind tcp|unix|shm [--path <socket>] [--name <shm service>]
  *         [--capacity <shm ring bytes>] [--tls-cert <pem file> --tls-key <pem file>]
- *         --handler worker|main [--busy-slice-ms <ms>]`. With --tls-*, tcp runs inside TLS.
+ *         --handler worker|main [--busy-slice-ms <ms>] [--peer-poll-micros <µs>]`. With --tls-*,
+ *         tcp runs inside TLS; --peer-poll-micros sets NodeOptions.peerPollMicros.
  * `--handler worker` serves the echo module inside the connection worker; `main` serves the same
  * object on this process's main thread. `--busy-slice-ms` keeps the main thread busy in CPU
  * slices of that length, letting the event loop turn once between slices (the busy-host case).
@@ -24,6 +25,7 @@ const { values } = parseArgs({
     'busy-slice-ms': { type: 'string' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
+    'peer-poll-micros': { type: 'string' },
   },
 });
 
@@ -71,7 +73,8 @@ else if (values.kind === 'shm' && values.name !== undefined) {
 const serving =
   values.handler === 'main' ? echo : new URL('./echo-handler.js', import.meta.url);
 try {
-  running = await new api.Node().serve(transport, serving).start();
+  const peerPollMicros = values['peer-poll-micros'];
+  running = await new api.Node(peerPollMicros === undefined ? {} : { peerPollMicros: Number(peerPollMicros) }).serve(transport, serving).start();
 } catch (err) {
   fail(`ours server start() failed: ${(err as Error).message}`);
 }

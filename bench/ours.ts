@@ -33,6 +33,8 @@ export interface OursSubjectOptions {
   tls?: { certFile: string; keyFile: string; ca: string };
   /** Overrides the label shown in the table. */
   label?: string;
+  /** NodeOptions.peerPollMicros of both the server and the client (default: the runtime's). */
+  peerPollMicros?: number;
 }
 
 const kConnectTimeoutMs = 10_000;
@@ -55,6 +57,7 @@ export async function startOursSubject(api: OursApi, options: OursSubjectOptions
   }
   if (options.busySliceMs !== undefined) args.push('--busy-slice-ms', String(options.busySliceMs));
   if (options.tls !== undefined) args.push('--tls-cert', options.tls.certFile, '--tls-key', options.tls.keyFile);
+  if (options.peerPollMicros !== undefined) args.push('--peer-poll-micros', String(options.peerPollMicros));
 
   let server;
   try {
@@ -72,7 +75,7 @@ export async function startOursSubject(api: OursApi, options: OursSubjectOptions
       ...(options.shmCapacity === undefined ? {} : { shmCapacity: options.shmCapacity }),
       ...(options.tls === undefined ? {} : { tls: { ca: options.tls.ca } }),
     };
-    running = await connectWithin(api, server.address, descriptorOptions, kConnectTimeoutMs);
+    running = await connectWithin(api, server.address, descriptorOptions, options.peerPollMicros, kConnectTimeoutMs);
   } catch (err) {
     await server.stop();
     throw err;
@@ -109,12 +112,13 @@ async function connectWithin(
   api: OursApi,
   address: OursAddress,
   descriptorOptions: { shmCapacity?: number; tls?: Record<string, unknown> },
+  peerPollMicros: number | undefined,
   ms: number,
 ): Promise<OursRunning> {
   let timer: NodeJS.Timeout | undefined;
   const starting = (async () => {
     try {
-      return await new api.Node().connect(transportFor(api, address, descriptorOptions)).start();
+      return await new api.Node(peerPollMicros === undefined ? {} : { peerPollMicros }).connect(transportFor(api, address, descriptorOptions)).start();
     } catch (err) {
       throw new OursUnavailableError(`client start() failed: ${(err as Error).message}`);
     }

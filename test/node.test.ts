@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Node, RpcError, tcp, unix } from '../src/index.js';
-import { kDefaultPollMicros, kDefaultShmPollMicros, pollWindows } from '../src/main/node.js';
+import { kDefaultPollMicros, pollWindows } from '../src/main/node.js';
 import { rejectionOf, startServer, tempDir } from './helpers.js';
 
 const echoModule = new URL('./fixtures/echo-handler.js', import.meta.url);
@@ -59,10 +59,10 @@ describe('Node builder', function () {
     assert.throws(() => new Node({ spinMicros: -1 }), (e: RpcError) => e.code === 'INVALID_ARGUMENT');
   });
 
-  it('the poll window (pollMicros: default 0 on sockets, 50 for isolates) and none both deliver every call; bad values are refused', async () => {
+  it('the poll windows (pollMicros, peerPollMicros: default 0 on sockets) and none all deliver every call; bad values are refused', async () => {
     for (const pollMicros of [undefined, 0, 2000]) {
-      const node = await new Node({ pollMicros }).serve(tcp('127.0.0.1:0'), { onRequest: (r: unknown) => r }).start();
-      const client = await new Node({ pollMicros }).connect<number, number>(tcp(node.addresses[0] as { host: string; port: number })).start();
+      const node = await new Node({ pollMicros, peerPollMicros: pollMicros }).serve(tcp('127.0.0.1:0'), { onRequest: (r: unknown) => r }).start();
+      const client = await new Node({ pollMicros, peerPollMicros: pollMicros }).connect<number, number>(tcp(node.addresses[0] as { host: string; port: number })).start();
       try {
         const results = await Promise.all(Array.from({ length: 200 }, (_, i) => client.client.call(i)));
         assert.deepEqual(results, Array.from({ length: 200 }, (_, i) => i));
@@ -77,14 +77,16 @@ describe('Node builder', function () {
     }
   });
 
-  it('poll windows by transport: isolates 50 µs on their rings, shm 200 µs on the worker\'s rings to the peer, sockets none; an explicit value everywhere', () => {
-    assert.deepEqual(pollWindows('isolate', undefined), { pollMicros: kDefaultPollMicros, peerPollMicros: 0 });
-    assert.deepEqual(pollWindows('shm', undefined), { pollMicros: 0, peerPollMicros: kDefaultShmPollMicros });
-    for (const kind of ['tcp', 'unix', 'vsock', 'custom'] as const) assert.deepEqual(pollWindows(kind, undefined), { pollMicros: 0, peerPollMicros: 0 });
-    for (const kind of ['tcp', 'shm', 'isolate'] as const) assert.deepEqual(pollWindows(kind, 30), { pollMicros: 30, peerPollMicros: 30 });
-    assert.deepEqual(pollWindows('shm', 0), { pollMicros: 0, peerPollMicros: 0 });
+  it('poll windows: isolates 50 µs on their rings by default, nothing else; pollMicros for the main-thread rings, peerPollMicros for the worker\'s peer side; bad values refused', () => {
+    assert.deepEqual(pollWindows('isolate', undefined, undefined), { pollMicros: kDefaultPollMicros, peerPollMicros: 0 });
+    for (const kind of ['tcp', 'unix', 'shm', 'vsock', 'custom'] as const) assert.deepEqual(pollWindows(kind, undefined, undefined), { pollMicros: 0, peerPollMicros: 0 });
+    assert.deepEqual(pollWindows('shm', undefined, 200), { pollMicros: 0, peerPollMicros: 200 });
+    assert.deepEqual(pollWindows('tcp', 30, 200), { pollMicros: 30, peerPollMicros: 200 });
+    assert.deepEqual(pollWindows('isolate', 0, 200), { pollMicros: 0, peerPollMicros: 0 }, 'an isolate has no peer side');
     assert.equal(kDefaultPollMicros, 50);
-    assert.equal(kDefaultShmPollMicros, 200);
+    for (const bad of [-1, Number.NaN, 2e6]) {
+      assert.throws(() => new Node({ peerPollMicros: bad }), (e: RpcError) => e.code === 'INVALID_ARGUMENT');
+    }
   });
 
   it('closing a server with clients connected is prompt, and their calls then reject with CLOSED', async () => {

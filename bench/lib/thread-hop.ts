@@ -27,11 +27,6 @@ export const kThreadHopLabel = 'thread hop (ring ping-pong main <-> worker)';
 export interface ThreadHopOptions {
   /** The poll window of ours' default for the section's connections (0 for sockets and shm, kDefaultPollMicros for isolates). */
   pollMicros: number;
-  /**
-   * The worker's own window, when ours' worker keeps its loop turning for another reason (shm:
-   * it polls the peer's ring, so a message from the main thread finds it awake); default pollMicros.
-   */
-  workerPollMicros?: number;
   /** Busy-poll on both sides (default 0). */
   spinMicros?: number;
   /** Each ring's data area (default 64 KiB). */
@@ -39,10 +34,10 @@ export interface ThreadHopOptions {
 }
 
 export async function startThreadHop(transport: string, options: ThreadHopOptions): Promise<ThreadHopSubject> {
-  const { pollMicros, workerPollMicros = pollMicros, spinMicros = 0, capacity = 1 << 16 } = options;
+  const { pollMicros, spinMicros = 0, capacity = 1 << 16 } = options;
   const input = createRing(capacity);
   const output = createRing(capacity);
-  const worker = new Worker(new URL('../ring-echo-worker.js', import.meta.url), { workerData: { input, output, pollMicros: workerPollMicros, spinMicros } });
+  const worker = new Worker(new URL('../ring-echo-worker.js', import.meta.url), { workerData: { input, output, pollMicros, spinMicros } });
   const writer = new RingWriter(input);
   const pending = new Map<number, () => void>();
   const reader = new RingReader(output, {

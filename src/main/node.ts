@@ -25,17 +25,13 @@ import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js
 const kDefaultConnectTimeoutMs = 10_000;
 /** See NodeOptions.pollMicros: the default for isolates. */
 export const kDefaultPollMicros = 50;
-/** See NodeOptions.pollMicros: the default of a connection worker reading a shared-memory ring from another process. */
-export const kDefaultShmPollMicros = 200;
 
 /**
- * The poll windows of a connection over `kind` (NodeOptions.pollMicros): `pollMicros` for the rings
- * between the main thread and the worker (or isolate), `peerPollMicros` for the rings to the peer
- * process that the worker reads (shm). An explicit value applies to both.
+ * The poll windows of a connection over `kind`, from NodeOptions.pollMicros and peerPollMicros:
+ * by default only an isolate's rings have one.
  */
-export function pollWindows(kind: TransportDescriptor['kind'], explicit: number | undefined): { pollMicros: number; peerPollMicros: number } {
-  if (explicit !== undefined) return { pollMicros: explicit, peerPollMicros: explicit };
-  return { pollMicros: kind === 'isolate' ? kDefaultPollMicros : 0, peerPollMicros: kind === 'shm' ? kDefaultShmPollMicros : 0 };
+export function pollWindows(kind: TransportDescriptor['kind'], pollMicros: number | undefined, peerPollMicros: number | undefined): { pollMicros: number; peerPollMicros: number } {
+  return { pollMicros: pollMicros ?? (kind === 'isolate' ? kDefaultPollMicros : 0), peerPollMicros: kind === 'isolate' ? 0 : (peerPollMicros ?? 0) };
 }
 
 export interface NodeOptions {
@@ -51,24 +47,30 @@ export interface NodeOptions {
    */
   spinMicros?: number;
   /**
-   * After a message arrives on a ring, its reader keeps looking for the next one once per
-   * event-loop turn for this many µs before it sleeps (0 sleeps at once). Nothing is held
-   * meanwhile: timers, I/O and other work run between looks. A reply or a next call within the
-   * window costs no thread wake-up, and a connection worker that is still looking takes its
-   * socket's answer without one either; the price is at most this much CPU after each burst of
-   * traffic, taken from whatever else wants the core. Defaults, by transport:
-   * - isolates: 50 on the rings between the main thread and the plugin (a plugin answers within a
-   *   few µs: a round trip of ~5 µs instead of ~45-65 µs here);
-   * - shm: 200 on the connection worker's ring from the peer process, 0 between the main thread
-   *   and the worker. Both processes' workers stay awake for the other's next message, so only
-   *   the caller's main thread pays a wake-up (a round trip of ~40 µs instead of ~170 µs here);
-   * - every other connection, made or served: 0. On a 2-core machine a socket client's window
-   *   took the core a busy host's connection worker needed (its p99 went from 0.19 to 0.6-3 ms);
-   *   with cores to spare, a window as long as the transport's round trip pays (tcp: 1.37x a raw
-   *   socket's round trip with 50 on the client, against ~2x without).
-   * An explicit value applies to every ring of the node's connections, the shm rings included.
+   * The poll window between the main thread and a connection worker or isolate: after a message
+   * arrives on that ring, its reader keeps looking for the next one once per event-loop turn for
+   * this many µs before it sleeps (0 sleeps at once). Nothing is held meanwhile: timers, I/O and
+   * other work run between looks. A reply or a next call within the window costs no thread
+   * wake-up; the price is at most this much CPU after each burst of traffic, taken from whatever
+   * else wants the core. Default: 50 for isolates (a plugin answers within a few µs: a round trip
+   * of ~5 µs instead of ~45-65 µs here), 0 for every other connection, made or served. On a
+   * 2-core machine a client's window took the core a busy host's connection worker needed (its
+   * p99 went from 0.19 to 0.6-3 ms); with cores to spare, a window about as long as the
+   * transport's round trip pays (tcp: 1.37x a raw socket's round trip with 50 on the client,
+   * against ~2x without). See also `peerPollMicros`.
    */
   pollMicros?: number;
+  /**
+   * The poll window of a connection worker on what it reads from its peer: its shm ring from the
+   * other process, or its socket (the worker's event loop stays awake after the peer's bytes).
+   * The next message within the window costs the worker no wake-up. Default 0 (none). Measured
+   * on this 2-core VM: over shm, 200 on both ends cut a worker handler's round trip from ~170 µs
+   * to ~45 µs (only the caller's main thread still sleeps); but with the serving process's main
+   * thread busy, the same window on both ends took a worker handler's p99 from ~0.2 ms to
+   * 1-4 ms, because the polling workers took the core the others needed. For machines with cores
+   * to spare. Isolates have no peer side: it does not apply to them.
+   */
+  peerPollMicros?: number;
   /**
    * Keepalive: a connection that has received nothing for this many ms is pinged (by its worker,
    * so a busy main thread does not matter); if another interval passes without a word from the
@@ -285,9 +287,10 @@ interface ConnectSpec {
 }
 
 export class Node<Req = unknown, Res = unknown> {
-  readonly #options: Required<Omit<NodeOptions, 'pool' | 'discovery' | 'pollMicros'>> & Pick<NodeOptions, 'pool' | 'discovery'>;
+  readonly #options: Required<Omit<NodeOptions, 'pool' | 'discovery' | 'pollMicros' | 'peerPollMicros'>> & Pick<NodeOptions, 'pool' | 'discovery'>;
   /** As given; the default differs for served and made connections. */
   readonly #pollMicros: number | undefined;
+  readonly #peerPollMicros: number | undefined;
   readonly #serve: ServeSpec[] = [];
   #connect: ConnectSpec | undefined;
   #publish: { name: string; instance: string | undefined } | undefined;
@@ -308,6 +311,11 @@ export class Node<Req = unknown, Res = unknown> {
       throw new RpcError('INVALID_ARGUMENT', `pollMicros must be from 0 to 1e6, got ${pollMicros}`);
     }
     this.#pollMicros = pollMicros;
+    const peerPollMicros = options.peerPollMicros;
+    if (peerPollMicros !== undefined && !(peerPollMicros >= 0 && peerPollMicros <= 1_000_000)) {
+      throw new RpcError('INVALID_ARGUMENT', `peerPollMicros must be from 0 to 1e6, got ${peerPollMicros}`);
+    }
+    this.#peerPollMicros = peerPollMicros;
     const handshakeTimeoutMs = options.handshakeTimeoutMs ?? kDefaultHandshakeTimeoutMs;
     if (!(Number.isInteger(handshakeTimeoutMs) && handshakeTimeoutMs >= 1 && handshakeTimeoutMs <= 2 ** 31 - 1)) {
       throw new RpcError('INVALID_ARGUMENT', `handshakeTimeoutMs must be a positive integer, got ${handshakeTimeoutMs}`);
@@ -451,7 +459,7 @@ export class Node<Req = unknown, Res = unknown> {
         tasks.push(
           await RemoteTask.start(lease, {
             ...base,
-            ...pollWindows(transport.kind, this.#pollMicros),
+            ...pollWindows(transport.kind, this.#pollMicros, this.#peerPollMicros),
             role: 'listen',
             transport,
             codec: options.codec ?? msgpack(),
@@ -503,7 +511,7 @@ export class Node<Req = unknown, Res = unknown> {
           const closeTimeoutMs = transport.kind === 'isolate' ? transport.closeTimeoutMs : undefined;
           // An in-process isolate plugin is code this process loaded itself: there is nothing to authenticate.
           const handshake: HandshakeSpec = transport.kind === 'isolate' ? { scheme: 'none' } : base.handshake;
-          return RemoteTask.start(runner, { ...base, ...pollWindows(transport.kind, this.#pollMicros), handshake, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs });
+          return RemoteTask.start(runner, { ...base, ...pollWindows(transport.kind, this.#pollMicros, this.#peerPollMicros), handshake, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs });
         };
         channel = new Channel(transports, { open, reconnect: reconnectOptions(options.reconnect), balance: options.balance ?? 'round-robin', resolver });
         await channel.start();
