@@ -23,7 +23,7 @@ import { kPayloadBytes, type SocketKind, type Subject } from './lib/subject.js';
 import { comparisonRows, formatTable, type ResultRow } from './lib/table.js';
 import { OursUnavailableError, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
-import { runShm, shmRows, type ShmResult } from './shm.js';
+import { kShmPollMicros, runShm, shmRows, type ShmResult } from './shm.js';
 import { handshakeRows, runHandshake, type HandshakeResult } from './handshake.js';
 import { runView, viewRows, type ViewResult } from './view.js';
 import { Progress } from './lib/progress.js';
@@ -123,6 +123,8 @@ function section(name: Section): true {
   return true;
 }
 
+const kPeerPollKey = 'ours-worker-peer-poll';
+
 interface GroupResult {
   transport: SocketKind;
   subjects: Array<{ key: string; label: string; summary: SubjectSummary }>;
@@ -146,6 +148,23 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
           log(`ours: runtime not available yet (${transport}, ${handler} handler: ${err.message})`);
           skipped.push(`${transport} ${handler}: ${err.message}`);
         }
+      }
+      // The opt-in peer poll window on both ends, beside the defaults (info rows: its cost shows in the busy-host section).
+      log(`${transport}: starting ours server (worker handler, peerPollMicros ${kShmPollMicros})`);
+      try {
+        subjects.push(
+          await startOursSubject(api, {
+            transport,
+            handler: 'worker',
+            dir,
+            name: kPeerPollKey,
+            peerPollMicros: kShmPollMicros,
+            label: `ours worker handler, peerPollMicros ${kShmPollMicros} both ends`,
+          }),
+        );
+      } catch (err) {
+        if (!(err instanceof OursUnavailableError)) throw err;
+        skipped.push(`${transport} peerPollMicros: ${err.message}`);
       }
     }
     // The thread hop every call through ours adds to its transport: the floor of ours' round trip.
@@ -192,7 +211,8 @@ function groupRows(group: GroupResult): ResultRow[] {
     baseline: raw,
     baselineName: `raw ${group.transport}`,
     inflight: config.inflight,
-    targetsFor: () => ({ rtMax: kRoundTripRatioMax, rateMin: kCallsPerSecRatioMin }),
+    // The targets are for the defaults; the opt-in poll window is shown beside them.
+    targetsFor: (s) => (s.key === kPeerPollKey ? undefined : { rtMax: kRoundTripRatioMax, rateMin: kCallsPerSecRatioMin }),
   });
   if (hop !== undefined) {
     rows.push(...floorRows(raw.summary.roundTrip.medianUs, `raw ${group.transport} rt`, hop.summary.roundTrip.medianUs, group.transport, kRoundTripRatioMax));
