@@ -65,6 +65,12 @@ export function createCodec(descriptor: CodecDescriptor = msgpack()): Codec {
   }
 }
 
+/** Byte payloads up to this size take MsgpackCodec's direct path; larger ones cost their copy, not Packr's overhead. */
+const kBinFastMax = 4096;
+const kBinBufferBytes = 64 * 1024;
+/** Copies this short are faster as a loop than through TypedArray#set. */
+const kShortCopy = 32;
+
 class MsgpackCodec implements Codec {
   encodeError(error: object): Uint8Array {
     return this.encode(error);
@@ -81,7 +87,19 @@ class MsgpackCodec implements Codec {
   // For bytes nobody reuses: binary values stay views into them (no copy of a large payload).
   readonly #aliasing = new Packr({ useRecords: false, copyBuffers: false, largeBigIntToFloat: false });
 
+  /**
+   * Where small byte payloads are encoded (see #encodeBytes): filled from the front and replaced
+   * when full, never rewritten, so an encoding stays valid as long as Packr's own do.
+   */
+  #bin = new Uint8Array(kBinBufferBytes);
+  #binAt = 0;
+
   encode(value: unknown): Uint8Array {
+    // A payload of bytes is a msgpack bin with a 2-5 byte header: written here directly, the same
+    // bytes Packr writes, without the ~0.25 µs its general path costs per call.
+    if (value instanceof Uint8Array && (value.constructor === Uint8Array || value.constructor === Buffer) && value.length <= kBinFastMax) {
+      return this.#encodeBytes(value);
+    }
     try {
       return this.#packr.pack(value);
     } catch (cause) {
@@ -89,10 +107,53 @@ class MsgpackCodec implements Codec {
     }
   }
 
+  #encodeBytes(value: Uint8Array): Uint8Array {
+    const n = value.length;
+    const header = n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
+    if (this.#binAt + header + n > this.#bin.length) {
+      this.#bin = new Uint8Array(kBinBufferBytes);
+      this.#binAt = 0;
+    }
+    const out = this.#bin;
+    const start = this.#binAt;
+    let at = start;
+    if (header === 2) {
+      out[at++] = 0xc4;
+      out[at++] = n;
+    } else if (header === 3) {
+      out[at++] = 0xc5;
+      out[at++] = n >> 8;
+      out[at++] = n & 0xff;
+    } else {
+      out[at++] = 0xc6;
+      out[at++] = n >>> 24;
+      out[at++] = (n >> 16) & 0xff;
+      out[at++] = (n >> 8) & 0xff;
+      out[at++] = n & 0xff;
+    }
+    if (n <= kShortCopy) for (let i = 0; i < n; i++) out[at + i] = value[i];
+    else out.set(value, at);
+    at += n;
+    // Word-aligned starts, as Packr keeps them.
+    this.#binAt = (at + 7) & ~7;
+    return out.subarray(start, at);
+  }
+
   decode(bytes: Uint8Array, owned = false): unknown {
     // Decoding materialises every string (and, from bytes not owned, every binary) of the value:
     // counted as copied, unless the binaries are left in place.
     if (!owned) countCopied(bytes.length);
+    // A payload that is one bin and nothing else: the bytes after its header, as Packr returns them
+    // (a copy of the same type as `bytes`, or with `owned` a view), without its general path.
+    const n = bytes.length;
+    if (n >= 2) {
+      const t = bytes[0];
+      const header = t === 0xc4 ? 2 : t === 0xc5 ? 3 : t === 0xc6 ? 5 : 0;
+      if (header !== 0 && n >= header) {
+        const len = header === 2 ? bytes[1] : header === 3 ? (bytes[1] << 8) | bytes[2] : ((bytes[1] << 24) | (bytes[2] << 16) | (bytes[3] << 8) | bytes[4]) >>> 0;
+        if (len === n - header) return owned ? bytes.subarray(header) : Uint8Array.prototype.slice.call(bytes, header);
+      }
+    }
     try {
       return bytes.length === 0 ? undefined : (owned ? this.#aliasing : this.#packr).unpack(bytes);
     } catch (cause) {

@@ -1,0 +1,106 @@
+/** The msgpack codec's direct path for byte payloads: the same bytes and values as Packr's, faster. */
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { Packr } from 'msgpackr';
+import { createCodec, msgpack } from '../src/codec/index.js';
+
+// The codec's own Packr settings: the reference every byte payload must match.
+const reference = new Packr({ useRecords: false, copyBuffers: true, largeBigIntToFloat: false });
+const referenceAliasing = new Packr({ useRecords: false, copyBuffers: false, largeBigIntToFloat: false });
+
+/** Lengths around every msgpack bin header boundary, and past the direct path's 4 KiB limit. */
+const kEdgeLengths = [0, 1, 31, 32, 33, 255, 256, 4095, 4096, 4097, 65535, 65536, 70000];
+
+function bytesOf(n: number, seed: number, asBuffer: boolean): Uint8Array {
+  const b = asBuffer ? Buffer.alloc(n) : new Uint8Array(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed) & 0xff;
+  return b;
+}
+
+describe('msgpack codec: byte payloads', function () {
+  this.timeout(30_000);
+
+  it('encodes a Uint8Array or Buffer of any length to exactly the bytes Packr writes, and decodes it back to an equal copy of the type Packr returns', () => {
+    const codec = createCodec(msgpack());
+    const check = (value: Uint8Array) => {
+      const encoded = codec.encode(value);
+      const expected = reference.pack(value);
+      assert.deepEqual(Buffer.from(encoded), Buffer.from(expected), `length ${value.length}`);
+      // Decoded from a plain Uint8Array (a ring view) and from a Buffer (a socket frame).
+      for (const source of [new Uint8Array(encoded), Buffer.from(encoded)]) {
+        const got = codec.decode(source) as Uint8Array;
+        const want = reference.unpack(source instanceof Buffer ? Buffer.from(source) : new Uint8Array(source)) as Uint8Array;
+        assert.equal(got.constructor, want.constructor, `decoded type, length ${value.length}`);
+        assert.deepEqual(Buffer.from(got), Buffer.from(value));
+        // Not owned: a copy, whatever happens to the source afterwards.
+        if (source.length > 0) source.fill(0xee);
+        assert.deepEqual(Buffer.from(got), Buffer.from(value), 'a decoded value does not alias its source');
+      }
+    };
+    // The direct path writes its own buffer (Packr would hand back a Buffer).
+    assert.ok(!(codec.encode(new Uint8Array(16)) instanceof Buffer), 'bytes take the direct path');
+    for (const n of kEdgeLengths) {
+      check(bytesOf(n, n, false));
+      check(bytesOf(n, n + 1, true));
+    }
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 5000 }), fc.boolean(), (raw, asBuffer) => {
+        check(asBuffer ? Buffer.from(raw) : raw);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('owned bytes decode to a view into them, as Packr does without copyBuffers', () => {
+    const codec = createCodec(msgpack());
+    for (const n of [0, 16, 300, 70000]) {
+      const encoded = new Uint8Array(codec.encode(bytesOf(n, 7, false)));
+      const got = codec.decode(encoded, true) as Uint8Array;
+      const want = referenceAliasing.unpack(encoded) as Uint8Array;
+      assert.deepEqual(Buffer.from(got), Buffer.from(want));
+      assert.equal(got.buffer, encoded.buffer, 'the same memory');
+      assert.equal(got.byteOffset, want.byteOffset);
+    }
+  });
+
+  it('an encoding stays valid after any number of later encodes (never rewritten, as Packr keeps its own)', () => {
+    const codec = createCodec(msgpack());
+    const kept: Array<[Uint8Array, Uint8Array]> = [];
+    for (let i = 0; i < 20_000; i++) {
+      const value = bytesOf(i % 700, i, i % 2 === 0);
+      kept.push([value, codec.encode(value)]);
+    }
+    for (const [value, encoded] of kept) assert.deepEqual(Buffer.from(encoded), Buffer.from(reference.pack(value)));
+  });
+
+  it('anything else takes Packr\'s path: other typed arrays, a bin followed by more bytes, truncated bins', () => {
+    const codec = createCodec(msgpack());
+    for (const value of [new Uint16Array([1, 2, 3]), new Uint8ClampedArray([1, 2]), { bytes: new Uint8Array([1]) }, [new Uint8Array(2)], 'text']) {
+      assert.deepEqual(Buffer.from(codec.encode(value)), Buffer.from(reference.pack(value)));
+      const encoded = codec.encode(value);
+      assert.deepEqual(codec.decode(new Uint8Array(encoded)), reference.unpack(new Uint8Array(encoded)));
+    }
+    // Each of these is what Packr makes of it, result or PROTOCOL error alike.
+    for (const bytes of [
+      [0xc4, 2, 1, 2, 0x05], // a bin, then a fixint
+      [0xc4, 3, 1, 2], // a bin shorter than its header says
+      [0xc5, 0], // a bin 16 header cut short
+      [0xc6, 0, 0, 0, 1], // a bin 32 with its byte missing
+    ]) {
+      let expected: unknown;
+      try {
+        expected = reference.unpack(new Uint8Array(bytes));
+      } catch {
+        expected = 'throws';
+      }
+      let got: unknown;
+      try {
+        got = codec.decode(new Uint8Array(bytes));
+      } catch (err) {
+        assert.equal((err as { code?: string }).code, 'PROTOCOL');
+        got = 'throws';
+      }
+      assert.deepEqual(got, expected, JSON.stringify(bytes));
+    }
+  });
+});
