@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { RpcError } from '../src/index.js';
 import { FrameDecoder, FrameWriter, encodeFrame } from '../src/protocol/framing.js';
-import { Kind, OpenFlag, StreamDir, creditHeader, decodeEnvelope, openHeader, streamHeader, encodeCancel, encodeClose, encodeError, encodeEvent, encodePing, encodeRequest, encodeResponse } from '../src/protocol/envelope.js';
+import { Kind, OpenFlag, StreamDir, HeaderScratch, creditHeader, decodeEnvelope, openHeader, streamHeader, encodeCancel, encodeClose, encodeError, encodeEvent, encodePing, encodeRequest, encodeResponse } from '../src/protocol/envelope.js';
 
 function decodeAll(chunks: Uint8Array[], max = 1 << 20): Uint8Array[] {
   const dec = new FrameDecoder(max);
@@ -168,7 +168,7 @@ describe('envelope', () => {
     assert.deepEqual(decodeEnvelope(encodePing(Kind.Ping, 3)), { kind: Kind.Ping, id: 3 });
     assert.deepEqual(decodeEnvelope(encodePing(Kind.Pong, 3)), { kind: Kind.Pong, id: 3 });
     assert.deepEqual(decodeEnvelope(encodeClose(p)), { kind: Kind.Close, payload: p });
-    const s = new Uint8Array(24);
+    const s = new HeaderScratch();
     const cat = (head: Uint8Array, payload = new Uint8Array(0)) => new Uint8Array([...head, ...payload]);
     assert.deepEqual(decodeEnvelope(cat(openHeader(s, big, 250, OpenFlag.ResultStream | OpenFlag.RequestStream, 32), p)), {
       kind: Kind.Open,
@@ -184,7 +184,7 @@ describe('envelope', () => {
   });
 
   it('lays stream envelopes out as documented', () => {
-    const s = new Uint8Array(24);
+    const s = new HeaderScratch();
     assert.deepEqual([...openHeader(s, 5, 0x0a0b0c0d, 1, 0x20)], [9, 5, 0, 0, 0, 0, 0, 0, 0, 0x0d, 0x0c, 0x0b, 0x0a, 1, 0x20, 0, 0, 0]);
     assert.deepEqual([...streamHeader(s, Kind.Item, 5, StreamDir.Up)], [10, 5, 0, 0, 0, 0, 0, 0, 0, 0]);
     assert.deepEqual([...creditHeader(s, 5, StreamDir.Down, 3)], [12, 5, 0, 0, 0, 0, 0, 0, 0, 1, 3, 0, 0, 0]);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { RpcError } from '../src/index.js';
 import { createCodec } from '../src/codec/index.js';
-import { Kind, StreamDir, creditHeader, idHeader, openHeader, requestHeader, streamHeader } from '../src/protocol/envelope.js';
+import { Kind, StreamDir, HeaderScratch, creditHeader, idHeader, openHeader, requestHeader, streamHeader } from '../src/protocol/envelope.js';
 import { Session } from '../src/session/session.js';
 
 const codec = createCodec();
@@ -32,7 +32,7 @@ const envelope = fc.oneof(
 );
 
 function toBody(e: any): Uint8Array {
-  const s = new Uint8Array(24);
+  const s = new HeaderScratch();
   switch (e.k) {
     case 'open':
       return cat(openHeader(s, e.id, 0, e.flags, e.credit), e.flags & 2 ? undefined : codec.encode(e.v));

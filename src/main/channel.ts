@@ -221,6 +221,11 @@ export class Channel {
     return this.#useSlowly(options, run);
   }
 
+  /** The session `use()` would run a plain call on (no options), if one is ready now. */
+  readySession(): Session | undefined {
+    return this.#pick(undefined);
+  }
+
   /** Closes every connection (pending calls reject with CLOSED), stops retrying and watching. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {

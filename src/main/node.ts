@@ -166,7 +166,10 @@ export class Client<Req = unknown, Res = unknown, Ev = unknown> implements PeerC
    * iterable request is sent as a stream of items.
    */
   call(request: Req | AsyncIterable<Req>, options?: CallOptions): Promise<Res> {
-    return this.#channel.use(options, (session, o) => session.call(request, o));
+    // The plain call skips use()'s closure: one allocation fewer on the hottest path.
+    const session = options === undefined ? this.#channel.readySession() : undefined;
+    if (session !== undefined) return session.call(request);
+    return this.#channel.use(options, (s, o) => s.call(request, o));
   }
 
   /**

@@ -110,6 +110,12 @@ export function writeU32(b: Uint8Array, at: number, v: number): void {
   b[at + 3] = v >>> 24;
 }
 
+let standaloneScratch: HeaderScratch | undefined;
+/** The scratch of the standalone encoders below: `body()` copies the header out of it at once. */
+function standalone(): HeaderScratch {
+  return (standaloneScratch ??= new HeaderScratch());
+}
+
 /** A standalone body: the header (written by the header writers below, the one place each layout is defined) then the payload. */
 function body(head: Uint8Array, payload?: Uint8Array): Uint8Array {
   if (payload === undefined || payload.length === 0) return head.slice();
@@ -120,31 +126,31 @@ function body(head: Uint8Array, payload?: Uint8Array): Uint8Array {
 }
 
 export function encodeRequest(id: number, deadlineMs: number, payload: Uint8Array): Uint8Array {
-  return body(requestHeader(new Uint8Array(13), id, deadlineMs), payload);
+  return body(requestHeader(standalone(), id, deadlineMs), payload);
 }
 
 export function encodeResponse(id: number, payload: Uint8Array): Uint8Array {
-  return body(idHeader(new Uint8Array(9), Kind.Response, id), payload);
+  return body(idHeader(standalone(), Kind.Response, id), payload);
 }
 
 export function encodeError(id: number, payload: Uint8Array): Uint8Array {
-  return body(idHeader(new Uint8Array(9), Kind.Error, id), payload);
+  return body(idHeader(standalone(), Kind.Error, id), payload);
 }
 
 export function encodeEvent(payload: Uint8Array): Uint8Array {
-  return body(kindHeader(new Uint8Array(1), Kind.Event), payload);
+  return body(kindHeader(standalone(), Kind.Event), payload);
 }
 
 export function encodeCancel(id: number): Uint8Array {
-  return body(idHeader(new Uint8Array(9), Kind.Cancel, id));
+  return body(idHeader(standalone(), Kind.Cancel, id));
 }
 
 export function encodePing(kind: typeof Kind.Ping | typeof Kind.Pong, token: number): Uint8Array {
-  return body(idHeader(new Uint8Array(9), kind, token));
+  return body(idHeader(standalone(), kind, token));
 }
 
 export function encodeClose(payload: Uint8Array): Uint8Array {
-  return body(kindHeader(new Uint8Array(1), Kind.Close), payload);
+  return body(kindHeader(standalone(), Kind.Close), payload);
 }
 
 /** The kind byte of a body, after checking the body is long enough for that kind's header. */
@@ -198,54 +204,71 @@ export function decodeEnvelope(body: Uint8Array): Envelope {
 }
 
 /**
- * Header writers for the hot path: they fill `scratch` (at least 18 bytes, reused per sender) and
- * return a view of it, so a body goes out as header + payload without being concatenated first.
+ * Where the header writers put a header: 24 bytes and a view of each header length made once, so
+ * that the hot path allocates nothing per message (a body goes out as header + payload without
+ * being concatenated first; `send` copies both before it returns).
  */
-export function requestHeader(scratch: Uint8Array, id: number, deadlineMs: number): Uint8Array {
-  scratch[0] = Kind.Request;
-  writeU64(scratch, 1, id);
-  writeU32(scratch, 9, deadlineMs);
-  return scratch.subarray(0, 13);
+export class HeaderScratch {
+  readonly bytes = new Uint8Array(24);
+  readonly #views: Uint8Array[] = Array.from({ length: 25 }, (_, n) => this.bytes.subarray(0, n));
+
+  /** The first `n` bytes (n ≤ 24): the same view every time. */
+  view(n: number): Uint8Array {
+    return this.#views[n];
+  }
+}
+
+/** Header of a Request. */
+export function requestHeader(scratch: HeaderScratch, id: number, deadlineMs: number): Uint8Array {
+  const b = scratch.bytes;
+  b[0] = Kind.Request;
+  writeU64(b, 1, id);
+  writeU32(b, 9, deadlineMs);
+  return scratch.view(13);
 }
 
 /** Header of a Response, Error, Cancel, Ping or Pong. */
-export function idHeader(scratch: Uint8Array, kind: Kind, id: number): Uint8Array {
-  scratch[0] = kind;
-  writeU64(scratch, 1, id);
-  return scratch.subarray(0, 9);
+export function idHeader(scratch: HeaderScratch, kind: Kind, id: number): Uint8Array {
+  const b = scratch.bytes;
+  b[0] = kind;
+  writeU64(b, 1, id);
+  return scratch.view(9);
 }
 
 /** Header of an Open (a streaming call). */
-export function openHeader(scratch: Uint8Array, id: number, deadlineMs: number, flags: number, credit: number): Uint8Array {
-  scratch[0] = Kind.Open;
-  writeU64(scratch, 1, id);
-  writeU32(scratch, 9, deadlineMs);
-  scratch[13] = flags;
-  writeU32(scratch, 14, credit);
-  return scratch.subarray(0, 18);
+export function openHeader(scratch: HeaderScratch, id: number, deadlineMs: number, flags: number, credit: number): Uint8Array {
+  const b = scratch.bytes;
+  b[0] = Kind.Open;
+  writeU64(b, 1, id);
+  writeU32(b, 9, deadlineMs);
+  b[13] = flags;
+  writeU32(b, 14, credit);
+  return scratch.view(18);
 }
 
 /** Header of an Item or End. */
-export function streamHeader(scratch: Uint8Array, kind: typeof Kind.Item | typeof Kind.End, id: number, dir: StreamDir): Uint8Array {
-  scratch[0] = kind;
-  writeU64(scratch, 1, id);
-  scratch[9] = dir;
-  return scratch.subarray(0, 10);
+export function streamHeader(scratch: HeaderScratch, kind: typeof Kind.Item | typeof Kind.End, id: number, dir: StreamDir): Uint8Array {
+  const b = scratch.bytes;
+  b[0] = kind;
+  writeU64(b, 1, id);
+  b[9] = dir;
+  return scratch.view(10);
 }
 
 /** A whole Credit body (it has no payload). */
-export function creditHeader(scratch: Uint8Array, id: number, dir: StreamDir, credit: number): Uint8Array {
-  scratch[0] = Kind.Credit;
-  writeU64(scratch, 1, id);
-  scratch[9] = dir;
-  writeU32(scratch, 10, credit);
-  return scratch.subarray(0, 14);
+export function creditHeader(scratch: HeaderScratch, id: number, dir: StreamDir, credit: number): Uint8Array {
+  const b = scratch.bytes;
+  b[0] = Kind.Credit;
+  writeU64(b, 1, id);
+  b[9] = dir;
+  writeU32(b, 10, credit);
+  return scratch.view(14);
 }
 
 /** Header of an Event or Close. */
-export function kindHeader(scratch: Uint8Array, kind: Kind): Uint8Array {
-  scratch[0] = kind;
-  return scratch.subarray(0, 1);
+export function kindHeader(scratch: HeaderScratch, kind: Kind): Uint8Array {
+  scratch.bytes[0] = kind;
+  return scratch.view(1);
 }
 
 /** Reads a u32 at `at` (for callers that parse headers in place). */

@@ -21,6 +21,7 @@ import {
   openHeader,
   readU32LE,
   requestHeader,
+  HeaderScratch,
   streamHeader,
 } from '../protocol/envelope.js';
 import type { CallContext, CallOptions, Handler, PeerClient, PeerInfo, StreamOptions } from '../types.js';
@@ -89,7 +90,7 @@ export class Session implements PeerClient {
   /** Requests being served, by id: aborting one fires the handler's ctx.signal. */
   readonly #serving = new Map<number, Serving>();
   /** Header scratch: filled and handed to `send`, which copies it before returning. */
-  readonly #scratch = new Uint8Array(24);
+  readonly #scratch = new HeaderScratch();
   #nextId: number;
   #closed: RpcError | undefined;
   /** An in-place codec (the view codec): its values keep the bytes they were decoded from. */
