@@ -241,7 +241,21 @@ describe('registry discovery backend (fake reg.exe)', function () {
     assert.deepEqual(reg.calls[1], ['query', `${HOSTS}\\Ubuntu 24.04`, '/v', 'Cid']);
     assert.equal(await d.lookupHost('other-vm'), undefined);
     assert.equal((await rejectionOf(d.registerHost('vm', -1))).code, 'INVALID_ARGUMENT');
+    // VMADDR_CID_ANY is nobody's address: refused when written, ignored when found.
+    assert.equal((await rejectionOf(d.registerHost('vm', 0xffffffff))).code, 'INVALID_ARGUMENT');
+    assert.equal(reg.calls.length, 3, 'nothing was run for the refused CIDs');
     assert.equal((await rejectionOf(d.lookupHost('a\\b'))).code, 'INVALID_ARGUMENT');
+  });
+
+  it('lookupHost ignores a host entry holding VMADDR_CID_ANY or a value that is not a CID', async () => {
+    for (const data of ['0xffffffff', '0x1ffffffff', 'banana']) {
+      const reg = fakeReg((args) =>
+        args[0] === 'query'
+          ? { stdout: crlf('', 'HKEY_CURRENT_USER\\Software\\Ogurpchik\\Hosts\\vm', `    Cid    REG_DWORD    ${data}`, '', ''), stderr: '', code: 0 }
+          : kOk,
+      );
+      assert.equal(await new RegistryDiscovery({ run: reg.run }).lookupHost('vm'), undefined, data);
+    }
   });
 
   it('rejects bad service names before running anything', async () => {

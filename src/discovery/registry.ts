@@ -33,7 +33,7 @@ import os from 'node:os';
 import { RpcError } from '../errors.js';
 import { processStartTime } from '../shm/native.js';
 import { checkVmName } from '../transport/descriptors.js';
-import { asStoredRecord, checkServiceName, waitForRecord, type DiscoveryBackend, type InstanceOptions, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
+import { asStoredRecord, checkCid, checkServiceName, parseCid, waitForRecord, type DiscoveryBackend, type InstanceOptions, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
 
 export interface RegRunResult {
   stdout: string;
@@ -279,7 +279,8 @@ export class RegistryDiscovery implements DiscoveryBackend {
 
   /** Records the vsock CID of VM `vm` (REG_DWORD), for the self-managed vsock client. */
   async registerHost(vm: string, cid: number): Promise<void> {
-    if (!Number.isInteger(cid) || cid < 0 || cid > 0xffffffff) throw new RpcError('INVALID_ARGUMENT', `a vsock CID is a 32-bit unsigned integer, got ${cid}`);
+    // The same check as the other backends: VMADDR_CID_ANY (0xFFFFFFFF) is nobody's address.
+    checkCid(cid);
     await this.#mustRun(['add', `${this.hostsKey}\\${checkVmName(vm)}`, '/v', kCidValue, '/t', 'REG_DWORD', '/d', String(cid), '/f']);
   }
 
@@ -288,8 +289,7 @@ export class RegistryDiscovery implements DiscoveryBackend {
     const value = await this.#queryValue(`${this.hostsKey}\\${checkVmName(vm)}`, kCidValue);
     if (value === undefined || (value.type !== 'REG_DWORD' && value.type !== 'REG_QWORD')) return undefined;
     const text = value.data.trim();
-    const cid = /^0x[0-9a-f]+$/i.test(text) ? parseInt(text.slice(2), 16) : /^\d+$/.test(text) ? Number(text) : NaN;
-    return Number.isInteger(cid) && cid >= 0 && cid <= 0xffffffff ? cid : undefined;
+    return parseCid(/^0x[0-9a-f]{1,8}$/i.test(text) ? parseInt(text.slice(2), 16) : text);
   }
 
   /** Removes VM `vm`'s CID record, if any. */
