@@ -19,12 +19,12 @@ import { countCopied } from '../observe.js';
 import { futexSignal, loadNative, socketPeerPid } from '../shm/native.js';
 import { RingReader, RingWriter, initRing, kRingHeaderBytes } from '../shm/ring.js';
 import type { ShmDescriptor } from './descriptors.js';
+import type { ByteStream, StreamEvents, TransportAdapter } from './types.js';
+import { removeStaleSocket } from './unix.js';
 
 /** What the shm adapter receives: the descriptor and the idle strategy of the ring it reads. */
 export type ShmAdapterOptions = ShmDescriptor & { pollMicros?: number; spinMicros?: number };
 type Idle = Pick<ShmAdapterOptions, 'pollMicros' | 'spinMicros'>;
-import type { ByteStream, StreamEvents, TransportAdapter } from './types.js';
-import { removeStaleSocket } from './unix.js';
 
 /** A client must answer the rendezvous within this long. */
 const kRendezvousTimeoutMs = 5000;
