@@ -1,6 +1,8 @@
 /** Deadlines and cancellation: the caller rejects at once, and the handler's ctx.signal fires. */
 import assert from 'node:assert/strict';
 import { Node, tcp, type RunningNode } from '../src/index.js';
+import { createCodec, msgpack } from '../src/codec/index.js';
+import { Session } from '../src/session/session.js';
 import { rejectionOf, sleep, startServer, type ChildServer } from './helpers.js';
 
 for (const handler of ['module', 'main'] as const) {
@@ -63,3 +65,27 @@ for (const handler of ['module', 'main'] as const) {
     });
   });
 }
+
+describe('a call whose set-up throws', function () {
+  this.timeout(5000);
+
+  it('rejects (never throws) and leaves nothing pending', async () => {
+    const sent: Uint8Array[] = [];
+    const session = new Session({
+      codec: createCodec(msgpack()),
+      peer: { transport: 'test', auth: 'none', connectionId: 1 },
+      send: (head) => void sent.push(head.slice()),
+    });
+    // Something that passes for an AbortSignal until it is listened to.
+    const signal = { aborted: false, addEventListener: () => { throw new TypeError('not a real signal'); } } as unknown as AbortSignal;
+    let result: Promise<unknown> | undefined;
+    assert.doesNotThrow(() => (result = session.call('x', { signal })));
+    const err = await rejectionOf(result!);
+    assert.equal(err.code, 'INVALID_ARGUMENT');
+    assert.equal(session.pendingCount, 0);
+    assert.equal(sent.length, 0, 'nothing was sent');
+    // The next call still works its way out.
+    void session.call('y');
+    assert.equal(sent.length, 1);
+  });
+});

@@ -51,6 +51,20 @@ describe('msgpack codec: byte payloads', function () {
     );
   });
 
+  it('decodeFrom(bytes, start) is decode(bytes.subarray(start)) for every codec', () => {
+    for (const kind of ['msgpack', 'json'] as const) {
+      const codec = createCodec({ kind });
+      for (const value of [new Uint8Array([1, 2, 3]), { a: 1, b: 'x' }, 'text', 42, null]) {
+        if (kind === 'json' && value instanceof Uint8Array) continue;
+        const body = new Uint8Array([9, 9, 9, ...codec.encode(value)]);
+        assert.deepEqual(codec.decodeFrom(body, 3), codec.decode(body.subarray(3)), `${kind} ${JSON.stringify(value)}`);
+      }
+    }
+    const view = createCodec({ kind: 'view' });
+    const body = new Uint8Array([9, 9, 9, ...view.encode(new Uint8Array([5, 6]))]);
+    assert.deepEqual((view.decodeFrom(body, 3) as { bytes: Uint8Array }).bytes, (view.decode(body.subarray(3)) as { bytes: Uint8Array }).bytes);
+  });
+
   it('owned bytes decode to a view into them, as Packr does without copyBuffers', () => {
     const codec = createCodec(msgpack());
     for (const n of [0, 16, 300, 70000]) {

@@ -28,6 +28,8 @@ export interface Codec {
    * reassembled from ring fragments) binary values may be views into `bytes` instead of copies.
    */
   decode(bytes: Uint8Array, owned?: boolean): unknown;
+  /** `decode(bytes.subarray(start), owned)`, without making that view when the codec need not. */
+  decodeFrom(bytes: Uint8Array, start: number, owned?: boolean): unknown;
   /** Encodes an error payload (a plain object: see docs/PROTOCOL.md); the view codec uses msgpack for these. */
   encodeError(error: object): Uint8Array;
   /** Decodes an error payload into a fresh value. */
@@ -140,20 +142,26 @@ class MsgpackCodec implements Codec {
   }
 
   decode(bytes: Uint8Array, owned = false): unknown {
+    return this.decodeFrom(bytes, 0, owned);
+  }
+
+  decodeFrom(bytes: Uint8Array, start: number, owned = false): unknown {
+    const n = bytes.length - start;
     // Decoding materialises every string (and, from bytes not owned, every binary) of the value:
     // counted as copied, unless the binaries are left in place.
-    if (!owned) countCopied(bytes.length);
+    if (!owned) countCopied(n);
     // A payload that is one bin and nothing else: the bytes after its header, as Packr returns them
     // (a copy of the same type as `bytes`, or with `owned` a view), without its general path.
-    const n = bytes.length;
     if (n >= 2) {
-      const t = bytes[0];
+      const t = bytes[start];
       const header = t === 0xc4 ? 2 : t === 0xc5 ? 3 : t === 0xc6 ? 5 : 0;
       if (header !== 0 && n >= header) {
-        const len = header === 2 ? bytes[1] : header === 3 ? (bytes[1] << 8) | bytes[2] : ((bytes[1] << 24) | (bytes[2] << 16) | (bytes[3] << 8) | bytes[4]) >>> 0;
-        if (len === n - header) return owned ? bytes.subarray(header) : Uint8Array.prototype.slice.call(bytes, header);
+        const s = start;
+        const len = header === 2 ? bytes[s + 1] : header === 3 ? (bytes[s + 1] << 8) | bytes[s + 2] : ((bytes[s + 1] << 24) | (bytes[s + 2] << 16) | (bytes[s + 3] << 8) | bytes[s + 4]) >>> 0;
+        if (len === n - header) return owned ? bytes.subarray(s + header) : Uint8Array.prototype.slice.call(bytes, s + header);
       }
     }
+    if (start > 0) bytes = bytes.subarray(start);
     try {
       return bytes.length === 0 ? undefined : (owned ? this.#aliasing : this.#packr).unpack(bytes);
     } catch (cause) {
@@ -187,6 +195,10 @@ class JsonCodec implements Codec {
     return text === undefined ? new Uint8Array(0) : this.#encoder.encode(text);
   }
 
+  decodeFrom(bytes: Uint8Array, start: number): unknown {
+    return this.decode(start === 0 ? bytes : bytes.subarray(start));
+  }
+
   decode(bytes: Uint8Array): unknown {
     if (bytes.length === 0) return undefined;
     countCopied(bytes.length);
@@ -216,6 +228,10 @@ class ViewCodec implements Codec {
 
   encode(value: unknown): Uint8Array {
     return viewBytes(value);
+  }
+
+  decodeFrom(bytes: Uint8Array, start: number): View {
+    return this.decode(start === 0 ? bytes : bytes.subarray(start));
   }
 
   decode(bytes: Uint8Array): View {

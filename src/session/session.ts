@@ -50,6 +50,17 @@ export interface SessionOptions {
   onUnhandled?: (err: unknown) => void;
 }
 
+/**
+ * One promise executor for every call: it leaves the promise's resolvers in these two slots, read
+ * at once in the same synchronous step, so a call allocates no executor closure of its own.
+ */
+let takenResolve: (value: unknown) => void = () => {};
+let takenReject: (err: RpcError) => void = () => {};
+function takeResolvers(resolve: (value: unknown) => void, reject: (err: RpcError) => void): void {
+  takenResolve = resolve;
+  takenReject = reject;
+}
+
 interface Pending {
   resolve(value: unknown): void;
   reject(err: RpcError): void;
@@ -134,8 +145,9 @@ export class Session implements PeerClient {
     } catch (err) {
       return Promise.reject(err);
     }
-    return new Promise((resolve, reject) => {
-      const p: Pending = { resolve, reject, timer: undefined, signal, onAbort: undefined, t0: 0 };
+    const promise = new Promise(takeResolvers);
+    const p: Pending = { resolve: takenResolve, reject: takenReject, timer: undefined, signal, onAbort: undefined, t0: 0 };
+    try {
       if (callStart.hasSubscribers || callEnd.hasSubscribers || callError.hasSubscribers) {
         p.t0 = performance.now();
         callStart.publish({ id, peer: this.peer });
@@ -149,7 +161,14 @@ export class Session implements PeerClient {
       }
       this.#pending.set(id, p);
       this.#sendSafely(requestHeader(this.#scratch, id, deadline), payload);
-    });
+    } catch (err) {
+      // The call rejects, as a throw inside a promise executor would make it (a signal that is
+      // not an AbortSignal, say); its listener was never added, only its timer may need clearing.
+      this.#pending.delete(id);
+      if (p.timer !== undefined) clearTimeout(p.timer);
+      p.reject(RpcError.is(err) ? err : new RpcError('INVALID_ARGUMENT', `the call could not be made: ${(err as Error)?.message ?? err}`, { cause: err }));
+    }
+    return promise;
   }
 
   proxy<Api = UntypedApi>(options?: ProxyOptions): ServiceProxy<Api> {
@@ -287,7 +306,7 @@ export class Session implements PeerClient {
         }
         let value: unknown;
         try {
-          value = this.#decode(body.subarray(9));
+          value = this.#decode(body, 9);
         } catch (err) {
           this.#fail(envelopeId(body), p, err as RpcError);
           return;
@@ -384,15 +403,16 @@ export class Session implements PeerClient {
    * reassembled) are never reused, so values stay over them in place, and so do the binary values
    * msgpack decodes from a large one.
    */
-  #decode(payload: Uint8Array): unknown {
-    const shared = payload.buffer instanceof SharedArrayBuffer;
+  /** Decodes the payload that starts at `start` in `bytes` (the rest of it). */
+  #decode(bytes: Uint8Array, start = 0): unknown {
+    const shared = bytes.buffer instanceof SharedArrayBuffer;
     if (this.#inPlace && shared) {
-      countCopied(payload.length);
-      return this.#codec.decode(payload.slice());
+      countCopied(bytes.length - start);
+      return this.#codec.decode(bytes.slice(start));
     }
     // Binary values of a large payload stay views into it. A small one is copied out, so that a
     // few bytes kept by the handler do not pin the whole socket chunk they arrived in.
-    return this.#codec.decode(payload, !shared && payload.length >= kDecodeInPlaceBytes);
+    return this.#codec.decodeFrom(bytes, start, !shared && bytes.length - start >= kDecodeInPlaceBytes);
   }
 
   /** A Response or Error to one of our streaming calls. */
