@@ -3,6 +3,9 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { createCodec, msgpack } from '../src/codec/index.js';
+import { RpcError } from '../src/errors.js';
+import { encodeRequest, encodeResponse } from '../src/protocol/envelope.js';
+import { Session } from '../src/session/session.js';
 
 // The codec's own Packr settings: the reference every byte payload must match.
 const reference = new Packr({ useRecords: false, copyBuffers: true, largeBigIntToFloat: false });
@@ -116,5 +119,38 @@ describe('msgpack codec: byte payloads', function () {
       }
       assert.deepEqual(got, expected, JSON.stringify(bytes));
     }
+  });
+});
+
+describe('bytes sent as they are', function () {
+  this.timeout(10_000);
+  const peer = { transport: 'test', auth: 'none' as const, connectionId: 1 };
+  const cat = (a: Uint8Array, b: Uint8Array) => Buffer.concat([a, b]);
+
+  it('a call with bytes sends the caller\'s own array behind the envelope and bin headers: the same body as with the encoded payload', async () => {
+    for (const n of [0, 16, 255, 256, 65535, 65536, 1 << 20]) {
+      const sent: Array<{ body: Buffer; payload: Uint8Array }> = [];
+      const session = new Session({ codec: createCodec(msgpack()), peer, send: (head, payload) => void sent.push({ body: cat(head, payload), payload }) });
+      const value = bytesOf(n, n, n % 2 === 0);
+      void session.call(value).catch(() => {});
+      assert.equal(sent.length, 1);
+      assert.equal(sent[0].payload, value, 'the payload handed to send is the caller\'s array itself');
+      assert.deepEqual(sent[0].body, Buffer.from(encodeRequest(1, 0, reference.pack(value))), `length ${n}`);
+      session.close(new RpcError('CLOSED', 'done'));
+    }
+  });
+
+  it('a handler\'s bytes go back the same way, and the caller decodes them intact', async () => {
+    const value = bytesOf(70_000, 3, false);
+    const replies: Buffer[] = [];
+    const server = new Session({ codec: createCodec(msgpack()), peer, send: (head, payload) => void replies.push(cat(head, payload)), handler: { onRequest: () => value } });
+    server.receive(encodeRequest(7, 0, reference.pack('ask')));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(replies, [Buffer.from(encodeResponse(7, reference.pack(value)))]);
+    // And through a pair of sessions: the reply decodes to equal bytes.
+    let client!: Session;
+    const back = new Session({ codec: createCodec(msgpack()), peer, send: (head, payload) => void queueMicrotask(() => client.receive(cat(head, payload))), handler: { onRequest: (req: Uint8Array) => req } });
+    client = new Session({ codec: createCodec(msgpack()), peer, send: (head, payload) => void queueMicrotask(() => back.receive(cat(head, payload))) });
+    assert.deepEqual(Buffer.from((await client.call(value)) as Uint8Array), Buffer.from(value));
   });
 });

@@ -23,6 +23,12 @@ export interface Codec {
   /** Encodes a value; the returned bytes may be a view into a reused buffer, valid until the next encode. */
   encode(value: unknown): Uint8Array;
   /**
+   * When `value` encodes as its own bytes behind a short header (msgpack's bin: 2-5 bytes), writes
+   * that header into `target` at `at` and returns its length, so the caller can send the header
+   * and then `value` itself, copying the bytes once, where they go. Returns 0 for anything else.
+   */
+  bytesHeader(value: unknown, target: Uint8Array, at: number): number;
+  /**
    * Decodes bytes into a value; unless `inPlace`, a fresh one that does not reference `bytes` (which
    * may be a ring view). With `owned` (nobody reuses `bytes`: a frame read from a stream, a message
    * reassembled from ring fragments) binary values may be views into `bytes` instead of copies.
@@ -73,6 +79,27 @@ const kBinBufferBytes = 64 * 1024;
 /** Copies this short are faster as a loop than through TypedArray#set. */
 const kShortCopy = 32;
 
+/** Writes the msgpack bin header of `n` bytes (bin 8, 16 or 32, as msgpackr picks) at `at`; returns its length. */
+function writeBinHeader(out: Uint8Array, at: number, n: number): number {
+  if (n < 0x100) {
+    out[at] = 0xc4;
+    out[at + 1] = n;
+    return 2;
+  }
+  if (n < 0x10000) {
+    out[at] = 0xc5;
+    out[at + 1] = n >> 8;
+    out[at + 2] = n & 0xff;
+    return 3;
+  }
+  out[at] = 0xc6;
+  out[at + 1] = n >>> 24;
+  out[at + 2] = (n >> 16) & 0xff;
+  out[at + 3] = (n >> 8) & 0xff;
+  out[at + 4] = n & 0xff;
+  return 5;
+}
+
 class MsgpackCodec implements Codec {
   encodeError(error: object): Uint8Array {
     return this.encode(error);
@@ -109,6 +136,11 @@ class MsgpackCodec implements Codec {
     }
   }
 
+  bytesHeader(value: unknown, target: Uint8Array, at: number): number {
+    if (!(value instanceof Uint8Array) || (value.constructor !== Uint8Array && value.constructor !== Buffer)) return 0;
+    return writeBinHeader(target, at, value.length);
+  }
+
   #encodeBytes(value: Uint8Array): Uint8Array {
     const n = value.length;
     const header = n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
@@ -118,21 +150,7 @@ class MsgpackCodec implements Codec {
     }
     const out = this.#bin;
     const start = this.#binAt;
-    let at = start;
-    if (header === 2) {
-      out[at++] = 0xc4;
-      out[at++] = n;
-    } else if (header === 3) {
-      out[at++] = 0xc5;
-      out[at++] = n >> 8;
-      out[at++] = n & 0xff;
-    } else {
-      out[at++] = 0xc6;
-      out[at++] = n >>> 24;
-      out[at++] = (n >> 16) & 0xff;
-      out[at++] = (n >> 8) & 0xff;
-      out[at++] = n & 0xff;
-    }
+    let at = start + writeBinHeader(out, start, n);
     if (n <= kShortCopy) for (let i = 0; i < n; i++) out[at + i] = value[i];
     else out.set(value, at);
     at += n;
@@ -180,6 +198,11 @@ class JsonCodec implements Codec {
   }
 
   readonly kind = 'json' as const;
+
+  bytesHeader(): number {
+    return 0;
+  }
+
   readonly inPlace = false;
   readonly #encoder = new TextEncoder();
   readonly #decoder = new TextDecoder('utf-8', { fatal: true });
@@ -214,6 +237,11 @@ class JsonCodec implements Codec {
 
 class ViewCodec implements Codec {
   readonly kind = 'view' as const;
+
+  bytesHeader(): number {
+    return 0;
+  }
+
   readonly inPlace = true;
   /** Errors are not bytes the caller built: they travel as msgpack maps. */
   readonly #errors = new MsgpackCodec();

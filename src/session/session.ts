@@ -22,6 +22,7 @@ import {
   readU32LE,
   requestHeader,
   HeaderScratch,
+  headerBytes,
   streamHeader,
 } from '../protocol/envelope.js';
 import type { CallContext, CallOptions, Handler, PeerClient, PeerInfo, StreamOptions } from '../types.js';
@@ -60,6 +61,10 @@ function takeResolvers(resolve: (value: unknown) => void, reject: (err: RpcError
   takenResolve = resolve;
   takenReject = reject;
 }
+
+/** Where a Request's and a Response's payload starts: its codec header (a bin's) goes there. */
+const kRequestHeaderBytes = headerBytes(Kind.Request);
+const kResponseHeaderBytes = headerBytes(Kind.Response);
 
 interface Pending {
   resolve(value: unknown): void;
@@ -138,12 +143,16 @@ export class Session implements PeerClient {
       if (!(timeoutMs >= 0)) return Promise.reject(new RpcError('INVALID_ARGUMENT', `timeoutMs must be a non-negative number, got ${timeoutMs}`));
       deadline = Math.min(Math.max(1, Math.ceil(timeoutMs)), kMaxDeadlineMs);
     }
-    let payload: Uint8Array;
+    let payload: Uint8Array = kEmpty;
     const id = this.#nextId++;
-    try {
-      payload = this.#codec.encode(request);
-    } catch (err) {
-      return Promise.reject(err);
+    // Bytes go out as they are, behind their codec header: copied once, where they are sent.
+    const direct = this.#codec.bytesHeader(request, this.#scratch.bytes, kRequestHeaderBytes) > 0;
+    if (!direct) {
+      try {
+        payload = this.#codec.encode(request);
+      } catch (err) {
+        return Promise.reject(err);
+      }
     }
     const promise = new Promise(takeResolvers);
     const p: Pending = { resolve: takenResolve, reject: takenReject, timer: undefined, signal, onAbort: undefined, t0: 0 };
@@ -160,7 +169,13 @@ export class Session implements PeerClient {
         signal.addEventListener('abort', p.onAbort, { once: true });
       }
       this.#pending.set(id, p);
-      this.#sendSafely(requestHeader(this.#scratch, id, deadline), payload);
+      if (direct) {
+        requestHeader(this.#scratch, id, deadline);
+        const n = this.#codec.bytesHeader(request, this.#scratch.bytes, kRequestHeaderBytes);
+        this.#sendSafely(this.#scratch.view(kRequestHeaderBytes + n), request as Uint8Array);
+      } else {
+        this.#sendSafely(requestHeader(this.#scratch, id, deadline), payload);
+      }
     } catch (err) {
       // The call rejects, as a throw inside a promise executor would make it (a signal that is
       // not an AbortSignal, say); its listener was never added, only its timer may need clearing.
@@ -619,6 +634,13 @@ export class Session implements PeerClient {
     if (call.aborted || this.#closed) return;
     if (err !== undefined) {
       this.#sendError(id, err, origin);
+      return;
+    }
+    // Bytes go out as they are, behind their codec header (see call()).
+    const n = this.#codec.bytesHeader(value, this.#scratch.bytes, kResponseHeaderBytes);
+    if (n > 0) {
+      idHeader(this.#scratch, Kind.Response, id);
+      this.#sendSafely(this.#scratch.view(kResponseHeaderBytes + n), value as Uint8Array);
       return;
     }
     let payload: Uint8Array;
