@@ -143,8 +143,8 @@ class MsgpackCodec implements Codec {
 
   #encodeBytes(value: Uint8Array): Uint8Array {
     const n = value.length;
-    const header = n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
-    if (this.#binAt + header + n > this.#bin.length) {
+    // Room for the longest header (5 bytes): writeBinHeader alone knows which one it writes.
+    if (this.#binAt + 5 + n > this.#bin.length) {
       this.#bin = new Uint8Array(kBinBufferBytes);
       this.#binAt = 0;
     }

@@ -34,6 +34,12 @@ export function pollWindows(kind: TransportDescriptor['kind'], pollMicros: numbe
   return { pollMicros: pollMicros ?? (kind === 'isolate' ? kDefaultPollMicros : 0), peerPollMicros: kind === 'isolate' ? 0 : (peerPollMicros ?? 0) };
 }
 
+/** An idle-strategy option in µs: undefined, or from 0 to 1e6. */
+function checkMicros(name: string, value: number | undefined): number | undefined {
+  if (value !== undefined && !(value >= 0 && value <= 1_000_000)) throw new RpcError('INVALID_ARGUMENT', `${name} must be from 0 to 1e6, got ${value}`);
+  return value;
+}
+
 export interface NodeOptions {
   /** Largest frame body accepted or sent, in bytes (default 64 MiB). A larger incoming frame closes that connection with FRAME_TOO_LARGE. */
   maxFrameBytes?: number;
@@ -291,7 +297,7 @@ interface ConnectSpec {
 
 export class Node<Req = unknown, Res = unknown> {
   readonly #options: Required<Omit<NodeOptions, 'pool' | 'discovery' | 'pollMicros' | 'peerPollMicros'>> & Pick<NodeOptions, 'pool' | 'discovery'>;
-  /** As given; the default differs for served and made connections. */
+  /** As given: the defaults depend on the transport (pollWindows). */
   readonly #pollMicros: number | undefined;
   readonly #peerPollMicros: number | undefined;
   readonly #serve: ServeSpec[] = [];
@@ -307,18 +313,9 @@ export class Node<Req = unknown, Res = unknown> {
     if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < 16 || maxFrameBytes > 0xffffffff) {
       throw new RpcError('INVALID_ARGUMENT', `maxFrameBytes must be an integer from 16 to 2^32-1, got ${maxFrameBytes}`);
     }
-    const spinMicros = options.spinMicros ?? 0;
-    if (!(spinMicros >= 0 && spinMicros <= 1_000_000)) throw new RpcError('INVALID_ARGUMENT', `spinMicros must be from 0 to 1e6, got ${spinMicros}`);
-    const pollMicros = options.pollMicros;
-    if (pollMicros !== undefined && !(pollMicros >= 0 && pollMicros <= 1_000_000)) {
-      throw new RpcError('INVALID_ARGUMENT', `pollMicros must be from 0 to 1e6, got ${pollMicros}`);
-    }
-    this.#pollMicros = pollMicros;
-    const peerPollMicros = options.peerPollMicros;
-    if (peerPollMicros !== undefined && !(peerPollMicros >= 0 && peerPollMicros <= 1_000_000)) {
-      throw new RpcError('INVALID_ARGUMENT', `peerPollMicros must be from 0 to 1e6, got ${peerPollMicros}`);
-    }
-    this.#peerPollMicros = peerPollMicros;
+    const spinMicros = checkMicros('spinMicros', options.spinMicros) ?? 0;
+    this.#pollMicros = checkMicros('pollMicros', options.pollMicros);
+    this.#peerPollMicros = checkMicros('peerPollMicros', options.peerPollMicros);
     const handshakeTimeoutMs = options.handshakeTimeoutMs ?? kDefaultHandshakeTimeoutMs;
     if (!(Number.isInteger(handshakeTimeoutMs) && handshakeTimeoutMs >= 1 && handshakeTimeoutMs <= 2 ** 31 - 1)) {
       throw new RpcError('INVALID_ARGUMENT', `handshakeTimeoutMs must be a positive integer, got ${handshakeTimeoutMs}`);

@@ -39,7 +39,7 @@ export interface RemoteTaskOptions {
   ringBytes: number;
   spinMicros: number;
   pollMicros: number;
-  /** Poll window of the worker's rings to the peer process (shm). */
+  /** Poll window of what the worker reads from its peer: its shm ring, or its socket (the loop stays awake). */
   peerPollMicros: number;
   keepAliveMs: number;
   connectTimeoutMs: number;

@@ -31,7 +31,7 @@ export interface TaskSpec {
   spinMicros: number;
   /** Keep looking for ring traffic once per event-loop turn this long after the last message before sleeping (0: sleep at once). */
   pollMicros: number;
-  /** The same window for the rings to the peer process (shm), read in this worker. */
+  /** The same window for what this worker reads from its peer: its shm ring, or its socket (the loop stays awake). */
   peerPollMicros: number;
   /** Ping a connection silent for this long and close it if the next interval passes without a word (0: off). */
   keepAliveMs: number;

@@ -74,12 +74,13 @@ export type StreamDir = (typeof StreamDir)[keyof typeof StreamDir];
 
 /** Header bytes before the payload, per kind (index = kind). */
 const kHeader = [0, 13, 9, 9, 1, 9, 9, 9, 1, 18, 10, 10, 14];
-/** Largest id we hand out: ids stay exact in a JS number. */
+
 /** Header length of a body of each kind (kHeader[kind]); the payload follows it. */
 export function headerBytes(kind: Kind): number {
   return kHeader[kind];
 }
 
+/** Largest id we hand out: ids stay exact in a JS number. */
 export const kMaxId = Number.MAX_SAFE_INTEGER;
 /** Largest deadline that fits the u32 field. */
 export const kMaxDeadlineMs = 0xffffffff;

@@ -171,6 +171,7 @@ export class Session implements PeerClient {
       this.#pending.set(id, p);
       if (direct) {
         requestHeader(this.#scratch, id, deadline);
+        // Written again beside its envelope header: a callStart subscriber may have sent through this session meanwhile.
         const n = this.#codec.bytesHeader(request, this.#scratch.bytes, kRequestHeaderBytes);
         this.#sendSafely(this.#scratch.view(kRequestHeaderBytes + n), request as Uint8Array);
       } else {
@@ -413,12 +414,11 @@ export class Session implements PeerClient {
   }
 
   /**
-   * Decodes a payload. A body in shared memory is a view into a ring, reused once `receive`
-   * returns: an in-place value is made over a copy of it. Socket bodies (and messages the ring
-   * reassembled) are never reused, so values stay over them in place, and so do the binary values
-   * msgpack decodes from a large one.
+   * Decodes the payload that starts at `start` in `bytes` (the rest of it). A body in shared
+   * memory is a view into a ring, reused once `receive` returns: an in-place value is made over a
+   * copy of it. Socket bodies (and messages the ring reassembled) are never reused, so values stay
+   * over them in place, and so do the binary values msgpack decodes from a large one.
    */
-  /** Decodes the payload that starts at `start` in `bytes` (the rest of it). */
   #decode(bytes: Uint8Array, start = 0): unknown {
     const shared = bytes.buffer instanceof SharedArrayBuffer;
     if (this.#inPlace && shared) {
