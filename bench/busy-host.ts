@@ -13,8 +13,7 @@ import type { OursApi } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib/rounds.js';
 import type { Subject } from './lib/subject.js';
 import { atMost, type ResultRow } from './lib/table.js';
-import { OursUnavailableError, startOursSubject, type HandlerMode } from './ours.js';
-import { kShmPollMicros } from './shm.js';
+import { OursUnavailableError, kPeerPollMicros, startOursSubject, type HandlerMode } from './ours.js';
 
 export const kBusySliceMs = 20;
 let serial = 0;
@@ -25,7 +24,7 @@ export interface BusyHostResult {
   sliceMs: number;
   worker?: SubjectSummary;
   main?: SubjectSummary;
-  /** The worker handler over shm: defaults, and peerPollMicros kShmPollMicros on both ends. */
+  /** The worker handler over shm: defaults, and peerPollMicros kPeerPollMicros on both ends. */
   shm?: SubjectSummary;
   shmPoll?: SubjectSummary;
   /** Why a handler mode was not measured. */
@@ -71,8 +70,8 @@ export async function runBusyHost(
       result.skipped.push('shm: the native addon is not built');
       return result;
     }
-    for (const pollMicros of [undefined, kShmPollMicros]) {
-      const what = pollMicros === undefined ? 'defaults' : `peerPollMicros ${pollMicros}`;
+    for (const peerPollMicros of [undefined, kPeerPollMicros]) {
+      const what = peerPollMicros === undefined ? 'defaults' : `peerPollMicros ${peerPollMicros}`;
       log(`busy host: starting ours shm server (worker handler, ${what}, ${kBusySliceMs} ms slices)`);
       let subject: Subject;
       try {
@@ -82,7 +81,7 @@ export async function runBusyHost(
           dir,
           busySliceMs: kBusySliceMs,
           shmName: `bench-${process.pid}-busy-${++serial}`,
-          ...(pollMicros === undefined ? {} : { peerPollMicros: pollMicros }),
+          ...(peerPollMicros === undefined ? {} : { peerPollMicros }),
         });
       } catch (err) {
         if (!(err instanceof OursUnavailableError)) throw err;
@@ -91,7 +90,7 @@ export async function runBusyHost(
       }
       try {
         const summaries = await measureInterleaved([subject], config, { pipelined: false, log });
-        result[pollMicros === undefined ? 'shm' : 'shmPoll'] = summaries.get(subject);
+        result[peerPollMicros === undefined ? 'shm' : 'shmPoll'] = summaries.get(subject);
       } finally {
         await subject.close().catch((err: Error) => log(`close: ${err.message}`));
       }
@@ -118,7 +117,7 @@ export function busyHostRows(result: BusyHostResult): ResultRow[] {
   }
   for (const [summary, label] of [
     [result.shm, 'worker handler'],
-    [result.shmPoll, `worker handler, peerPollMicros ${kShmPollMicros} both ends`],
+    [result.shmPoll, `worker handler, peerPollMicros ${kPeerPollMicros} both ends`],
   ] as const) {
     if (summary === undefined) continue;
     rows.push({ scenario: scenario(label), transport: 'shm', medianUs: summary.roundTrip.medianUs, p99Us: summary.roundTrip.p99Us, verdict: 'info' });

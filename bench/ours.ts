@@ -45,6 +45,22 @@ const handlerLabel: Record<HandlerMode, string> = {
   main: 'main-thread handler',
 };
 
+/** The opt-in window measured beside the defaults (NodeOptions.peerPollMicros on both ends): about an shm round trip here. */
+export const kPeerPollMicros = 200;
+/** The key of that subject: sections show it beside their targets, not against them. */
+export const kPeerPollKey = 'ours-worker-peer-poll';
+
+/** Ours with a worker handler and the opt-in peer poll window on both ends. */
+export function startOursPeerPolling(api: OursApi, options: Omit<OursSubjectOptions, 'handler' | 'name' | 'label' | 'peerPollMicros'>): Promise<Subject> {
+  return startOursSubject(api, {
+    ...options,
+    handler: 'worker',
+    name: kPeerPollKey,
+    peerPollMicros: kPeerPollMicros,
+    label: `ours worker handler, peerPollMicros ${kPeerPollMicros} both ends`,
+  });
+}
+
 /** Starts an ogurpchik echo server child and connects a client Node to it. */
 export async function startOursSubject(api: OursApi, options: OursSubjectOptions): Promise<Subject> {
   const name = options.name ?? `ours-${options.handler}`;

@@ -21,9 +21,9 @@ import { loadOurs, type OursApi } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib/rounds.js';
 import { kPayloadBytes, type SocketKind, type Subject } from './lib/subject.js';
 import { comparisonRows, formatTable, type ResultRow } from './lib/table.js';
-import { OursUnavailableError, startOursSubject } from './ours.js';
+import { OursUnavailableError, kPeerPollKey, kPeerPollMicros, startOursPeerPolling, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
-import { kShmPollMicros, runShm, shmRows, type ShmResult } from './shm.js';
+import { runShm, shmRows, type ShmResult } from './shm.js';
 import { handshakeRows, runHandshake, type HandshakeResult } from './handshake.js';
 import { runView, viewRows, type ViewResult } from './view.js';
 import { Progress } from './lib/progress.js';
@@ -123,8 +123,6 @@ function section(name: Section): true {
   return true;
 }
 
-const kPeerPollKey = 'ours-worker-peer-poll';
-
 interface GroupResult {
   transport: SocketKind;
   subjects: Array<{ key: string; label: string; summary: SubjectSummary }>;
@@ -150,18 +148,9 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
         }
       }
       // The opt-in peer poll window on both ends, beside the defaults (info rows: its cost shows in the busy-host section).
-      log(`${transport}: starting ours server (worker handler, peerPollMicros ${kShmPollMicros})`);
+      log(`${transport}: starting ours server (worker handler, peerPollMicros ${kPeerPollMicros})`);
       try {
-        subjects.push(
-          await startOursSubject(api, {
-            transport,
-            handler: 'worker',
-            dir,
-            name: kPeerPollKey,
-            peerPollMicros: kShmPollMicros,
-            label: `ours worker handler, peerPollMicros ${kShmPollMicros} both ends`,
-          }),
-        );
+        subjects.push(await startOursPeerPolling(api, { transport, dir }));
       } catch (err) {
         if (!(err instanceof OursUnavailableError)) throw err;
         skipped.push(`${transport} peerPollMicros: ${err.message}`);

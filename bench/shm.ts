@@ -21,17 +21,13 @@ import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib
 import type { Subject } from './lib/subject.js';
 import { atLeast, comparisonRows, type ResultRow } from './lib/table.js';
 import { ceilingRow, floorRows, startThreadHop, type ThreadHopSubject } from './lib/thread-hop.js';
-import { OursUnavailableError, startOursSubject } from './ours.js';
+import { OursUnavailableError, kPeerPollKey, kPeerPollMicros, startOursPeerPolling, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
 
 /** DESIGN §6 shm targets, relative to the raw Unix ping-pong / memcpy of the same run. */
 export const kShmRoundTripRatioMax = 0.6;
 export const kShmCallsPerSecRatioMin = 3;
 export const kShmEchoShareMin = 0.25;
-
-/** The opt-in poll window measured beside the defaults: about an shm round trip here. */
-export const kShmPollMicros = 200;
-const kShmPollKey = 'ours-worker-poll';
 
 export const kEchoBytes = 1 << 20;
 /** Each ring's data area: a 1 MiB message (plus its envelope) fits whole. */
@@ -119,19 +115,10 @@ export async function runShm(
     if (ours.length > 0) {
       // The opt-in poll window on both ends, for machines with cores to spare (info rows; the busy-host section shows its cost).
       const shmName = `${token}${++serviceCounter}`;
-      log(`shm: starting ours server (worker handler, peerPollMicros ${kShmPollMicros}, service ${shmName})`);
-      polling = await startOursSubject(api, {
-        transport: 'shm',
-        handler: 'worker',
-        dir,
-        shmName,
-        shmCapacity: kShmCapacity,
-        peerPollMicros: kShmPollMicros,
-        name: kShmPollKey,
-        label: `ours worker handler, peerPollMicros ${kShmPollMicros} both ends`,
-      }).catch((err: Error) => {
+      log(`shm: starting ours server (worker handler, peerPollMicros ${kPeerPollMicros}, service ${shmName})`);
+      polling = await startOursPeerPolling(api, { transport: 'shm', dir, shmName, shmCapacity: kShmCapacity }).catch((err: Error) => {
         if (!(err instanceof OursUnavailableError)) throw err;
-        result.skipped.push(`shm peerPollMicros ${kShmPollMicros}: ${err.message}`);
+        result.skipped.push(`shm peerPollMicros ${kPeerPollMicros}: ${err.message}`);
         return undefined;
       });
       log('shm: starting raw unix server (baseline)');
@@ -278,7 +265,7 @@ export function shmRows(result: ShmResult, inflight: number): ResultRow[] {
         baselineName: 'raw unix',
         inflight,
         // The targets are for the defaults; the opt-in poll window is shown beside them.
-        targetsFor: (s) => (s.key === kShmPollKey ? undefined : { rtMax: kShmRoundTripRatioMax, rateMin: kShmCallsPerSecRatioMin }),
+        targetsFor: (s) => (s.key === kPeerPollKey ? undefined : { rtMax: kShmRoundTripRatioMax, rateMin: kShmCallsPerSecRatioMin }),
       }),
     );
     if (hop !== undefined) {
