@@ -16,6 +16,8 @@ export const callError = diagnostics.channel('ogurpchik:call:error');
 export const connectionOpen = diagnostics.channel('ogurpchik:connection:open');
 /** `{ peer, error }` when it closes; `error` says why. */
 export const connectionClose = diagnostics.channel('ogurpchik:connection:close');
+/** `{ address, error, attempt }` when a listener whose worker died is listening again (see SupervisedListener). */
+export const listenerRestart = diagnostics.channel('ogurpchik:listener:restart');
 
 /** Namespaces enabled by DEBUG (comma or space separated, `*` wildcards), read once per thread. */
 const kPatterns = (process.env.DEBUG ?? '')

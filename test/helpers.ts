@@ -13,6 +13,8 @@ export interface ChildServer {
   child: ChildProcess;
   /** Kills the child by pid (SIGKILL by default) and waits for it to exit. */
   kill(signal?: NodeJS.Signals): Promise<void>;
+  /** The next line the server prints after its address (parsed JSON); rejects after `timeoutMs`. */
+  nextLine(timeoutMs: number): Promise<any>;
 }
 
 const children = new Set<ChildProcess>();
@@ -29,23 +31,38 @@ export async function startServer(options: Record<string, unknown>): Promise<Chi
     process.kill(child.pid!, signal);
     await exited;
   };
-  const line = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('test server did not start within 10 s')), 10_000);
-    const rl = createInterface({ input: child.stdout! });
-    rl.once('line', (l) => {
-      clearTimeout(timer);
-      resolve(l);
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`test server exited with ${code} before listening`));
-    });
-  }).catch(async (err) => {
+  // Every stdout line in order: the first is the address, later ones whatever the server reports.
+  const lines: string[] = [];
+  const readers: Array<(line: string) => void> = [];
+  createInterface({ input: child.stdout! }).on('line', (l) => {
+    const reader = readers.shift();
+    if (reader) reader(l);
+    else lines.push(l);
+  });
+  const nextLine = (timeoutMs: number, what: string): Promise<string> =>
+    lines.length > 0
+      ? Promise.resolve(lines.shift()!)
+      : new Promise<string>((resolve, reject) => {
+          const onExit = (code: number | null) => done(new Error(`test server exited with ${code} before ${what}`));
+          const timer = setTimeout(() => done(new Error(`test server: no ${what} within ${timeoutMs} ms`)), timeoutMs);
+          const reader = (l: string) => done(undefined, l);
+          const done = (err?: Error, l?: string) => {
+            clearTimeout(timer);
+            child.off('exit', onExit);
+            const i = readers.indexOf(reader);
+            if (i >= 0) readers.splice(i, 1);
+            if (err) reject(err);
+            else resolve(l!);
+          };
+          readers.push(reader);
+          child.once('exit', onExit);
+        });
+  const line = await nextLine(10_000, 'listening').catch(async (err) => {
     await kill();
     throw err;
   });
   const { address, pid } = JSON.parse(line);
-  return { address, pid, child, kill };
+  return { address, pid, child, kill, nextLine: async (timeoutMs) => JSON.parse(await nextLine(timeoutMs, 'next line')) };
 }
 
 /** Kills every child server still running (mocha root hook). */

@@ -17,6 +17,7 @@ import type { CallOptions, Handler, PeerClient, StreamOptions } from '../types.j
 import { PoolLease, type PoolOptions } from './pool.js';
 import { IsolateRunner } from './isolate-runner.js';
 import { RemoteTask } from './remote-task.js';
+import { SupervisedListener } from './listener.js';
 import { Channel, reconnectOptions, type BalancePolicy, type ClientState, type ClientStateEvent, type EndpointInfo, type ReconnectOptions, type Resolver } from './channel.js';
 import { createProxy } from '../service/proxy.js';
 import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js';
@@ -245,19 +246,19 @@ export class RunningNode<Req = unknown, Res = unknown> {
   readonly addresses: Address[];
   readonly #client: Client<Req, Res> | undefined;
   readonly #channel: Channel | undefined;
-  readonly #tasks: RemoteTask[];
+  readonly #listeners: SupervisedListener[];
   readonly #lease: PoolLease;
   readonly #unpublish: (() => Promise<void>) | undefined;
   #closing: Promise<void> | undefined;
 
   /** @internal */
-  constructor(tasks: RemoteTask[], channel: Channel | undefined, lease: PoolLease, unpublish?: () => Promise<void>) {
-    this.#tasks = tasks;
+  constructor(listeners: SupervisedListener[], channel: Channel | undefined, lease: PoolLease, unpublish?: () => Promise<void>) {
+    this.#listeners = listeners;
     this.#channel = channel;
     this.#client = channel && new Client<Req, Res>(channel);
     this.#lease = lease;
     this.#unpublish = unpublish;
-    this.addresses = tasks.flatMap((t) => (t.address ? [t.address] : []));
+    this.addresses = listeners.flatMap((l) => (l.address ? [l.address] : []));
   }
 
   /** The client of the `connect()` transport. Throws when the node only serves. */
@@ -273,7 +274,7 @@ export class RunningNode<Req = unknown, Res = unknown> {
       await this.#unpublish?.().catch(() => {});
       // Connections first, so a node serving and calling itself closes its client before its server.
       await this.#channel?.close();
-      for (const task of [...this.#tasks].reverse()) await task.close();
+      for (const listener of [...this.#listeners].reverse()) await listener.close();
       await this.#lease.release();
     })();
     return this.#closing;
@@ -450,14 +451,14 @@ export class Node<Req = unknown, Res = unknown> {
     const discovery = this.#options.discovery ?? new FileDiscovery();
     let unpublish: (() => Promise<void>) | undefined;
     const lease = new PoolLease(this.#options.pool);
-    const tasks: RemoteTask[] = [];
+    const listeners: SupervisedListener[] = [];
     let channel: Channel | undefined;
     const { maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, handshakeTimeoutMs } = this.#options;
     const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, handshakeTimeoutMs, maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs };
     try {
       for (const { transport, handler, options } of this.#serve) {
-        tasks.push(
-          await RemoteTask.start(lease, {
+        listeners.push(
+          await SupervisedListener.start(lease, {
             ...base,
             ...pollWindows(transport.kind, this.#pollMicros, this.#peerPollMicros),
             role: 'listen',
@@ -469,7 +470,7 @@ export class Node<Req = unknown, Res = unknown> {
       }
       if (this.#publish) {
         const { name, instance } = this.#publish;
-        const topology = topologyFor(tasks.flatMap((t) => (t.address ? [t.address] : [])), this.#serve[0].options.codec ?? msgpack());
+        const topology = topologyFor(listeners.flatMap((l) => (l.address ? [l.address] : [])), this.#serve[0].options.codec ?? msgpack());
         await discovery.publish(name, topology, { instance });
         unpublish = () => discovery.unpublish(name, { instance });
       }
@@ -516,11 +517,11 @@ export class Node<Req = unknown, Res = unknown> {
         channel = new Channel(transports, { open, reconnect: reconnectOptions(options.reconnect), balance: options.balance ?? 'round-robin', resolver });
         await channel.start();
       }
-      return new RunningNode<Req, Res>(tasks, channel, lease, unpublish);
+      return new RunningNode<Req, Res>(listeners, channel, lease, unpublish);
     } catch (err) {
       await unpublish?.().catch(() => {});
       await channel?.close().catch(() => {});
-      for (const task of tasks.reverse()) await task.close().catch(() => {});
+      for (const listener of listeners.reverse()) await listener.close().catch(() => {});
       await lease.release();
       throw err;
     }

@@ -130,6 +130,11 @@ export class RemoteTask {
     return this.#ended;
   }
 
+  /** Why the task ended (once it has): CLOSED after close(), else what ended it (its worker died, say). */
+  get endReason(): RpcError | undefined {
+    return this.#endReason;
+  }
+
   async close(): Promise<void> {
     if (this.#endReason === undefined) {
       const kill = this.#runner.kill?.bind(this.#runner);

@@ -1,0 +1,116 @@
+/**
+ * A served address that stays served. A listener is a long-lived task in a pool worker, and the
+ * connections it accepts live in that worker too. If the worker dies under it (a worker-module
+ * handler's uncaught exception or process.exit, a worker out of memory), those connections close
+ * with CLOSED like any dead peer, and the listener starts again on a fresh worker at the same
+ * address: a port the kernel picked stays the port, so `addresses` and a published record stay
+ * true. A listener that keeps dying, or cannot listen again at once (the port taken meanwhile),
+ * is retried after a back-off that doubles up to kMaxBackoffMs.
+ */
+import { RpcError } from '../errors.js';
+import { listenerRestart, logger } from '../observe.js';
+import { formatAddress, type Address, type TransportDescriptor } from '../transport/descriptors.js';
+import { RemoteTask, type RemoteTaskOptions, type TaskRunner } from './remote-task.js';
+
+const log = logger('listener');
+
+/** The first retry waits this long; each failure in a row doubles it, up to kMaxBackoffMs. */
+const kFirstBackoffMs = 50;
+const kMaxBackoffMs = 5000;
+/** A listener that stayed up this long counts as healthy: the next death restarts it at once. */
+const kHealthyMs = 5000;
+
+export class SupervisedListener {
+  /** The bound address, as first bound (port 0 resolved); restarts keep it. */
+  readonly address: Address | undefined;
+  readonly #label: string;
+  readonly #runner: TaskRunner;
+  readonly #options: RemoteTaskOptions;
+  #task: RemoteTask;
+  #startedAt = performance.now();
+  /** Failures in a row (deaths soon after starting, failed restarts): the back-off's exponent. */
+  #failures = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #wakeSleeper: (() => void) | undefined;
+  #closing: Promise<void> | undefined;
+  /** The restart loop, while one runs (close() waits for it). */
+  #restarting: Promise<void> | undefined;
+
+  private constructor(runner: TaskRunner, options: RemoteTaskOptions, task: RemoteTask) {
+    this.#runner = runner;
+    this.address = task.address;
+    // Later starts bind what the first one bound, not port 0 again.
+    this.#options = { ...options, transport: pinned(options.transport, task.address) };
+    this.#label = formatAddress(task.address ?? options.transport);
+    this.#task = task;
+    this.#watch(task);
+  }
+
+  /** Starts listening; rejects (nothing left running) when the first start fails. */
+  static async start(runner: TaskRunner, options: RemoteTaskOptions): Promise<SupervisedListener> {
+    return new SupervisedListener(runner, options, await RemoteTask.start(runner, options));
+  }
+
+  /** Stops listening and closes its connections; no restart follows. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      if (this.#timer !== undefined) clearTimeout(this.#timer);
+      this.#wakeSleeper?.();
+      await this.#restarting;
+      await this.#task.close();
+    })();
+    return this.#closing;
+  }
+
+  #watch(task: RemoteTask): void {
+    void task.ended.then(() => {
+      if (this.#closing !== undefined || task !== this.#task) return;
+      const reason = task.endReason ?? new RpcError('CLOSED', 'the listener ended');
+      log('listener %s ended: %s %s; starting it again', this.#label, reason.code, reason.message);
+      if (performance.now() - this.#startedAt >= kHealthyMs) this.#failures = 0;
+      this.#restarting = this.#restart(reason).finally(() => (this.#restarting = undefined));
+    });
+  }
+
+  async #restart(reason: RpcError): Promise<void> {
+    for (let attempt = 1; this.#closing === undefined; attempt++) {
+      if (this.#failures > 0) await this.#sleep(Math.min(kMaxBackoffMs, kFirstBackoffMs * 2 ** (this.#failures - 1)));
+      if (this.#closing !== undefined) return;
+      this.#failures++;
+      let task: RemoteTask;
+      try {
+        task = await RemoteTask.start(this.#runner, this.#options);
+      } catch (err) {
+        log('listener %s: restart %d failed: %s', this.#label, attempt, (err as Error).message);
+        continue;
+      }
+      if (this.#closing !== undefined) {
+        await task.close();
+        return;
+      }
+      this.#task = task;
+      this.#startedAt = performance.now();
+      this.#watch(task);
+      log('listener %s is listening again (restart %d)', this.#label, attempt);
+      if (listenerRestart.hasSubscribers) listenerRestart.publish({ address: this.address, error: reason, attempt });
+      return;
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.#wakeSleeper = resolve;
+      this.#timer = setTimeout(resolve, ms);
+    }).finally(() => {
+      this.#timer = undefined;
+      this.#wakeSleeper = undefined;
+    });
+  }
+}
+
+/** `transport` bound to what its first start bound: the port the kernel picked for port 0. */
+function pinned(transport: TransportDescriptor, address: Address | undefined): TransportDescriptor {
+  if (transport.kind === 'tcp' && address?.kind === 'tcp') return { ...transport, port: address.port };
+  if (transport.kind === 'vsock' && address?.kind === 'vsock') return { ...transport, port: address.port };
+  return transport;
+}
