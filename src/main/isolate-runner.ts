@@ -33,7 +33,7 @@ export class IsolateRunner implements TaskRunner {
     });
   }
 
-  /** Ends the plugin's thread at once (used when it does not stop within its close timeout). */
+  /** Ends the plugin's thread at once (used when it does not stop within its close timeout); it is the only task there. */
   kill(): void {
     void this.#worker?.terminate();
   }

@@ -57,6 +57,7 @@ export class SupervisedListener {
       if (this.#timer !== undefined) clearTimeout(this.#timer);
       this.#wakeSleeper?.();
       await this.#restarting;
+      // A socket file goes with the thread if it is killed: libuv unlinks a listening socket's path when the handle closes.
       await this.#task.close();
     })();
     return this.#closing;

@@ -24,6 +24,8 @@ import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js
 
 /** How long a connection attempt may take before it fails with UNAVAILABLE, unless the node says otherwise. */
 const kDefaultConnectTimeoutMs = 10_000;
+/** How long close() waits for a stuck connection worker before terminating it. */
+const kDefaultCloseTimeoutMs = 5000;
 /** See NodeOptions.pollMicros: the default for isolates. */
 export const kDefaultPollMicros = 50;
 
@@ -78,6 +80,14 @@ export interface NodeOptions {
    * to spare. Isolates have no peer side: it does not apply to them.
    */
   peerPollMicros?: number;
+  /**
+   * How long `close()` waits for a connection worker to close its listeners and connections before
+   * it terminates that worker thread, in ms (default 5000). Only a worker whose event loop is stuck
+   * (a worker-module handler in an endless loop, say) takes that long; every other task the
+   * thread hosted ends with it (their calls reject with CLOSED, a listener among them starts
+   * again). An isolate() plugin has its own `closeTimeoutMs`.
+   */
+  closeTimeoutMs?: number;
   /**
    * Keepalive: a connection that has received nothing for this many ms is pinged (by its worker,
    * so a busy main thread does not matter); if another interval passes without a word from the
@@ -329,7 +339,11 @@ export class Node<Req = unknown, Res = unknown> {
     if (!(Number.isInteger(connectTimeoutMs) && connectTimeoutMs >= 0 && connectTimeoutMs <= 2 ** 31 - 1)) {
       throw new RpcError('INVALID_ARGUMENT', `connectTimeoutMs must be a non-negative integer, got ${connectTimeoutMs}`);
     }
-    this.#options = { maxFrameBytes, ringBytes, spinMicros, handshakeTimeoutMs, keepAliveMs, connectTimeoutMs, pool: options.pool, discovery: options.discovery };
+    const closeTimeoutMs = options.closeTimeoutMs ?? kDefaultCloseTimeoutMs;
+    if (!(Number.isInteger(closeTimeoutMs) && closeTimeoutMs >= 1 && closeTimeoutMs <= 2 ** 31 - 1)) {
+      throw new RpcError('INVALID_ARGUMENT', `closeTimeoutMs must be a positive integer, got ${closeTimeoutMs}`);
+    }
+    this.#options = { maxFrameBytes, ringBytes, spinMicros, handshakeTimeoutMs, keepAliveMs, connectTimeoutMs, closeTimeoutMs, pool: options.pool, discovery: options.discovery };
   }
 
   /** Listens on `transport`, or on each of several (`serve([tcp(a), unix(b)], handler)`), and answers with `handler`. */
@@ -453,8 +467,8 @@ export class Node<Req = unknown, Res = unknown> {
     const lease = new PoolLease(this.#options.pool);
     const listeners: SupervisedListener[] = [];
     let channel: Channel | undefined;
-    const { maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, handshakeTimeoutMs } = this.#options;
-    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, handshakeTimeoutMs, maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs };
+    const { maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, handshakeTimeoutMs, closeTimeoutMs } = this.#options;
+    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, handshakeTimeoutMs, maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, closeTimeoutMs };
     try {
       for (const { transport, handler, options } of this.#serve) {
         listeners.push(
@@ -509,7 +523,7 @@ export class Node<Req = unknown, Res = unknown> {
           // A self-managed vsock client takes its VM's CID from the backend's host entry, at each attempt.
           const transport = await resolveVsockVm(wanted, discovery);
           const runner = transport.kind === 'isolate' ? new IsolateRunner() : lease;
-          const closeTimeoutMs = transport.kind === 'isolate' ? transport.closeTimeoutMs : undefined;
+          const closeTimeoutMs = transport.kind === 'isolate' ? transport.closeTimeoutMs : base.closeTimeoutMs;
           // An in-process isolate plugin is code this process loaded itself: there is nothing to authenticate.
           const handshake: HandshakeSpec = transport.kind === 'isolate' ? { scheme: 'none' } : base.handshake;
           return RemoteTask.start(runner, { ...base, ...pollWindows(transport.kind, this.#pollMicros, this.#peerPollMicros), handshake, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs });

@@ -53,6 +53,15 @@ export class PoolLease implements TaskRunner {
     return done.finally(() => s.active--);
   }
 
+  /**
+   * Terminates pool thread `threadId`: a task on it did not close in time (its event loop is
+   * stuck). Every task of that thread ends with it; piscina starts a fresh thread in its place.
+   */
+  kill(threadId: number | undefined): void {
+    const worker = threadId === undefined ? undefined : shared?.pool.threads.find((w) => w.threadId === threadId);
+    if (worker !== undefined) void worker.terminate();
+  }
+
   async release(): Promise<void> {
     if (this.#released) return;
     this.#released = true;

@@ -21,8 +21,11 @@ const log = logger('connection');
 /** Runs a task spec somewhere (the shared pool, or a plugin's own thread) until it ends. */
 export interface TaskRunner {
   run(spec: TaskSpec): Promise<void>;
-  /** Ends the task by force, when it does not close within its timeout. */
-  kill?(): void;
+  /**
+   * Ends the task by force, when it does not close within its timeout: terminates the thread it
+   * runs in (`threadId`, as its ready() reported), and with it every other task of that thread.
+   */
+  kill?(threadId: number | undefined): void;
 }
 
 export interface RemoteTaskOptions {
@@ -43,8 +46,8 @@ export interface RemoteTaskOptions {
   peerPollMicros: number;
   keepAliveMs: number;
   connectTimeoutMs: number;
-  /** With a runner that can kill: how long close() waits before it does. */
-  closeTimeoutMs?: number;
+  /** How long close() waits for the task to stop before the runner kills its thread. */
+  closeTimeoutMs: number;
 }
 
 const kDecoder = new TextDecoder();
@@ -63,10 +66,12 @@ export class RemoteTask {
   #endReason: RpcError | undefined;
   readonly #runner: TaskRunner;
   readonly #closeTimeoutMs: number;
+  /** The thread the task runs in, once it is ready. */
+  #threadId: number | undefined;
 
   private constructor(runner: TaskRunner, options: RemoteTaskOptions) {
     this.#runner = runner;
-    this.#closeTimeoutMs = options.closeTimeoutMs ?? 2000;
+    this.#closeTimeoutMs = options.closeTimeoutMs;
     this.#codec = createCodec(options.codec);
     this.#handler = typeof options.handler === 'object' ? options.handler : undefined;
     const handlerSpec: HandlerSpec =
@@ -117,6 +122,7 @@ export class RemoteTask {
       throw fromWireError(ready.error);
     }
     task.address = ready.address;
+    task.#threadId = ready.threadId;
     return task;
   }
 
@@ -137,9 +143,10 @@ export class RemoteTask {
 
   async close(): Promise<void> {
     if (this.#endReason === undefined) {
-      const kill = this.#runner.kill?.bind(this.#runner);
-      // A task stuck in a loop never answers close(): a runner that can kill it does, after the timeout.
-      const timer = kill ? setTimeout(kill, this.#closeTimeoutMs) : undefined;
+      // A task whose thread is stuck (a handler in an endless loop) never answers close(): the
+      // runner kills that thread after the timeout, so close() always ends.
+      const runner = this.#runner;
+      const timer = runner.kill ? setTimeout(() => runner.kill!(this.#threadId), this.#closeTimeoutMs) : undefined;
       await Promise.race([this.#control.close().catch(() => {}), this.#ended]);
       await this.#ended;
       if (timer !== undefined) clearTimeout(timer);

@@ -44,7 +44,8 @@ export interface TaskSpec {
   port: MessagePort;
 }
 
-export type ReadyResult = { ok: true; address?: Address; connectionId?: number } | { ok: false; error: WireError };
+/** `threadId`: the worker thread the task runs in (the main thread terminates it if close() hangs). */
+export type ReadyResult = { ok: true; address?: Address; connectionId?: number; threadId: number } | { ok: false; error: WireError };
 
 export interface TaskStats {
   connections: number;

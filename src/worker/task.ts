@@ -3,6 +3,7 @@
  * connection. It exposes `TaskControl` to the main thread over comlink and moves envelope bodies
  * to and from the main thread through its two rings.
  */
+import { threadId } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import { RpcError, toWireError } from '../errors.js';
 import { createCodec, type Codec } from '../codec/index.js';
@@ -161,7 +162,7 @@ export class ConnectionTask implements ConnectionHost {
           if (RpcError.is(cause)) throw cause;
           throw new RpcError('UNAVAILABLE', `cannot listen on ${formatAddress(spec.transport)}: ${(cause as Error).message}`, { cause });
         }
-        return { ok: true, address: this.#listener.address as Address };
+        return { ok: true, address: this.#listener.address as Address, threadId };
       }
       let stream: ByteStream;
       try {
@@ -184,7 +185,7 @@ export class ConnectionTask implements ConnectionHost {
         this.#register(conn);
         conn.start();
       }
-      return { ok: true, connectionId: conn.id };
+      return { ok: true, connectionId: conn.id, threadId };
     } catch (err) {
       // The main thread answers a failed start with close(); closing here would race the reply.
       return { ok: false, error: toWireError(err) };

@@ -1,12 +1,15 @@
 /**
- * A listener whose worker dies under it (a worker-module handler's uncaught exception or
- * process.exit) is listening again at the same address: its connections close with CLOSED, new
- * clients are served, a reconnecting client carries on, and close() leaves nothing behind.
+ * A connection worker that dies or hangs under a worker-module handler. A listener whose worker
+ * dies (the handler's uncaught exception or process.exit) is listening again at the same address:
+ * its connections close with CLOSED, new clients are served, a reconnecting client carries on,
+ * and close() leaves nothing behind. A worker stuck in an endless loop does not make close() hang:
+ * it is terminated after closeTimeoutMs.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Node, shm, tcp, unix, type Address, type RunningNode, type TransportDescriptor } from '../src/index.js';
+import { Node, shm, tcp, unix, type Address, type RpcError, type RunningNode, type TransportDescriptor } from '../src/index.js';
+import { shmControlPath } from '../src/transport/shm.js';
 import { killAllChildren, rejectionOf, startServer, tempDir, type ChildServer } from './helpers.js';
 
 /** The transport that reaches `address` (as a server's `addresses` lists it). */
@@ -131,3 +134,40 @@ async function closeServer(server: ChildServer): Promise<void> {
   server.child.stdin!.end();
   assert.equal(await within(5000, 'the server to close and exit', exited), 0);
 }
+
+describe('close() of a stuck worker', function () {
+  this.timeout(30_000);
+  let tmp: ReturnType<typeof tempDir>;
+  beforeEach(() => {
+    tmp = tempDir();
+  });
+  afterEach(async () => {
+    await killAllChildren();
+    tmp.remove();
+  });
+
+  for (const kind of ['unix', 'shm'] as const) {
+    it(`${kind}: terminates a worker whose handler never returns, after closeTimeoutMs, and removes its socket`, async () => {
+      const socket = path.join(tmp.dir, 's.sock');
+      const name = `stuck-${process.pid}`;
+      const server = await startServer({ transport: kind, handler: 'crash', path: socket, name, capacity: 1 << 16, closeTimeoutMs: 500 });
+      const node = await new Node().connect<any, any>(reach(server.address)).start();
+      try {
+        const err = await rejectionOf(node.client.call({ type: 'Spin' }, { timeoutMs: 300 }));
+        assert.equal(err.code, 'TIMEOUT');
+        await closeServer(server);
+        const file = kind === 'unix' ? socket : shmControlPath(name);
+        assert.equal(fs.existsSync(file), false, `${file} is removed`);
+        for (const entry of fs.readdirSync('/dev/shm')) assert.ok(!entry.includes(name), `${entry} is left in /dev/shm`);
+      } finally {
+        await node.close();
+      }
+    });
+  }
+
+  it('closeTimeoutMs must be a positive integer', () => {
+    for (const closeTimeoutMs of [0, -1, 1.5, Number.NaN]) {
+      assert.throws(() => new Node({ closeTimeoutMs }), (e: RpcError) => e.code === 'INVALID_ARGUMENT' && /closeTimeoutMs/.test(e.message));
+    }
+  });
+});
