@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Node, shm, tcp, unix, type Address, type RpcError, type RunningNode, type TransportDescriptor } from '../src/index.js';
+import { Node, isolate, shm, tcp, unix, type Address, type RpcError, type RunningNode, type TransportDescriptor } from '../src/index.js';
 import { shmControlPath } from '../src/transport/shm.js';
 import { killAllChildren, rejectionOf, startServer, tempDir, type ChildServer } from './helpers.js';
 
@@ -171,3 +171,47 @@ describe('close() of a stuck worker', function () {
     }
   });
 });
+
+describe('start() of a module that never finishes loading', function () {
+  this.timeout(30_000);
+
+  for (const how of ['awaits forever', 'loops forever'] as const) {
+    const url = new URL(`./fixtures/never-loads.js${how === 'loops forever' ? '?spin' : ''}`, import.meta.url);
+    it(`a handler module that ${how}: start() rejects with UNAVAILABLE after connectTimeoutMs`, async () => {
+      const tmp = tempDir();
+      try {
+        const t0 = Date.now();
+        const err = await rejectionOf(new Node({ connectTimeoutMs: 500, closeTimeoutMs: 500 }).serve(unix(path.join(tmp.dir, 'n.sock')), url).start());
+        assert.equal(err.code, 'UNAVAILABLE');
+        assert.match(err.message, /not ready within 500 ms/);
+        assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
+        assert.equal(fs.existsSync(path.join(tmp.dir, 'n.sock')), false, 'nothing listens');
+        if (how === 'loops forever') assert.ok((await cpuMsOver(400)) < 200, 'the looping thread was terminated');
+        // The pool serves the next node as usual (a stuck thread was terminated and replaced).
+        const server = await new Node().serve(unix(path.join(tmp.dir, 'ok.sock')), { onRequest: (r: unknown) => r }).start();
+        const node = await new Node().connect(unix(path.join(tmp.dir, 'ok.sock'))).start();
+        assert.equal(await node.client.call('fine'), 'fine');
+        await node.close();
+        await server.close();
+      } finally {
+        tmp.remove();
+      }
+    });
+
+    it(`an isolate plugin that ${how}: start() rejects with UNAVAILABLE${how === 'loops forever' ? ', and its thread is terminated' : ''}`, async () => {
+      const t0 = Date.now();
+      const err = await rejectionOf(new Node({ connectTimeoutMs: 300, handshakeTimeoutMs: 200 }).connect(isolate(url, { closeTimeoutMs: 300 })).start());
+      assert.equal(err.code, 'UNAVAILABLE');
+      assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
+      if (how === 'loops forever') assert.ok((await cpuMsOver(400)) < 200, 'the looping thread was terminated');
+    });
+  }
+});
+
+/** CPU time this process used over the next `ms` of wall time: a thread still looping would add about `ms`. */
+async function cpuMsOver(ms: number): Promise<number> {
+  const before = process.cpuUsage();
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  const used = process.cpuUsage(before);
+  return (used.user + used.system) / 1000;
+}

@@ -37,6 +37,20 @@ export function pollWindows(kind: TransportDescriptor['kind'], pollMicros: numbe
   return { pollMicros: pollMicros ?? (kind === 'isolate' ? kDefaultPollMicros : 0), peerPollMicros: kind === 'isolate' ? 0 : (peerPollMicros ?? 0) };
 }
 
+/**
+ * How long start() waits for a listener or connection to be ready (0: no limit, when
+ * connectTimeoutMs is 0). A listener: connectTimeoutMs, for its handler module to load and its
+ * address to be bound. A connection: the limits its worker enforces itself (connecting, then a
+ * handshake) and a second more, so that their more precise errors come first; what this catches
+ * is a plugin module that never finishes loading, or a worker thread stuck in another's loop.
+ */
+function readyTimeout(role: 'listen' | 'connect', transport: TransportDescriptor, connectTimeoutMs: number, handshakeTimeoutMs: number): number {
+  if (connectTimeoutMs === 0) return 0;
+  if (role === 'listen') return connectTimeoutMs;
+  const connect = transport.kind === 'vsock' ? Math.max(transport.connectTimeoutMs, connectTimeoutMs) : connectTimeoutMs;
+  return connect + handshakeTimeoutMs + 1000;
+}
+
 /** An idle-strategy option in µs: undefined, or from 0 to 1e6. */
 function checkMicros(name: string, value: number | undefined): number | undefined {
   if (value !== undefined && !(value >= 0 && value <= 1_000_000)) throw new RpcError('INVALID_ARGUMENT', `${name} must be from 0 to 1e6, got ${value}`);
@@ -477,6 +491,7 @@ export class Node<Req = unknown, Res = unknown> {
             ...pollWindows(transport.kind, this.#pollMicros, this.#peerPollMicros),
             role: 'listen',
             transport,
+            readyTimeoutMs: readyTimeout('listen', transport, connectTimeoutMs, handshakeTimeoutMs),
             codec: options.codec ?? msgpack(),
             handler: typeof handler === 'object' && !(handler instanceof URL) ? handler : moduleHref(handler),
           }),
@@ -526,7 +541,8 @@ export class Node<Req = unknown, Res = unknown> {
           const closeTimeoutMs = transport.kind === 'isolate' ? transport.closeTimeoutMs : base.closeTimeoutMs;
           // An in-process isolate plugin is code this process loaded itself: there is nothing to authenticate.
           const handshake: HandshakeSpec = transport.kind === 'isolate' ? { scheme: 'none' } : base.handshake;
-          return RemoteTask.start(runner, { ...base, ...pollWindows(transport.kind, this.#pollMicros, this.#peerPollMicros), handshake, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs });
+          const readyTimeoutMs = readyTimeout('connect', transport, connectTimeoutMs, handshakeTimeoutMs);
+          return RemoteTask.start(runner, { ...base, ...pollWindows(transport.kind, this.#pollMicros, this.#peerPollMicros), handshake, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs, readyTimeoutMs });
         };
         channel = new Channel(transports, { open, reconnect: reconnectOptions(options.reconnect), balance: options.balance ?? 'round-robin', resolver });
         await channel.start();

@@ -12,7 +12,7 @@ import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
 import { RingReader, RingWriter, createRing } from '../shm/ring.js';
 import type { HandshakeSpec } from '../handshake/spec.js';
-import type { Address, TransportDescriptor } from '../transport/descriptors.js';
+import { formatAddress, type Address, type TransportDescriptor } from '../transport/descriptors.js';
 import type { Handler, PeerInfo } from '../types.js';
 import { connectionClose, connectionOpen, logger } from '../observe.js';
 
@@ -23,7 +23,8 @@ export interface TaskRunner {
   run(spec: TaskSpec): Promise<void>;
   /**
    * Ends the task by force, when it does not close within its timeout: terminates the thread it
-   * runs in (`threadId`, as its ready() reported), and with it every other task of that thread.
+   * runs in (`threadId`, as the task stored it; undefined if it never started), and with it every
+   * other task of that thread.
    */
   kill?(threadId: number | undefined): void;
 }
@@ -48,6 +49,12 @@ export interface RemoteTaskOptions {
   connectTimeoutMs: number;
   /** How long close() waits for the task to stop before the runner kills its thread. */
   closeTimeoutMs: number;
+  /**
+   * How long start() waits for the task to be ready (0: no limit). Its worker enforces the
+   * connect and handshake timeouts itself; this bounds what it cannot: a handler or plugin module
+   * that never finishes loading, or a worker thread stuck in someone's endless loop.
+   */
+  readyTimeoutMs: number;
 }
 
 const kDecoder = new TextDecoder();
@@ -66,8 +73,8 @@ export class RemoteTask {
   #endReason: RpcError | undefined;
   readonly #runner: TaskRunner;
   readonly #closeTimeoutMs: number;
-  /** The thread the task runs in, once it is ready. */
-  #threadId: number | undefined;
+  /** Where the task stores the threadId of its worker as it starts (0 until then). */
+  readonly #thread = new Int32Array(new SharedArrayBuffer(4));
 
   private constructor(runner: TaskRunner, options: RemoteTaskOptions) {
     this.#runner = runner;
@@ -95,6 +102,7 @@ export class RemoteTask {
       connectTimeoutMs: options.connectTimeoutMs,
       toWorker,
       toMain,
+      thread: this.#thread,
       port: port2,
     };
     this.#toWorker = new RingWriter(toWorker);
@@ -116,13 +124,22 @@ export class RemoteTask {
     const ended = task.#ended.then(() => {
       throw task.#endReason ?? new RpcError('CLOSED', 'the connection task ended before it was ready');
     });
-    const ready = await Promise.race([task.#control.ready(), ended]);
+    const ms = options.readyTimeoutMs;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      if (ms > 0) timer = setTimeout(() => resolve('late'), ms);
+    });
+    const ready = await Promise.race([task.#control.ready(), ended, late]).finally(() => clearTimeout(timer));
+    if (ready === 'late') {
+      await task.close();
+      const what = options.role === 'listen' ? `listening on ${formatAddress(options.transport)}` : `connecting to ${formatAddress(options.transport)}`;
+      throw new RpcError('UNAVAILABLE', `${what}: not ready within ${ms} ms (connectTimeoutMs); its handler or plugin module is still loading, or its worker thread is busy or stuck`);
+    }
     if (!ready.ok) {
       await task.close();
       throw fromWireError(ready.error);
     }
     task.address = ready.address;
-    task.#threadId = ready.threadId;
     return task;
   }
 
@@ -146,7 +163,7 @@ export class RemoteTask {
       // A task whose thread is stuck (a handler in an endless loop) never answers close(): the
       // runner kills that thread after the timeout, so close() always ends.
       const runner = this.#runner;
-      const timer = runner.kill ? setTimeout(() => runner.kill!(this.#threadId), this.#closeTimeoutMs) : undefined;
+      const timer = runner.kill ? setTimeout(() => runner.kill!(Atomics.load(this.#thread, 0) || undefined), this.#closeTimeoutMs) : undefined;
       await Promise.race([this.#control.close().catch(() => {}), this.#ended]);
       await this.#ended;
       if (timer !== undefined) clearTimeout(timer);

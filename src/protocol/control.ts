@@ -40,12 +40,16 @@ export interface TaskSpec {
   /** Main → worker ring and worker → main ring. */
   toWorker: SharedArrayBuffer;
   toMain: SharedArrayBuffer;
+  /**
+   * One shared word: the task's first act is to store its worker's threadId there, before it
+   * loads anything, so the main thread can terminate that thread if the task never answers.
+   */
+  thread: Int32Array;
   /** The comlink endpoint for `TaskControl`; moved into the task. */
   port: MessagePort;
 }
 
-/** `threadId`: the worker thread the task runs in (the main thread terminates it if close() hangs). */
-export type ReadyResult = { ok: true; address?: Address; connectionId?: number; threadId: number } | { ok: false; error: WireError };
+export type ReadyResult = { ok: true; address?: Address; connectionId?: number } | { ok: false; error: WireError };
 
 export interface TaskStats {
   connections: number;

@@ -3,7 +3,7 @@
  * handler is served by a call session bound directly to the rings shared with the host's main
  * thread, so a call costs one thread hop each way.
  */
-import { threadId, workerData } from 'node:worker_threads';
+import { workerData } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import { RpcError, toWireError } from '../errors.js';
 import { createCodec } from '../codec/index.js';
@@ -68,7 +68,7 @@ async function open(): Promise<ReadyResult> {
         .catch((err) => process.emitWarning(`ogurpchik plugin onConnect failed: ${(err as Error)?.stack ?? err}`));
     });
   }
-  return { ok: true, connectionId: kClientConnectionId, threadId };
+  return { ok: true, connectionId: kClientConnectionId };
 }
 
 async function close(reason = new RpcError('CLOSED', 'the host closed the plugin')): Promise<void> {

@@ -51,6 +51,7 @@ export class ConnectionTask implements ConnectionHost {
 
   constructor(spec: TaskSpec) {
     this.#spec = spec;
+    Atomics.store(spec.thread, 0, threadId);
     this.codec = createCodec(spec.codec);
     this.maxFrameBytes = spec.maxFrameBytes;
     this.readsWaitForWrites = spec.role === 'listen';
@@ -154,15 +155,21 @@ export class ConnectionTask implements ConnectionHost {
     try {
       const spec = this.#spec;
       if (spec.handler.kind === 'module') this.#handler = await loadHandler(spec.handler.url);
+      // The main thread gave up waiting (start timed out) while a module loaded: go no further.
+      this.#throwIfClosing();
       const adapter = await adapterFor(spec.transport);
       if (spec.role === 'listen') {
+        let listener: StreamListener;
         try {
-          this.#listener = await adapter.listen(adapterOptions(spec.transport, this.#adapterContext()), (stream) => this.#accept(stream));
+          listener = await adapter.listen(adapterOptions(spec.transport, this.#adapterContext()), (stream) => this.#accept(stream));
         } catch (cause) {
           if (RpcError.is(cause)) throw cause;
           throw new RpcError('UNAVAILABLE', `cannot listen on ${formatAddress(spec.transport)}: ${(cause as Error).message}`, { cause });
         }
-        return { ok: true, address: this.#listener.address as Address, threadId };
+        if (this.#closing) await listener.close().catch(() => {});
+        this.#throwIfClosing();
+        this.#listener = listener;
+        return { ok: true, address: listener.address as Address };
       }
       let stream: ByteStream;
       try {
@@ -172,6 +179,8 @@ export class ConnectionTask implements ConnectionHost {
         if (RpcError.is(cause)) throw cause;
         throw new RpcError('UNAVAILABLE', `cannot connect to ${formatAddress(spec.transport)}: ${(cause as Error).message}`, { cause });
       }
+      if (this.#closing) stream.destroy();
+      this.#throwIfClosing();
       const conn = this.#newConnection(stream);
       const handshake = spec.handshake;
       if (handshake.scheme !== 'none') {
@@ -185,11 +194,15 @@ export class ConnectionTask implements ConnectionHost {
         this.#register(conn);
         conn.start();
       }
-      return { ok: true, connectionId: conn.id, threadId };
+      return { ok: true, connectionId: conn.id };
     } catch (err) {
       // The main thread answers a failed start with close(); closing here would race the reply.
       return { ok: false, error: toWireError(err) };
     }
+  }
+
+  #throwIfClosing(): void {
+    if (this.#closing) throw new RpcError('CLOSED', 'the task was closed before it was ready');
   }
 
   #accept(stream: ByteStream): void {
