@@ -3,9 +3,10 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { Node, tcp } from '../src/index.js';
-import { EtcdDiscovery } from '../src/discovery/etcd.js';
+import { EtcdDiscovery, type EtcdDiscoveryOptions } from '../src/discovery/etcd.js';
 import { etcdInstalled, startEtcd, type EtcdServer } from './etcd-server.js';
-import { rejectionOf, sleep } from './helpers.js';
+import { rejectionOf, sleep, tempDir } from './helpers.js';
+import { makeCa, makeLeaf, opensslInstalled, type Pem } from './tls-certs.js';
 
 describe('etcd discovery backend', function () {
   this.timeout(30_000);
@@ -51,6 +52,16 @@ describe('etcd discovery backend', function () {
     assert.equal((await rejectionOf(backend().waitFor('never', { timeoutMs: 200 }))).code, 'UNAVAILABLE');
   });
 
+  it('waitFor against an etcd that is not there rejects with UNAVAILABLE at once (before: hung past its timeout)', async () => {
+    const gone = new EtcdDiscovery({ hosts: 'http://127.0.0.1:1', prefix: `gone-${process.pid}/` });
+    backends.push(gone);
+    const t0 = Date.now();
+    const err = await rejectionOf(gone.waitFor('svc', { timeoutMs: 20_000 }));
+    assert.equal(err.code, 'UNAVAILABLE');
+    assert.match(err.message, /ECONNREFUSED/);
+    assert.ok(Date.now() - t0 < 10_000, `took ${Date.now() - t0} ms`);
+  });
+
   it('host entries: registerHost -> lookupHost (what a self-managed vsock({ vm }) client reads) -> unregisterHost', async () => {
     const writer = backend();
     const reader = backend();
@@ -85,5 +96,61 @@ describe('etcd discovery backend', function () {
     } finally {
       if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGKILL');
     }
+  });
+});
+
+describe('etcd discovery backend over TLS', function () {
+  this.timeout(30_000);
+  let etcd: EtcdServer;
+  let tmp: ReturnType<typeof tempDir>;
+  let ca: Pem;
+  let client: Pem;
+  let stranger: Pem;
+  const backends: EtcdDiscovery[] = [];
+  const backend = (credentials: NonNullable<EtcdDiscoveryOptions['client']>['credentials']) => {
+    const b = new EtcdDiscovery({ hosts: etcd.url, prefix: `tls-${process.pid}/`, client: { credentials, dialTimeout: 2000 } });
+    backends.push(b);
+    return b;
+  };
+
+  before(async function () {
+    if (!etcdInstalled() || !opensslInstalled()) {
+      if (process.env.CI) throw new Error('etcd and openssl are needed (.ci/run installs etcd-server; openssl is in the image)');
+      this.skip();
+    }
+    tmp = tempDir();
+    ca = makeCa(tmp.dir, 'ca');
+    const server = makeLeaf(tmp.dir, ca, 'etcd', { ips: ['127.0.0.1'] });
+    client = makeLeaf(tmp.dir, ca, 'client');
+    stranger = makeLeaf(tmp.dir, makeCa(tmp.dir, 'other-ca'), 'stranger');
+    etcd = await startEtcd({ tls: { certFile: server.certFile, keyFile: server.keyFile, clientCaFile: ca.certFile } });
+  });
+  after(async () => {
+    for (const b of backends) await b.close().catch(() => {});
+    await etcd?.stop();
+    tmp?.remove();
+  });
+
+  it('with the CA and a client certificate (mutual TLS): publish -> waitFor -> call', async () => {
+    const credentials = { rootCertificate: Buffer.from(ca.cert), certChain: Buffer.from(client.cert), privateKey: Buffer.from(client.key) };
+    assert.match(etcd.url, /^https:/);
+    const server = await new Node({ discovery: backend(credentials) }).serve(tcp('127.0.0.1:0'), { onRequest: () => 'via etcd over TLS' }).publish('secure').start();
+    try {
+      await using caller = await new Node({ discovery: backend(credentials) }).waitFor('secure', { timeoutMs: 5000 }).start();
+      assert.equal(await caller.client.call(null), 'via etcd over TLS');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('without a client certificate, or with one etcd does not trust: UNAVAILABLE, nothing published', async () => {
+    const noCert = await rejectionOf(backend({ rootCertificate: Buffer.from(ca.cert) }).publish('refused', { transport_kind: 'tcp', codec_kind: 'msgpack', map: { '0': '127.0.0.1:9' } }));
+    assert.equal(noCert.code, 'UNAVAILABLE');
+    const untrusted = await rejectionOf(
+      backend({ rootCertificate: Buffer.from(ca.cert), certChain: Buffer.from(stranger.cert), privateKey: Buffer.from(stranger.key) }).waitFor('refused', { timeoutMs: 3000 }),
+    );
+    assert.equal(untrusted.code, 'UNAVAILABLE');
+    const good = backend({ rootCertificate: Buffer.from(ca.cert), certChain: Buffer.from(client.cert), privateKey: Buffer.from(client.key) });
+    assert.equal(await good.lookup('refused'), undefined);
   });
 });

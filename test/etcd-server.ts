@@ -36,10 +36,22 @@ function canConnect(port: number): Promise<boolean> {
   });
 }
 
-export async function startEtcd(): Promise<EtcdServer> {
+/** Client TLS for the etcd server: its certificate and key files, and the CA its clients' certificates must chain to. */
+export interface EtcdTls {
+  certFile: string;
+  keyFile: string;
+  /** With it, etcd requires a client certificate signed by this CA (--client-cert-auth). */
+  clientCaFile?: string;
+}
+
+export async function startEtcd(options: { tls?: EtcdTls } = {}): Promise<EtcdServer> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ogurpchik-etcd-'));
   const [client, peer] = [await freePort(), await freePort()];
-  const url = `http://127.0.0.1:${client}`;
+  const { tls } = options;
+  const url = `${tls ? 'https' : 'http'}://127.0.0.1:${client}`;
+  const tlsArgs = tls
+    ? ['--cert-file', tls.certFile, '--key-file', tls.keyFile, ...(tls.clientCaFile ? ['--client-cert-auth', '--trusted-ca-file', tls.clientCaFile] : [])]
+    : [];
   const child: ChildProcess = spawn(
     'etcd',
     [
@@ -51,6 +63,7 @@ export async function startEtcd(): Promise<EtcdServer> {
       '--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`,
       '--initial-cluster', `test=http://127.0.0.1:${peer}`,
       '--log-level', 'error',
+      ...tlsArgs,
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );

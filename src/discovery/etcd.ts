@@ -117,16 +117,32 @@ export class EtcdDiscovery implements DiscoveryBackend {
   async waitFor(name: string, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<StoredRecord> {
     const base = this.#key(name);
     if (options.signal?.aborted) throw new RpcError('CANCELLED', `waiting for ${name} was cancelled`);
-    // Watch first, then read: a record written in between is seen by one or the other.
-    const watcher = await this.#watcher(base);
     return waitForRecord(name, options, (found, fail) => {
-      watcher.on('put', (kv) => {
-        const record = ownKey(kv, base) ? parse(kv.value.toString()) : undefined;
-        if (record) found(record);
-      });
-      watcher.on('error', (cause) => fail(unavailable(`watching ${name} in etcd failed`, cause)));
-      this.lookup(name).then((record) => record && found(record), fail);
-      return () => void watcher.cancel().catch(() => {});
+      let stopped = false;
+      let watcher: Watcher | undefined;
+      const read = () => this.lookup(name).then((record) => record && found(record), fail);
+      // A read at once: finds a record already there, and fails fast when etcd cannot be reached
+      // (refused, or TLS credentials it does not accept), while a watch would keep retrying.
+      read();
+      this.#watcher(base).then(
+        (w) => {
+          if (stopped) return void w.cancel().catch(() => {});
+          watcher = w;
+          w.on('put', (kv) => {
+            const record = ownKey(kv, base) ? parse(kv.value.toString()) : undefined;
+            if (record) found(record);
+          });
+          w.on('error', (cause) => fail(unavailable(`watching ${name} in etcd failed`, cause)));
+          // And once the watch is up: a record written between the first read and the watch.
+          read();
+        },
+        fail,
+      );
+      // The timeout and the signal end the wait even while the watch is still being set up.
+      return () => {
+        stopped = true;
+        void watcher?.cancel().catch(() => {});
+      };
     });
   }
 
