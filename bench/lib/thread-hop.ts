@@ -31,10 +31,12 @@ export interface ThreadHopOptions {
   spinMicros?: number;
   /** Each ring's data area (default 64 KiB). */
   capacity?: number;
+  /** Bytes of each message (default the 16-byte payload of the round-trip scenarios). */
+  payloadBytes?: number;
 }
 
 export async function startThreadHop(transport: string, options: ThreadHopOptions): Promise<ThreadHopSubject> {
-  const { pollMicros, spinMicros = 0, capacity = 1 << 16 } = options;
+  const { pollMicros, spinMicros = 0, capacity = 1 << 16, payloadBytes = kPayloadBytes } = options;
   const input = createRing(capacity);
   const output = createRing(capacity);
   const worker = new Worker(new URL('../ring-echo-worker.js', import.meta.url), { workerData: { input, output, pollMicros, spinMicros } });
@@ -49,7 +51,7 @@ export async function startThreadHop(transport: string, options: ThreadHopOption
     },
   }, { pollMicros, spinMicros });
   reader.start();
-  const payload = new Uint8Array(kPayloadBytes);
+  const payload = new Uint8Array(payloadBytes);
   let nextTag = 0;
   const call = (): Promise<void> =>
     new Promise<void>((resolve) => {

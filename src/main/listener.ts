@@ -69,7 +69,10 @@ export class SupervisedListener {
       const reason = task.endReason ?? new RpcError('CLOSED', 'the listener ended');
       log('listener %s ended: %s %s; starting it again', this.#label, reason.code, reason.message);
       if (performance.now() - this.#startedAt >= kHealthyMs) this.#failures = 0;
-      this.#restarting = this.#restart(reason).finally(() => (this.#restarting = undefined));
+      // #restart logs its failures and retries; nothing of it may become an unhandled rejection.
+      this.#restarting = this.#restart(reason)
+        .catch((err: unknown) => log('listener %s: restarting failed: %s', this.#label, (err as Error)?.message ?? err))
+        .finally(() => (this.#restarting = undefined));
     });
   }
 

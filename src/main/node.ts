@@ -24,6 +24,8 @@ import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js
 
 /** How long a connection attempt may take before it fails with UNAVAILABLE, unless the node says otherwise. */
 const kDefaultConnectTimeoutMs = 10_000;
+/** NodeOptions.ringBytes unless given: each main <-> worker ring's data area. */
+export const kDefaultRingBytes = 1024 * 1024;
 /** How long close() waits for a stuck connection worker before terminating it. */
 const kDefaultCloseTimeoutMs = 5000;
 /** See NodeOptions.pollMicros: the default for isolates. */
@@ -334,7 +336,7 @@ export class Node<Req = unknown, Res = unknown> {
 
   constructor(options: NodeOptions = {}) {
     const maxFrameBytes = options.maxFrameBytes ?? kDefaultMaxFrameBytes;
-    const ringBytes = options.ringBytes ?? 1024 * 1024;
+    const ringBytes = options.ringBytes ?? kDefaultRingBytes;
     if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < 16 || maxFrameBytes > 0xffffffff) {
       throw new RpcError('INVALID_ARGUMENT', `maxFrameBytes must be an integer from 16 to 2^32-1, got ${maxFrameBytes}`);
     }
