@@ -188,6 +188,17 @@ describe('unix socket files', function () {
     }
   });
 
+  it('a path in a directory that does not exist: UNAVAILABLE naming the directory (libuv says EACCES)', async () => {
+    const tmp = tempDir();
+    try {
+      const err = await rejectionOf(new Node().serve(unix(path.join(tmp.dir, 'missing', 'd.sock')), echoModule).start());
+      assert.equal(err.code, 'UNAVAILABLE');
+      assert.match(err.message, /the directory .*missing does not exist/);
+    } finally {
+      tmp.remove();
+    }
+  });
+
   it('a live server on the path is not taken over', async () => {
     const tmp = tempDir();
     const file = path.join(tmp.dir, 'c.sock');

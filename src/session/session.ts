@@ -647,7 +647,9 @@ export class Session implements PeerClient {
     try {
       payload = this.#codec.encode(value);
     } catch (encodeErr) {
-      this.#sendError(id, encodeErr, 'runtime');
+      // Said as the answer's fault: the caller would otherwise take it for its own request's.
+      const reason = RpcError.is(encodeErr) ? encodeErr.message : String((encodeErr as Error)?.message ?? encodeErr);
+      this.#sendError(id, new RpcError('INVALID_ARGUMENT', `the handler's answer cannot be sent: ${reason}`), 'runtime');
       return;
     }
     this.#sendSafely(idHeader(this.#scratch, Kind.Response, id), payload);

@@ -4,6 +4,8 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import nodePath from 'node:path';
+import { RpcError } from '../errors.js';
 import type { UnixDescriptor } from './descriptors.js';
 import { socketPeerPid } from '../shm/native.js';
 import { connectNet, listenNet } from './net-stream.js';
@@ -19,6 +21,10 @@ export const unixTransport: TransportAdapter = {
   },
   async listen(d: UnixDescriptor, onStream) {
     const pipe = isNamedPipe(d.path);
+    // libuv reports a missing directory as EACCES ("permission denied"): say what is wrong.
+    if (!pipe && !fs.existsSync(nodePath.dirname(d.path))) {
+      throw new RpcError('UNAVAILABLE', `cannot listen on ${d.path}: the directory ${nodePath.dirname(d.path)} does not exist`);
+    }
     if (!pipe) await removeStaleSocket(d.path);
     const { listener } = await listenNet({ path: d.path }, onStream, (socket) => ({ remoteAddress: d.path, ...(pipe ? {} : { remotePid: socketPeerPid(socket) }) }));
     // Only the owner may connect (DESIGN §7); set before anyone else could use it in practice.
