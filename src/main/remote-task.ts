@@ -224,6 +224,11 @@ export class RemoteTask {
     }
     for (const session of this.#sessions.values()) session.close(reason);
     this.#sessions.clear();
+    // A control call the worker will never answer now (the close() of a connection that closed
+    // itself, say) stays in comlink's pending map, which comlink's FinalizationRegistry keeps
+    // reachable along with this task: without the release every closed connection's two rings
+    // (2 x ringBytes) and its task stayed allocated for good.
+    this.#control[Comlink.releaseProxy]();
   }
 }
 

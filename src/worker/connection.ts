@@ -52,6 +52,7 @@ export class Connection {
   /** performance.now() when the peer last sent anything; the keepalive works from it. */
   #lastHeard = performance.now();
   #pingSentAt = 0;
+  #destroyTimer: ReturnType<typeof setTimeout> | undefined;
   #pingToken = 0;
 
   constructor(id: number, stream: ByteStream, peer: PeerInfo, host: ConnectionHost) {
@@ -176,8 +177,9 @@ export class Connection {
     this.#closing = reason;
     this.#handshake?.fail(reason);
     this.#stream.end();
-    // A peer that never closes its side must not keep us open.
-    setTimeout(() => this.#stream.destroy(), 2000).unref();
+    // A peer that never closes its side must not keep us open. Cleared when the stream closes:
+    // meanwhile the timer holds this connection, its task and the task's rings.
+    this.#destroyTimer = setTimeout(() => this.#stream.destroy(), 2000).unref();
   }
 
   /**
@@ -250,6 +252,7 @@ export class Connection {
   }
 
   #onClose(error: Error | undefined): void {
+    clearTimeout(this.#destroyTimer);
     let reason = this.#closing;
     if (reason === undefined) {
       try {
