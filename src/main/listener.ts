@@ -57,7 +57,8 @@ export class SupervisedListener {
       if (this.#timer !== undefined) clearTimeout(this.#timer);
       this.#wakeSleeper?.();
       await this.#restarting;
-      // A socket file goes with the thread if it is killed: libuv unlinks a listening socket's path when the handle closes.
+      // Nothing is left behind even when the task's thread has to be killed: libuv unlinks a
+      // listening socket's path when its handle closes, which a dying thread's handles do.
       await this.#task.close();
     })();
     return this.#closing;
