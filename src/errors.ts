@@ -77,42 +77,59 @@ export function isErrorCode(value: unknown): value is ErrorCode {
   return typeof value === 'string' && kCodeSet.has(value);
 }
 
+/** Objects already being converted on the current path: a reference back to one is a cycle. */
+type Path = Set<object>;
+
 /** Own enumerable properties worth carrying: everything but the standard fields, kept only if serialisable as plain data. */
-function ownData(err: object): Record<string, unknown> | undefined {
+function ownData(err: object, path: Path): Record<string, unknown> | undefined {
   let data: Record<string, unknown> | undefined;
   for (const key of Object.keys(err)) {
     if (key === 'name' || key === 'message' || key === 'stack' || key === 'cause' || key === 'code' && err instanceof RpcError) continue;
     if (key === 'data' || key === 'remote') continue;
     const value = (err as Record<string, unknown>)[key];
     if (typeof value === 'function' || typeof value === 'symbol') continue;
-    (data ??= {})[key] = plainValue(value, 0);
+    (data ??= {})[key] = plainValue(value, 0, path);
   }
   if (err instanceof RpcError && err.data) data = { ...err.data, ...data };
   return data;
 }
 
-/** Reduces a value to something every codec (and structured clone) can carry. */
-function plainValue(value: unknown, depth: number): unknown {
+/**
+ * Reduces a value to something every codec (and structured clone) can carry: at most 8 levels
+ * deep, a reference back to an object on the path (an error whose property points at itself, a
+ * request and response that point at each other) as the string '[Circular]'.
+ */
+function plainValue(value: unknown, depth: number, path: Path): unknown {
   if (value === null || typeof value !== 'object') {
     if (typeof value === 'bigint') return value.toString();
     if (typeof value === 'function' || typeof value === 'symbol') return undefined;
     return value;
   }
   if (depth > 8) return undefined;
-  if (value instanceof Error) return toWireError(value);
   if (value instanceof Uint8Array) return value;
   if (value instanceof Date) return value.toISOString();
-  if (Array.isArray(value)) return value.map((v) => plainValue(v, depth + 1));
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) {
-    const p = plainValue(v, depth + 1);
-    if (p !== undefined) out[k] = p;
+  if (path.has(value)) return '[Circular]';
+  path.add(value);
+  try {
+    if (value instanceof Error) return wireError(value, 0, path);
+    if (Array.isArray(value)) return value.map((v) => plainValue(v, depth + 1, path));
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) {
+      const p = plainValue(v, depth + 1, path);
+      if (p !== undefined) out[k] = p;
+    }
+    return out;
+  } finally {
+    path.delete(value);
   }
-  return out;
 }
 
 /** Converts any thrown value into the plain wire shape; anything but an RpcError gets code `REMOTE`. */
-export function toWireError(err: unknown, depth = 0): WireError {
+export function toWireError(err: unknown): WireError {
+  return wireError(err, 0, new Set(err instanceof Error ? [err] : []));
+}
+
+function wireError(err: unknown, depth: number, path: Path): WireError {
   if (!(err instanceof Error)) {
     return { code: 'REMOTE', name: 'Error', message: typeof err === 'string' ? err : safeString(err) };
   }
@@ -122,10 +139,14 @@ export function toWireError(err: unknown, depth = 0): WireError {
     message: err.message,
   };
   if (err.stack !== undefined) wire.stack = err.stack;
-  const data = ownData(err);
+  const data = ownData(err, path);
   if (data !== undefined) wire.data = data;
   if (RpcError.is(err) && err.remote) wire.remote = err.remote;
-  if (err.cause !== undefined && depth < kMaxCauseDepth) wire.cause = toWireError(err.cause, depth + 1);
+  const cause = err.cause;
+  if (cause !== undefined && depth < kMaxCauseDepth && !(typeof cause === 'object' && cause !== null && path.has(cause))) {
+    if (typeof cause === 'object' && cause !== null) path.add(cause);
+    wire.cause = wireError(cause, depth + 1, path);
+  }
   return wire;
 }
 

@@ -27,3 +27,51 @@ for (const handler of ['module', 'main'] as const) {
     }
   });
 }
+
+for (const handler of ['module', 'main'] as const) {
+  it(`odd throws still answer, and the connection goes on (${handler} handler): undefined, a cyclic error, a getter that throws`, async function () {
+    this.timeout(20_000);
+    const server = await startServer({ transport: 'tcp', handler });
+    const node = await new Node().connect(tcp(server.address as any)).start();
+    try {
+      const undef: any = await rejectionOf(node.client.call({ type: 'ThrowUndefined' }, { timeoutMs: 5000 }));
+      assert.equal(undef.code, 'REMOTE');
+      assert.match(undef.message, /(threw|rejected with) undefined/);
+
+      const cyclic: any = await rejectionOf(node.client.call({ type: 'ThrowCircular' }, { timeoutMs: 5000 }));
+      assert.equal(cyclic.code, 'REMOTE');
+      assert.equal(cyclic.message, 'circular');
+      assert.equal(cyclic.data.self, '[Circular]');
+      assert.deepEqual(cyclic.data.response, { status: 500, request: { url: '/x', response: '[Circular]' } });
+
+      const getter: any = await rejectionOf(node.client.call({ type: 'ThrowGetter' }, { timeoutMs: 5000 }));
+      assert.equal(getter.code, 'REMOTE');
+      assert.match(getter.message, /cannot be read: the getter threw/);
+
+      assert.deepEqual(await node.client.call({ type: 'Ping' }, { timeoutMs: 5000 }), { type: 'Pong' });
+    } finally {
+      await node.close();
+      await server.kill();
+    }
+  });
+}
+
+it('a handler that throws undefined synchronously: the call rejects (it used to resolve with undefined)', async function () {
+  this.timeout(20_000);
+  const server = await new Node()
+    .serve(tcp('127.0.0.1:0'), {
+      onRequest() {
+        throw undefined;
+      },
+    })
+    .start();
+  const node = await new Node().connect(tcp(server.addresses[0] as any)).start();
+  try {
+    const err: any = await rejectionOf(node.client.call(1, { timeoutMs: 5000 }));
+    assert.equal(err.code, 'REMOTE');
+    assert.match(err.message, /threw undefined/);
+  } finally {
+    await node.close();
+    await server.close();
+  }
+});

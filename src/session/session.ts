@@ -526,7 +526,8 @@ export class Session implements PeerClient {
     try {
       result = onRequest.call(this.#handler, request, call);
     } catch (err) {
-      this.#finish(id, call, undefined, err);
+      // `throw undefined` is still a throw, not an answer of undefined.
+      this.#finish(id, call, undefined, err === undefined ? new Error('the handler threw undefined') : err);
       return;
     }
     if (call.resultFlow === undefined) {
@@ -594,8 +595,16 @@ export class Session implements PeerClient {
   }
 
   #sendError(id: number, err: unknown, origin: 'handler' | 'runtime'): void {
+    let read: WireError;
+    try {
+      read = toWireError(err);
+    } catch (readErr) {
+      // A getter that throws, a Proxy that refuses: the caller still gets an answer, and this
+      // session (every call on the connection) carries on.
+      read = { code: 'REMOTE', name: 'Error', message: `the handler threw an error that cannot be read: ${(readErr as Error)?.message ?? readErr}` };
+    }
     // A handler's refusal (see kRefusal) is sent as the runtime's: the caller sees its code.
-    const wire: ErrorPayload = { ...toWireError(err), origin: origin === 'handler' && isRefusal(err) ? 'runtime' : origin };
+    const wire: ErrorPayload = { ...read, origin: origin === 'handler' && isRefusal(err) ? 'runtime' : origin };
     let payload: Uint8Array;
     try {
       payload = this.#codec.encodeError(wire);
