@@ -75,3 +75,29 @@ it('a handler that throws undefined synchronously: the call rejects (it used to 
     await server.close();
   }
 });
+
+it('if the main thread side of a connection fails, the connection closes on both sides with the reason: no call waits forever', async function () {
+  this.timeout(20_000);
+  const { Session } = await import('../src/session/session.js');
+  const server = await new Node().serve(tcp('127.0.0.1:0'), { onRequest: (req: unknown) => req }).start();
+  const node = await new Node().connect<any, any>(tcp(server.addresses[0] as any)).start();
+  const receive = Session.prototype.receive;
+  let armed = true;
+  // Stands for a bug in this thread's session code: the first message it gets after this throws.
+  Session.prototype.receive = function (this: InstanceType<typeof Session>, bytes: Uint8Array) {
+    if (armed) {
+      armed = false;
+      throw new Error('a bug in the session');
+    }
+    return receive.call(this, bytes);
+  };
+  try {
+    const err: any = await rejectionOf(node.client.call('first', { timeoutMs: 5000 }));
+    assert.equal(err.code, 'CLOSED', `${err.code}: ${err.message}`);
+    assert.match(err.message, /a bug in the session/);
+  } finally {
+    Session.prototype.receive = receive;
+    await node.close();
+    await server.close();
+  }
+});

@@ -63,6 +63,8 @@ export interface TaskControl {
   ready(): Promise<ReadyResult>;
   /** Closes the listener and every connection of this task; resolves when all are closed. */
   close(): Promise<void>;
+  /** Closes one connection, telling its peer `error` (the main thread's side of it failed). */
+  closeConnection(connectionId: number, error: WireError): void;
   stats(): TaskStats;
 }
 

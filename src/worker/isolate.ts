@@ -94,6 +94,8 @@ const ready = open();
 const control: TaskControl = {
   ready: () => ready,
   close: () => close(),
+  // The plugin is this task's only connection.
+  closeConnection: () => void close(),
   stats: () => ({ connections: finished ? 0 : 1, framesIn: 0, framesOut: 0 }),
 };
 Comlink.expose(control, nodeEndpoint(spec.port));

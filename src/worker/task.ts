@@ -5,7 +5,7 @@
  */
 import { threadId } from 'node:worker_threads';
 import * as Comlink from 'comlink';
-import { RpcError, toWireError } from '../errors.js';
+import { RpcError, fromWireError, toWireError } from '../errors.js';
 import { createCodec, type Codec } from '../codec/index.js';
 import { clientHandshake } from '../handshake/client.js';
 import { serverHandshake } from '../handshake/server.js';
@@ -82,6 +82,7 @@ export class ConnectionTask implements ConnectionHost {
     const control: TaskControl = {
       ready: () => this.#ready,
       close: () => this.close(),
+      closeConnection: (id, error) => this.#connections.get(id)?.close(fromWireError(error), true),
       stats: () => this.#stats(),
     };
     Comlink.expose(control, nodeEndpoint(spec.port));
