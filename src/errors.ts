@@ -131,7 +131,19 @@ export function toWireError(err: unknown): WireError {
 
 function wireError(err: unknown, depth: number, path: Path): WireError {
   if (!(err instanceof Error)) {
-    return { code: 'REMOTE', name: 'Error', message: typeof err === 'string' ? err : safeString(err) };
+    const wire: WireError = { code: 'REMOTE', name: 'Error', message: typeof err === 'string' ? err : safeString(err) };
+    if (typeof err === 'object' && err !== null) {
+      // A plain object thrown (`throw { status: 404, message: 'gone' }`): its message if it has
+      // one, and its fields as data, instead of '[object Object]' alone.
+      const message = (err as { message?: unknown }).message;
+      if (typeof message === 'string') wire.message = message;
+      const data = plainValue(err, 0, path);
+      if (data !== null && typeof data === 'object' && !Array.isArray(data) && !(data instanceof Uint8Array)) {
+        const { message: _message, ...rest } = data as Record<string, unknown>;
+        if (Object.keys(rest).length > 0) wire.data = rest;
+      }
+    }
+    return wire;
   }
   const wire: WireError = {
     code: RpcError.is(err) ? err.code : 'REMOTE',
@@ -144,7 +156,8 @@ function wireError(err: unknown, depth: number, path: Path): WireError {
   if (RpcError.is(err) && err.remote) wire.remote = err.remote;
   const cause = err.cause;
   if (cause !== undefined && depth < kMaxCauseDepth && !(typeof cause === 'object' && cause !== null && path.has(cause))) {
-    if (typeof cause === 'object' && cause !== null) path.add(cause);
+    // An error cause is on the path while its own properties are read (a plain object adds itself).
+    if (cause instanceof Error) path.add(cause);
     wire.cause = wireError(cause, depth + 1, path);
   }
   return wire;

@@ -29,7 +29,7 @@ for (const handler of ['module', 'main'] as const) {
 }
 
 for (const handler of ['module', 'main'] as const) {
-  it(`odd throws still answer, and the connection goes on (${handler} handler): undefined, a cyclic error, a getter that throws`, async function () {
+  it(`odd throws still answer, and the connection goes on (${handler} handler): undefined, a cyclic error, a getter that throws, a plain object`, async function () {
     this.timeout(20_000);
     const server = await startServer({ transport: 'tcp', handler });
     const node = await new Node().connect(tcp(server.address as any)).start();
@@ -47,6 +47,11 @@ for (const handler of ['module', 'main'] as const) {
       const getter: any = await rejectionOf(node.client.call({ type: 'ThrowGetter' }, { timeoutMs: 5000 }));
       assert.equal(getter.code, 'REMOTE');
       assert.match(getter.message, /cannot be read: the getter threw/);
+
+      const plain: any = await rejectionOf(node.client.call({ type: 'ThrowObject' }, { timeoutMs: 5000 }));
+      assert.equal(plain.code, 'REMOTE');
+      assert.equal(plain.message, 'gone');
+      assert.deepEqual(plain.data, { status: 404, where: { path: '/x' } });
 
       assert.deepEqual(await node.client.call({ type: 'Ping' }, { timeoutMs: 5000 }), { type: 'Pong' });
     } finally {
