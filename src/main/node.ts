@@ -60,7 +60,11 @@ function checkMicros(name: string, value: number | undefined): number | undefine
 }
 
 export interface NodeOptions {
-  /** Largest frame body accepted or sent, in bytes (default 64 MiB). A larger incoming frame closes that connection with FRAME_TOO_LARGE. */
+  /**
+   * Largest frame body accepted or sent, in bytes (default 64 MiB). A request, answer, event or
+   * stream item of this node over it fails alone with FRAME_TOO_LARGE and is not sent; a larger
+   * incoming frame closes that connection with FRAME_TOO_LARGE.
+   */
   maxFrameBytes?: number;
   /** Size of each ring between the main thread and a connection worker (default 1 MiB; larger messages are chunked). */
   ringBytes?: number;

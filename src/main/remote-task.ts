@@ -73,12 +73,15 @@ export class RemoteTask {
   #endReason: RpcError | undefined;
   readonly #runner: TaskRunner;
   readonly #closeTimeoutMs: number;
+  readonly #maxFrameBytes: number;
   /** Where the task stores the threadId of its worker as it starts (0 until then). */
   readonly #thread = new Int32Array(new SharedArrayBuffer(4));
 
   private constructor(runner: TaskRunner, options: RemoteTaskOptions) {
     this.#runner = runner;
     this.#closeTimeoutMs = options.closeTimeoutMs;
+    // An isolate's messages ride rings only, chunked at any size: no frame limit applies there.
+    this.#maxFrameBytes = options.transport.kind === 'isolate' ? Infinity : options.maxFrameBytes;
     this.#codec = createCodec(options.codec);
     this.#handler = typeof options.handler === 'object' ? options.handler : undefined;
     const handlerSpec: HandlerSpec =
@@ -180,6 +183,7 @@ export class RemoteTask {
         if (this.#toWorker.write2(connId, head, payload)) return;
         return this.#toWorker.flushed();
       },
+      maxFrameBytes: this.#maxFrameBytes,
     });
     this.#sessions.set(connId, session);
     return session;

@@ -49,6 +49,12 @@ export interface SessionOptions {
   firstId?: number;
   /** Told about a handler error that has nobody to reach (a throwing `onEvent`). */
   onUnhandled?: (err: unknown) => void;
+  /**
+   * Largest body this session sends (the node's maxFrameBytes; default no limit). A request,
+   * answer, event or stream item over it fails on its own with FRAME_TOO_LARGE instead of going
+   * out: a peer with the same limit would close the whole connection over it.
+   */
+  maxFrameBytes?: number;
 }
 
 /**
@@ -111,6 +117,7 @@ export class Session implements PeerClient {
   #closed: RpcError | undefined;
   /** An in-place codec (the view codec): its values keep the bytes they were decoded from. */
   readonly #inPlace: boolean;
+  readonly #maxBody: number;
 
   constructor(options: SessionOptions) {
     this.#codec = options.codec;
@@ -119,6 +126,7 @@ export class Session implements PeerClient {
     this.#handler = options.handler;
     this.#nextId = options.firstId ?? 1;
     this.#inPlace = options.codec.inPlace;
+    this.#maxBody = options.maxFrameBytes ?? Infinity;
     this.#onUnhandled = options.onUnhandled ?? ((err) => process.emitWarning(`ogurpchik: an onEvent handler threw: ${(err as Error)?.stack ?? err}`));
   }
 
@@ -144,16 +152,16 @@ export class Session implements PeerClient {
       deadline = Math.min(Math.max(1, Math.ceil(timeoutMs)), kMaxDeadlineMs);
     }
     let payload: Uint8Array = kEmpty;
-    const id = this.#nextId++;
     // Bytes go out as they are, behind their codec header: copied once, where they are sent.
-    const direct = this.#codec.bytesHeader(request, this.#scratch.bytes, kRequestHeaderBytes) > 0;
-    if (!direct) {
-      try {
-        payload = this.#codec.encode(request);
-      } catch (err) {
-        return Promise.reject(err);
-      }
+    const binHeader = this.#codec.bytesHeader(request, this.#scratch.bytes, kRequestHeaderBytes);
+    const direct = binHeader > 0;
+    try {
+      if (direct) this.#checkSize(kRequestHeaderBytes + binHeader + (request as Uint8Array).length, 'request');
+      else this.#checkSize(kRequestHeaderBytes + (payload = this.#codec.encode(request)).length, 'request');
+    } catch (err) {
+      return Promise.reject(err);
     }
+    const id = this.#nextId++;
     const promise = new Promise(takeResolvers);
     const p: Pending = { resolve: takenResolve, reject: takenReject, timer: undefined, signal, onAbort: undefined, t0: 0 };
     try {
@@ -194,7 +202,9 @@ export class Session implements PeerClient {
   async notify(event: unknown): Promise<void> {
     if (this.#closed) throw this.#closed;
     const payload = this.#codec.encode(event);
-    await this.#send(kindHeader(this.#scratch, Kind.Event), payload);
+    const head = kindHeader(this.#scratch, Kind.Event);
+    this.#checkSize(head.length + payload.length, 'event');
+    await this.#send(head, payload);
   }
 
   /**
@@ -282,7 +292,16 @@ export class Session implements PeerClient {
   /** One item of stream `dir` of call `id`; a returned promise means "queued: wait before sending more". */
   #sendItem(id: number, dir: StreamDir, item: unknown): void | Promise<void> {
     const payload = this.#codec.encode(item);
-    return this.#send(streamHeader(this.#scratch, Kind.Item, id, dir), payload);
+    const head = streamHeader(this.#scratch, Kind.Item, id, dir);
+    this.#checkSize(head.length + payload.length, 'stream item');
+    return this.#send(head, payload);
+  }
+
+  /** Throws FRAME_TOO_LARGE for a body over this end's maxFrameBytes: it fails alone, the connection stays. */
+  #checkSize(bytes: number, what: string): void {
+    if (bytes > this.#maxBody) {
+      throw new RpcError('FRAME_TOO_LARGE', `a ${what} of ${bytes} bytes exceeds maxFrameBytes (${this.#maxBody}): not sent`, { data: { length: bytes, max: this.#maxBody } });
+    }
   }
 
   /** Our streaming call ended: forget it, stop its timers and its request stream. */
@@ -562,14 +581,24 @@ export class Session implements PeerClient {
 
   /** Sends a handler's result stream while the caller grants credit, then End (or Error if it threw). */
   #sendStream(id: number, call: Serving, source: AsyncIterable<unknown>): void {
-    pump(source, call.resultFlow!, (item) => this.#sendItem(id, StreamDir.Down, item)).then(
+    // An item this side cannot send (too large, unencodable) fails the stream as the runtime's error, not the handler's.
+    let unsendable: unknown;
+    const send = (item: unknown) => {
+      try {
+        return this.#sendItem(id, StreamDir.Down, item);
+      } catch (err) {
+        unsendable = err;
+        throw err;
+      }
+    };
+    pump(source, call.resultFlow!, send).then(
       (how) => {
         call.done();
         if (this.#serving.get(id) === call) this.#serving.delete(id);
         call.requestStream?.fail(new RpcError('CANCELLED', 'the call finished'), false);
         if (how === 'done' && !call.aborted && !this.#closed) this.#sendSafely(streamHeader(this.#scratch, Kind.End, id, StreamDir.Down), kEmpty);
       },
-      (err) => this.#finish(id, call, undefined, err ?? new Error('the stream threw ' + err)),
+      (err) => this.#finish(id, call, undefined, err ?? new Error('the stream threw ' + err), err !== undefined && err === unsendable ? 'runtime' : 'handler'),
     );
   }
 
@@ -648,6 +677,7 @@ export class Session implements PeerClient {
     // Bytes go out as they are, behind their codec header (see call()).
     const n = this.#codec.bytesHeader(value, this.#scratch.bytes, kResponseHeaderBytes);
     if (n > 0) {
+      if (kResponseHeaderBytes + n + (value as Uint8Array).length > this.#maxBody) return this.#answerTooLarge(id, kResponseHeaderBytes + n + (value as Uint8Array).length);
       idHeader(this.#scratch, Kind.Response, id);
       this.#sendSafely(this.#scratch.view(kResponseHeaderBytes + n), value as Uint8Array);
       return;
@@ -655,6 +685,7 @@ export class Session implements PeerClient {
     let payload: Uint8Array;
     try {
       payload = this.#codec.encode(value);
+      if (kResponseHeaderBytes + payload.length > this.#maxBody) return this.#answerTooLarge(id, kResponseHeaderBytes + payload.length);
     } catch (encodeErr) {
       // Said as the answer's fault: the caller would otherwise take it for its own request's.
       const reason = RpcError.is(encodeErr) ? encodeErr.message : String((encodeErr as Error)?.message ?? encodeErr);
@@ -662,6 +693,14 @@ export class Session implements PeerClient {
       return;
     }
     this.#sendSafely(idHeader(this.#scratch, Kind.Response, id), payload);
+  }
+
+  /** The caller gets FRAME_TOO_LARGE for an answer over this end's maxFrameBytes; the connection stays. */
+  #answerTooLarge(id: number, bytes: number): void {
+    const err = new RpcError('FRAME_TOO_LARGE', `the handler's answer of ${bytes} bytes exceeds maxFrameBytes (${this.#maxBody}) of the serving node: not sent`, {
+      data: { length: bytes, max: this.#maxBody },
+    });
+    this.#sendError(id, err, 'runtime');
   }
 
   #event(payload: Uint8Array): void {

@@ -294,6 +294,7 @@ export class ConnectionTask implements ConnectionHost {
           peer: conn.peer,
           handler: this.#handler,
           send: (head, payload) => conn.send2(head, payload),
+          maxFrameBytes: this.maxFrameBytes,
         }),
       );
     }
