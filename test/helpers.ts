@@ -4,8 +4,8 @@ import { sign, type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import type { Address } from '../src/index.js';
+import { LineQueue } from './lines.js';
 
 export interface ChildServer {
   address: Address;
@@ -32,31 +32,15 @@ export async function startServer(options: Record<string, unknown>): Promise<Chi
     await exited;
   };
   // Every stdout line in order: the first is the address, later ones whatever the server reports.
-  const lines: string[] = [];
-  const readers: Array<(line: string) => void> = [];
-  createInterface({ input: child.stdout! }).on('line', (l) => {
-    const reader = readers.shift();
-    if (reader) reader(l);
-    else lines.push(l);
-  });
+  // 'close', not 'exit': by then every line it wrote has been read.
+  const ended = new Promise<number | string | null>((resolve) => child.once('close', (code, signal) => resolve(code ?? signal)));
+  const lines = new LineQueue(child.stdout!, ended);
   const nextLine = (timeoutMs: number, what: string): Promise<string> =>
-    lines.length > 0
-      ? Promise.resolve(lines.shift()!)
-      : new Promise<string>((resolve, reject) => {
-          const onExit = (code: number | null) => done(new Error(`test server exited with ${code} before ${what}`));
-          const timer = setTimeout(() => done(new Error(`test server: no ${what} within ${timeoutMs} ms`)), timeoutMs);
-          const reader = (l: string) => done(undefined, l);
-          const done = (err?: Error, l?: string) => {
-            clearTimeout(timer);
-            child.off('exit', onExit);
-            const i = readers.indexOf(reader);
-            if (i >= 0) readers.splice(i, 1);
-            if (err) reject(err);
-            else resolve(l!);
-          };
-          readers.push(reader);
-          child.once('exit', onExit);
-        });
+    lines.next(
+      timeoutMs,
+      () => new Error(`test server: no ${what} within ${timeoutMs} ms`),
+      (code) => new Error(`test server exited with ${code} before ${what}`),
+    );
   const line = await nextLine(10_000, 'listening').catch(async (err) => {
     await kill();
     throw err;

@@ -19,7 +19,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
+import { LineQueue } from '../lines.js';
 
 export const kIp = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip'].find((p) => fs.existsSync(p)) ?? 'ip';
 const kPrefix = 'ogt-';
@@ -192,13 +192,7 @@ export class NetnsLab {
     child.stderr!.on('data', (c) => (stderr = (stderr + c).slice(-4000)));
     // 'close', not 'exit': by then every line it wrote has been read.
     const exit = new Promise<number | string>((resolve) => child.once('close', (code, signal) => resolve(code ?? signal ?? -1)));
-    const lines: string[] = [];
-    const readers: Array<(line: string) => void> = [];
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      const reader = readers.shift();
-      if (reader) reader(line);
-      else lines.push(line);
-    });
+    const lines = new LineQueue(child.stdout!, exit);
     const gone = () => child.exitCode !== null || child.signalCode !== null;
     const proc: LabProcess = {
       host,
@@ -206,26 +200,13 @@ export class NetnsLab {
       pid: child.pid!,
       stderr: () => stderr,
       exited: () => exit,
-      takeLines: () => lines.splice(0),
-      nextLine: (timeoutMs = kStartTimeoutMs) => {
-        const queued = lines.shift();
-        if (queued !== undefined) return Promise.resolve(queued);
-        return new Promise<string>((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error(`${command} in ${name}: no output within ${timeoutMs} ms; stderr: ${stderr.slice(-500)}`)), timeoutMs);
-          const reader = (line: string) => {
-            clearTimeout(timer);
-            resolve(line);
-          };
-          readers.push(reader);
-          exit.then((code) => {
-            const i = readers.indexOf(reader);
-            if (i < 0) return;
-            readers.splice(i, 1);
-            clearTimeout(timer);
-            reject(new Error(`${command} in ${name} exited (${code}) before writing a line; stderr: ${stderr.slice(-500)}`));
-          });
-        });
-      },
+      takeLines: () => lines.takeAll(),
+      nextLine: (timeoutMs = kStartTimeoutMs) =>
+        lines.next(
+          timeoutMs,
+          () => new Error(`${command} in ${name}: no output within ${timeoutMs} ms; stderr: ${stderr.slice(-500)}`),
+          (code) => new Error(`${command} in ${name} exited (${code}) before writing a line; stderr: ${stderr.slice(-500)}`),
+        ),
       kill: async (signal: NodeJS.Signals = 'SIGKILL') => {
         if (!gone()) {
           try {
