@@ -156,8 +156,8 @@ export class Session implements PeerClient {
     const binHeader = this.#codec.bytesHeader(request, this.#scratch.bytes, kRequestHeaderBytes);
     const direct = binHeader > 0;
     try {
-      if (direct) this.#checkSize(kRequestHeaderBytes + binHeader + (request as Uint8Array).length, 'request');
-      else this.#checkSize(kRequestHeaderBytes + (payload = this.#codec.encode(request)).length, 'request');
+      if (direct) this.#checkSize(kRequestHeaderBytes + binHeader + (request as Uint8Array).length, 'a request');
+      else this.#checkSize(kRequestHeaderBytes + (payload = this.#codec.encode(request)).length, 'a request');
     } catch (err) {
       return Promise.reject(err);
     }
@@ -203,7 +203,7 @@ export class Session implements PeerClient {
     if (this.#closed) throw this.#closed;
     const payload = this.#codec.encode(event);
     const head = kindHeader(this.#scratch, Kind.Event);
-    this.#checkSize(head.length + payload.length, 'event');
+    this.#checkSize(head.length + payload.length, 'an event');
     await this.#send(head, payload);
   }
 
@@ -293,15 +293,19 @@ export class Session implements PeerClient {
   #sendItem(id: number, dir: StreamDir, item: unknown): void | Promise<void> {
     const payload = this.#codec.encode(item);
     const head = streamHeader(this.#scratch, Kind.Item, id, dir);
-    this.#checkSize(head.length + payload.length, 'stream item');
+    this.#checkSize(head.length + payload.length, 'a stream item');
     return this.#send(head, payload);
   }
 
-  /** Throws FRAME_TOO_LARGE for a body over this end's maxFrameBytes: it fails alone, the connection stays. */
+  /** FRAME_TOO_LARGE for a body over this end's maxFrameBytes (it fails alone and is not sent; the connection stays), else undefined. */
+  #tooLarge(bytes: number, what: string): RpcError | undefined {
+    if (bytes <= this.#maxBody) return undefined;
+    return new RpcError('FRAME_TOO_LARGE', `${what} of ${bytes} bytes exceeds maxFrameBytes (${this.#maxBody}): not sent`, { data: { length: bytes, max: this.#maxBody } });
+  }
+
   #checkSize(bytes: number, what: string): void {
-    if (bytes > this.#maxBody) {
-      throw new RpcError('FRAME_TOO_LARGE', `a ${what} of ${bytes} bytes exceeds maxFrameBytes (${this.#maxBody}): not sent`, { data: { length: bytes, max: this.#maxBody } });
-    }
+    const err = this.#tooLarge(bytes, what);
+    if (err !== undefined) throw err;
   }
 
   /** Our streaming call ended: forget it, stop its timers and its request stream. */
@@ -677,7 +681,8 @@ export class Session implements PeerClient {
     // Bytes go out as they are, behind their codec header (see call()).
     const n = this.#codec.bytesHeader(value, this.#scratch.bytes, kResponseHeaderBytes);
     if (n > 0) {
-      if (kResponseHeaderBytes + n + (value as Uint8Array).length > this.#maxBody) return this.#answerTooLarge(id, kResponseHeaderBytes + n + (value as Uint8Array).length);
+      const tooLarge = this.#tooLarge(kResponseHeaderBytes + n + (value as Uint8Array).length, "the handler's answer");
+      if (tooLarge !== undefined) return this.#sendError(id, tooLarge, 'runtime');
       idHeader(this.#scratch, Kind.Response, id);
       this.#sendSafely(this.#scratch.view(kResponseHeaderBytes + n), value as Uint8Array);
       return;
@@ -685,22 +690,15 @@ export class Session implements PeerClient {
     let payload: Uint8Array;
     try {
       payload = this.#codec.encode(value);
-      if (kResponseHeaderBytes + payload.length > this.#maxBody) return this.#answerTooLarge(id, kResponseHeaderBytes + payload.length);
     } catch (encodeErr) {
       // Said as the answer's fault: the caller would otherwise take it for its own request's.
       const reason = RpcError.is(encodeErr) ? encodeErr.message : String((encodeErr as Error)?.message ?? encodeErr);
       this.#sendError(id, new RpcError('INVALID_ARGUMENT', `the handler's answer cannot be sent: ${reason}`), 'runtime');
       return;
     }
+    const tooLarge = this.#tooLarge(kResponseHeaderBytes + payload.length, "the handler's answer");
+    if (tooLarge !== undefined) return this.#sendError(id, tooLarge, 'runtime');
     this.#sendSafely(idHeader(this.#scratch, Kind.Response, id), payload);
-  }
-
-  /** The caller gets FRAME_TOO_LARGE for an answer over this end's maxFrameBytes; the connection stays. */
-  #answerTooLarge(id: number, bytes: number): void {
-    const err = new RpcError('FRAME_TOO_LARGE', `the handler's answer of ${bytes} bytes exceeds maxFrameBytes (${this.#maxBody}) of the serving node: not sent`, {
-      data: { length: bytes, max: this.#maxBody },
-    });
-    this.#sendError(id, err, 'runtime');
   }
 
   #event(payload: Uint8Array): void {
