@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { Node, tcp, type RunningNode } from '../src/index.js';
 import { createCodec, msgpack } from '../src/codec/index.js';
 import { Session } from '../src/session/session.js';
+import { Kind } from '../src/protocol/envelope.js';
 import { rejectionOf, sleep, startServer, type ChildServer } from './helpers.js';
 
 for (const handler of ['module', 'main'] as const) {
@@ -63,6 +64,23 @@ for (const handler of ['module', 'main'] as const) {
     it('a call that finishes before its deadline resolves normally', async () => {
       assert.deepEqual(await node.client.call({ type: 'Wait', ms: 20, tag: 'fast' }, { timeoutMs: 5000 }), { type: 'Waited', aborted: false });
     });
+
+    it('timeoutMs Infinity means no time limit, and one no timer can hold is refused', async () => {
+      // A timer fires a delay over 2^31-1 ms after 1 ms: such a call used to time out at once.
+      assert.deepEqual(await node.client.call({ type: 'Wait', ms: 30, tag: 'inf' }, { timeoutMs: Infinity }), { type: 'Waited', aborted: false });
+      let items = 0;
+      for await (const _ of node.client.stream({ type: 'Count', n: 3 }, { timeoutMs: Infinity })) items++;
+      assert.equal(items, 3);
+      for (const timeoutMs of [2 ** 31, 1e12, -1, NaN, '50']) {
+        const err = await rejectionOf(node.client.call({ type: 'Ping' }, { timeoutMs: timeoutMs as number }));
+        assert.equal(err.code, 'INVALID_ARGUMENT', `timeoutMs ${String(timeoutMs)}`);
+        assert.match(err.message, /timeoutMs must be a number of ms from 0 to 2\^31-1/);
+        const streamErr = await rejectionOf(node.client.stream({ type: 'Count', n: 1 }, { timeoutMs: timeoutMs as number })[Symbol.asyncIterator]().next());
+        assert.equal(streamErr.code, 'INVALID_ARGUMENT', `stream timeoutMs ${String(timeoutMs)}`);
+      }
+      // The connection is unharmed.
+      assert.deepEqual(await node.client.call({ type: 'Ping' }), { type: 'Pong' });
+    });
   });
 }
 
@@ -87,5 +105,41 @@ describe('a call whose set-up throws', function () {
     // The next call still works its way out.
     void session.call('y');
     assert.equal(sent.length, 1);
+  });
+});
+
+describe('a deadline longer than a timer holds', function () {
+  this.timeout(5000);
+
+  it('from a peer (the wire allows 2^32-1 ms) does not abort the handler at once', async () => {
+    const answers: Uint8Array[] = [];
+    let signal: AbortSignal | undefined;
+    const server = new Session({
+      codec: createCodec(msgpack()),
+      peer: { transport: 'test', auth: 'none', connectionId: 1 },
+      send: (head, payload) => void answers.push(Buffer.concat([head, payload])),
+      handler: {
+        async onRequest(req: unknown, ctx) {
+          signal = ctx.signal;
+          await sleep(50);
+          return { aborted: ctx.signal.aborted, deadline: ctx.deadline !== undefined };
+        },
+      },
+    });
+    const client = new Session({
+      codec: createCodec(msgpack()),
+      peer: { transport: 'test', auth: 'none', connectionId: 2 },
+      send: (head, payload) => {
+        const body = Buffer.concat([head, payload]);
+        // The longest deadline the envelope carries, as another implementation may send it.
+        if (body[0] === Kind.Request) body.writeUInt32LE(0xffffffff, 9);
+        server.receive(body);
+      },
+    });
+    const answer = client.call('x');
+    await sleep(60);
+    for (const a of answers) client.receive(a);
+    assert.deepEqual(await answer, { aborted: false, deadline: true });
+    assert.equal(signal?.aborted, false);
   });
 });

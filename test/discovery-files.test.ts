@@ -63,6 +63,17 @@ describe('file discovery backend', function () {
     assert.deepEqual((await waiting).map, topology.map);
   });
 
+  it('waitFor with timeoutMs Infinity waits; a limit no timer can hold is refused', async () => {
+    const d = new FileDiscovery({ dir });
+    // A timer fires a delay over 2^31-1 ms after 1 ms: Infinity used to give UNAVAILABLE at once.
+    const waiting = d.waitFor('patient', { timeoutMs: Infinity });
+    setTimeout(() => void new FileDiscovery({ dir }).publish('patient', topology), 100);
+    assert.deepEqual((await waiting).map, topology.map);
+    for (const timeoutMs of [2 ** 31, -1, NaN]) {
+      assert.equal((await rejectionOf(d.waitFor('never', { timeoutMs }))).code, 'INVALID_ARGUMENT', `timeoutMs ${timeoutMs}`);
+    }
+  });
+
   it('waitFor times out with UNAVAILABLE and can be cancelled with CANCELLED', async () => {
     const d = new FileDiscovery({ dir });
     assert.equal((await rejectionOf(d.waitFor('never', { timeoutMs: 150 }))).code, 'UNAVAILABLE');

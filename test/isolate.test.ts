@@ -1,5 +1,9 @@
 /** Worker-isolate plugins: calls both ways, and a misbehaving plugin never takes the host down. */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Node, isolate, tcp } from '../src/index.js';
 import { poolHolders } from '../src/main/pool.js';
 import { rejectionOf } from './helpers.js';
@@ -79,6 +83,21 @@ describe('isolate() plugins', function () {
     const took = Date.now() - t0;
     assert.ok(took >= 250 && took < 5000, `close took ${took} ms`);
     assert.equal((await stuck).code, 'CLOSED');
+  });
+
+  it('loads from a file path with "#", "%" and a space in it, and from a relative path', async () => {
+    // A path is a name, not a URL: '#' once started a fragment and '%20' an escape.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ogurpchik-iso #1 %20-'));
+    try {
+      const file = path.join(dir, 'plugin.js');
+      fs.copyFileSync(fileURLToPath(plugin), file);
+      for (const where of [file, path.relative(process.cwd(), file)]) {
+        await using node = await new Node().connect<any, any>(isolate(where)).start();
+        assert.deepEqual(await node.client.call({ type: 'Echo', text: where }), { type: 'Echo', text: where });
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('cannot be served', () => {

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { Node, RpcError, tcp, unix } from '../src/index.js';
+import { Node, RpcError, custom, isolate, tcp, unix } from '../src/index.js';
 import { kDefaultPollMicros, pollWindows } from '../src/main/node.js';
 import { rejectionOf, startServer, tempDir } from './helpers.js';
 
@@ -21,6 +21,21 @@ describe('Node builder', function () {
       () => new Node({ maxFrameBytes: 1 }),
       () => new Node().serve(tcp('127.0.0.1:0'), {} as never),
       () => new Node().serve(tcp('127.0.0.1:0'), echoModule).serve(tcp('127.0.0.1:0'), echoModule),
+      () => tcp({ host: 1 as never, port: 80 }),
+      () => tcp({ host: '', port: 80 }),
+      () => new Node({ ringBytes: 0 }),
+      () => new Node({ ringBytes: 2 ** 31 }),
+      () => new Node({ pool: { threads: 0 } }),
+      () => new Node({ pool: { threads: 1.5 } }),
+      () => new Node({ pool: { tasksPerThread: 0 } }),
+      () => new Node({ keepAliveMs: '5' as never }),
+      () => new Node({ spinMicros: '5' as never }),
+      () => isolate(echoModule, { closeTimeoutMs: -1 }),
+      () => isolate(echoModule, { closeTimeoutMs: Infinity }),
+      () => isolate(42 as never),
+      () => custom(''),
+      () => new Node().waitFor('svc', { timeoutMs: -1 }),
+      () => new Node().waitFor('svc', { timeoutMs: 2 ** 31 }),
     ];
     for (const f of bad) assert.throws(f, (e: RpcError) => e instanceof RpcError && e.code === 'INVALID_ARGUMENT');
   });

@@ -8,6 +8,7 @@
  */
 import os from 'node:os';
 import { RpcError } from '../errors.js';
+import { timeLimit } from '../limits.js';
 
 /** What a record's `transport_kind` says: `tls` is TCP inside TLS. */
 export type TransportKind = 'tcp' | 'tls' | 'unix' | 'shm' | 'vsock';
@@ -200,8 +201,9 @@ export function waitForRecord(
     const onAbort = () => finish(new RpcError('CANCELLED', `waiting for ${name} was cancelled`));
     if (options.signal?.aborted) return onAbort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
-    if (options.timeoutMs !== undefined) {
-      timer = setTimeout(() => finish(new RpcError('UNAVAILABLE', `service ${name} did not appear within ${options.timeoutMs} ms`)), options.timeoutMs);
+    const timeoutMs = timeLimit('timeoutMs', options.timeoutMs);
+    if (timeoutMs !== undefined) {
+      timer = setTimeout(() => finish(new RpcError('UNAVAILABLE', `service ${name} did not appear within ${timeoutMs} ms`)), timeoutMs);
     }
     const cleanup = watch(
       (record) => finish(undefined, record),

@@ -16,6 +16,7 @@ import type { Session } from '../session/session.js';
 import { formatAddress, type TransportDescriptor } from '../transport/descriptors.js';
 import type { CallOptions } from '../types.js';
 import { logger } from '../observe.js';
+import { isTimerMs, timeLimit } from '../limits.js';
 import type { RemoteTask } from './remote-task.js';
 
 const log = logger('client');
@@ -96,9 +97,8 @@ export function reconnectOptions(value: ReconnectOptions | boolean | undefined):
   if (value === true) return { ...kReconnectDefaults };
   if (value === null || typeof value !== 'object') throw new RpcError('INVALID_ARGUMENT', 'reconnect takes true or an options object');
   const o = { ...kReconnectDefaults, ...Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) } as Required<ReconnectOptions>;
-  const ms = (v: number) => Number.isFinite(v) && v >= 0 && v <= 2 ** 31 - 1;
-  if (!ms(o.initialDelayMs)) throw new RpcError('INVALID_ARGUMENT', `reconnect.initialDelayMs must be from 0 to 2^31-1, got ${o.initialDelayMs}`);
-  if (!ms(o.maxDelayMs) || o.maxDelayMs < o.initialDelayMs) {
+  if (!isTimerMs(o.initialDelayMs)) throw new RpcError('INVALID_ARGUMENT', `reconnect.initialDelayMs must be from 0 to 2^31-1, got ${o.initialDelayMs}`);
+  if (!isTimerMs(o.maxDelayMs) || o.maxDelayMs < o.initialDelayMs) {
     throw new RpcError('INVALID_ARGUMENT', `reconnect.maxDelayMs must be from initialDelayMs (${o.initialDelayMs}) to 2^31-1, got ${o.maxDelayMs}`);
   }
   if (!(Number.isFinite(o.multiplier) && o.multiplier >= 1)) throw new RpcError('INVALID_ARGUMENT', `reconnect.multiplier must be at least 1, got ${o.multiplier}`);
@@ -249,8 +249,7 @@ export class Channel {
   }
 
   async #useSlowly<T>(options: CallOptions | undefined, run: (session: Session, options: CallOptions | undefined) => Promise<T>): Promise<T> {
-    const timeoutMs = options?.timeoutMs;
-    if (timeoutMs !== undefined && !(timeoutMs >= 0)) throw new RpcError('INVALID_ARGUMENT', `timeoutMs must be a non-negative number, got ${timeoutMs}`);
+    const timeoutMs = timeLimit('timeoutMs', options?.timeoutMs);
     const deadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
     // Sessions a call already died on: a retry prefers any other (a reconnected endpoint has a new one).
     const tried = new Set<Session>();

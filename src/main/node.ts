@@ -2,8 +2,9 @@
  * The public entry: `new Node()` is a builder; `start()` turns it into a running node whose
  * listeners and connections live in worker threads.
  */
-import { pathToFileURL } from 'node:url';
 import { RpcError } from '../errors.js';
+import { checkInteger, kMaxTimerMs, timeLimit } from '../limits.js';
+import { kMaxRingCapacity } from '../shm/layout.js';
 import { msgpack, type CodecDescriptor } from '../codec/index.js';
 import { parsePublicKey } from '../handshake/signed-process.js';
 import { kDefaultHandshakeTimeoutMs, type HandshakeSpec } from '../handshake/spec.js';
@@ -11,7 +12,7 @@ import { kDefaultMaxFrameBytes } from '../protocol/framing.js';
 import { FileDiscovery } from '../discovery/files.js';
 import { resolveVsockVm, topologyFor, transportFromRecord, transportsFromRecords } from '../discovery/topology.js';
 import { checkInstanceName, checkServiceName, lookupAll, newInstanceId, watchRecords, type DiscoveryBackend, type TransportKind } from '../discovery/types.js';
-import type { Address, TransportDescriptor } from '../transport/descriptors.js';
+import { moduleHref, type Address, type TransportDescriptor } from '../transport/descriptors.js';
 import { resolveTls, type TlsOptions, type TlsSettings } from '../transport/tls-options.js';
 import type { CallOptions, Handler, PeerClient, StreamOptions } from '../types.js';
 import { PoolLease, type PoolOptions } from './pool.js';
@@ -55,8 +56,14 @@ function readyTimeout(role: 'listen' | 'connect', transport: TransportDescriptor
 
 /** An idle-strategy option in µs: undefined, or from 0 to 1e6. */
 function checkMicros(name: string, value: number | undefined): number | undefined {
-  if (value !== undefined && !(value >= 0 && value <= 1_000_000)) throw new RpcError('INVALID_ARGUMENT', `${name} must be from 0 to 1e6, got ${value}`);
+  if (value !== undefined && !(typeof value === 'number' && value >= 0 && value <= 1_000_000)) throw new RpcError('INVALID_ARGUMENT', `${name} must be from 0 to 1e6, got ${value}`);
   return value;
+}
+
+function checkPoolOptions(pool: PoolOptions): void {
+  if (pool === null || typeof pool !== 'object') throw new RpcError('INVALID_ARGUMENT', `pool takes { threads?, tasksPerThread? }, got ${String(pool)}`);
+  if (pool.threads !== undefined) checkInteger('pool.threads', pool.threads, 1, 1, 1024, 'from 1 to 1024');
+  if (pool.tasksPerThread !== undefined) checkInteger('pool.tasksPerThread', pool.tasksPerThread, 1, 1, 65536, 'from 1 to 65536');
 }
 
 export interface NodeOptions {
@@ -339,30 +346,16 @@ export class Node<Req = unknown, Res = unknown> {
   #handshake: HandshakeSpec = { scheme: 'none' };
 
   constructor(options: NodeOptions = {}) {
-    const maxFrameBytes = options.maxFrameBytes ?? kDefaultMaxFrameBytes;
-    const ringBytes = options.ringBytes ?? kDefaultRingBytes;
-    if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < 16 || maxFrameBytes > 0xffffffff) {
-      throw new RpcError('INVALID_ARGUMENT', `maxFrameBytes must be an integer from 16 to 2^32-1, got ${maxFrameBytes}`);
-    }
+    const maxFrameBytes = checkInteger('maxFrameBytes', options.maxFrameBytes, kDefaultMaxFrameBytes, 16, 0xffffffff, 'from 16 to 2^32-1');
+    const ringBytes = checkInteger('ringBytes', options.ringBytes, kDefaultRingBytes, 1, kMaxRingCapacity, 'from 1 to 2^30');
     const spinMicros = checkMicros('spinMicros', options.spinMicros) ?? 0;
     this.#pollMicros = checkMicros('pollMicros', options.pollMicros);
     this.#peerPollMicros = checkMicros('peerPollMicros', options.peerPollMicros);
-    const handshakeTimeoutMs = options.handshakeTimeoutMs ?? kDefaultHandshakeTimeoutMs;
-    if (!(Number.isInteger(handshakeTimeoutMs) && handshakeTimeoutMs >= 1 && handshakeTimeoutMs <= 2 ** 31 - 1)) {
-      throw new RpcError('INVALID_ARGUMENT', `handshakeTimeoutMs must be a positive integer, got ${handshakeTimeoutMs}`);
-    }
-    const keepAliveMs = options.keepAliveMs ?? 0;
-    if (!(Number.isInteger(keepAliveMs) && keepAliveMs >= 0 && keepAliveMs <= 2 ** 31 - 1)) {
-      throw new RpcError('INVALID_ARGUMENT', `keepAliveMs must be a non-negative integer, got ${keepAliveMs}`);
-    }
-    const connectTimeoutMs = options.connectTimeoutMs ?? kDefaultConnectTimeoutMs;
-    if (!(Number.isInteger(connectTimeoutMs) && connectTimeoutMs >= 0 && connectTimeoutMs <= 2 ** 31 - 1)) {
-      throw new RpcError('INVALID_ARGUMENT', `connectTimeoutMs must be a non-negative integer, got ${connectTimeoutMs}`);
-    }
-    const closeTimeoutMs = options.closeTimeoutMs ?? kDefaultCloseTimeoutMs;
-    if (!(Number.isInteger(closeTimeoutMs) && closeTimeoutMs >= 1 && closeTimeoutMs <= 2 ** 31 - 1)) {
-      throw new RpcError('INVALID_ARGUMENT', `closeTimeoutMs must be a positive integer, got ${closeTimeoutMs}`);
-    }
+    const handshakeTimeoutMs = checkInteger('handshakeTimeoutMs', options.handshakeTimeoutMs, kDefaultHandshakeTimeoutMs, 1, kMaxTimerMs, 'from 1 to 2^31-1');
+    const keepAliveMs = checkInteger('keepAliveMs', options.keepAliveMs, 0, 0, kMaxTimerMs, 'from 0 to 2^31-1');
+    const connectTimeoutMs = checkInteger('connectTimeoutMs', options.connectTimeoutMs, kDefaultConnectTimeoutMs, 0, kMaxTimerMs, 'from 0 to 2^31-1');
+    const closeTimeoutMs = checkInteger('closeTimeoutMs', options.closeTimeoutMs, kDefaultCloseTimeoutMs, 1, kMaxTimerMs, 'from 1 to 2^31-1');
+    if (options.pool !== undefined) checkPoolOptions(options.pool);
     this.#options = { maxFrameBytes, ringBytes, spinMicros, handshakeTimeoutMs, keepAliveMs, connectTimeoutMs, closeTimeoutMs, pool: options.pool, discovery: options.discovery };
   }
 
@@ -423,6 +416,7 @@ export class Node<Req = unknown, Res = unknown> {
   waitFor<Q = Req, S = Res>(name: string, options: WaitForOptions = {}): Node<Q, S> {
     if (this.#connect || this.#waitFor) throw new RpcError('INVALID_ARGUMENT', 'a node connects once: connect() or waitFor()');
     checkClientOptions(options);
+    timeLimit('waitFor timeoutMs', options.timeoutMs);
     const transport = options.transport ?? (options.tls !== undefined ? 'tls' : 'tcp');
     if (options.tls !== undefined && transport !== 'tls') {
       throw new RpcError('INVALID_ARGUMENT', `waitFor({ tls }) reaches services published as tls, not ${transport}`);
@@ -604,9 +598,4 @@ function checkHandler(handler: HandlerInput): void {
   if (handler === null || typeof handler !== 'object' || (typeof handler.onRequest !== 'function' && typeof handler.onEvent !== 'function')) {
     throw new RpcError('INVALID_ARGUMENT', 'a handler is an object with onRequest() and/or onEvent(), or the URL of a module exporting `handler`');
   }
-}
-
-function moduleHref(handler: URL | string): string {
-  if (handler instanceof URL) return handler.href;
-  return /^[a-z][a-z0-9+.-]*:/i.test(handler) && !/^[a-z]:\\/i.test(handler) ? handler : pathToFileURL(handler).href;
 }

@@ -16,7 +16,6 @@ import {
   creditHeader,
   envelopeId,
   idHeader,
-  kMaxDeadlineMs,
   kindHeader,
   openHeader,
   readU32LE,
@@ -27,6 +26,7 @@ import {
 } from '../protocol/envelope.js';
 import type { CallContext, CallOptions, Handler, PeerClient, PeerInfo, StreamOptions } from '../types.js';
 import { callEnd, callError, callStart, countCopied } from '../observe.js';
+import { badTimeLimit, isTimerMs, kMaxTimerMs } from '../limits.js';
 import { Inbox, Outflow, isAsyncIterable, kDefaultWindow, kMaxWindow, pump } from './streams.js';
 
 /**
@@ -147,9 +147,9 @@ export class Session implements PeerClient {
     if (signal?.aborted) return Promise.reject(cancelled(signal));
     const timeoutMs = options?.timeoutMs;
     let deadline = 0;
-    if (timeoutMs !== undefined) {
-      if (!(timeoutMs >= 0)) return Promise.reject(new RpcError('INVALID_ARGUMENT', `timeoutMs must be a non-negative number, got ${timeoutMs}`));
-      deadline = Math.min(Math.max(1, Math.ceil(timeoutMs)), kMaxDeadlineMs);
+    if (timeoutMs !== undefined && timeoutMs !== Infinity) {
+      if (!isTimerMs(timeoutMs)) return Promise.reject(badTimeLimit('timeoutMs', timeoutMs));
+      deadline = Math.max(1, Math.ceil(timeoutMs));
     }
     let payload: Uint8Array = kEmpty;
     // Bytes go out as they are, behind their codec header: copied once, where they are sent.
@@ -261,7 +261,8 @@ export class Session implements PeerClient {
       }
     }
     const timeoutMs = options?.timeoutMs;
-    const deadline = timeoutMs === undefined ? 0 : Math.min(Math.max(1, Math.ceil(timeoutMs)), kMaxDeadlineMs);
+    // Checked by checkCallOptions: undefined, Infinity (none) or a number a timer holds.
+    const deadline = timeoutMs === undefined || timeoutMs === Infinity ? 0 : Math.max(1, Math.ceil(timeoutMs));
     if (deadline > 0) out.timer = setTimeout(() => this.#giveUpStream(id, new RpcError('TIMEOUT', `call timed out after ${timeoutMs} ms`)), timeoutMs);
     if (signal) {
       out.onAbort = () => this.#giveUpStream(id, cancelled(signal));
@@ -743,8 +744,17 @@ class Serving implements CallContext {
     this.client = session;
     if (deadlineMs > 0) {
       this.deadline = Date.now() + deadlineMs;
-      this.#timer = setTimeout(() => this.abort(new RpcError('TIMEOUT', `the caller's deadline of ${deadlineMs} ms passed`)), deadlineMs);
+      this.#arm(deadlineMs, deadlineMs);
     }
+  }
+
+  /** Aborts the call `ms` from now; a deadline longer than a timer holds (from a peer's u32 field) takes several. */
+  #arm(ms: number, deadlineMs: number): void {
+    const step = Math.min(ms, kMaxTimerMs);
+    this.#timer = setTimeout(() => {
+      if (ms > step) this.#arm(ms - step, deadlineMs);
+      else this.abort(new RpcError('TIMEOUT', `the caller's deadline of ${deadlineMs} ms passed`));
+    }, step);
   }
 
   get signal(): AbortSignal {
@@ -786,7 +796,7 @@ function releaseIterable(value: AsyncIterable<unknown>): void {
 /** The options error a call would reject with, if any. */
 function checkCallOptions(options: CallOptions | undefined): RpcError | undefined {
   const timeoutMs = options?.timeoutMs;
-  if (timeoutMs !== undefined && !(timeoutMs >= 0)) return new RpcError('INVALID_ARGUMENT', `timeoutMs must be a non-negative number, got ${timeoutMs}`);
+  if (timeoutMs !== undefined && timeoutMs !== Infinity && !isTimerMs(timeoutMs)) return badTimeLimit('timeoutMs', timeoutMs);
   return undefined;
 }
 

@@ -2,7 +2,9 @@
  * Transports are descriptors: plain serialisable objects, because a socket cannot cross into a
  * worker thread. The connection worker turns a descriptor into a live adapter.
  */
+import { pathToFileURL } from 'node:url';
 import { RpcError } from '../errors.js';
+import { checkInteger, kMaxTimerMs } from '../limits.js';
 import { loadNative } from '../shm/native.js';
 import { resolveTls, type TlsOptions, type TlsSettings } from './tls-options.js';
 
@@ -89,7 +91,11 @@ export function tcp(address: string | { host?: string; port: number }, options: 
 
 function tcpAddress(address: string | { host?: string; port: number }): TcpDescriptor {
   if (typeof address === 'object' && address !== null) {
-    return { kind: 'tcp', host: address.host ?? '127.0.0.1', port: checkPort(address.port, JSON.stringify({ host: address.host, port: address.port })) };
+    const shown = JSON.stringify({ host: address.host, port: address.port });
+    if (address.host !== undefined && (typeof address.host !== 'string' || address.host.length === 0)) {
+      throw new RpcError('INVALID_ARGUMENT', `tcp host must be a non-empty string, got ${shown}`);
+    }
+    return { kind: 'tcp', host: address.host ?? '127.0.0.1', port: checkPort(address.port, shown) };
   }
   if (typeof address !== 'string') throw new RpcError('INVALID_ARGUMENT', 'tcp() takes "host:port" or { host, port }');
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(address);
@@ -113,8 +119,18 @@ export function unix(path: string): UnixDescriptor {
  * (a `TransportAdapter`); it is imported inside the connection worker and given `options`.
  */
 export function custom(module: string | URL, options: unknown = {}, name = 'custom'): CustomDescriptor {
-  const href = module instanceof URL ? module.href : /^[a-z]+:/i.test(module) ? module : new URL(`file://${module}`).href;
-  return { kind: 'custom', module: href, options, name };
+  return { kind: 'custom', module: moduleHref(module, 'custom() module'), options, name };
+}
+
+/**
+ * The URL of a module given as a URL, a URL string or a file path (relative to the working
+ * directory; a Windows drive path too), escaped as a file URL: a '#' or '%' in a path is a
+ * character of the name, not a fragment or an escape.
+ */
+export function moduleHref(module: string | URL, what = 'a module'): string {
+  if (module instanceof URL) return module.href;
+  if (typeof module !== 'string' || module.length === 0) throw new RpcError('INVALID_ARGUMENT', `${what} must be a URL or a file path, got ${String(module)}`);
+  return /^[a-z][a-z0-9+.-]*:/i.test(module) && !/^[a-z]:\\/i.test(module) ? module : pathToFileURL(module).href;
 }
 
 /**
@@ -183,8 +199,8 @@ export function isolate(
   module: string | URL,
   options: { resourceLimits?: IsolateDescriptor['resourceLimits']; closeTimeoutMs?: number } = {},
 ): IsolateDescriptor {
-  const href = module instanceof URL ? module.href : /^[a-z]+:/i.test(module) ? module : new URL(`file://${module}`).href;
-  const d: IsolateDescriptor = { kind: 'isolate', module: href, closeTimeoutMs: options.closeTimeoutMs ?? 2000 };
+  const closeTimeoutMs = checkInteger('isolate closeTimeoutMs', options.closeTimeoutMs, 2000, 1, kMaxTimerMs, 'from 1 to 2^31-1');
+  const d: IsolateDescriptor = { kind: 'isolate', module: moduleHref(module, 'isolate() module'), closeTimeoutMs };
   if (options.resourceLimits) d.resourceLimits = options.resourceLimits;
   return d;
 }
