@@ -21,7 +21,8 @@ import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib
 import type { Subject } from './lib/subject.js';
 import { atLeast, comparisonRows, type ResultRow } from './lib/table.js';
 import { kDefaultRingBytes as kOursRingBytes } from '../src/main/node.js';
-import { ceilingRow, floorRows, kThreadHopLabel, startThreadHop, type ThreadHopSubject } from './lib/thread-hop.js';
+import { kChainLabels, startRingChain, type RingChainSubject } from './lib/ring-chain.js';
+import { kThreadHopLabel, startThreadHop, type ThreadHopSubject } from './lib/thread-hop.js';
 import { OursUnavailableError, kPeerPollKey, kPeerPollMicros, startOursPeerPolling, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
 
@@ -102,6 +103,7 @@ export async function runShm(
   const ours: Subject[] = [];
   let raw: Subject | undefined;
   let hop: ThreadHopSubject | undefined;
+  const chains: RingChainSubject[] = [];
   let polling: Subject | undefined;
   try {
     for (const handler of ['worker', 'main'] as const) {
@@ -128,7 +130,12 @@ export async function runShm(
       raw = await startRawSubject('unix', dir);
       // Every call through ours also crosses the thread hop: a floor for its round trip.
       hop = await startThreadHop('shm', { pollMicros: 0 });
-      const subjects = [raw, ...ours, ...(polling === undefined ? [] : [polling]), hop];
+      // Every call through ours crosses the bare chain main <-> worker <-> other process: its floor and ceiling.
+      for (const kind of ['via-worker', 'direct'] as const) {
+        log(`shm: starting the ${kChainLabels[kind]}`);
+        chains.push(await startRingChain(kind, token));
+      }
+      const subjects = [raw, ...ours, ...(polling === undefined ? [] : [polling]), hop, ...chains];
       const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
       result.subjects = subjects.map((s) => ({
         key: s === raw ? 'raw-unix' : s.key,
@@ -137,6 +144,7 @@ export async function runShm(
         summary: summaries.get(s)!,
       }));
       await hop.close();
+      for (const chain of chains.splice(0)) await chain.close();
       // Every 1 MiB echo through ours crosses the main <-> worker hop both ways, through rings of
       // the default ringBytes: that hop alone bounds ours' echo bandwidth from above.
       hop = await startThreadHop('shm', { pollMicros: 0, capacity: kOursRingBytes, payloadBytes: kEchoBytes });
@@ -144,6 +152,7 @@ export async function runShm(
     }
   } finally {
     await hop?.close().catch((err: Error) => log(`close: ${err.message}`));
+    for (const chain of chains) await chain.close().catch((err: Error) => log(`close: ${err.message}`));
     for (const subject of [...ours, ...(polling === undefined ? [] : [polling]), ...(raw === undefined ? [] : [raw])]) {
       await subject.close().catch((err: Error) => log(`close: ${err.message}`));
     }
@@ -268,14 +277,58 @@ async function measureEcho(
   };
 }
 
+type MeasuredSubject = ShmResult['subjects'][number];
+
+/**
+ * The bare ring chains beside raw unix: each one's figures (info), and the one ours crosses as the
+ * floor of its round trip and the ceiling of its calls/s, marked reachable or not against the targets.
+ */
+function chainRows(chains: readonly MeasuredSubject[], raw: MeasuredSubject, inflight: number): ResultRow[] {
+  const rows: ResultRow[] = [];
+  const rawRt = raw.summary.roundTrip.medianUs;
+  const rawRate = raw.summary.pipelined!.callsPerSec;
+  for (const chain of chains) {
+    const rt = chain.summary.roundTrip.medianUs;
+    const rate = chain.summary.pipelined!.callsPerSec;
+    rows.push(
+      { scenario: `${chain.label} rt`, transport: 'shm', medianUs: rt, p99Us: chain.summary.roundTrip.p99Us, baseline: 'raw unix rt', ratio: rt / rawRt, verdict: 'info' },
+      { scenario: `${chain.label} x${inflight}`, transport: 'shm', callsPerSec: rate, baseline: `raw unix x${inflight}`, ratio: rate / rawRate, verdict: 'info' },
+    );
+    if (chain.key !== 'chain-via-worker') continue;
+    // Not verdicts on ours: whether the targets lie within what the path it takes allows here.
+    rows.push(
+      {
+        scenario: '  floor of ours rt: the bare ring chain it crosses',
+        transport: 'shm',
+        medianUs: rt,
+        baseline: 'raw unix rt',
+        ratio: rt / rawRt,
+        target: `<= ${kShmRoundTripRatioMax.toFixed(2)}x`,
+        verdict: rt / rawRt > kShmRoundTripRatioMax ? 'unreachable' : 'reachable',
+      },
+      {
+        scenario: `  ceiling of ours x${inflight}: the bare ring chain it crosses`,
+        transport: 'shm',
+        callsPerSec: rate,
+        baseline: `raw unix x${inflight}`,
+        ratio: rate / rawRate,
+        target: `>= ${kShmCallsPerSecRatioMin.toFixed(2)}x`,
+        verdict: rate / rawRate < kShmCallsPerSecRatioMin ? 'unreachable' : 'reachable',
+      },
+    );
+  }
+  return rows;
+}
+
 export function shmRows(result: ShmResult, inflight: number): ResultRow[] {
   const rows: ResultRow[] = [];
   const raw = result.subjects.find((s) => s.key === 'raw-unix');
   const hop = result.subjects.find((s) => s.key === 'hop');
+  const chains = result.subjects.filter((s) => s.key === 'chain-via-worker' || s.key === 'chain-direct');
   if (raw !== undefined) {
     rows.push(
       ...comparisonRows({
-        subjects: result.subjects.filter((s) => s !== hop),
+        subjects: result.subjects.filter((s) => s !== hop && !chains.includes(s)),
         baseline: raw,
         baselineName: 'raw unix',
         inflight,
@@ -283,11 +336,8 @@ export function shmRows(result: ShmResult, inflight: number): ResultRow[] {
         targetsFor: (s) => (s.key === kPeerPollKey ? undefined : { rtMax: kShmRoundTripRatioMax, rateMin: kShmCallsPerSecRatioMin }),
       }),
     );
-    if (hop !== undefined) {
-      // The hop alone, without the cross-process part: already a floor for ours' round trip.
-      rows.push(...floorRows(0, 'raw unix rt', hop.summary.roundTrip.medianUs, 'shm', kShmRoundTripRatioMax, raw.summary.roundTrip.medianUs));
-      rows.push(ceilingRow(hop.summary.pipelined!.callsPerSec, `raw unix x${inflight}`, raw.summary.pipelined!.callsPerSec, inflight, 'shm', kShmCallsPerSecRatioMin));
-    }
+    if (hop !== undefined) rows.push({ scenario: `${kThreadHopLabel} rt`, transport: 'shm', medianUs: hop.summary.roundTrip.medianUs, verdict: 'info' });
+    rows.push(...chainRows(chains, raw, inflight));
   }
   const echo = result.echo;
   if (echo !== undefined) {

@@ -100,7 +100,8 @@ export function renderChart(rows: ResultRow[], sweep: SweepResult | undefined, t
     .filter((r) => r.medianUs !== undefined && r.medianUs > 0 && r.callsPerSec === undefined && r.mbPerSec === undefined && !r.scenario.startsWith('  '))
     .map((r) => ({ label: `${r.scenario} [${r.transport}]`, value: r.medianUs!, marker: r.p99Us, color: color(r) }));
   const rate = rows
-    .filter((r) => r.callsPerSec !== undefined && r.callsPerSec > 0)
+    // Indented rows are bounds derived from measured rows (floor, ceiling): drawn once, as measured.
+    .filter((r) => r.callsPerSec !== undefined && r.callsPerSec > 0 && !r.scenario.startsWith('  '))
     .map((r) => ({ label: `${r.scenario} [${r.transport}]`, value: r.callsPerSec!, color: color(r) }));
   let y = 40;
   const body: string[] = [`<text x="10" y="24" font-size="17" font-weight="bold">${escape(title)}</text>`];

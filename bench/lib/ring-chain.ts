@@ -1,0 +1,117 @@
+/**
+ * The bare ring chain: one 16-byte message from the main thread to another process and back over
+ * shared-memory rings woken by the native futex, with the runtime's ring code and idle strategy
+ * (sleep at once) and nothing else (no framing, codec or session).
+ *
+ * - `via worker`: main thread <-> worker thread <-> other process, the path every shm call of ours
+ *   takes (the caller's thread, its connection worker, the serving process). Whatever the runtime
+ *   does, it cannot beat this chain: it is the floor of ours' round trip and the ceiling of its
+ *   calls/s over shm.
+ * - `direct`: main thread <-> other process, a design in which the caller's thread writes the
+ *   cross-process ring itself, shown beside it for what the worker hop costs.
+ */
+import { once } from 'node:events';
+import { Worker } from 'node:worker_threads';
+import { futexSignal, loadNative } from '../../src/shm/native.js';
+import { createRing, initRing, kRingHeaderBytes, RingReader, RingWriter, type RingReaderOptions } from '../../src/shm/ring.js';
+import { startServerChild, type ServerChild } from './children.js';
+import { kPayloadBytes } from './subject.js';
+
+export type ChainKind = 'via-worker' | 'direct';
+
+export interface RingChainSubject {
+  readonly key: 'chain-via-worker' | 'chain-direct';
+  readonly label: string;
+  readonly transport: 'shm';
+  call(): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+export const kChainLabels: Record<ChainKind, string> = {
+  'via-worker': 'bare ring chain main <-> worker <-> other process',
+  direct: 'bare ring chain main <-> other process (no worker hop)',
+};
+
+/** Each ring's data area: as ours' shm rings in the bench and its main <-> worker rings. */
+const kCapacity = 1 << 20;
+let chainCounter = 0;
+
+/** `token` starts every segment name (so the bench's leftover sweep recognises them). */
+export async function startRingChain(kind: ChainKind, token: string): Promise<RingChainSubject> {
+  const native = loadNative();
+  const names = ['c2s', 's2c'].map((dir) => `/${token}chain-${++chainCounter}-${dir}`);
+  const [c2s, s2c] = names.map((name) => {
+    const sab = native.shmOpen({ name, size: kRingHeaderBytes + kCapacity, create: true, exclusive: true });
+    initRing(sab);
+    return sab;
+  }) as [SharedArrayBuffer, SharedArrayBuffer];
+  let server: ServerChild;
+  try {
+    server = await startServerChild(new URL('../ring-chain-server.js', import.meta.url), names, { label: 'ring chain server' });
+  } finally {
+    // Mapped by both processes now (or never to be): nothing need stay in /dev/shm.
+    for (const name of names) native.shmUnlink(name);
+  }
+  let worker: Worker | undefined;
+  let writer: RingWriter;
+  let replies: SharedArrayBuffer;
+  let readerOptions: RingReaderOptions = {};
+  if (kind === 'via-worker') {
+    const fromMain = createRing(kCapacity);
+    const toMain = createRing(kCapacity);
+    worker = new Worker(new URL('../ring-relay-worker.js', import.meta.url), { workerData: { fromMain, toMain, toPeer: c2s, fromPeer: s2c } });
+    writer = new RingWriter(fromMain);
+    replies = toMain;
+  } else {
+    writer = new RingWriter(c2s, { signal: futexSignal });
+    replies = s2c;
+    readerOptions = { signal: futexSignal };
+  }
+  const pending = new Map<number, () => void>();
+  let closedReplies: () => void = () => {};
+  const repliesClosed = new Promise<void>((resolve) => (closedReplies = resolve));
+  const reader = new RingReader(replies, {
+    onMessage(tag) {
+      const resolve = pending.get(tag);
+      if (resolve === undefined) throw new Error(`reply to unknown call ${tag}`);
+      pending.delete(tag);
+      resolve();
+    },
+    onClose: () => closedReplies(),
+  }, readerOptions);
+  reader.start();
+  const payload = new Uint8Array(kPayloadBytes);
+  let nextTag = 0;
+  const call = (): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const tag = nextTag;
+      nextTag = (nextTag + 1) >>> 0;
+      pending.set(tag, resolve);
+      writer.write(tag, payload);
+    });
+  await call();
+  let closed = false;
+  return {
+    key: kind === 'direct' ? 'chain-direct' : 'chain-via-worker',
+    label: kChainLabels[kind],
+    transport: 'shm',
+    call,
+    async close() {
+      if (closed) return;
+      closed = true;
+      // The close record travels the chain and back; each stage ends once it has passed it on.
+      writer.close();
+      const timer = setTimeout(() => closedReplies(), 2000);
+      await repliesClosed;
+      clearTimeout(timer);
+      reader.stop();
+      if (worker !== undefined) {
+        const exited = once(worker, 'exit');
+        const kill = setTimeout(() => void worker!.terminate(), 2000);
+        await exited;
+        clearTimeout(kill);
+      }
+      await server.stop();
+    },
+  };
+}
