@@ -2,8 +2,9 @@
  * The benchmark suite, part 1: raw `net` ping-pong baselines and ogurpchik over TCP and Unix
  * sockets, shared memory against raw unix and memcpy (shm.ts), the worker isolate against comlink
  * and piscina (isolate.ts), the busy-host case, the peers users pick today (fork IPC, grpc-js;
- * peers.ts), a payload sweep (sweep.ts), the cost of TLS on tcp (tls.ts) and the view codec's copies (view.ts).
- * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,handshake,busy,peers,sweep,tls,view]`.
+ * peers.ts), a payload sweep (sweep.ts), the cost of TLS on tcp (tls.ts), the view codec's copies (view.ts)
+ * and one server under many connections, with its memory (scale.ts).
+ * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,handshake,busy,peers,sweep,tls,view,scale] [--soak-minutes N]`.
  *
  * Progress goes to stderr, the table to stdout, raw figures to bench/results/latest.json.
  * Each transport's subjects are measured in interleaved rounds (see lib/rounds.ts); every
@@ -26,6 +27,7 @@ import { startRawSubject } from './raw.js';
 import { runShm, shmRows, type ShmResult } from './shm.js';
 import { handshakeRows, runHandshake, type HandshakeResult } from './handshake.js';
 import { runView, viewRows, type ViewResult } from './view.js';
+import { kPerConnection, runScale, scaleRows, type ScaleConfig, type ScaleResult } from './scale.js';
 import { Progress } from './lib/progress.js';
 import { peersRows, runPeers, type PeersResult } from './peers.js';
 import { runSweep, sweepRows, type SweepConfig, type SweepResult } from './sweep.js';
@@ -38,7 +40,7 @@ const kRoundTripRatioMax = 1.5;
 const kCallsPerSecRatioMin = 1.5;
 
 const quick = process.argv.includes('--quick');
-const kSections = ['tcp', 'unix', 'shm', 'isolate', 'handshake', 'busy', 'peers', 'sweep', 'tls', 'view'] as const;
+const kSections = ['tcp', 'unix', 'shm', 'isolate', 'handshake', 'busy', 'peers', 'sweep', 'tls', 'view', 'scale'] as const;
 type Section = (typeof kSections)[number];
 /** `--only a,b`: run just those sections (for working on one); the default runs all. */
 const only = ((): ReadonlySet<Section> => {
@@ -93,6 +95,24 @@ const sweepConfig: SweepConfig = quick
  * length. Quick: 3 rounds ≈ 8 s; full: 5 rounds ≈ 30 s.
  */
 const tlsConfig: BenchConfig = quick ? { ...config, rounds: 3 } : config;
+/**
+ * scale: 4 connection counts × 2 servers per round, then 1,000 idle connections and the soak.
+ * Quick: 2 rounds of 0.1 + 0.4 s and a 6 s soak ≈ 16 s; full: 3 rounds of 0.3 + 1.2 s and a
+ * 1-minute soak ≈ 100 s. `--soak-minutes 10` runs the soak DESIGN §6 asks for.
+ */
+const scaleConfig: ScaleConfig = {
+  ...(quick ? { rounds: 2, warmupMs: 100, durationMs: 400 } : { rounds: 3, warmupMs: 300, durationMs: 1200 }),
+  soakMinutes: ((): number => {
+    const i = process.argv.indexOf('--soak-minutes');
+    if (i < 0) return quick ? 0.1 : 1;
+    const n = Number(process.argv[i + 1]);
+    if (!(n > 0 && n <= 24 * 60)) {
+      process.stderr.write('--soak-minutes takes a number of minutes from 0 to 1440\n');
+      process.exit(2);
+    }
+    return n;
+  })(),
+};
 /** A subject whose rounds differ by more than this factor gets a warning under the table. */
 const kUnstableSpread = 1.5;
 
@@ -110,6 +130,7 @@ const kSectionSeconds: Record<Section, [number, number]> = {
   sweep: [7, 32],
   tls: [8, 25],
   view: [1, 2],
+  scale: [16, 100],
 };
 const progress = new Progress(kSections.filter((s) => only.has(s)).map((name) => ({ name, seconds: kSectionSeconds[name][quick ? 0 : 1] })));
 
@@ -280,6 +301,12 @@ async function main(): Promise<number> {
   let viewResult: ViewResult | undefined;
   if (only.has('view') && section('view')) viewResult = await runView({ requests: quick ? 10 : 40 }, log);
 
+  let scale: ScaleResult | undefined;
+  if (api !== undefined && only.has('scale') && section('scale')) {
+    scale = await runScale(scaleConfig, log);
+    skipped.push(...scale.skipped);
+  }
+
   const rows: Array<ResultRow | null> = [];
   for (const group of groups) {
     if (rows.length > 0) rows.push(null);
@@ -299,12 +326,13 @@ async function main(): Promise<number> {
   const tlsTable = tls === undefined ? [] : tlsRows(tls, tlsConfig.inflight);
   if (tlsTable.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...tlsTable);
   if (viewResult !== undefined) rows.push(...(rows.length > 0 ? [null] : []), ...viewRows(viewResult));
+  if (scale !== undefined && scale.rates.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...scaleRows(scale));
   const elapsedSec = (performance.now() - started) / 1000;
   progress.finish();
 
   const out: string[] = [
     '',
-    `ogurpchik bench, part 1 (tcp, unix, shm, worker isolate, handshake, busy host, peers, payload sweep, tls, view codec): ${quick ? 'quick' : 'full'} run, ${new Date().toISOString()}`,
+    `ogurpchik bench, part 1 (tcp, unix, shm, worker isolate, handshake, busy host, peers, payload sweep, tls, view codec, scale): ${quick ? 'quick' : 'full'} run, ${new Date().toISOString()}`,
     `node ${process.version}, ${cpu.length} x ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${kPayloadBytes}-byte payload`,
     `figures: median of ${config.rounds} interleaved rounds of ${config.durationMs} ms after ${config.warmupMs} ms warm-up ` +
       `(shm: ${shmConfig.rounds} rounds; worker isolate: ${isolateConfig.rounds} rounds; busy host: ${busyConfig.rounds} rounds of ${busyConfig.durationMs} ms; ` +
@@ -342,6 +370,12 @@ async function main(): Promise<number> {
           'view rows: receive + handle one 1 MiB request through the runtime\'s framing (64 KiB chunks), session and, for a main-thread handler, the 1 MiB ring; ' +
             'copied B/req = payload bytes the runtime copied (frame assembly, ring, decode); ratio = copies / msgpack copies',
         ]),
+    ...(scale === undefined
+      ? []
+      : [
+          `scale rows: ours worker handler over unix and the raw echo server, each a child process, loaded by raw sockets of this process speaking ours' wire format, ${kPerConnection} calls in flight per connection (${scaleConfig.rounds} rounds of ${scaleConfig.durationMs} ms); ` +
+            'RSS of the server process from /proc; the soak keeps 64 connections busy',
+        ]),
     '',
     formatTable(rows),
     '',
@@ -377,6 +411,7 @@ async function main(): Promise<number> {
     peersConfig,
     sweepConfig,
     tlsConfig,
+    scaleConfig,
     only: [...only],
     payloadBytes: kPayloadBytes,
     elapsedSec,
@@ -391,6 +426,7 @@ async function main(): Promise<number> {
     sweep,
     tls,
     view: viewResult,
+    scale,
     rows: rows.filter((r) => r !== null),
   };
   await writeFile(resultsUrl, `${JSON.stringify(json, null, 2)}\n`);

@@ -21,6 +21,8 @@ export interface ResultRow {
   mbPerSec?: number;
   /** Payload bytes the runtime copied per request; its column appears only when some row has it. */
   copiedBytes?: number;
+  /** A process's resident memory, MiB; its column appears only when some row has it. */
+  rssMiB?: number;
   /** Name of the row this one is compared with, e.g. "raw tcp, 1 in flight". */
   baseline?: string;
   /** This row's figure over the baseline's (time for round trips, rate for calls/s). */
@@ -62,6 +64,7 @@ const allColumns: Column[] = [
   { header: 'calls/s', align: 'right', cell: (r) => rate(r.callsPerSec) },
   { header: 'MB/s', align: 'right', cell: (r) => bandwidth(r.mbPerSec) },
   { header: 'copied B/req', align: 'right', cell: (r) => rate(r.copiedBytes) },
+  { header: 'RSS MiB', align: 'right', cell: (r) => (r.rssMiB === undefined || !Number.isFinite(r.rssMiB) ? dash : r.rssMiB.toFixed(0)) },
   { header: 'baseline', align: 'left', cell: (r) => r.baseline ?? dash },
   {
     header: 'ratio',
@@ -76,7 +79,10 @@ const allColumns: Column[] = [
 export function formatTable(rows: ReadonlyArray<ResultRow | null>): string {
   const hasBandwidth = rows.some((row) => row?.mbPerSec !== undefined);
   const hasCopies = rows.some((row) => row?.copiedBytes !== undefined);
-  const columns = allColumns.filter((c) => (hasBandwidth || c.header !== 'MB/s') && (hasCopies || c.header !== 'copied B/req'));
+  const hasRss = rows.some((row) => row?.rssMiB !== undefined);
+  const columns = allColumns.filter(
+    (c) => (hasBandwidth || c.header !== 'MB/s') && (hasCopies || c.header !== 'copied B/req') && (hasRss || c.header !== 'RSS MiB'),
+  );
   const cells = rows.map((row) => (row === null ? null : columns.map((c) => c.cell(row))));
   const widths = columns.map((c, i) =>
     Math.max(c.header.length, ...cells.map((line) => (line === null ? 0 : line[i]!.length))),
