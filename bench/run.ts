@@ -374,7 +374,7 @@ async function main(): Promise<number> {
       ? []
       : [
           `scale rows: ours worker handler over unix and the raw echo server, each a child process, loaded by raw sockets of this process speaking ours' wire format, ${kPerConnection} calls in flight per connection (${scaleConfig.rounds} rounds of ${scaleConfig.durationMs} ms); ` +
-            'RSS of the server process from /proc; the soak keeps 64 connections busy',
+            'RSS of the server process from /proc; the soak keeps 64 connections busy and compares the median RSS of its first and last fifth after warm-up',
         ]),
     '',
     formatTable(rows),

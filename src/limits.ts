@@ -27,13 +27,30 @@ export function timeLimit(what: string, value: unknown): number | undefined {
   return value;
 }
 
-/** `value` (or `fallback` when undefined) as an integer from `min` to `max`, else INVALID_ARGUMENT naming `what`. */
-export function checkInteger(what: string, value: unknown, fallback: number, min: number, max: number, range = `from ${min} to ${max}`): number {
-  const n = value === undefined ? fallback : value;
-  if (!(Number.isInteger(n) && (n as number) >= min && (n as number) <= max)) {
-    throw new RpcError('INVALID_ARGUMENT', `${what} must be an integer ${range}, got ${shown(value)}`);
+/** What an integer option may be: `fallback` when it is undefined, else from `min` to `max`. */
+export interface IntegerRange {
+  fallback: number;
+  min: number;
+  max: number;
+}
+
+/** `value` (or `range.fallback` when undefined) as an integer within `range`, else INVALID_ARGUMENT naming `what`. */
+export function checkInteger(what: string, value: unknown, range: IntegerRange): number {
+  const n = value === undefined ? range.fallback : value;
+  if (!(Number.isInteger(n) && (n as number) >= range.min && (n as number) <= range.max)) {
+    throw new RpcError('INVALID_ARGUMENT', `${what} must be an integer from ${bound(range.min)} to ${bound(range.max)}, got ${shown(value)}`);
   }
   return n as number;
+}
+
+const kPowers = new Map([
+  [2 ** 30, '2^30'],
+  [2 ** 31 - 1, '2^31-1'],
+  [2 ** 32 - 1, '2^32-1'],
+]);
+
+function bound(n: number): string {
+  return kPowers.get(n) ?? String(n);
 }
 
 function shown(value: unknown): string {

@@ -62,8 +62,8 @@ function checkMicros(name: string, value: number | undefined): number | undefine
 
 function checkPoolOptions(pool: PoolOptions): void {
   if (pool === null || typeof pool !== 'object') throw new RpcError('INVALID_ARGUMENT', `pool takes { threads?, tasksPerThread? }, got ${String(pool)}`);
-  if (pool.threads !== undefined) checkInteger('pool.threads', pool.threads, 1, 1, 1024, 'from 1 to 1024');
-  if (pool.tasksPerThread !== undefined) checkInteger('pool.tasksPerThread', pool.tasksPerThread, 1, 1, 65536, 'from 1 to 65536');
+  if (pool.threads !== undefined) checkInteger('pool.threads', pool.threads, { fallback: 1, min: 1, max: 1024 });
+  if (pool.tasksPerThread !== undefined) checkInteger('pool.tasksPerThread', pool.tasksPerThread, { fallback: 1, min: 1, max: 65536 });
 }
 
 export interface NodeOptions {
@@ -346,15 +346,15 @@ export class Node<Req = unknown, Res = unknown> {
   #handshake: HandshakeSpec = { scheme: 'none' };
 
   constructor(options: NodeOptions = {}) {
-    const maxFrameBytes = checkInteger('maxFrameBytes', options.maxFrameBytes, kDefaultMaxFrameBytes, 16, 0xffffffff, 'from 16 to 2^32-1');
-    const ringBytes = checkInteger('ringBytes', options.ringBytes, kDefaultRingBytes, 1, kMaxRingCapacity, 'from 1 to 2^30');
+    const maxFrameBytes = checkInteger('maxFrameBytes', options.maxFrameBytes, { fallback: kDefaultMaxFrameBytes, min: 16, max: 0xffffffff });
+    const ringBytes = checkInteger('ringBytes', options.ringBytes, { fallback: kDefaultRingBytes, min: 1, max: kMaxRingCapacity });
     const spinMicros = checkMicros('spinMicros', options.spinMicros) ?? 0;
     this.#pollMicros = checkMicros('pollMicros', options.pollMicros);
     this.#peerPollMicros = checkMicros('peerPollMicros', options.peerPollMicros);
-    const handshakeTimeoutMs = checkInteger('handshakeTimeoutMs', options.handshakeTimeoutMs, kDefaultHandshakeTimeoutMs, 1, kMaxTimerMs, 'from 1 to 2^31-1');
-    const keepAliveMs = checkInteger('keepAliveMs', options.keepAliveMs, 0, 0, kMaxTimerMs, 'from 0 to 2^31-1');
-    const connectTimeoutMs = checkInteger('connectTimeoutMs', options.connectTimeoutMs, kDefaultConnectTimeoutMs, 0, kMaxTimerMs, 'from 0 to 2^31-1');
-    const closeTimeoutMs = checkInteger('closeTimeoutMs', options.closeTimeoutMs, kDefaultCloseTimeoutMs, 1, kMaxTimerMs, 'from 1 to 2^31-1');
+    const handshakeTimeoutMs = checkInteger('handshakeTimeoutMs', options.handshakeTimeoutMs, { fallback: kDefaultHandshakeTimeoutMs, min: 1, max: kMaxTimerMs });
+    const keepAliveMs = checkInteger('keepAliveMs', options.keepAliveMs, { fallback: 0, min: 0, max: kMaxTimerMs });
+    const connectTimeoutMs = checkInteger('connectTimeoutMs', options.connectTimeoutMs, { fallback: kDefaultConnectTimeoutMs, min: 0, max: kMaxTimerMs });
+    const closeTimeoutMs = checkInteger('closeTimeoutMs', options.closeTimeoutMs, { fallback: kDefaultCloseTimeoutMs, min: 1, max: kMaxTimerMs });
     if (options.pool !== undefined) checkPoolOptions(options.pool);
     this.#options = { maxFrameBytes, ringBytes, spinMicros, handshakeTimeoutMs, keepAliveMs, connectTimeoutMs, closeTimeoutMs, pool: options.pool, discovery: options.discovery };
   }

@@ -199,7 +199,7 @@ export function isolate(
   module: string | URL,
   options: { resourceLimits?: IsolateDescriptor['resourceLimits']; closeTimeoutMs?: number } = {},
 ): IsolateDescriptor {
-  const closeTimeoutMs = checkInteger('isolate closeTimeoutMs', options.closeTimeoutMs, 2000, 1, kMaxTimerMs, 'from 1 to 2^31-1');
+  const closeTimeoutMs = checkInteger('isolate closeTimeoutMs', options.closeTimeoutMs, { fallback: 2000, min: 1, max: kMaxTimerMs });
   const d: IsolateDescriptor = { kind: 'isolate', module: moduleHref(module, 'isolate() module'), closeTimeoutMs };
   if (options.resourceLimits) d.resourceLimits = options.resourceLimits;
   return d;

@@ -37,6 +37,8 @@ export class ConnectionTask implements ConnectionHost {
   readonly #toMain: RingWriter;
   readonly #fromMain: RingReader;
   #flushScheduled = false;
+  /** The ring from the main thread is paused until every connection's stream is writable again. */
+  #waitingWritable = false;
   /** After the peer's bytes, this worker's loop stays awake for the poll window (see ./awake.ts). */
   readonly #awake: AwakeWindow;
   #keepAliveTimer: ReturnType<typeof setInterval> | undefined;
@@ -314,15 +316,20 @@ export class ConnectionTask implements ConnectionHost {
 
   #flushAll(): void {
     this.#flushScheduled = false;
-    for (const conn of this.#dirty) conn.flush();
+    let blocked = false;
+    for (const conn of this.#dirty) {
+      conn.flush();
+      // Only a write puts a stream over its limit, so the connections just flushed are the ones
+      // to look at: a loop over every connection here cost a server with hundreds of them a
+      // pass over all of them per event-loop turn.
+      if (!conn.writable) blocked = true;
+    }
     this.#dirty.clear();
     // A stream over its write limit holds the ring from the main thread until it drains.
-    for (const conn of this.#connections.values()) {
-      if (!conn.writable) {
-        this.#fromMain.pause();
-        this.#waitWritable();
-        return;
-      }
+    if (blocked && !this.#waitingWritable) {
+      this.#waitingWritable = true;
+      this.#fromMain.pause();
+      this.#waitWritable();
     }
   }
 
@@ -331,6 +338,7 @@ export class ConnectionTask implements ConnectionHost {
       for (const conn of this.#connections.values()) {
         if (!conn.writable) return void setTimeout(check, 1);
       }
+      this.#waitingWritable = false;
       this.#fromMain.resume();
     };
     setTimeout(check, 1);
