@@ -1,6 +1,8 @@
 /**
  * Raw baseline server (a child process of the bench): echoes every u32-LE-framed message back,
- * one `write` per frame. Usage: `node raw-server.js --kind tcp|unix [--path <socket path>]`.
+ * one `write` per frame. Usage: `node raw-server.js --kind tcp|unix [--path <socket path>] [--chunks]`.
+ * `--chunks` echoes every chunk as it was read instead, one `write` per read: the cheapest server a
+ * byte stream can have, for the bench's bare chain (lib/socket-chain.ts).
  * Prints its address as one JSON line when listening; stops on SIGTERM or when the parent goes.
  */
 
@@ -9,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { FrameSplitter } from './lib/frames.js';
 
 const { values } = parseArgs({
-  options: { kind: { type: 'string' }, path: { type: 'string' } },
+  options: { kind: { type: 'string' }, path: { type: 'string' }, chunks: { type: 'boolean', default: false } },
 });
 
 function report(line: object): void {
@@ -18,6 +20,11 @@ function report(line: object): void {
 
 const server = net.createServer((socket) => {
   socket.setNoDelay(true);
+  socket.on('error', () => socket.destroy());
+  if (values.chunks) {
+    socket.on('data', (chunk: Buffer) => socket.write(chunk));
+    return;
+  }
   const splitter = new FrameSplitter();
   socket.on('data', (chunk: Buffer) => {
     try {
@@ -26,7 +33,6 @@ const server = net.createServer((socket) => {
       socket.destroy();
     }
   });
-  socket.on('error', () => socket.destroy());
 });
 
 server.once('error', (err) => {

@@ -33,7 +33,9 @@ import { peersRows, runPeers, type PeersResult } from './peers.js';
 import { runSweep, sweepRows, type SweepConfig, type SweepResult } from './sweep.js';
 import { runTls, tlsRows, tlsWarnings, type TlsResult } from './tls.js';
 import { renderChart } from './lib/chart.js';
-import { ceilingRow, floorRows, startThreadHop, type ThreadHopSubject } from './lib/thread-hop.js';
+import { pathRows } from './lib/bounds.js';
+import { startSocketChain, type SocketChainSubject } from './lib/socket-chain.js';
+import { kThreadHopLabel, startThreadHop, type ThreadHopSubject } from './lib/thread-hop.js';
 
 /** DESIGN §6 targets for tcp and unix, relative to the raw ping-pong of the same kind. */
 const kRoundTripRatioMax = 1.5;
@@ -154,6 +156,7 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
   const dir = await makeTempDir();
   const subjects: Subject[] = [];
   let hop: ThreadHopSubject | undefined;
+  let chain: SocketChainSubject | undefined;
   try {
     log(`${transport}: starting raw server`);
     subjects.push(await startRawSubject(transport, dir));
@@ -177,9 +180,11 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
         skipped.push(`${transport} peerPollMicros: ${err.message}`);
       }
     }
-    // The thread hop every call through ours adds to its transport: the floor of ours' round trip.
+    // The thread hop every call through ours adds to its transport, and the whole bare path ours
+    // takes (main <-> worker <-> socket): the floor of ours' round trip and the ceiling of its calls/s.
     hop = await startThreadHop(transport, { pollMicros: 0 });
-    const measured = [...subjects, hop];
+    chain = await startSocketChain(transport, dir);
+    const measured = [...subjects, hop, chain];
     const summaries = await measureInterleaved(measured, config, { pipelined: true, log });
     return {
       transport,
@@ -187,6 +192,7 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
     };
   } finally {
     await hop?.close().catch((err: Error) => log(`close: ${err.message}`));
+    await chain?.close().catch((err: Error) => log(`close: ${err.message}`));
     for (const subject of subjects) await subject.close().catch((err: Error) => log(`close: ${err.message}`));
     await removeTempDir(dir);
   }
@@ -216,17 +222,25 @@ function groupRows(group: GroupResult): ResultRow[] {
   const subjects = group.subjects.map((subject) => ({ ...subject, transport: group.transport }));
   const raw = subjects.find((s) => s.key === 'raw')!;
   const hop = subjects.find((s) => s.key === 'hop');
+  const chain = subjects.find((s) => s.key === 'chain');
   const rows = comparisonRows({
-    subjects: subjects.filter((s) => s !== hop),
+    subjects: subjects.filter((s) => s !== hop && s !== chain),
     baseline: raw,
     baselineName: `raw ${group.transport}`,
     inflight: config.inflight,
     // The targets are for the defaults; the opt-in poll window is shown beside them.
     targetsFor: (s) => (s.key === kPeerPollKey ? undefined : { rtMax: kRoundTripRatioMax, rateMin: kCallsPerSecRatioMin }),
   });
-  if (hop !== undefined) {
-    rows.push(...floorRows(raw.summary.roundTrip.medianUs, `raw ${group.transport} rt`, hop.summary.roundTrip.medianUs, group.transport, kRoundTripRatioMax));
-    rows.push(ceilingRow(hop.summary.pipelined!.callsPerSec, `raw ${group.transport} x${config.inflight}`, raw.summary.pipelined!.callsPerSec, config.inflight, group.transport, kCallsPerSecRatioMin));
+  if (hop !== undefined) rows.push({ scenario: `${kThreadHopLabel} rt`, transport: group.transport, medianUs: hop.summary.roundTrip.medianUs, verdict: 'info' });
+  if (chain !== undefined) {
+    rows.push(
+      ...pathRows(chain, raw, {
+        transport: group.transport,
+        baselineName: `raw ${group.transport}`,
+        inflight: config.inflight,
+        bounds: { rtMax: kRoundTripRatioMax, rateMin: kCallsPerSecRatioMin, what: 'the bare chain it crosses' },
+      }),
+    );
   }
   return rows;
 }

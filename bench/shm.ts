@@ -21,6 +21,7 @@ import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib
 import type { Subject } from './lib/subject.js';
 import { atLeast, comparisonRows, type ResultRow } from './lib/table.js';
 import { kDefaultRingBytes as kOursRingBytes } from '../src/main/node.js';
+import { pathRows } from './lib/bounds.js';
 import { kChainLabels, startRingChain, type RingChainSubject } from './lib/ring-chain.js';
 import { kThreadHopLabel, startThreadHop, type ThreadHopSubject } from './lib/thread-hop.js';
 import { OursUnavailableError, kPeerPollKey, kPeerPollMicros, startOursPeerPolling, startOursSubject } from './ours.js';
@@ -277,49 +278,6 @@ async function measureEcho(
   };
 }
 
-type MeasuredSubject = ShmResult['subjects'][number];
-
-/**
- * The bare ring chains beside raw unix: each one's figures (info), and the one ours crosses as the
- * floor of its round trip and the ceiling of its calls/s, marked reachable or not against the targets.
- */
-function chainRows(chains: readonly MeasuredSubject[], raw: MeasuredSubject, inflight: number): ResultRow[] {
-  const rows: ResultRow[] = [];
-  const rawRt = raw.summary.roundTrip.medianUs;
-  const rawRate = raw.summary.pipelined!.callsPerSec;
-  for (const chain of chains) {
-    const rt = chain.summary.roundTrip.medianUs;
-    const rate = chain.summary.pipelined!.callsPerSec;
-    rows.push(
-      { scenario: `${chain.label} rt`, transport: 'shm', medianUs: rt, p99Us: chain.summary.roundTrip.p99Us, baseline: 'raw unix rt', ratio: rt / rawRt, verdict: 'info' },
-      { scenario: `${chain.label} x${inflight}`, transport: 'shm', callsPerSec: rate, baseline: `raw unix x${inflight}`, ratio: rate / rawRate, verdict: 'info' },
-    );
-    if (chain.key !== 'chain-via-worker') continue;
-    // Not verdicts on ours: whether the targets lie within what the path it takes allows here.
-    rows.push(
-      {
-        scenario: '  floor of ours rt: the bare ring chain it crosses',
-        transport: 'shm',
-        medianUs: rt,
-        baseline: 'raw unix rt',
-        ratio: rt / rawRt,
-        target: `<= ${kShmRoundTripRatioMax.toFixed(2)}x`,
-        verdict: rt / rawRt > kShmRoundTripRatioMax ? 'unreachable' : 'reachable',
-      },
-      {
-        scenario: `  ceiling of ours x${inflight}: the bare ring chain it crosses`,
-        transport: 'shm',
-        callsPerSec: rate,
-        baseline: `raw unix x${inflight}`,
-        ratio: rate / rawRate,
-        target: `>= ${kShmCallsPerSecRatioMin.toFixed(2)}x`,
-        verdict: rate / rawRate < kShmCallsPerSecRatioMin ? 'unreachable' : 'reachable',
-      },
-    );
-  }
-  return rows;
-}
-
 export function shmRows(result: ShmResult, inflight: number): ResultRow[] {
   const rows: ResultRow[] = [];
   const raw = result.subjects.find((s) => s.key === 'raw-unix');
@@ -337,7 +295,16 @@ export function shmRows(result: ShmResult, inflight: number): ResultRow[] {
       }),
     );
     if (hop !== undefined) rows.push({ scenario: `${kThreadHopLabel} rt`, transport: 'shm', medianUs: hop.summary.roundTrip.medianUs, verdict: 'info' });
-    rows.push(...chainRows(chains, raw, inflight));
+    for (const chain of chains) {
+      rows.push(
+        ...pathRows(chain, raw, {
+          transport: 'shm',
+          baselineName: 'raw unix',
+          inflight,
+          ...(chain.key === 'chain-via-worker' ? { bounds: { rtMax: kShmRoundTripRatioMax, rateMin: kShmCallsPerSecRatioMin, what: 'the bare ring chain it crosses' } } : {}),
+        }),
+      );
+    }
   }
   const echo = result.echo;
   if (echo !== undefined) {

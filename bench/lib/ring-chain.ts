@@ -13,9 +13,9 @@
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { futexSignal, loadNative } from '../../src/shm/native.js';
-import { createRing, initRing, kRingHeaderBytes, RingReader, RingWriter, type RingReaderOptions } from '../../src/shm/ring.js';
+import { createRing, initRing, kRingHeaderBytes, RingWriter, type RingReaderOptions } from '../../src/shm/ring.js';
+import { ringCaller } from './ring-caller.js';
 import { startServerChild, type ServerChild } from './children.js';
-import { kPayloadBytes } from './subject.js';
 
 export type ChainKind = 'via-worker' | 'direct';
 
@@ -67,28 +67,8 @@ export async function startRingChain(kind: ChainKind, token: string): Promise<Ri
     replies = s2c;
     readerOptions = { signal: futexSignal };
   }
-  const pending = new Map<number, () => void>();
-  let closedReplies: () => void = () => {};
-  const repliesClosed = new Promise<void>((resolve) => (closedReplies = resolve));
-  const reader = new RingReader(replies, {
-    onMessage(tag) {
-      const resolve = pending.get(tag);
-      if (resolve === undefined) throw new Error(`reply to unknown call ${tag}`);
-      pending.delete(tag);
-      resolve();
-    },
-    onClose: () => closedReplies(),
-  }, readerOptions);
-  reader.start();
-  const payload = new Uint8Array(kPayloadBytes);
-  let nextTag = 0;
-  const call = (): Promise<void> =>
-    new Promise<void>((resolve) => {
-      const tag = nextTag;
-      nextTag = (nextTag + 1) >>> 0;
-      pending.set(tag, resolve);
-      writer.write(tag, payload);
-    });
+  const caller = ringCaller(writer, replies, readerOptions);
+  const call = caller.call;
   await call();
   let closed = false;
   return {
@@ -101,10 +81,10 @@ export async function startRingChain(kind: ChainKind, token: string): Promise<Ri
       closed = true;
       // The close record travels the chain and back; each stage ends once it has passed it on.
       writer.close();
-      const timer = setTimeout(() => closedReplies(), 2000);
-      await repliesClosed;
+      const timer = setTimeout(() => caller.stop(), 2000);
+      await caller.closed;
       clearTimeout(timer);
-      reader.stop();
+      caller.stop();
       if (worker !== undefined) {
         const exited = once(worker, 'exit');
         const kill = setTimeout(() => void worker!.terminate(), 2000);

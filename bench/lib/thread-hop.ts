@@ -10,7 +10,8 @@
  */
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
-import { createRing, RingReader, RingWriter } from '../../src/shm/ring.js';
+import { createRing, RingWriter } from '../../src/shm/ring.js';
+import { ringCaller } from './ring-caller.js';
 import { kPayloadBytes } from './subject.js';
 import type { ResultRow } from './table.js';
 
@@ -41,25 +42,8 @@ export async function startThreadHop(transport: string, options: ThreadHopOption
   const output = createRing(capacity);
   const worker = new Worker(new URL('../ring-echo-worker.js', import.meta.url), { workerData: { input, output, pollMicros, spinMicros } });
   const writer = new RingWriter(input);
-  const pending = new Map<number, () => void>();
-  const reader = new RingReader(output, {
-    onMessage(tag) {
-      const resolve = pending.get(tag);
-      if (resolve === undefined) throw new Error(`reply to unknown call ${tag}`);
-      pending.delete(tag);
-      resolve();
-    },
-  }, { pollMicros, spinMicros });
-  reader.start();
-  const payload = new Uint8Array(payloadBytes);
-  let nextTag = 0;
-  const call = (): Promise<void> =>
-    new Promise<void>((resolve) => {
-      const tag = nextTag;
-      nextTag = (nextTag + 1) >>> 0;
-      pending.set(tag, resolve);
-      writer.write(tag, payload);
-    });
+  const caller = ringCaller(writer, output, { pollMicros, spinMicros }, payloadBytes);
+  const call = caller.call;
   await call();
   let closed = false;
   return {
@@ -72,7 +56,7 @@ export async function startThreadHop(transport: string, options: ThreadHopOption
       closed = true;
       const exited = once(worker, 'exit');
       writer.close();
-      reader.stop();
+      caller.stop();
       // The worker exits once it has read the close record; terminate() only if it does not.
       const timer = setTimeout(() => void worker.terminate(), 2000);
       await exited;
