@@ -44,6 +44,33 @@ describe('etcd discovery backend', function () {
     assert.equal(await reader.lookup('svc'), undefined, 'the record went with the lease');
   });
 
+  it('a name another owner holds is refused (BUSY) and survives; an exclusive name and its instances exclude each other', async () => {
+    const topology = (port: number) => ({ transport_kind: 'tcp' as const, codec_kind: 'msgpack' as const, map: { '0': `127.0.0.1:${port}` } });
+    // Two backends, two etcd clients and leases: as two processes would be.
+    const a = backend();
+    const b = backend();
+    const reader = backend();
+    await a.publish('held', topology(1), { owner: 'node-1' });
+    assert.equal((await rejectionOf(b.publish('held', topology(2)))).code, 'BUSY');
+    assert.equal((await reader.lookup('held'))?.map['0'], '127.0.0.1:1', 'not overwritten');
+    await b.unpublish('held');
+    assert.equal((await reader.lookup('held'))?.map['0'], '127.0.0.1:1', 'not removed by the refused publisher');
+    // Two nodes sharing one backend (one process): told apart by their owner tokens.
+    assert.equal((await rejectionOf(a.publish('held', topology(3), { owner: 'another-node' }))).code, 'BUSY');
+    // An exclusive name and instances of it exclude each other.
+    assert.equal((await rejectionOf(b.publish('held', topology(4), { instance: 'i1' }))).code, 'BUSY');
+    await a.publish('many', topology(5), { instance: 'i1' });
+    await b.publish('many', topology(6), { instance: 'i2' });
+    assert.equal((await rejectionOf(b.publish('many', topology(7)))).code, 'BUSY');
+    assert.deepEqual((await reader.lookupAll('many')).map((e) => e.record.map['0']).sort(), ['127.0.0.1:5', '127.0.0.1:6']);
+    // Only the owner lets go; then the name is free.
+    await a.unpublish('held', { owner: 'another-node' });
+    assert.equal((await reader.lookup('held'))?.map['0'], '127.0.0.1:1');
+    await a.unpublish('held', { owner: 'node-1' });
+    await b.publish('held', topology(8));
+    assert.equal((await reader.lookup('held'))?.map['0'], '127.0.0.1:8');
+  });
+
   it('waitFor started before publish resolves through the watch; a timeout gives UNAVAILABLE', async () => {
     const waiting = backend().waitFor('later', { timeoutMs: 10_000 });
     await sleep(200);

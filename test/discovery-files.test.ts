@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { FileDiscovery } from '../src/discovery/files.js';
+import { Node, tcp } from '../src/index.js';
 import { rejectionOf, tempDir } from './helpers.js';
 
 const topology = { transport_kind: 'tcp' as const, codec_kind: 'msgpack' as const, map: { '0': '127.0.0.1:41237' } };
@@ -61,6 +62,18 @@ describe('file discovery backend', function () {
     const waiting = d.waitFor('later', { timeoutMs: 5000 });
     setTimeout(() => void new FileDiscovery({ dir }).publish('later', topology), 150);
     assert.deepEqual((await waiting).map, topology.map);
+  });
+
+  it('two nodes of one process and one exclusive name: the second is refused (BUSY), the first keeps its record', async () => {
+    // Both nodes are this process: the owner pid alone cannot tell them apart.
+    const first = await new Node({ discovery: new FileDiscovery({ dir }) }).serve(tcp('127.0.0.1:0'), { onRequest: () => 'first' }).publish('twice').start();
+    const err = await rejectionOf(new Node({ discovery: new FileDiscovery({ dir }) }).serve(tcp('127.0.0.1:0'), { onRequest: () => 'second' }).publish('twice').start());
+    assert.equal(err.code, 'BUSY');
+    assert.match(err.message, /another node of this process/);
+    await using client = await new Node({ discovery: new FileDiscovery({ dir }) }).waitFor('twice', { timeoutMs: 2000 }).start();
+    assert.equal(await client.client.call(null), 'first', 'the refused node neither replaced nor removed the record');
+    await first.close();
+    assert.equal(await new FileDiscovery({ dir }).lookup('twice'), undefined, 'the first node removes its own record on close');
   });
 
   it('waitFor with timeoutMs Infinity waits; a limit no timer can hold is refused', async () => {

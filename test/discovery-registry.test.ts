@@ -194,6 +194,22 @@ describe('registry discovery backend (fake reg.exe)', function () {
     for (const r of [theirs, samePidOtherHost, missing]) assert.ok(r.calls.every((c) => c[0] === 'query'), 'nothing deleted');
   });
 
+  it('another node of this process: its record is refused (BUSY) and never deleted; the node\'s own is', async () => {
+    const nodeA = JSON.stringify({ ...topology, owner: { pid: process.pid, host: registryHostId(), node: 'node-a' } });
+    const reg = fakeReg((args) => (args[0] === 'query' ? queryOutput('svc', nodeA) : kOk));
+    const d = new RegistryDiscovery({ run: reg.run });
+    const err = await rejectionOf(d.publish('svc', topology, { owner: 'node-b' }));
+    assert.equal(err.code, 'BUSY');
+    assert.match(err.message, /another node of this process/);
+    await d.unpublish('svc', { owner: 'node-b' });
+    assert.ok(reg.calls.every((c) => c[0] === 'query'), 'nothing written or deleted');
+    // Node A itself may publish again and unpublish.
+    await d.publish('svc', topology, { owner: 'node-a' });
+    await d.unpublish('svc', { owner: 'node-a' });
+    assert.deepEqual(reg.calls.filter((c) => c[0] !== 'query').map((c) => c[0]), ['add', 'delete']);
+    assert.equal(JSON.parse(reg.calls.find((c) => c[0] === 'add')![7]!).owner.node, 'node-a');
+  });
+
   it('waitFor polls until the record appears', async () => {
     const reg = fakeReg((_args, call) => (call < 3 ? kMissing : queryOutput('svc', tcpJson)));
     const started = Date.now();

@@ -5,16 +5,15 @@
  * record whose owner died (or lost its network) expires after the lease's TTL. Readers watch the
  * name's keys.
  */
-import os from 'node:os';
 import type { Etcd3, IKeyValue, IOptions, Lease, Watcher } from 'etcd3';
 import { RpcError } from '../errors.js';
-import { processStartTime } from '../shm/native.js';
 import { checkVmName } from '../transport/descriptors.js';
 import {
   asStoredRecord,
   checkCid,
   checkInstanceName,
   checkServiceName,
+  ownerOf,
   parseCid,
   waitForRecord,
   type DiscoveryBackend,
@@ -45,8 +44,8 @@ export class EtcdDiscovery implements DiscoveryBackend {
   readonly #clientOptions: IOptions;
   /** The etcd3 client (and its gRPC stack) is loaded on first use, not when ogurpchik is imported. */
   #client: Promise<Etcd3> | undefined;
-  /** Leases of the records this process published, by key. */
-  readonly #leases = new Map<string, Lease>();
+  /** Leases of the records this process published, by key, with the token of the node that did. */
+  readonly #leases = new Map<string, { lease: Lease; owner: string | undefined }>();
 
   constructor(options: EtcdDiscoveryOptions = {}) {
     this.prefix = options.prefix ?? 'ogurpchik/services/';
@@ -68,34 +67,67 @@ export class EtcdDiscovery implements DiscoveryBackend {
 
   async publish(name: string, topology: Topology, options: InstanceOptions = {}): Promise<void> {
     const key = this.#key(name, options.instance);
+    const exclusive = this.#key(name);
+    const what = options.instance === undefined ? 'exclusively' : `as instance ${options.instance}`;
+    const held = this.#leases.get(key);
+    if (held !== undefined && options.owner !== undefined && held.owner !== undefined && held.owner !== options.owner) {
+      throw new RpcError('BUSY', `service ${name} is already published ${what} by another node of this process`);
+    }
     const record: StoredRecord = {
       transport_kind: topology.transport_kind,
       codec_kind: topology.codec_kind,
       map: topology.map,
-      owner: { pid: process.pid, start_time: processStartTime(process.pid), host: os.hostname() },
+      owner: ownerOf(options.owner),
     };
-    await this.#leases.get(key)?.revoke().catch(() => {});
+    // Publishing again what we hold: the old record goes with its lease, the new one gets its own.
+    if (held !== undefined) await this.#revoke(key);
+    const client = await this.#etcd();
+    if (options.instance === undefined) {
+      // An exclusive name and instances of it exclude each other, as in the file backend.
+      let instances: string[];
+      try {
+        instances = await client.getAll().prefix(`${exclusive}/`).keys();
+      } catch (cause) {
+        throw unavailable(`cannot publish ${name} to etcd`, cause);
+      }
+      if (instances.length > 0) throw new RpcError('BUSY', `service ${name} is already published as ${instances.length} instance(s): publish it with { shared: true }`);
+    }
     // The etcd3 client keeps the lease alive while this process runs; when it dies, the key expires.
-    const lease = (await this.#etcd()).lease(this.ttlSeconds, { autoKeepAlive: true });
-    lease.on('lost', () => this.#leases.delete(key));
+    const lease = client.lease(this.ttlSeconds, { autoKeepAlive: true });
+    let succeeded: boolean;
     try {
-      await lease.put(key).value(JSON.stringify(record));
+      const id = await lease.grant();
+      // Written only where nobody holds the key (nor, for an instance, the exclusive name): a live
+      // owner's record, kept by its own lease, is never overwritten.
+      let txn = client.if(key, 'Create', '==', 0);
+      if (options.instance !== undefined) txn = txn.and(exclusive, 'Create', '==', 0);
+      succeeded = (await txn.then(client.put(key).value(JSON.stringify(record)).lease(id)).commit()).succeeded;
     } catch (cause) {
       await lease.revoke().catch(() => {});
       throw unavailable(`cannot publish ${name} to etcd`, cause);
     }
-    this.#leases.set(key, lease);
+    if (!succeeded) {
+      await lease.revoke().catch(() => {});
+      const holder = (await this.lookupAll(name).catch(() => [] as ServiceEntry[]))[0]?.record.owner;
+      throw new RpcError('BUSY', `service ${name} is already published${holder === undefined ? '' : ` by pid ${holder.pid} on ${holder.host ?? '?'}`}`);
+    }
+    lease.on('lost', () => this.#leases.delete(key));
+    this.#leases.set(key, { lease, owner: options.owner });
   }
 
   async unpublish(name: string, options: InstanceOptions = {}): Promise<void> {
-    await this.#revoke(this.#key(name, options.instance));
+    const key = this.#key(name, options.instance);
+    const held = this.#leases.get(key);
+    // Only the caller's own record: another node of this process may hold the name meanwhile.
+    if (held !== undefined && options.owner !== undefined && held.owner !== undefined && held.owner !== options.owner) return;
+    await this.#revoke(key);
   }
 
   async #revoke(key: string): Promise<void> {
-    const lease = this.#leases.get(key);
+    const held = this.#leases.get(key);
     this.#leases.delete(key);
     // Revoking the lease deletes the key with it.
-    await lease?.revoke().catch(() => {});
+    await held?.lease.revoke().catch(() => {});
   }
 
   async lookup(name: string): Promise<StoredRecord | undefined> {

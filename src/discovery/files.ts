@@ -18,6 +18,8 @@ import {
   checkCid,
   checkInstanceName,
   checkServiceName,
+  ownerOf,
+  ownRecord,
   parseCid,
   waitForRecord,
   type DiscoveryBackend,
@@ -79,7 +81,7 @@ export class FileDiscovery implements DiscoveryBackend {
     this.#ensureDir();
     // An exclusive name and instances of it exclude each other; instances coexist.
     for (const entry of this.#entries(name)) {
-      const ours = entry.record.owner?.pid === process.pid;
+      const ours = ownRecord(entry.record, options.owner);
       if (!entry.alive) {
         // A crashed owner's leftover: cleaned up by the next publisher of the name.
         if (entry.instance !== undefined) fs.rmSync(this.#file(name, entry.instance), { force: true });
@@ -87,13 +89,14 @@ export class FileDiscovery implements DiscoveryBackend {
       }
       if (ours || (instance !== undefined && entry.instance !== undefined && entry.instance !== instance)) continue;
       const what = entry.instance === undefined ? 'exclusively' : `as instance ${entry.instance}`;
-      throw new RpcError('BUSY', `service ${name} is already published ${what} by pid ${entry.record.owner?.pid ?? '?'}`);
+      const by = entry.record.owner?.pid === process.pid ? 'another node of this process' : `pid ${entry.record.owner?.pid ?? '?'}`;
+      throw new RpcError('BUSY', `service ${name} is already published ${what} by ${by}`);
     }
     const record: StoredRecord = {
       transport_kind: topology.transport_kind,
       codec_kind: topology.codec_kind,
       map: topology.map,
-      owner: { pid: process.pid, start_time: processStartTime(process.pid), host: os.hostname() },
+      owner: ownerOf(options.owner),
     };
     const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
     fs.writeFileSync(tmp, JSON.stringify(record), { mode: 0o600 });
@@ -103,7 +106,7 @@ export class FileDiscovery implements DiscoveryBackend {
   async unpublish(name: string, options: InstanceOptions = {}): Promise<void> {
     const file = this.#file(name, options.instance);
     const existing = this.#read(file);
-    if (existing?.owner?.pid === process.pid) fs.rmSync(file, { force: true });
+    if (existing !== undefined && ownRecord(existing, options.owner)) fs.rmSync(file, { force: true });
   }
 
   async lookup(name: string): Promise<StoredRecord | undefined> {

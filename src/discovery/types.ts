@@ -9,6 +9,7 @@
 import os from 'node:os';
 import { RpcError } from '../errors.js';
 import { timeLimit } from '../limits.js';
+import { processStartTime } from '../shm/native.js';
 
 /** What a record's `transport_kind` says: `tls` is TCP inside TLS. */
 export type TransportKind = 'tcp' | 'tls' | 'unix' | 'shm' | 'vsock';
@@ -23,7 +24,7 @@ export interface Topology {
 
 /** A record as stored, with who owns it (so a crashed owner's record counts as absent). */
 export interface StoredRecord extends Topology {
-  owner?: { pid: number; start_time?: number; host?: string };
+  owner?: { pid: number; start_time?: number; host?: string; node?: string };
 }
 
 export interface ServiceEntry {
@@ -43,6 +44,29 @@ export interface InstanceOptions {
    * name another live owner holds fails with BUSY.
    */
   instance?: string;
+  /**
+   * Who publishes, within this process: a token of the publishing node, stored in the record. A
+   * live record under the name with another token is refused with BUSY even when this process
+   * wrote it, and unpublish removes only a record with this token. Without it, any record of this
+   * process counts as the caller's.
+   */
+  owner?: string;
+}
+
+/** The owner this process writes into its records: pid, start time, host, and the publishing node's token if given. */
+export function ownerOf(owner: string | undefined, host: string = os.hostname()): NonNullable<StoredRecord['owner']> {
+  const o: NonNullable<StoredRecord['owner']> = { pid: process.pid, host };
+  const started = processStartTime(process.pid);
+  if (started !== undefined) o.start_time = started;
+  if (owner !== undefined) o.node = owner;
+  return o;
+}
+
+/** Whether `record` is the caller's: written by this process (on `host`) and, when both name one, by the same owner token. */
+export function ownRecord(record: StoredRecord, owner: string | undefined, host: string = os.hostname()): boolean {
+  const o = record.owner;
+  if (o === undefined || o.pid !== process.pid || (o.host !== undefined && o.host !== host)) return false;
+  return owner === undefined || o.node === undefined || o.node === owner;
 }
 
 /** Told the full set of live records under a name, every time it may have changed (and once at the start). */
@@ -171,6 +195,7 @@ export function asStoredRecord(value: unknown): StoredRecord | undefined {
     record.owner = { pid: o.pid as number };
     if (typeof o.start_time === 'number') record.owner.start_time = o.start_time;
     if (typeof o.host === 'string') record.owner.host = o.host;
+    if (typeof o.node === 'string') record.owner.node = o.node;
   }
   return record;
 }

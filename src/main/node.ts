@@ -500,8 +500,11 @@ export class Node<Req = unknown, Res = unknown> {
       if (this.#publish) {
         const { name, instance } = this.#publish;
         const topology = topologyFor(listeners.flatMap((l) => (l.address ? [l.address] : [])), this.#serve[0].options.codec ?? msgpack());
-        await discovery.publish(name, topology, { instance });
-        unpublish = () => discovery.unpublish(name, { instance });
+        // This node's own token: another node of this process publishing the name is refused, and
+        // closing this one removes only the record it wrote.
+        const owner = newInstanceId();
+        await discovery.publish(name, topology, { instance, owner });
+        unpublish = () => discovery.unpublish(name, { instance, owner });
       }
       let connect = this.#connect;
       let resolver: Resolver | undefined;
