@@ -96,6 +96,16 @@ describe('file discovery backend', function () {
     assert.equal((await p).code, 'CANCELLED');
   });
 
+  it('a discovery directory path that is a file: INVALID_ARGUMENT saying so, not a raw EEXIST', async () => {
+    const file = path.join(tmp.dir, 'not-a-dir');
+    fs.writeFileSync(file, 'x');
+    const err = await rejectionOf(new FileDiscovery({ dir: file }).publish('svc', topology));
+    assert.equal(err.code, 'INVALID_ARGUMENT');
+    assert.match(err.message, /is not a directory/);
+    const under = await rejectionOf(new FileDiscovery({ dir: path.join(file, 'sub') }).publish('svc', topology));
+    assert.equal(under.code, 'INVALID_ARGUMENT');
+  });
+
   it('malformed records and bad names are refused', async () => {
     const d = new FileDiscovery({ dir });
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });

@@ -67,8 +67,15 @@ export class FileDiscovery implements DiscoveryBackend {
   }
 
   #ensureDir(): void {
-    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    const st = fs.statSync(this.dir);
+    let st: fs.Stats;
+    try {
+      fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      st = fs.statSync(this.dir);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'EEXIST' || e.code === 'ENOTDIR') throw new RpcError('INVALID_ARGUMENT', `discovery directory ${this.dir} is not a directory (something else is at that path)`, { cause: err });
+      throw new RpcError('UNAVAILABLE', `cannot create the discovery directory ${this.dir}: ${e.message}`, { cause: err });
+    }
     if (typeof process.getuid === 'function' && st.uid !== process.getuid()) {
       throw new RpcError('INVALID_ARGUMENT', `discovery directory ${this.dir} belongs to another user`);
     }
