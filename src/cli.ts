@@ -13,6 +13,7 @@ import type { DiscoveryBackend } from './discovery/types.js';
 import { transportFromRecord } from './discovery/topology.js';
 import { resolveTls } from './transport/tls-options.js';
 import { RpcError } from './errors.js';
+import { isTimerMs } from './limits.js';
 import { Node } from './main/node.js';
 import { parsePublicKey, parseSignature, verifyEd25519 } from './handshake/signed-process.js';
 
@@ -91,7 +92,8 @@ async function main(argv: string[]): Promise<void> {
       } catch (err) {
         fail(`<json> is not JSON: ${(err as Error).message}`);
       }
-      const timeoutMs = Number(values.timeout);
+      const timeoutMs = values.timeout === 'Infinity' ? Infinity : Number(values.timeout);
+      if (timeoutMs !== Infinity && !isTimerMs(timeoutMs)) fail(`--timeout takes a number of ms from 0 to 2147483647 (or Infinity), got ${JSON.stringify(values.timeout)}`);
       const backend = backendFrom(values);
       const record = await backend.waitFor(service, { timeoutMs }).finally(() => backend.close?.());
       const codec = record.codec_kind === 'json' ? json() : msgpack();

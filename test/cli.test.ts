@@ -42,6 +42,19 @@ describe('ogurpchik CLI', function () {
     }
   });
 
+  it('`call --timeout` that is not a number of ms is a usage error (exit 2) naming --timeout', async () => {
+    const tmp = tempDir();
+    try {
+      for (const timeout of ['abc', '-5', '1e12']) {
+        const err: any = await run(process.execPath, [cli, 'call', 'ghost', '{}', `--timeout=${timeout}`, '--dir', tmp.dir]).catch((e) => e);
+        assert.equal(err.code, 2, `--timeout ${timeout}`);
+        assert.match(err.stderr, /--timeout takes a number of ms/);
+      }
+    } finally {
+      tmp.remove();
+    }
+  });
+
   it('keygen, sign and verify: a signed file verifies; a modified one and another key do not', async () => {
     const tmp = tempDir();
     try {
