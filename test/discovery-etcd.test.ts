@@ -1,5 +1,7 @@
 /** The etcd discovery backend against a real etcd server (installed by .ci/run). */
 import assert from 'node:assert/strict';
+import os from 'node:os';
+import { Etcd3 } from 'etcd3';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { Node, tcp } from '../src/index.js';
@@ -69,6 +71,25 @@ describe('etcd discovery backend', function () {
     await a.unpublish('held', { owner: 'node-1' });
     await b.publish('held', topology(8));
     assert.equal((await reader.lookup('held'))?.map['0'], '127.0.0.1:8');
+  });
+
+  it('a record a dead process of this host left (its lease not yet expired) is taken over; a foreign host\'s is not', async () => {
+    const raw = new Etcd3({ hosts: etcd.url });
+    try {
+      const put = async (name: string, owner: object) => {
+        // A long lease: as if its owner had died a moment ago, well within the TTL.
+        const lease = raw.lease(60, { autoKeepAlive: false });
+        await lease.put(`test-${process.pid}/${name}`).value(JSON.stringify({ transport_kind: 'tcp', codec_kind: 'msgpack', map: { '0': '127.0.0.1:1' }, owner }));
+      };
+      await put('restarted', { pid: 0x3fffff00, host: os.hostname() });
+      await put('elsewhere', { pid: 0x3fffff00, host: 'another-machine' });
+      const mine = backend();
+      await mine.publish('restarted', { transport_kind: 'tcp', codec_kind: 'msgpack', map: { '0': '127.0.0.1:2' } });
+      assert.equal((await backend().lookup('restarted'))?.map['0'], '127.0.0.1:2', 'the dead local owner\'s record was replaced');
+      assert.equal((await rejectionOf(mine.publish('elsewhere', { transport_kind: 'tcp', codec_kind: 'msgpack', map: { '0': '127.0.0.1:3' } }))).code, 'BUSY');
+    } finally {
+      raw.close();
+    }
   });
 
   it('waitFor started before publish resolves through the watch; a timeout gives UNAVAILABLE', async () => {

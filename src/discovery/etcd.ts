@@ -13,6 +13,7 @@ import {
   checkCid,
   checkInstanceName,
   checkServiceName,
+  ownerAlive,
   ownerOf,
   parseCid,
   waitForRecord,
@@ -94,25 +95,38 @@ export class EtcdDiscovery implements DiscoveryBackend {
     }
     // The etcd3 client keeps the lease alive while this process runs; when it dies, the key expires.
     const lease = client.lease(this.ttlSeconds, { autoKeepAlive: true });
-    let succeeded: boolean;
+    let holder: StoredRecord['owner'];
     try {
       const id = await lease.grant();
       // Written only where nobody holds the key (nor, for an instance, the exclusive name): a live
-      // owner's record, kept by its own lease, is never overwritten.
-      let txn = client.if(key, 'Create', '==', 0);
-      if (options.instance !== undefined) txn = txn.and(exclusive, 'Create', '==', 0);
-      succeeded = (await txn.then(client.put(key).value(JSON.stringify(record)).lease(id)).commit()).succeeded;
+      // owner's record, kept by its own lease, is never overwritten. One that a dead process of
+      // this host left, its lease not yet expired (a restart within the TTL), is taken over.
+      for (let attempt = 0; ; attempt++) {
+        let txn = client.if(key, 'Create', '==', 0);
+        if (options.instance !== undefined) txn = txn.and(exclusive, 'Create', '==', 0);
+        if ((await txn.then(client.put(key).value(JSON.stringify(record)).lease(id)).commit()).succeeded) break;
+        const taken = await this.#holderOf(client, [key, ...(options.instance === undefined ? [] : [exclusive])]);
+        holder = taken?.record.owner;
+        if (taken === undefined || ownerAlive(taken.record) || attempt > 0) throw new RpcError('BUSY', `service ${name} is already published${holder === undefined ? '' : ` by pid ${holder.pid} on ${holder.host ?? '?'}`}`);
+        // Removed only if unchanged since read: a live publisher racing us keeps its record.
+        await client.if(taken.key, 'Mod', '==', taken.modRevision).then(client.delete().key(taken.key)).commit();
+      }
     } catch (cause) {
       await lease.revoke().catch(() => {});
-      throw unavailable(`cannot publish ${name} to etcd`, cause);
-    }
-    if (!succeeded) {
-      await lease.revoke().catch(() => {});
-      const holder = (await this.lookupAll(name).catch(() => [] as ServiceEntry[]))[0]?.record.owner;
-      throw new RpcError('BUSY', `service ${name} is already published${holder === undefined ? '' : ` by pid ${holder.pid} on ${holder.host ?? '?'}`}`);
+      throw RpcError.is(cause) ? cause : unavailable(`cannot publish ${name} to etcd`, cause);
     }
     lease.on('lost', () => this.#leases.delete(key));
     this.#leases.set(key, { lease, owner: options.owner });
+  }
+
+  /** The first of `keys` that holds a record: its key, record and mod revision. */
+  async #holderOf(client: Etcd3, keys: string[]): Promise<{ key: string; record: StoredRecord; modRevision: string } | undefined> {
+    for (const key of keys) {
+      const kv = (await client.get(key).exec()).kvs[0];
+      const record = kv === undefined ? undefined : parse(kv.value.toString());
+      if (kv !== undefined && record !== undefined) return { key, record, modRevision: String(kv.mod_revision) };
+    }
+    return undefined;
   }
 
   async unpublish(name: string, options: InstanceOptions = {}): Promise<void> {

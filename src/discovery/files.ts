@@ -11,13 +11,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { RpcError } from '../errors.js';
-import { processStartTime } from '../shm/native.js';
 import { checkVmName } from '../transport/descriptors.js';
 import {
   asStoredRecord,
   checkCid,
   checkInstanceName,
   checkServiceName,
+  ownerAlive,
   ownerOf,
   ownRecord,
   parseCid,
@@ -40,16 +40,6 @@ export function defaultDiscoveryDir(): string {
   if (runtime) return path.join(runtime, 'ogurpchik');
   const uid = typeof process.getuid === 'function' ? process.getuid() : 'user';
   return path.join(os.tmpdir(), `ogurpchik-${uid}`);
-}
-
-/** Whether the process that wrote `record` still runs (same pid and start time). */
-export function ownerAlive(record: StoredRecord): boolean {
-  const owner = record.owner;
-  if (owner === undefined) return true; // a foreign writer that says nothing: trust it
-  if (owner.host !== undefined && owner.host !== os.hostname()) return true; // not ours to judge
-  const started = processStartTime(owner.pid);
-  if (started === undefined) return false;
-  return owner.start_time === undefined || owner.start_time === started;
 }
 
 export class FileDiscovery implements DiscoveryBackend {

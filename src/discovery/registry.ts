@@ -26,7 +26,7 @@
  * (same machine *and* same pid namespace) is ever judged dead; anything else counts as alive. On
  * WSL the Linux hostname usually equals the Windows computer name, so the host written here is
  * qualified: `<hostname>` on Windows, `<hostname>/wsl:<distro>` on WSL, `<hostname>/linux`
- * otherwise (which is why files.ts's ownerAlive, keyed on the bare hostname, is not reused).
+ * otherwise (which is why types.ts's ownerAlive, keyed on the bare hostname, is not reused).
  */
 import { execFile } from 'node:child_process';
 import os from 'node:os';

@@ -53,6 +53,16 @@ export interface InstanceOptions {
   owner?: string;
 }
 
+/** Whether the process that wrote `record` still runs (same pid and start time). */
+export function ownerAlive(record: StoredRecord): boolean {
+  const owner = record.owner;
+  if (owner === undefined) return true; // a foreign writer that says nothing: trust it
+  if (owner.host !== undefined && owner.host !== os.hostname()) return true; // not ours to judge
+  const started = processStartTime(owner.pid);
+  if (started === undefined) return false;
+  return owner.start_time === undefined || owner.start_time === started;
+}
+
 /** The owner this process writes into its records: pid, start time, host, and the publishing node's token if given. */
 export function ownerOf(owner: string | undefined, host: string = os.hostname()): NonNullable<StoredRecord['owner']> {
   const o: NonNullable<StoredRecord['owner']> = { pid: process.pid, host };
