@@ -163,6 +163,14 @@ function wireError(err: unknown, depth: number, path: Path): WireError {
   return wire;
 }
 
+/** The message of anything thrown: an Error's, a string itself, a plain object's `message`, else its string form. */
+export function messageOf(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  if (typeof err === 'string') return err;
+  const message = typeof err === 'object' && err !== null ? (err as { message?: unknown }).message : undefined;
+  return typeof message === 'string' ? message : safeString(err);
+}
+
 function safeString(value: unknown): string {
   try {
     return String(value);

@@ -33,6 +33,30 @@ it('a custom transport module that does not exist fails start() with INVALID_ARG
   assert.match(err.message, /failed to load/);
 });
 
+it('a custom adapter that breaks its contract: start() says what it got wrong, with a fitting code (not REMOTE)', async function () {
+  this.timeout(20_000);
+  const faulty = (fault: string) => custom(new URL('./fixtures/faulty-transport.js', import.meta.url), { fault }, 'faulty');
+  const cases: Array<[string, 'connect' | 'serve', string, RegExp]> = [
+    ['throw-string', 'connect', 'UNAVAILABLE', /cannot connect to .*: the adapter threw a string/],
+    ['not-a-stream', 'connect', 'INVALID_ARGUMENT', /connect\(\) must resolve with a ByteStream/],
+    ['start-throws', 'connect', 'UNAVAILABLE', /could not be set up: start\(\) exploded/],
+    ['listen-null', 'serve', 'INVALID_ARGUMENT', /listen\(\) must resolve with \{ address, close\(\) \}/],
+  ];
+  for (const [fault, how, code, message] of cases) {
+    const node = how === 'connect' ? new Node().connect(faulty(fault)) : new Node().serve(faulty(fault), { onRequest: (x: unknown) => x });
+    const err = await rejectionOf(node.start());
+    assert.equal(err.code, code, `${fault}: ${err.message}`);
+    assert.match(err.message, message, fault);
+  }
+  // An accepted stream that cannot start is dropped: the server lives on and closes promptly (it
+  // waited seconds for a close event from that stream before).
+  const server = await new Node().serve(faulty('accept-broken'), { onRequest: (x: unknown) => x }).start();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const t0 = Date.now();
+  await server.close();
+  assert.ok(Date.now() - t0 < 1500, `close took ${Date.now() - t0} ms`);
+});
+
 it('a connection worker that dies mid-call rejects the call with CLOSED, and the process lives on', async function () {
   this.timeout(20_000);
   const server = await startServer({ transport: 'tcp', handler: 'module' });

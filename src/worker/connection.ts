@@ -162,6 +162,17 @@ export class Connection {
     return this.#writable;
   }
 
+  /** Why the connection closed, once it has. */
+  get closeReason(): RpcError | undefined {
+    return this.#closing;
+  }
+
+  /** Marks the connection failed with `reason` without touching its stream (one that could not even start). */
+  fail(reason: RpcError): void {
+    this.#closing ??= reason;
+    this.#session?.close(reason);
+  }
+
   /** Closes with `reason`: tells the peer why (when `tellPeer`), ends the stream, settles everything. */
   close(reason: RpcError, tellPeer: boolean): void {
     if (this.#closing) return;

@@ -5,7 +5,7 @@
  */
 import { threadId } from 'node:worker_threads';
 import * as Comlink from 'comlink';
-import { RpcError, fromWireError, toWireError } from '../errors.js';
+import { RpcError, fromWireError, messageOf, toWireError } from '../errors.js';
 import { createCodec, type Codec } from '../codec/index.js';
 import { clientHandshake } from '../handshake/client.js';
 import { serverHandshake } from '../handshake/server.js';
@@ -23,6 +23,8 @@ import { AwakeWindow } from './awake.js';
 import { Connection, type ConnectionHost } from './connection.js';
 
 const kEncoder = new TextEncoder();
+/** What a custom adapter's connect() must resolve with (ByteStream's methods the connection calls). */
+const kStreamMethods = ['start', 'write', 'pause', 'resume', 'end', 'destroy'] as const;
 
 export class ConnectionTask implements ConnectionHost {
   readonly codec: Codec;
@@ -167,7 +169,11 @@ export class ConnectionTask implements ConnectionHost {
           listener = await adapter.listen(adapterOptions(spec.transport, this.#adapterContext()), (stream) => this.#accept(stream));
         } catch (cause) {
           if (RpcError.is(cause)) throw cause;
-          throw new RpcError('UNAVAILABLE', `cannot listen on ${formatAddress(spec.transport)}: ${(cause as Error).message}`, { cause });
+          throw new RpcError('UNAVAILABLE', `cannot listen on ${formatAddress(spec.transport)}: ${messageOf(cause)}`, { cause });
+        }
+        // A custom adapter is the user's code: say what it got wrong, not where that broke us.
+        if (listener === null || typeof listener !== 'object' || typeof listener.close !== 'function') {
+          throw new RpcError('INVALID_ARGUMENT', `the transport adapter of ${formatAddress(spec.transport)}: listen() must resolve with { address, close() }, got ${String(listener)}`);
         }
         if (this.#closing) await listener.close().catch(() => {});
         this.#throwIfClosing();
@@ -180,7 +186,10 @@ export class ConnectionTask implements ConnectionHost {
       } catch (cause) {
         // An adapter that knows better (a failed TLS handshake: HANDSHAKE_FAILED) says so itself.
         if (RpcError.is(cause)) throw cause;
-        throw new RpcError('UNAVAILABLE', `cannot connect to ${formatAddress(spec.transport)}: ${(cause as Error).message}`, { cause });
+        throw new RpcError('UNAVAILABLE', `cannot connect to ${formatAddress(spec.transport)}: ${messageOf(cause)}`, { cause });
+      }
+      if (stream === null || typeof stream !== 'object' || !kStreamMethods.every((m) => typeof (stream as unknown as Record<string, unknown>)[m] === 'function')) {
+        throw new RpcError('INVALID_ARGUMENT', `the transport adapter of ${formatAddress(spec.transport)}: connect() must resolve with a ByteStream (${kStreamMethods.join(', ')}), got ${String(stream)}`);
       }
       if (this.#closing) stream.destroy();
       this.#throwIfClosing();
@@ -195,12 +204,16 @@ export class ConnectionTask implements ConnectionHost {
         conn.open();
       } else {
         this.#register(conn);
-        conn.start();
+        this.#start(conn, stream);
+        if (!this.#connections.has(conn.id)) throw conn.closeReason;
       }
       return { ok: true, connectionId: conn.id };
     } catch (err) {
+      // Anything else that broke the set-up (a custom stream whose start() throws, say) is this
+      // connection failing to come up, not a remote handler's error.
+      const reason = RpcError.is(err) ? err : new RpcError('UNAVAILABLE', `${formatAddress(this.#spec.transport)} could not be set up: ${messageOf(err)}`, { cause: err });
       // The main thread answers a failed start with close(); closing here would race the reply.
-      return { ok: false, error: toWireError(err) };
+      return { ok: false, error: toWireError(reason) };
     }
   }
 
@@ -223,7 +236,7 @@ export class ConnectionTask implements ConnectionHost {
         return;
       }
       this.#register(conn);
-      conn.start();
+      this.#start(conn, stream);
       return;
     }
     this.#handshaking.add(conn);
@@ -269,6 +282,26 @@ export class ConnectionTask implements ConnectionHost {
   #busy(): RpcError | undefined {
     if (!this.#spec.oneToOne || this.#connections.size === 0) return undefined;
     return new RpcError('BUSY', 'this server is one-to-one and already serves a client');
+  }
+
+  /**
+   * Starts a registered connection's stream. One whose start() throws (a custom adapter's bug) is
+   * closed at once, with the reason: no close event will ever come from it, and waiting for one
+   * held the task's close for seconds.
+   */
+  #start(conn: Connection, stream: ByteStream): void {
+    try {
+      conn.start();
+    } catch (err) {
+      const reason = new RpcError('UNAVAILABLE', `${formatAddress(this.#spec.transport)} could not be set up: ${messageOf(err)}`, { cause: err });
+      conn.fail(reason);
+      try {
+        stream.destroy(reason);
+      } catch {
+        // broken already
+      }
+      this.closed(conn, reason);
+    }
   }
 
   #newConnection(stream: ByteStream): Connection {
