@@ -36,6 +36,10 @@ describe('Node builder', function () {
       () => custom(''),
       () => new Node().waitFor('svc', { timeoutMs: -1 }),
       () => new Node().waitFor('svc', { timeoutMs: 2 ** 31 }),
+      // One handshake scheme per node: a second would silently replace the first (and could drop authentication).
+      () => new Node().authHmac('a shared secret').handshakeVersionOnly(),
+      () => new Node().handshakeVersionOnly().authHmac('a shared secret'),
+      () => new Node().authHmac('a shared secret').authHmac('another secret'),
     ];
     for (const f of bad) assert.throws(f, (e: RpcError) => e instanceof RpcError && e.code === 'INVALID_ARGUMENT');
   });

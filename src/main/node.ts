@@ -447,7 +447,15 @@ export class Node<Req = unknown, Res = unknown> {
 
   /** Run the v1 handshake with no credentials (checks the protocol version only), as server and as client. */
   handshakeVersionOnly(): this {
-    this.#handshake = { scheme: 'version', timeoutMs: this.#options.handshakeTimeoutMs };
+    return this.#setHandshake({ scheme: 'version', timeoutMs: this.#options.handshakeTimeoutMs });
+  }
+
+  /** A node runs one scheme: a second call would silently replace the first (and could drop authentication). */
+  #setHandshake(spec: HandshakeSpec): this {
+    if (this.#handshake.scheme !== 'none') {
+      throw new RpcError('INVALID_ARGUMENT', `a node runs one handshake scheme: ${this.#handshake.scheme} is already set, so ${spec.scheme} cannot be (use another Node for another scheme)`);
+    }
+    this.#handshake = spec;
     return this;
   }
 
@@ -458,8 +466,7 @@ export class Node<Req = unknown, Res = unknown> {
   authHmac(secret: string | Uint8Array, options: AuthHmacOptions = {}): this {
     const bytes = typeof secret === 'string' ? new TextEncoder().encode(secret) : secret instanceof Uint8Array ? Uint8Array.from(secret) : undefined;
     if (bytes === undefined || bytes.length === 0) throw new RpcError('INVALID_ARGUMENT', 'authHmac() takes a non-empty string or Uint8Array secret');
-    this.#handshake = { scheme: 'hmac', timeoutMs: this.#options.handshakeTimeoutMs, secret: bytes, mutual: options.mutual === true };
-    return this;
+    return this.#setHandshake({ scheme: 'hmac', timeoutMs: this.#options.handshakeTimeoutMs, secret: bytes, mutual: options.mutual === true });
   }
 
   /**
@@ -468,8 +475,7 @@ export class Node<Req = unknown, Res = unknown> {
    * `<image>.sig` against `publicKey` (32 raw bytes or base64). As a client this node offers the scheme.
    */
   authSignedProcess(publicKey: string | Uint8Array): this {
-    this.#handshake = { scheme: 'signed-process', timeoutMs: this.#options.handshakeTimeoutMs, publicKey: parsePublicKey(publicKey) };
-    return this;
+    return this.#setHandshake({ scheme: 'signed-process', timeoutMs: this.#options.handshakeTimeoutMs, publicKey: parsePublicKey(publicKey) });
   }
 
   /** Starts listening and connecting; resolves once both are done, rejects (having cleaned up) otherwise. */
