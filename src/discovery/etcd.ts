@@ -13,6 +13,7 @@ import {
   checkCid,
   checkInstanceName,
   checkServiceName,
+  heldBy,
   ownerAlive,
   ownerOf,
   parseCid,
@@ -95,7 +96,6 @@ export class EtcdDiscovery implements DiscoveryBackend {
     }
     // The etcd3 client keeps the lease alive while this process runs; when it dies, the key expires.
     const lease = client.lease(this.ttlSeconds, { autoKeepAlive: true });
-    let holder: StoredRecord['owner'];
     try {
       const id = await lease.grant();
       // Written only where nobody holds the key (nor, for an instance, the exclusive name): a live
@@ -106,8 +106,7 @@ export class EtcdDiscovery implements DiscoveryBackend {
         if (options.instance !== undefined) txn = txn.and(exclusive, 'Create', '==', 0);
         if ((await txn.then(client.put(key).value(JSON.stringify(record)).lease(id)).commit()).succeeded) break;
         const taken = await this.#holderOf(client, [key, ...(options.instance === undefined ? [] : [exclusive])]);
-        holder = taken?.record.owner;
-        if (taken === undefined || ownerAlive(taken.record) || attempt > 0) throw new RpcError('BUSY', `service ${name} is already published${holder === undefined ? '' : ` by pid ${holder.pid} on ${holder.host ?? '?'}`}`);
+        if (taken === undefined || ownerAlive(taken.record) || attempt > 0) throw new RpcError('BUSY', `service ${name} is already published by ${heldBy(taken?.record.owner)}`);
         // Removed only if unchanged since read: a live publisher racing us keeps its record.
         await client.if(taken.key, 'Mod', '==', taken.modRevision).then(client.delete().key(taken.key)).commit();
       }

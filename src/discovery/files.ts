@@ -17,6 +17,7 @@ import {
   checkCid,
   checkInstanceName,
   checkServiceName,
+  heldBy,
   ownerAlive,
   ownerOf,
   ownRecord,
@@ -86,8 +87,7 @@ export class FileDiscovery implements DiscoveryBackend {
       }
       if (ours || (instance !== undefined && entry.instance !== undefined && entry.instance !== instance)) continue;
       const what = entry.instance === undefined ? 'exclusively' : `as instance ${entry.instance}`;
-      const by = entry.record.owner?.pid === process.pid ? 'another node of this process' : `pid ${entry.record.owner?.pid ?? '?'}`;
-      throw new RpcError('BUSY', `service ${name} is already published ${what} by ${by}`);
+      throw new RpcError('BUSY', `service ${name} is already published ${what} by ${heldBy(entry.record.owner)}`);
     }
     const record: StoredRecord = {
       transport_kind: topology.transport_kind,

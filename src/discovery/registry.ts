@@ -33,7 +33,7 @@ import os from 'node:os';
 import { RpcError } from '../errors.js';
 import { processStartTime } from '../shm/native.js';
 import { checkVmName } from '../transport/descriptors.js';
-import { asStoredRecord, checkCid, checkServiceName, ownerOf, ownRecord, parseCid, waitForRecord, type DiscoveryBackend, type InstanceOptions, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
+import { asStoredRecord, checkCid, checkServiceName, heldBy, ownerOf, ownRecord, parseCid, waitForRecord, type DiscoveryBackend, type InstanceOptions, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
 
 export interface RegRunResult {
   stdout: string;
@@ -214,8 +214,7 @@ export class RegistryDiscovery implements DiscoveryBackend {
     const existing = await this.#read(name);
     const host = registryHostId();
     if (existing && !ownRecord(existing, options.owner, host) && registryOwnerAlive(existing)) {
-      const by = existing.owner?.pid === process.pid && existing.owner.host === host ? 'another node of this process' : `pid ${existing.owner?.pid ?? '?'} on ${existing.owner?.host ?? '?'}`;
-      throw new RpcError('BUSY', `service ${name} is already published by ${by}`);
+      throw new RpcError('BUSY', `service ${name} is already published by ${heldBy(existing.owner, host)}`);
     }
     const record: StoredRecord = { transport_kind: topology.transport_kind, codec_kind: topology.codec_kind, map: topology.map, owner: ownerOf(options.owner, host) };
     await this.#mustRun(['add', key, '/v', kTopologyValue, '/t', 'REG_SZ', '/d', asciiJson(record), '/f']);
@@ -224,8 +223,9 @@ export class RegistryDiscovery implements DiscoveryBackend {
   async unpublish(name: string, options: InstanceOptions = {}): Promise<void> {
     const key = this.#key(name);
     const existing = await this.#read(name);
+    const host = registryHostId();
     // Only the caller's own record: not one another node or process wrote over the name since.
-    if (existing === undefined || existing.owner?.host !== registryHostId() || !ownRecord(existing, options.owner, registryHostId())) return;
+    if (existing === undefined || existing.owner?.host !== host || !ownRecord(existing, options.owner, host)) return;
     const result = await this.#run(['delete', key, '/f']);
     if (result.code !== 0 && (await this.#read(name)) !== undefined) {
       throw new RpcError('UNAVAILABLE', `reg.exe delete ${key} failed: ${(result.stderr || result.stdout).trim()}`);

@@ -72,6 +72,13 @@ export function ownerOf(owner: string | undefined, host: string = os.hostname())
   return o;
 }
 
+/** Who holds a record, for a BUSY message: another node of this process, or the process that wrote it. */
+export function heldBy(owner: StoredRecord['owner'], host: string = os.hostname()): string {
+  if (owner === undefined) return 'an owner the record does not name';
+  if (owner.pid === process.pid && (owner.host === undefined || owner.host === host)) return 'another node of this process';
+  return `pid ${owner.pid} on ${owner.host ?? '?'}`;
+}
+
 /** Whether `record` is the caller's: written by this process (on `host`) and, when both name one, by the same owner token. */
 export function ownRecord(record: StoredRecord, owner: string | undefined, host: string = os.hostname()): boolean {
   const o = record.owner;

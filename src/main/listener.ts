@@ -7,7 +7,7 @@
  * true. A listener that keeps dying, or cannot listen again at once (the port taken meanwhile),
  * is retried after a back-off that doubles up to kMaxBackoffMs.
  */
-import { RpcError } from '../errors.js';
+import { RpcError, messageOf } from '../errors.js';
 import { listenerRestart, logger } from '../observe.js';
 import { formatAddress, type Address, type TransportDescriptor } from '../transport/descriptors.js';
 import { RemoteTask, type RemoteTaskOptions, type TaskRunner } from './remote-task.js';
@@ -72,7 +72,7 @@ export class SupervisedListener {
       if (performance.now() - this.#startedAt >= kHealthyMs) this.#failures = 0;
       // #restart logs its failures and retries; nothing of it may become an unhandled rejection.
       this.#restarting = this.#restart(reason)
-        .catch((err: unknown) => log('listener %s: restarting failed: %s', this.#label, (err as Error)?.message ?? err))
+        .catch((err: unknown) => log('listener %s: restarting failed: %s', this.#label, messageOf(err)))
         .finally(() => (this.#restarting = undefined));
     });
   }
@@ -86,7 +86,7 @@ export class SupervisedListener {
       try {
         task = await RemoteTask.start(this.#runner, this.#options);
       } catch (err) {
-        log('listener %s: restart %d failed: %s', this.#label, attempt, (err as Error).message);
+        log('listener %s: restart %d failed: %s', this.#label, attempt, messageOf(err));
         continue;
       }
       if (this.#closing !== undefined) {

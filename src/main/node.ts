@@ -62,8 +62,9 @@ function checkMicros(name: string, value: number | undefined): number | undefine
 
 function checkPoolOptions(pool: PoolOptions): void {
   if (pool === null || typeof pool !== 'object') throw new RpcError('INVALID_ARGUMENT', `pool takes { threads?, tasksPerThread? }, got ${String(pool)}`);
-  if (pool.threads !== undefined) checkInteger('pool.threads', pool.threads, { fallback: 1, min: 1, max: 1024 });
-  if (pool.tasksPerThread !== undefined) checkInteger('pool.tasksPerThread', pool.tasksPerThread, { fallback: 1, min: 1, max: 65536 });
+  // Checked only: PoolLease fills in the defaults (one thread per core, 1024 per thread).
+  checkInteger('pool.threads', pool.threads, { fallback: 1, min: 1, max: 1024 });
+  checkInteger('pool.tasksPerThread', pool.tasksPerThread, { fallback: 1, min: 1, max: 65536 });
 }
 
 export interface NodeOptions {

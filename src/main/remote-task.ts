@@ -4,7 +4,7 @@
  */
 import { MessageChannel } from 'node:worker_threads';
 import * as Comlink from 'comlink';
-import { RpcError, fromWireError, toWireError, type WireError } from '../errors.js';
+import { RpcError, fromWireError, messageOf, toWireError, type WireError } from '../errors.js';
 import { createCodec, type Codec, type CodecDescriptor } from '../codec/index.js';
 import { Kind } from '../protocol/envelope.js';
 import { kClientConnectionId, type HandlerSpec, type TaskControl, type TaskSpec } from '../protocol/control.js';
@@ -215,7 +215,7 @@ export class RemoteTask {
     } catch (err) {
       // A failure of this thread's side of the connection (a bug, never the peer's bytes, which
       // the worker checked): close it on both sides, or the peer's calls would wait forever.
-      const reason = RpcError.is(err) ? err : new RpcError('CLOSED', `the connection was closed: the session on one of its ends failed: ${(err as Error)?.message ?? err}`, { cause: err });
+      const reason = RpcError.is(err) ? err : new RpcError('CLOSED', `the connection was closed: the session on one of its ends failed: ${messageOf(err)}`, { cause: err });
       session.close(reason);
       this.#control.closeConnection(connId, toWireError(reason)).catch(() => {});
     }

@@ -6,7 +6,7 @@
  */
 import { createProxy } from '../service/proxy.js';
 import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js';
-import { RpcError, fromWireError, remoteError, toWireError, asWireError, type WireError } from '../errors.js';
+import { RpcError, fromWireError, messageOf, remoteError, toWireError, asWireError, type WireError } from '../errors.js';
 import type { Codec } from '../codec/index.js';
 import {
   Kind,
@@ -145,12 +145,10 @@ export class Session implements PeerClient {
     if (isAsyncIterable(request)) return this.#callWithStream(request, options);
     const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(cancelled(signal));
+    const refused = checkCallOptions(options);
+    if (refused) return Promise.reject(refused);
     const timeoutMs = options?.timeoutMs;
-    let deadline = 0;
-    if (timeoutMs !== undefined && timeoutMs !== Infinity) {
-      if (!isTimerMs(timeoutMs)) return Promise.reject(badTimeLimit('timeoutMs', timeoutMs));
-      deadline = Math.max(1, Math.ceil(timeoutMs));
-    }
+    const deadline = deadlineOf(timeoutMs);
     let payload: Uint8Array = kEmpty;
     // Bytes go out as they are, behind their codec header: copied once, where they are sent.
     const binHeader = this.#codec.bytesHeader(request, this.#scratch.bytes, kRequestHeaderBytes);
@@ -261,8 +259,7 @@ export class Session implements PeerClient {
       }
     }
     const timeoutMs = options?.timeoutMs;
-    // Checked by checkCallOptions: undefined, Infinity (none) or a number a timer holds.
-    const deadline = timeoutMs === undefined || timeoutMs === Infinity ? 0 : Math.max(1, Math.ceil(timeoutMs));
+    const deadline = deadlineOf(timeoutMs);
     if (deadline > 0) out.timer = setTimeout(() => this.#giveUpStream(id, new RpcError('TIMEOUT', `call timed out after ${timeoutMs} ms`)), timeoutMs);
     if (signal) {
       out.onAbort = () => this.#giveUpStream(id, cancelled(signal));
@@ -635,7 +632,7 @@ export class Session implements PeerClient {
     } catch (readErr) {
       // A getter that throws, a Proxy that refuses: the caller still gets an answer, and this
       // session (every call on the connection) carries on.
-      read = { code: 'REMOTE', name: 'Error', message: `the handler threw an error that cannot be read: ${(readErr as Error)?.message ?? readErr}` };
+      read = { code: 'REMOTE', name: 'Error', message: `the handler threw an error that cannot be read: ${messageOf(readErr)}` };
     }
     // A handler's refusal (see kRefusal) is sent as the runtime's: the caller sees its code.
     const wire: ErrorPayload = { ...read, origin: origin === 'handler' && isRefusal(err) ? 'runtime' : origin };
@@ -693,8 +690,7 @@ export class Session implements PeerClient {
       payload = this.#codec.encode(value);
     } catch (encodeErr) {
       // Said as the answer's fault: the caller would otherwise take it for its own request's.
-      const reason = RpcError.is(encodeErr) ? encodeErr.message : String((encodeErr as Error)?.message ?? encodeErr);
-      this.#sendError(id, new RpcError('INVALID_ARGUMENT', `the handler's answer cannot be sent: ${reason}`), 'runtime');
+      this.#sendError(id, new RpcError('INVALID_ARGUMENT', `the handler's answer cannot be sent: ${messageOf(encodeErr)}`), 'runtime');
       return;
     }
     const tooLarge = this.#tooLarge(kResponseHeaderBytes + payload.length, "the handler's answer");
@@ -791,6 +787,11 @@ function releaseIterable(value: AsyncIterable<unknown>): void {
   } catch {
     // its cleanup failed: nobody is left to tell
   }
+}
+
+/** The deadline a call sends for a `timeoutMs` checkCallOptions passed: whole ms, at least 1; 0 for none (undefined, Infinity). */
+function deadlineOf(timeoutMs: number | undefined): number {
+  return timeoutMs === undefined || timeoutMs === Infinity ? 0 : Math.max(1, Math.ceil(timeoutMs));
 }
 
 /** The options error a call would reject with, if any. */

@@ -162,11 +162,6 @@ export class Connection {
     return this.#writable;
   }
 
-  /** Why the connection closed, once it has. */
-  get closeReason(): RpcError | undefined {
-    return this.#closing;
-  }
-
   /** Marks the connection failed with `reason` without touching its stream (one that could not even start). */
   fail(reason: RpcError): void {
     this.#closing ??= reason;

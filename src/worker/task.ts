@@ -204,14 +204,14 @@ export class ConnectionTask implements ConnectionHost {
         conn.open();
       } else {
         this.#register(conn);
-        this.#start(conn, stream);
-        if (!this.#connections.has(conn.id)) throw conn.closeReason;
+        const failed = this.#start(conn, stream);
+        if (failed !== undefined) throw failed;
       }
       return { ok: true, connectionId: conn.id };
     } catch (err) {
       // Anything else that broke the set-up (a custom stream whose start() throws, say) is this
       // connection failing to come up, not a remote handler's error.
-      const reason = RpcError.is(err) ? err : new RpcError('UNAVAILABLE', `${formatAddress(this.#spec.transport)} could not be set up: ${messageOf(err)}`, { cause: err });
+      const reason = RpcError.is(err) ? err : this.#setUpFailed(err);
       // The main thread answers a failed start with close(); closing here would race the reply.
       return { ok: false, error: toWireError(reason) };
     }
@@ -284,16 +284,22 @@ export class ConnectionTask implements ConnectionHost {
     return new RpcError('BUSY', 'this server is one-to-one and already serves a client');
   }
 
+  /** UNAVAILABLE for what broke a connection's set-up other than an RpcError of its own. */
+  #setUpFailed(err: unknown): RpcError {
+    return new RpcError('UNAVAILABLE', `${formatAddress(this.#spec.transport)} could not be set up: ${messageOf(err)}`, { cause: err });
+  }
+
   /**
    * Starts a registered connection's stream. One whose start() throws (a custom adapter's bug) is
-   * closed at once, with the reason: no close event will ever come from it, and waiting for one
-   * held the task's close for seconds.
+   * closed at once, and the reason returned: no close event will ever come from it, and waiting
+   * for one held the task's close for seconds.
    */
-  #start(conn: Connection, stream: ByteStream): void {
+  #start(conn: Connection, stream: ByteStream): RpcError | undefined {
     try {
       conn.start();
+      return undefined;
     } catch (err) {
-      const reason = new RpcError('UNAVAILABLE', `${formatAddress(this.#spec.transport)} could not be set up: ${messageOf(err)}`, { cause: err });
+      const reason = this.#setUpFailed(err);
       conn.fail(reason);
       try {
         stream.destroy(reason);
@@ -301,6 +307,7 @@ export class ConnectionTask implements ConnectionHost {
         // broken already
       }
       this.closed(conn, reason);
+      return reason;
     }
   }
 
