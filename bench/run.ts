@@ -34,7 +34,7 @@ import { runSweep, sweepRows, type SweepConfig, type SweepResult } from './sweep
 import { runTls, tlsRows, tlsWarnings, type TlsResult } from './tls.js';
 import { renderChart } from './lib/chart.js';
 import { pathRows } from './lib/bounds.js';
-import { startSocketChain, type SocketChainSubject } from './lib/socket-chain.js';
+import { startSocketChain } from './lib/socket-chain.js';
 import { kThreadHopLabel, startThreadHop, type ThreadHopSubject } from './lib/thread-hop.js';
 
 /** DESIGN §6 targets for tcp and unix, relative to the raw ping-pong of the same kind. */
@@ -156,7 +156,7 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
   const dir = await makeTempDir();
   const subjects: Subject[] = [];
   let hop: ThreadHopSubject | undefined;
-  let chain: SocketChainSubject | undefined;
+  let chain: Subject | undefined;
   try {
     log(`${transport}: starting raw server`);
     subjects.push(await startRawSubject(transport, dir));

@@ -22,7 +22,7 @@ import type { Subject } from './lib/subject.js';
 import { atLeast, comparisonRows, type ResultRow } from './lib/table.js';
 import { kDefaultRingBytes as kOursRingBytes } from '../src/main/node.js';
 import { pathRows } from './lib/bounds.js';
-import { kChainLabels, startRingChain, type RingChainSubject } from './lib/ring-chain.js';
+import { kChainLabels, startRingChain } from './lib/ring-chain.js';
 import { kThreadHopLabel, startThreadHop, type ThreadHopSubject } from './lib/thread-hop.js';
 import { OursUnavailableError, kPeerPollKey, kPeerPollMicros, startOursPeerPolling, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
@@ -104,7 +104,7 @@ export async function runShm(
   const ours: Subject[] = [];
   let raw: Subject | undefined;
   let hop: ThreadHopSubject | undefined;
-  const chains: RingChainSubject[] = [];
+  const chains: Subject[] = [];
   let polling: Subject | undefined;
   try {
     for (const handler of ['worker', 'main'] as const) {

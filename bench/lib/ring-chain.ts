@@ -10,22 +10,15 @@
  * - `direct`: main thread <-> other process, a design in which the caller's thread writes the
  *   cross-process ring itself, shown beside it for what the worker hop costs.
  */
-import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { futexSignal, loadNative } from '../../src/shm/native.js';
 import { createRing, initRing, kRingHeaderBytes, RingWriter, type RingReaderOptions } from '../../src/shm/ring.js';
-import { ringCaller } from './ring-caller.js';
+import { ringCaller, workerEnder } from './ring-caller.js';
+import type { Subject } from './subject.js';
 import { startServerChild, type ServerChild } from './children.js';
 
 export type ChainKind = 'via-worker' | 'direct';
 
-export interface RingChainSubject {
-  readonly key: 'chain-via-worker' | 'chain-direct';
-  readonly label: string;
-  readonly transport: 'shm';
-  call(): Promise<unknown>;
-  close(): Promise<void>;
-}
 
 export const kChainLabels: Record<ChainKind, string> = {
   'via-worker': 'bare ring chain main <-> worker <-> other process',
@@ -37,7 +30,7 @@ const kCapacity = 1 << 20;
 let chainCounter = 0;
 
 /** `token` starts every segment name (so the bench's leftover sweep recognises them). */
-export async function startRingChain(kind: ChainKind, token: string): Promise<RingChainSubject> {
+export async function startRingChain(kind: ChainKind, token: string): Promise<Subject> {
   const native = loadNative();
   const names = ['c2s', 's2c'].map((dir) => `/${token}chain-${++chainCounter}-${dir}`);
   const [c2s, s2c] = names.map((name) => {
@@ -52,14 +45,14 @@ export async function startRingChain(kind: ChainKind, token: string): Promise<Ri
     // Mapped by both processes now (or never to be): nothing need stay in /dev/shm.
     for (const name of names) native.shmUnlink(name);
   }
-  let worker: Worker | undefined;
+  let endWorker: (() => Promise<void>) | undefined;
   let writer: RingWriter;
   let replies: SharedArrayBuffer;
   let readerOptions: RingReaderOptions = {};
   if (kind === 'via-worker') {
     const fromMain = createRing(kCapacity);
     const toMain = createRing(kCapacity);
-    worker = new Worker(new URL('../ring-relay-worker.js', import.meta.url), { workerData: { fromMain, toMain, toPeer: c2s, fromPeer: s2c } });
+    endWorker = workerEnder(new Worker(new URL('../ring-relay-worker.js', import.meta.url), { workerData: { fromMain, toMain, toPeer: c2s, fromPeer: s2c } }));
     writer = new RingWriter(fromMain);
     replies = toMain;
   } else {
@@ -68,30 +61,20 @@ export async function startRingChain(kind: ChainKind, token: string): Promise<Ri
     readerOptions = { signal: futexSignal };
   }
   const caller = ringCaller(writer, replies, readerOptions);
-  const call = caller.call;
-  await call();
-  let closed = false;
+  await caller.call();
+  let closing: Promise<void> | undefined;
   return {
     key: kind === 'direct' ? 'chain-direct' : 'chain-via-worker',
     label: kChainLabels[kind],
     transport: 'shm',
-    call,
-    async close() {
-      if (closed) return;
-      closed = true;
-      // The close record travels the chain and back; each stage ends once it has passed it on.
-      writer.close();
-      const timer = setTimeout(() => caller.stop(), 2000);
-      await caller.closed;
-      clearTimeout(timer);
-      caller.stop();
-      if (worker !== undefined) {
-        const exited = once(worker, 'exit');
-        const kill = setTimeout(() => void worker!.terminate(), 2000);
-        await exited;
-        clearTimeout(kill);
-      }
-      await server.stop();
+    call: caller.call,
+    close() {
+      closing ??= (async () => {
+        await caller.close();
+        await endWorker?.();
+        await server.stop();
+      })();
+      return closing;
     },
   };
 }

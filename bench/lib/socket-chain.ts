@@ -5,29 +5,21 @@
  * batching the socket writes as ours does, with nothing else (no envelope, codec or session). Every tcp or unix call of ours takes this path, so
  * it is the floor of ours' round trip and the ceiling of its calls/s there.
  */
-import { once } from 'node:events';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { createRing, RingWriter } from '../../src/shm/ring.js';
 import { startServerChild } from './children.js';
-import { ringCaller } from './ring-caller.js';
-import type { SocketKind } from './subject.js';
+import { ringCaller, workerEnder } from './ring-caller.js';
+import type { SocketKind, Subject } from './subject.js';
 
 export const kSocketChainLabel = 'bare chain main <-> worker <-> socket <-> chunk echo';
 
-export interface SocketChainSubject {
-  readonly key: 'chain';
-  readonly label: string;
-  readonly transport: SocketKind;
-  call(): Promise<unknown>;
-  close(): Promise<void>;
-}
 
 /** Each ring's data area, as ours' main <-> worker rings. */
 const kCapacity = 1 << 20;
 
 /** `dir` holds the raw server's Unix socket. */
-export async function startSocketChain(transport: SocketKind, dir: string): Promise<SocketChainSubject> {
+export async function startSocketChain(transport: SocketKind, dir: string): Promise<Subject> {
   const args = [...(transport === 'tcp' ? ['--kind', 'tcp'] : ['--kind', 'unix', '--path', join(dir, 'chain.sock')]), '--chunks'];
   const server = await startServerChild(new URL('../raw-server.js', import.meta.url), args, { label: `raw ${transport} server (chain)` });
   const a = server.address;
@@ -38,29 +30,22 @@ export async function startSocketChain(transport: SocketKind, dir: string): Prom
   }
   const fromMain = createRing(kCapacity);
   const toMain = createRing(kCapacity);
-  const worker = new Worker(new URL('../socket-relay-worker.js', import.meta.url), { workerData: { fromMain, toMain, address } });
-  const writer = new RingWriter(fromMain);
-  const caller = ringCaller(writer, toMain);
+  const endWorker = workerEnder(new Worker(new URL('../socket-relay-worker.js', import.meta.url), { workerData: { fromMain, toMain, address } }));
+  const caller = ringCaller(new RingWriter(fromMain), toMain);
   await caller.call();
-  let closed = false;
+  let closing: Promise<void> | undefined;
   return {
     key: 'chain',
     label: kSocketChainLabel,
     transport,
     call: caller.call,
-    async close() {
-      if (closed) return;
-      closed = true;
-      const exited = once(worker, 'exit');
-      writer.close();
-      const timer = setTimeout(() => caller.stop(), 2000);
-      await caller.closed;
-      clearTimeout(timer);
-      caller.stop();
-      const kill = setTimeout(() => void worker.terminate(), 2000);
-      await exited;
-      clearTimeout(kill);
-      await server.stop();
+    close() {
+      closing ??= (async () => {
+        await caller.close();
+        await endWorker();
+        await server.stop();
+      })();
+      return closing;
     },
   };
 }

@@ -8,10 +8,9 @@
  * `raw rt + hop rt` is a floor for ours' round trip that no work on the runtime can go below,
  * and `hop rt` is the floor for an isolate call. The sections print it beside their targets.
  */
-import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { createRing, RingWriter } from '../../src/shm/ring.js';
-import { ringCaller } from './ring-caller.js';
+import { ringCaller, workerEnder } from './ring-caller.js';
 import { kPayloadBytes } from './subject.js';
 import type { ResultRow } from './table.js';
 
@@ -40,27 +39,18 @@ export async function startThreadHop(transport: string, options: ThreadHopOption
   const { pollMicros, spinMicros = 0, capacity = 1 << 16, payloadBytes = kPayloadBytes } = options;
   const input = createRing(capacity);
   const output = createRing(capacity);
-  const worker = new Worker(new URL('../ring-echo-worker.js', import.meta.url), { workerData: { input, output, pollMicros, spinMicros } });
-  const writer = new RingWriter(input);
-  const caller = ringCaller(writer, output, { pollMicros, spinMicros }, payloadBytes);
-  const call = caller.call;
-  await call();
-  let closed = false;
+  const endWorker = workerEnder(new Worker(new URL('../ring-echo-worker.js', import.meta.url), { workerData: { input, output, pollMicros, spinMicros } }));
+  const caller = ringCaller(new RingWriter(input), output, { pollMicros, spinMicros }, payloadBytes);
+  await caller.call();
   return {
     key: 'hop',
     label: kThreadHopLabel,
     transport,
-    call,
+    call: caller.call,
     async close() {
-      if (closed) return;
-      closed = true;
-      const exited = once(worker, 'exit');
-      writer.close();
-      caller.stop();
-      // The worker exits once it has read the close record; terminate() only if it does not.
-      const timer = setTimeout(() => void worker.terminate(), 2000);
-      await exited;
-      clearTimeout(timer);
+      // The worker closes its output once it has read the close record, and then exits.
+      await caller.close();
+      await endWorker();
     },
   };
 }
