@@ -221,7 +221,17 @@ export class RemoteTask {
     }
   }
 
-  #end(reason: RpcError): void {
+  #end(ended: RpcError): void {
+    // What the worker wrote before its task ended (why a connection closed, the last replies) can
+    // still be in the ring, the task's end having overtaken it: deliver it first, or a client
+    // refused for a reason (HANDSHAKE_FAILED, say) would learn only "the connection was closed".
+    try {
+      while (this.#fromWorker.drain() > 0);
+    } catch {
+      // a corrupt ring: every session closes below anyway
+    }
+    // A connect task ends with its one connection: that connection's reason is the task's.
+    const reason = this.#client?.closedWith ?? ended;
     this.#endReason = reason;
     log('task ended: %s %s', reason.code, reason.message);
     this.#fromWorker.stop();
