@@ -20,17 +20,29 @@ const kEntry = new URL('../worker/entry.cjs', import.meta.url).href;
 
 interface Shared {
   pool: Piscina;
+  threads: number;
+  tasksPerThread: number;
   capacity: number;
   active: number;
   users: number;
+  /** Set while nobody holds the pool: it is destroyed when this timer fires. */
+  linger: ReturnType<typeof setTimeout> | undefined;
 }
 
 let shared: Shared | undefined;
 
 /**
- * A user's hold on the shared pool; the pool is destroyed when the last user releases it. The
- * hold is taken at the first task run, so a node whose connections all run elsewhere (isolate
- * plugins, in their own threads) starts no pool threads at all.
+ * How long the pool outlives its last user. Starting its threads costs ~100 ms, which a process
+ * that opens a node per call (connect, call, close, again) would otherwise pay every time. Idle
+ * pool threads are unref'd, as is this timer: a lingering pool never keeps the process alive.
+ */
+const kLingerMs = 5000;
+
+/**
+ * A user's hold on the shared pool; the pool is destroyed kLingerMs after the last user releases
+ * it, unless a new user takes it meanwhile. The hold is taken at the first task run, so a node
+ * whose connections all run elsewhere (isolate plugins, in their own threads) starts no pool
+ * threads at all.
  */
 export class PoolLease implements TaskRunner {
   readonly #options: PoolOptions;
@@ -68,15 +80,27 @@ export class PoolLease implements TaskRunner {
     if (!this.#held || shared === undefined) return;
     const s = shared;
     if (--s.users > 0) return;
-    shared = undefined;
-    await s.pool.destroy();
+    s.linger = setTimeout(() => {
+      if (shared === s) shared = undefined;
+      void s.pool.destroy();
+    }, kLingerMs).unref();
   }
 
   /** Takes this lease's hold on the pool, starting the pool if nobody holds it (its size is the first holder's options). */
   #hold(): Shared {
+    const threads = Math.max(1, this.#options.threads ?? os.availableParallelism());
+    const tasksPerThread = Math.max(1, this.#options.tasksPerThread ?? 1024);
+    if (shared !== undefined && shared.users === 0) {
+      // A lingering pool, that nobody holds: keep it if it has the size asked for, else replace it.
+      const s = shared;
+      clearTimeout(s.linger);
+      s.linger = undefined;
+      if (s.threads !== threads || s.tasksPerThread !== tasksPerThread) {
+        shared = undefined;
+        void s.pool.destroy();
+      }
+    }
     if (shared === undefined) {
-      const threads = Math.max(1, this.#options.threads ?? os.availableParallelism());
-      const tasksPerThread = Math.max(1, this.#options.tasksPerThread ?? 1024);
       const pool = new Piscina({
         filename: kEntry,
         minThreads: threads,
@@ -86,7 +110,7 @@ export class PoolLease implements TaskRunner {
         atomics: 'disabled',
         idleTimeout: 2 ** 31 - 1,
       });
-      shared = { pool, capacity: threads * tasksPerThread, active: 0, users: 0 };
+      shared = { pool, threads, tasksPerThread, capacity: threads * tasksPerThread, active: 0, users: 0, linger: undefined };
     }
     if (!this.#held) {
       this.#held = true;
@@ -96,7 +120,7 @@ export class PoolLease implements TaskRunner {
   }
 }
 
-/** How many nodes hold the shared pool now (0: it is not running). For tests. */
+/** How many nodes hold the shared pool now (0: nobody; an unheld pool may still linger a few seconds). For tests. */
 export function poolHolders(): number {
   return shared?.users ?? 0;
 }
