@@ -107,6 +107,40 @@ describe('frame writer', () => {
     assert.equal(frames[100].length, 100_000);
   });
 
+  it('writes any sequence of frames and flushes as the same frames, a turn of small ones up to 64 KiB in one write (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.array(fc.oneof(fc.integer({ min: 0, max: 3000 }), fc.constant(-1)), { maxLength: 60 }), { maxLength: 8 }),
+        (turns) => {
+          const writes: Uint8Array[] = [];
+          const w = new FrameWriter((c) => writes.push(c));
+          const sent: number[] = [];
+          for (const turn of turns) {
+            const before = writes.length;
+            let bytes = 0;
+            for (const size of turn) {
+              if (size < 0) {
+                w.flush(); // a flush mid-turn
+                continue;
+              }
+              const body = new Uint8Array(size).fill(sent.length & 0xff);
+              sent.push(size);
+              bytes += 4 + size;
+              if (sent.length % 2) w.push(body, false);
+              else w.push2(body.subarray(0, Math.min(3, size)), body.subarray(Math.min(3, size)));
+            }
+            w.flush();
+            if (!turn.includes(-1) && bytes > 0 && bytes <= 64 * 1024) assert.equal(writes.length - before, 1, `${bytes} bytes of frames in one write`);
+          }
+          const frames = decodeAll(writes);
+          assert.deepEqual(frames.map((f) => f.length), sent);
+          frames.forEach((f, i) => assert.ok(f.every((b) => b === (i & 0xff)), `frame ${i} intact`));
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
   it('copies bodies it does not own, so reusing the source buffer is safe', () => {
     const writes: Uint8Array[] = [];
     const w = new FrameWriter((c) => writes.push(c));
