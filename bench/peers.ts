@@ -186,3 +186,35 @@ export function peersRows(result: PeersResult, inflight: number): ResultRow[] {
   }
   return rows;
 }
+
+/** One transport's ours x64 figure, measured in its own section of this run. */
+export interface SectionRate {
+  label: string;
+  transport: string;
+  callsPerSec: number;
+}
+
+/**
+ * DESIGN §6 says every transport: ours' calls/s on each transport the run measured (tcp, unix,
+ * shm, isolate, tcp+TLS; from their own sections) against the faster of grpc-js's two figures
+ * from the peers section. Not interleaved with grpc-js, as the peers rows are, but from the same
+ * run. Unix is compared interleaved in peersRows already.
+ */
+export function grpcEveryTransportRows(result: PeersResult, rates: SectionRate[], inflight: number): ResultRow[] {
+  const grpc = result.subjects.filter((s) => s.key.startsWith('grpc-') && s.summary.pipelined !== undefined);
+  if (grpc.length === 0) return [];
+  const best = grpc.reduce((a, b) => (b.summary.pipelined!.callsPerSec > a.summary.pipelined!.callsPerSec ? b : a));
+  const baseline = best.summary.pipelined!.callsPerSec;
+  return rates.map((r) => {
+    const ratio = r.callsPerSec / baseline;
+    return {
+      scenario: `${r.label} x${inflight} (its section)`,
+      transport: r.transport,
+      callsPerSec: r.callsPerSec,
+      baseline: `${best.label} ${best.transport} x${inflight}`,
+      ratio,
+      target: `>= ${kGrpcCallsPerSecRatioMin.toFixed(2)}x`,
+      verdict: atLeast(ratio, kGrpcCallsPerSecRatioMin),
+    };
+  });
+}

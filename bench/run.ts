@@ -29,7 +29,7 @@ import { handshakeRows, runHandshake, type HandshakeResult } from './handshake.j
 import { runView, viewRows, type ViewResult } from './view.js';
 import { kPerConnection, runScale, scaleRows, type ScaleConfig, type ScaleResult } from './scale.js';
 import { Progress } from './lib/progress.js';
-import { peersRows, runPeers, type PeersResult } from './peers.js';
+import { grpcEveryTransportRows, peersRows, runPeers, type PeersResult, type SectionRate } from './peers.js';
 import { runSweep, sweepRows, type SweepConfig, type SweepResult } from './sweep.js';
 import { runTls, tlsRows, tlsWarnings, type TlsResult } from './tls.js';
 import { renderChart } from './lib/chart.js';
@@ -149,6 +149,20 @@ function section(name: Section): true {
 interface GroupResult {
   transport: SocketKind;
   subjects: Array<{ key: string; label: string; summary: SubjectSummary }>;
+}
+
+/** Ours' x64 figure (worker handler) from each section that measured one, for the grpc-js comparison of every transport. */
+function sectionRates(groups: GroupResult[], shm: ShmResult | undefined, isolate: IsolateResult, tls: TlsResult | undefined): SectionRate[] {
+  const rates: SectionRate[] = [];
+  const add = (subjects: Array<{ key: string; label: string; summary: SubjectSummary }> | undefined, key: string, transport: string) => {
+    const s = subjects?.find((x) => x.key === key);
+    if (s?.summary.pipelined !== undefined) rates.push({ label: s.label, transport, callsPerSec: s.summary.pipelined.callsPerSec });
+  };
+  for (const group of groups) if (group.transport === 'tcp') add(group.subjects, 'ours-worker', 'tcp');
+  add(shm?.subjects, 'ours-worker', 'shm');
+  add(isolate.subjects, 'ours-isolate', 'worker');
+  add(tls?.subjects, 'tls', 'tcp+tls');
+  return rates;
 }
 
 /** Starts the raw baseline and (when available) ours for one transport, and measures them. */
@@ -335,6 +349,7 @@ async function main(): Promise<number> {
   }
   if (peers !== undefined && peers.subjects.length > 0) {
     rows.push(...(rows.length > 0 ? [null] : []), ...peersRows(peers, peersConfig.inflight));
+    rows.push(...grpcEveryTransportRows(peers, sectionRates(groups, shmResult, isolate, tls), peersConfig.inflight));
   }
   if (sweep !== undefined && sweep.subjects.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...sweepRows(sweep));
   const tlsTable = tls === undefined ? [] : tlsRows(tls, tlsConfig.inflight);
