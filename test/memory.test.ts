@@ -62,4 +62,20 @@ describe('memory', function () {
       await server.kill('SIGTERM');
     }
   });
+
+  it('connections opened and closed in a loop do not pile up dead rings, with no forced GC', async () => {
+    // V8 counts no SharedArrayBuffer towards GC pressure: unweighed, the dead rings of 300
+    // connections (2 MiB each) piled up to 200-470 MiB before some unrelated GC took them.
+    await using server = await new Node().serve(tcp('127.0.0.1:0'), { onRequest: (r: unknown) => r }).start();
+    const transport = tcp(server.addresses[0] as { host: string; port: number });
+    const base = process.memoryUsage().arrayBuffers;
+    let most = 0;
+    for (let i = 0; i < 300; i++) {
+      const node = await new Node().connect(transport).start();
+      assert.equal(await node.client.call(i), i);
+      await node.close();
+      most = Math.max(most, process.memoryUsage().arrayBuffers - base);
+    }
+    assert.ok(most < 160 * 2 ** 20, `ArrayBuffer memory grew by up to ${(most / 2 ** 20).toFixed(0)} MiB over 300 connections`);
+  });
 });

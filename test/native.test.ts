@@ -199,6 +199,14 @@ describe('native addon', function () {
       assert.equal(thrownBy(() => native.shmOpen({ name, create: true })).code, 'EINVAL', 'create needs a size');
       assert.equal(thrownBy(() => native.shmOpen({ name, exclusive: true })).code, 'EINVAL', 'exclusive needs create');
     });
+
+    it('adjustExternalMemory moves the external memory V8 weighs by the bytes given, both ways', function () {
+      this.timeout(2000);
+      const before = native.adjustExternalMemory(0);
+      assert.equal(native.adjustExternalMemory(3 << 20) - before, 3 << 20);
+      assert.equal(native.adjustExternalMemory(-(3 << 20)), before);
+      assert.throws(() => native.adjustExternalMemory('1' as never), TypeError);
+    });
   });
 
   describe('futex', function () {

@@ -61,6 +61,7 @@ inline v8::Local<v8::Value> ToV8(napi_value value) {
 
 Napi::Value ShmOpen(const Napi::CallbackInfo& info);
 Napi::Value ShmUnlink(const Napi::CallbackInfo& info);
+Napi::Value AdjustExternalMemory(const Napi::CallbackInfo& info);
 Napi::Value FutexWake(const Napi::CallbackInfo& info);
 Napi::Value FutexWait(const Napi::CallbackInfo& info);
 Napi::Value FutexWaitSync(const Napi::CallbackInfo& info);

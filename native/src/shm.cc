@@ -113,4 +113,18 @@ Napi::Value ShmUnlink(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// adjustExternalMemory(bytes): tells this thread's V8 heap that it holds `bytes` more memory
+// (fewer, when negative) than its objects show, so that its GC weighs it; returns the new total.
+// V8 counts no shared backing store towards GC pressure (a SharedArrayBuffer's per-isolate
+// accounting length is 0): without this, the rings of closed connections wait for a GC that
+// their own size never triggers.
+Napi::Value AdjustExternalMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    throw Napi::TypeError::New(env, "adjustExternalMemory: bytes must be a number");
+  }
+  int64_t bytes = info[0].As<Napi::Number>().Int64Value();
+  return Napi::Number::New(env, static_cast<double>(Napi::MemoryManagement::AdjustExternalMemory(env, bytes)));
+}
+
 }  // namespace ogurpchik

@@ -113,6 +113,8 @@ export interface NativeBinding {
   shmOpen(options: ShmOpenOptions): SharedArrayBuffer;
   /** Removes the segment's name; existing mappings stay valid. Throws ENOENT if absent. */
   shmUnlink(name: string): void;
+  /** Tells this thread's V8 heap it holds `bytes` more memory (fewer when negative) than its objects show; returns the new total. */
+  adjustExternalMemory(bytes: number): number;
   /** FUTEX_WAKE (process-shared): returns how many waiters, in any process, were woken (an addon thread still parked on the word after its futexWait settled counts too; it passes the wake on). */
   futexWake(options: FutexWakeOptions): number;
   /** FUTEX_WAIT on a native thread; the promise settles on the calling thread's loop, which is never blocked. Cancelled (left pending) when the calling thread's environment exits. */

@@ -11,6 +11,7 @@
 import { RpcError } from '../errors.js';
 import { bytesToFill } from '../bytes.js';
 import { countCopied } from '../observe.js';
+import { weighShared } from './weigh.js';
 import {
   kCapacityIndex,
   kClosedIndex,
@@ -215,6 +216,7 @@ export class RingWriter {
 
   constructor(sab: SharedArrayBuffer, options: { signal?: RingSignal } = {}) {
     const cap = ringCapacity(sab);
+    weighShared(sab);
     this.ctl = new Int32Array(sab, 0, kRingHeaderBytes >> 2);
     this.words = new Int32Array(sab, kRingHeaderBytes, cap >> 2);
     this.bytes = new Uint8Array(sab, kRingHeaderBytes, cap);
@@ -547,6 +549,7 @@ export class RingReader {
 
   constructor(sab: SharedArrayBuffer, handlers: RingHandlers, options: RingReaderOptions = {}) {
     const cap = ringCapacity(sab);
+    weighShared(sab);
     this.ctl = new Int32Array(sab, 0, kRingHeaderBytes >> 2);
     this.words = new Int32Array(sab, kRingHeaderBytes, cap >> 2);
     this.bytes = new Uint8Array(sab, kRingHeaderBytes, cap);
