@@ -205,7 +205,7 @@ describe('native addon', function () {
       const before = native.adjustExternalMemory(0);
       assert.equal(native.adjustExternalMemory(3 << 20) - before, 3 << 20);
       assert.equal(native.adjustExternalMemory(-(3 << 20)), before);
-      assert.throws(() => native.adjustExternalMemory('1' as never), TypeError);
+      assert.throws(() => native.adjustExternalMemory('1' as never), (err: NodeJS.ErrnoException) => err instanceof TypeError && err.code === 'EINVAL');
     });
   });
 

@@ -121,7 +121,7 @@ Napi::Value ShmUnlink(const Napi::CallbackInfo& info) {
 Napi::Value AdjustExternalMemory(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsNumber()) {
-    throw Napi::TypeError::New(env, "adjustExternalMemory: bytes must be a number");
+    throw InvalidArgument(env, "adjustExternalMemory: bytes must be a number");
   }
   int64_t bytes = info[0].As<Napi::Number>().Int64Value();
   return Napi::Number::New(env, static_cast<double>(Napi::MemoryManagement::AdjustExternalMemory(env, bytes)));
