@@ -32,6 +32,12 @@ describe('values a codec cannot encode', function () {
           assert.doesNotMatch(bad.message, /answer/);
           if (codecName === 'json') assert.equal((await rejectionOf(node.client.call({ n: 1n }))).code, 'INVALID_ARGUMENT');
           else assert.equal((await rejectionOf(node.client.call(Symbol('s')))).code, 'INVALID_ARGUMENT');
+          // An un-awaited request or a function would go out as {} or nil: refused, naming the mistake.
+          const promised = await rejectionOf(node.client.call(Promise.resolve({ type: 'Ping' })));
+          assert.equal(promised.code, 'INVALID_ARGUMENT');
+          assert.match(promised.message, /a Promise \(or another thenable\) cannot be encoded as .*: await it first/);
+          assert.equal((await rejectionOf(node.client.notify({ then: () => {} }))).code, 'INVALID_ARGUMENT');
+          assert.match((await rejectionOf(node.client.call(() => 1))).message, /a function cannot be encoded/);
 
           const answer = await rejectionOf(node.client.call({ type: 'Circular' }));
           assert.equal(answer.code, 'INVALID_ARGUMENT');

@@ -13,6 +13,17 @@ export type CodecKind = 'msgpack' | 'json' | 'view';
 /** A serialisable choice of codec. */
 export type CodecDescriptor = { kind: 'msgpack' } | { kind: 'json' } | { kind: 'view' };
 
+/**
+ * A Promise or a function at the top of a value is a mistake (a call whose request was not
+ * awaited, say) that both codecs would send silently, as {} or nil: refused instead.
+ */
+function refuseUnsendable(value: unknown, codec: string): void {
+  if (typeof value === 'function') throw new RpcError('INVALID_ARGUMENT', `a function cannot be encoded as ${codec}`);
+  if (typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function') {
+    throw new RpcError('INVALID_ARGUMENT', `a Promise (or another thenable) cannot be encoded as ${codec}: await it first`);
+  }
+}
+
 export interface Codec {
   readonly kind: CodecKind;
   /**
@@ -129,6 +140,7 @@ class MsgpackCodec implements Codec {
     if (value instanceof Uint8Array && (value.constructor === Uint8Array || value.constructor === Buffer) && value.length <= kBinFastMax) {
       return this.#encodeBytes(value);
     }
+    refuseUnsendable(value, 'msgpack');
     try {
       return this.#packr.pack(value);
     } catch (cause) {
@@ -208,6 +220,7 @@ class JsonCodec implements Codec {
   readonly #decoder = new TextDecoder('utf-8', { fatal: true });
 
   encode(value: unknown): Uint8Array {
+    refuseUnsendable(value, 'JSON');
     let text: string | undefined;
     try {
       text = JSON.stringify(value);
