@@ -43,12 +43,21 @@ describe('connection-worker pool', function () {
       console.log('closed');`;
     const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    const killer = setTimeout(() => process.kill(child.pid!, 'SIGKILL'), 4000);
+    let closedAt = 0;
+    let killer: ReturnType<typeof setTimeout> | undefined;
+    child.stdout.on('data', (d) => {
+      out += d;
+      if (closedAt === 0 && out.includes('closed')) {
+        closedAt = Date.now();
+        // The pool lingers 5 s after the last close: a process still alive 4 s after it is held by it.
+        killer = setTimeout(() => process.kill(child.pid!, 'SIGKILL'), 4000);
+      }
+    });
+    const safety = setTimeout(() => process.kill(child.pid!, 'SIGKILL'), 15_000);
     const code = await new Promise((resolve) => child.once('exit', (c, s) => resolve(c ?? s)));
     clearTimeout(killer);
-    // The pool lingers 5 s: a process still alive after 4 s was held by it.
-    assert.equal(code, 0, `the process ended with ${code} (SIGKILL: it was still running after 4 s)`);
+    clearTimeout(safety);
     assert.equal(out.trim(), 'closed');
+    assert.equal(code, 0, `the process ended with ${code} (SIGKILL: it was still running 4 s after its nodes closed)`);
   });
 });
