@@ -1,14 +1,15 @@
 /**
  * Worker isolate: a handler in its own worker thread of the bench process, called from the main
  * thread. ogurpchik's `isolate()` transport against comlink into a worker (the baseline of the
- * DESIGN §6 targets: round trip ≤ 0.5× comlink's, calls/s ≥ 10× comlink's) and piscina `run()`
- * (a second peer, shown for information with its ratio to comlink).
+ * DESIGN §6 targets: round trip ≤ 0.5× comlink's, calls/s ≥ 10× comlink's), birpc over a
+ * MessagePort and piscina `run()` (peers shown for information with their ratio to comlink).
  *
  * Every subject echoes a fresh 16-byte Uint8Array and is measured in the same interleaved
  * rounds as the tcp/unix sections (lib/rounds.ts).
  */
 
 import { MessageChannel, Worker } from 'node:worker_threads';
+import { createBirpc } from 'birpc';
 import * as Comlink from 'comlink';
 import { Piscina } from 'piscina';
 import { nodeEndpoint } from '../src/protocol/endpoint.js';
@@ -121,6 +122,31 @@ async function startComlink(log: (line: string) => void): Promise<IsolateSubject
   });
 }
 
+/** birpc over a MessageChannel whose second port was transferred to the worker. */
+async function startBirpc(log: (line: string) => void): Promise<IsolateSubject> {
+  const { port1, port2 } = new MessageChannel();
+  const worker = new Worker(echoUrl('birpc-echo-worker.js'), { workerData: { port: port2 }, transferList: [port2] });
+  worker.on('error', (err) => log(`birpc worker error: ${err.message}`));
+  const remote = createBirpc<EchoApi, Record<string, never>>(
+    {},
+    { post: (data) => port1.postMessage(data), on: (handler) => port1.on('message', handler), timeout: kStartTimeoutMs },
+  );
+  let closed = false;
+  return firstCall({
+    key: 'birpc',
+    label: 'birpc',
+    transport: kIsolateTransport,
+    call: () => remote.echo(new Uint8Array(kPayloadBytes)),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      remote.$close();
+      port1.close();
+      await worker.terminate();
+    },
+  });
+}
+
 /** piscina with a task that returns its argument; `atomics: undefined` keeps piscina's default. */
 async function startPiscina(atomics: 'disabled' | undefined): Promise<IsolateSubject> {
   const pool = new Piscina({
@@ -167,6 +193,7 @@ export async function runIsolate(
     if (api?.isolate !== undefined) await tryStart('ours isolate pollMicros 0', () => startOursIsolate(api, 'block'));
     // The spin strategy: both threads busy-poll their ring before sleeping (opt-in: it burns cores).
     if (api?.isolate !== undefined) await tryStart('ours isolate spin', () => startOursIsolate(api, 'spin'));
+    await tryStart('birpc', () => startBirpc(log));
     await tryStart('piscina (default options)', () => startPiscina(undefined));
     await tryStart("piscina (atomics: 'disabled')", () => startPiscina('disabled'));
     // The bare ring ping-pong under ours: the floor of its round trip, the ceiling of its calls/s.

@@ -5,12 +5,16 @@
  *   (fork-echo-child.ts) and replies are matched to calls by an id carried in the message; the
  *   16 bytes travel base64-encoded, as bytes must through JSON.
  * - grpc-js unary calls over TCP and over a Unix socket (grpc-server.ts), raw bytes both ways.
+ * - vscode-jsonrpc requests over TCP and over a Unix socket (jsonrpc-server.ts), the 16 bytes as
+ *   base64 (JSON-RPC carries text).
  * Every subject echoes 16 bytes. DESIGN §6 target: ours calls/s (64 in flight) ≥ 8× grpc-js's.
  */
 
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
+import { StreamMessageReader, StreamMessageWriter, createMessageConnection } from 'vscode-jsonrpc/node';
 import { forkIpcChild, makeTempDir, removeTempDir, startServerChild, type ServerAddress } from './lib/children.js';
 import type { OursApi } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type Measured, type SubjectSummary } from './lib/rounds.js';
@@ -112,6 +116,44 @@ async function startGrpc(kind: 'tcp' | 'unix', dir: string): Promise<PeerSubject
   };
 }
 
+/** vscode-jsonrpc (what VS Code's language servers speak) over a socket; bytes travel as base64, as JSON-RPC needs. */
+async function startJsonRpc(kind: 'tcp' | 'unix', dir: string): Promise<PeerSubject> {
+  const args = kind === 'tcp' ? ['--kind', 'tcp'] : ['--kind', 'unix', '--path', join(dir, 'jsonrpc.sock')];
+  const server = await startServerChild(new URL('./jsonrpc-server.js', import.meta.url), args, { label: `vscode-jsonrpc ${kind} server` });
+  const address = server.address as Extract<ServerAddress, { kind: 'tcp' | 'unix' }>;
+  let socket: net.Socket | undefined;
+  try {
+    socket = await new Promise<net.Socket>((resolve, reject) => {
+      const s = address.kind === 'tcp' ? net.connect(address.port, address.host) : net.connect(address.path);
+      s.once('error', reject);
+      s.once('connect', () => {
+        s.off('error', reject);
+        resolve(s);
+      });
+    });
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+  socket.setNoDelay(true);
+  socket.on('error', () => {});
+  const connection = createMessageConnection(new StreamMessageReader(socket), new StreamMessageWriter(socket));
+  connection.listen();
+  const payload = Buffer.from(new Uint8Array(kPayloadBytes)).toString('base64');
+  const s = socket;
+  return {
+    key: `jsonrpc-${kind}`,
+    label: 'vscode-jsonrpc',
+    transport: kind,
+    call: async () => Buffer.from((await connection.sendRequest('echo', payload)) as string, 'base64'),
+    close: async () => {
+      connection.dispose();
+      s.destroy();
+      await server.stop();
+    },
+  };
+}
+
 export async function runPeers(api: OursApi | undefined, config: BenchConfig, log: (line: string) => void): Promise<PeersResult> {
   const result: PeersResult = { transport: 'mixed', subjects: [], skipped: [] };
   const dir = await makeTempDir();
@@ -133,6 +175,10 @@ export async function runPeers(api: OursApi | undefined, config: BenchConfig, lo
     for (const kind of ['tcp', 'unix'] as const) {
       log(`peers: starting grpc-js ${kind} server`);
       subjects.push(await startGrpc(kind, dir));
+    }
+    for (const kind of ['tcp', 'unix'] as const) {
+      log(`peers: starting vscode-jsonrpc ${kind} server`);
+      subjects.push(await startJsonRpc(kind, dir));
     }
     const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
     result.subjects = subjects.map((s) => ({ key: s.key, label: s.label, transport: s.transport, summary: summaries.get(s)! }));

@@ -1,8 +1,8 @@
 /**
  * The benchmark suite, part 1: raw `net` ping-pong baselines and ogurpchik over TCP and Unix
- * sockets, shared memory against raw unix and memcpy (shm.ts), the worker isolate against comlink
- * and piscina (isolate.ts), the busy-host case, the peers users pick today (fork IPC, grpc-js;
- * peers.ts), a payload sweep (sweep.ts), the cost of TLS on tcp (tls.ts), the view codec's copies (view.ts)
+ * sockets, shared memory against raw unix and memcpy (shm.ts), the worker isolate against comlink,
+ * birpc and piscina (isolate.ts), the busy-host case, the peers users pick today (fork IPC, grpc-js,
+ * vscode-jsonrpc; peers.ts), a payload sweep (sweep.ts), the cost of TLS on tcp (tls.ts), the view codec's copies (view.ts)
  * and one server under many connections, with its memory (scale.ts).
  * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,handshake,busy,peers,sweep,tls,view,scale] [--soak-minutes N]`.
  *
@@ -376,12 +376,12 @@ async function main(): Promise<number> {
           `shm rows: ours over shm(name, { capacity: ${shmResult!.capacity / 1048576} MiB }) to a server process; baseline: raw unix ping-pong measured in the same section`,
           '1 MiB echo: one call in flight, MB/s = request bytes (10^6) per second; baseline: Uint8Array.set of 1 MiB into a SharedArrayBuffer, same rounds',
         ]),
-    'worker rows: a handler in a worker thread of this process (ours isolate(), comlink over a MessageChannel, piscina run()); baseline comlink',
+    'worker rows: a handler in a worker thread of this process (ours isolate(), comlink and birpc over a MessageChannel, piscina run()); baseline comlink',
     'handshake rows: connect + handshake + start() of a client node over loopback tcp, server in this process; cost = median minus the median with no handshake',
     ...(peers === undefined
       ? []
       : [
-          'peer rows: server in a child process, 16 bytes; fork IPC = child_process.fork, json serialization, base64 bytes, replies matched by id; grpc-js = unary call, raw-byte (de)serializers',
+          'peer rows: server in a child process, 16 bytes; fork IPC = child_process.fork, json serialization, base64 bytes, replies matched by id; grpc-js = unary call, raw-byte (de)serializers; vscode-jsonrpc = request over a socket, base64 bytes',
           'ours vs peer rows: ours worker handler over unix; rt ratio = ours time / peer time, x ratio = ours rate / peer rate',
         ]),
     ...(sweep === undefined

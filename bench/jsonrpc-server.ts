@@ -1,0 +1,46 @@
+/**
+ * vscode-jsonrpc echo server (a child process of the bench): one request, `echo`, whose parameter
+ * and result are the payload as base64 (JSON-RPC carries text). Each accepted socket gets its own
+ * message connection (Content-Length framing). Usage: `node jsonrpc-server.js --kind tcp|unix
+ * [--path <socket>]`. Prints its address as one JSON line when bound; stops on SIGTERM or when
+ * the parent goes.
+ */
+
+import net from 'node:net';
+import { parseArgs } from 'node:util';
+import { StreamMessageReader, StreamMessageWriter, createMessageConnection } from 'vscode-jsonrpc/node';
+
+const { values } = parseArgs({ options: { kind: { type: 'string' }, path: { type: 'string' } } });
+
+function report(line: object): void {
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+}
+
+const server = net.createServer((socket) => {
+  socket.setNoDelay(true);
+  const connection = createMessageConnection(new StreamMessageReader(socket), new StreamMessageWriter(socket));
+  connection.onRequest('echo', (payload: string) => payload);
+  connection.onClose(() => connection.dispose());
+  socket.on('error', () => socket.destroy());
+  connection.listen();
+});
+
+const shutdown = (): void => {
+  server.close();
+  setTimeout(() => process.exit(0), 50).unref();
+};
+process.once('SIGTERM', shutdown);
+process.once('disconnect', shutdown);
+
+if (values.kind === 'tcp') {
+  server.listen(0, '127.0.0.1', () => report({ kind: 'tcp', host: '127.0.0.1', port: (server.address() as net.AddressInfo).port }));
+} else if (values.kind === 'unix' && values.path !== undefined) {
+  server.listen(values.path, () => report({ kind: 'unix', path: values.path }));
+} else {
+  report({ error: 'jsonrpc server: expected --kind tcp, or --kind unix --path <path>' });
+  process.exit(2);
+}
+server.on('error', (err) => {
+  report({ error: `jsonrpc server: ${err.message}` });
+  process.exit(2);
+});
