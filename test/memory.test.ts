@@ -11,6 +11,11 @@
  * force that.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Node, tcp } from '../src/index.js';
@@ -77,5 +82,44 @@ describe('memory', function () {
       most = Math.max(most, process.memoryUsage().arrayBuffers - base);
     }
     assert.ok(most < 160 * 2 ** 20, `ArrayBuffer memory grew by up to ${(most / 2 ** 20).toFixed(0)} MiB over 300 connections`);
+  });
+
+  it('without the native addon too (a ballast weighs each ring): a connect/close loop does not pile up dead rings', async () => {
+    // A copy of the compiled runtime whose package root has no native/build, run in a child.
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ogurpchik-no-native-'));
+    try {
+      fs.cpSync(fileURLToPath(new URL('../src', import.meta.url)), path.join(root, 'dist', 'src'), { recursive: true });
+      fs.writeFileSync(path.join(root, 'package.json'), '{"type":"module"}');
+      fs.symlinkSync(fileURLToPath(new URL('../../node_modules', import.meta.url)), path.join(root, 'node_modules'));
+      const index = pathToFileURL(path.join(root, 'dist', 'src', 'index.js')).href;
+      const native = pathToFileURL(path.join(root, 'dist', 'src', 'shm', 'native.js')).href;
+      const script = `
+        const { Node, tcp } = await import(${JSON.stringify(index)});
+        const { nativeAvailable } = await import(${JSON.stringify(native)});
+        if (nativeAvailable()) throw new Error('the copy found the addon');
+        const server = await new Node().serve(tcp('127.0.0.1:0'), { onRequest: (r) => r }).start();
+        const base = process.memoryUsage().arrayBuffers;
+        let most = 0;
+        for (let i = 0; i < 300; i++) {
+          const node = await new Node().connect(tcp(server.addresses[0])).start();
+          if ((await node.client.call(i)) !== i) throw new Error('bad echo');
+          await node.close();
+          most = Math.max(most, process.memoryUsage().arrayBuffers - base);
+        }
+        await server.close();
+        console.log(JSON.stringify({ most }));`;
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      const killer = setTimeout(() => process.kill(child.pid!, 'SIGKILL'), 45_000);
+      const code = await new Promise((resolve) => child.once('exit', (c, sig) => resolve(c ?? sig)));
+      clearTimeout(killer);
+      assert.equal(code, 0, `the child ended with ${code}`);
+      // Counted here: the rings and, beside each live one, its ballast of the same size.
+      const { most } = JSON.parse(out.trim()) as { most: number };
+      assert.ok(most < 200 * 2 ** 20, `ArrayBuffer memory grew by up to ${(most / 2 ** 20).toFixed(0)} MiB over 300 connections`);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
   });
 });
