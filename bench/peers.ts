@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { StreamMessageReader, StreamMessageWriter, createMessageConnection } from 'vscode-jsonrpc/node';
-import { forkIpcChild, makeTempDir, removeTempDir, startServerChild, type ServerAddress } from './lib/children.js';
+import { connectSocket, forkIpcChild, makeTempDir, removeTempDir, startServerChild, type ServerAddress } from './lib/children.js';
 import type { OursApi } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type Measured, type SubjectSummary } from './lib/rounds.js';
 import { kPayloadBytes } from './lib/subject.js';
@@ -120,17 +120,9 @@ async function startGrpc(kind: 'tcp' | 'unix', dir: string): Promise<PeerSubject
 async function startJsonRpc(kind: 'tcp' | 'unix', dir: string): Promise<PeerSubject> {
   const args = kind === 'tcp' ? ['--kind', 'tcp'] : ['--kind', 'unix', '--path', join(dir, 'jsonrpc.sock')];
   const server = await startServerChild(new URL('./jsonrpc-server.js', import.meta.url), args, { label: `vscode-jsonrpc ${kind} server` });
-  const address = server.address as Extract<ServerAddress, { kind: 'tcp' | 'unix' }>;
-  let socket: net.Socket | undefined;
+  let socket: net.Socket;
   try {
-    socket = await new Promise<net.Socket>((resolve, reject) => {
-      const s = address.kind === 'tcp' ? net.connect(address.port, address.host) : net.connect(address.path);
-      s.once('error', reject);
-      s.once('connect', () => {
-        s.off('error', reject);
-        resolve(s);
-      });
-    });
+    socket = await connectSocket(server.address);
   } catch (err) {
     await server.stop();
     throw err;

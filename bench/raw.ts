@@ -6,7 +6,7 @@
 
 import net from 'node:net';
 import { join } from 'node:path';
-import { startServerChild, type ServerAddress } from './lib/children.js';
+import { connectSocket, startServerChild, type ServerAddress } from './lib/children.js';
 import { FrameSplitter, frame, frameHeaderBytes } from './lib/frames.js';
 import { kPayloadBytes, type SocketKind, type Subject } from './lib/subject.js';
 
@@ -39,17 +39,7 @@ export class RawPingClient {
 
   static connect(address: ServerAddress): Promise<RawPingClient> {
     if (address.kind === 'shm') return Promise.reject(new Error('the raw ping-pong runs over tcp or unix only'));
-    return new Promise((resolve, reject) => {
-      const socket =
-        address.kind === 'tcp'
-          ? net.connect({ host: address.host, port: address.port })
-          : net.connect({ path: address.path });
-      socket.once('error', reject);
-      socket.once('connect', () => {
-        socket.off('error', reject);
-        resolve(new RawPingClient(socket));
-      });
-    });
+    return connectSocket(address).then((socket) => new RawPingClient(socket));
   }
 
   /** Sends `payload` as one frame; resolves with the echoed body. */

@@ -12,6 +12,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { readdirSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +21,19 @@ export type ServerAddress =
   | { kind: 'tcp'; host: string; port: number }
   | { kind: 'unix'; path: string }
   | { kind: 'shm'; name: string };
+
+/** A client socket connected to a tcp or unix server child; rejects with the connect error. */
+export function connectSocket(address: ServerAddress): Promise<net.Socket> {
+  if (address.kind === 'shm') return Promise.reject(new Error(`no socket to connect to at shm ${address.name}`));
+  return new Promise((resolve, reject) => {
+    const socket = address.kind === 'tcp' ? net.connect({ host: address.host, port: address.port }) : net.connect({ path: address.path });
+    socket.once('error', reject);
+    socket.once('connect', () => {
+      socket.off('error', reject);
+      resolve(socket);
+    });
+  });
+}
 
 /** Why a server child did not come up. `reported` means the child said why (see `message`). */
 export type ChildStartFailure = 'timeout' | 'exited' | 'reported' | 'bad-output';
