@@ -8,7 +8,7 @@
  * rounds as the tcp/unix sections (lib/rounds.ts).
  */
 
-import { MessageChannel, Worker } from 'node:worker_threads';
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { createBirpc } from 'birpc';
 import * as Comlink from 'comlink';
 import { Piscina } from 'piscina';
@@ -97,53 +97,54 @@ interface EchoApi {
   echo(x: Uint8Array): Uint8Array;
 }
 
+/**
+ * An echo worker (`file`, beside this one) given the second port of a MessageChannel in
+ * `workerData.port`. `closer(release)` makes the subject's close(): once, it releases the RPC
+ * library's side, closes our port and terminates the worker.
+ */
+function portWorker(file: string, label: string, log: (line: string) => void): { port: MessagePort; closer(release: () => void): () => Promise<void> } {
+  const { port1, port2 } = new MessageChannel();
+  const worker = new Worker(echoUrl(file), { workerData: { port: port2 }, transferList: [port2] });
+  worker.on('error', (err) => log(`${label} worker error: ${err.message}`));
+  let closed = false;
+  return {
+    port: port1,
+    closer: (release) => async () => {
+      if (closed) return;
+      closed = true;
+      release();
+      port1.close();
+      await worker.terminate();
+    },
+  };
+}
+
 /** comlink over a MessageChannel whose second port was transferred to the worker. */
 async function startComlink(log: (line: string) => void): Promise<IsolateSubject> {
-  const { port1, port2 } = new MessageChannel();
-  const worker = new Worker(echoUrl('comlink-echo-worker.js'), {
-    workerData: { port: port2 },
-    transferList: [port2],
-  });
-  worker.on('error', (err) => log(`comlink worker error: ${err.message}`));
-  const remote = Comlink.wrap<EchoApi>(nodeEndpoint(port1));
-  let closed = false;
+  const { port, closer } = portWorker('comlink-echo-worker.js', 'comlink', log);
+  const remote = Comlink.wrap<EchoApi>(nodeEndpoint(port));
   return firstCall({
     key: 'comlink',
     label: 'comlink',
     transport: kIsolateTransport,
     call: () => remote.echo(new Uint8Array(kPayloadBytes)),
-    close: async () => {
-      if (closed) return;
-      closed = true;
-      remote[Comlink.releaseProxy]();
-      port1.close();
-      await worker.terminate();
-    },
+    close: closer(() => remote[Comlink.releaseProxy]()),
   });
 }
 
 /** birpc over a MessageChannel whose second port was transferred to the worker. */
 async function startBirpc(log: (line: string) => void): Promise<IsolateSubject> {
-  const { port1, port2 } = new MessageChannel();
-  const worker = new Worker(echoUrl('birpc-echo-worker.js'), { workerData: { port: port2 }, transferList: [port2] });
-  worker.on('error', (err) => log(`birpc worker error: ${err.message}`));
+  const { port, closer } = portWorker('birpc-echo-worker.js', 'birpc', log);
   const remote = createBirpc<EchoApi, Record<string, never>>(
     {},
-    { post: (data) => port1.postMessage(data), on: (handler) => port1.on('message', handler), timeout: kStartTimeoutMs },
+    { post: (data) => port.postMessage(data), on: (handler) => port.on('message', handler), timeout: kStartTimeoutMs },
   );
-  let closed = false;
   return firstCall({
     key: 'birpc',
     label: 'birpc',
     transport: kIsolateTransport,
     call: () => remote.echo(new Uint8Array(kPayloadBytes)),
-    close: async () => {
-      if (closed) return;
-      closed = true;
-      remote.$close();
-      port1.close();
-      await worker.terminate();
-    },
+    close: closer(() => remote.$close()),
   });
 }
 
