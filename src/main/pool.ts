@@ -45,12 +45,15 @@ const kLingerMs = 5000;
  * threads at all.
  */
 export class PoolLease implements TaskRunner {
-  readonly #options: PoolOptions;
+  /** The pool size this lease asks for (used if it starts the pool, or finds one lingering). */
+  readonly #threads: number;
+  readonly #tasksPerThread: number;
   #held = false;
   #released = false;
 
   constructor(options: PoolOptions = {}) {
-    this.#options = options;
+    this.#threads = Math.max(1, options.threads ?? os.availableParallelism());
+    this.#tasksPerThread = Math.max(1, options.tasksPerThread ?? 1024);
   }
 
   /** Runs one connection task; rejects with BUSY when every slot is taken, resolves when the task ends. */
@@ -88,8 +91,8 @@ export class PoolLease implements TaskRunner {
 
   /** Takes this lease's hold on the pool, starting the pool if nobody holds it (its size is the first holder's options). */
   #hold(): Shared {
-    const threads = Math.max(1, this.#options.threads ?? os.availableParallelism());
-    const tasksPerThread = Math.max(1, this.#options.tasksPerThread ?? 1024);
+    const threads = this.#threads;
+    const tasksPerThread = this.#tasksPerThread;
     if (shared !== undefined && shared.users === 0) {
       // A lingering pool, that nobody holds: keep it if it has the size asked for, else replace it.
       const s = shared;
