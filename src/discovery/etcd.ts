@@ -17,6 +17,7 @@ import {
   ownerAlive,
   ownerOf,
   parseCid,
+  sameOwner,
   waitForRecord,
   type DiscoveryBackend,
   type InstanceOptions,
@@ -72,7 +73,7 @@ export class EtcdDiscovery implements DiscoveryBackend {
     const exclusive = this.#key(name);
     const what = options.instance === undefined ? 'exclusively' : `as instance ${options.instance}`;
     const held = this.#leases.get(key);
-    if (held !== undefined && options.owner !== undefined && held.owner !== undefined && held.owner !== options.owner) {
+    if (held !== undefined && !sameOwner(held.owner, options.owner)) {
       throw new RpcError('BUSY', `service ${name} is already published ${what} by another node of this process`);
     }
     const record: StoredRecord = {
@@ -132,7 +133,7 @@ export class EtcdDiscovery implements DiscoveryBackend {
     const key = this.#key(name, options.instance);
     const held = this.#leases.get(key);
     // Only the caller's own record: another node of this process may hold the name meanwhile.
-    if (held !== undefined && options.owner !== undefined && held.owner !== undefined && held.owner !== options.owner) return;
+    if (held !== undefined && !sameOwner(held.owner, options.owner)) return;
     await this.#revoke(key);
   }
 

@@ -79,11 +79,16 @@ export function heldBy(owner: StoredRecord['owner'], host: string = os.hostname(
   return `pid ${owner.pid} on ${owner.host ?? '?'}`;
 }
 
+/** Whether two owner tokens of this process may be the same node: equal, or either not given. */
+export function sameOwner(a: string | undefined, b: string | undefined): boolean {
+  return a === undefined || b === undefined || a === b;
+}
+
 /** Whether `record` is the caller's: written by this process (on `host`) and, when both name one, by the same owner token. */
 export function ownRecord(record: StoredRecord, owner: string | undefined, host: string = os.hostname()): boolean {
   const o = record.owner;
   if (o === undefined || o.pid !== process.pid || (o.host !== undefined && o.host !== host)) return false;
-  return owner === undefined || o.node === undefined || o.node === owner;
+  return sameOwner(o.node, owner);
 }
 
 /** Told the full set of live records under a name, every time it may have changed (and once at the start). */
