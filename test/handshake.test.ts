@@ -14,7 +14,7 @@ import { clientProof, serverProof } from '../src/handshake/hmac.js';
 import { AckStatus, PacketReader, SchemeCode, Tag, decodePacket, encodePacket, kMaxPacketBytes, type Ack, type ClientAuth, type Hello, type Packet } from '../src/handshake/packets.js';
 import { serverHandshake } from '../src/handshake/server.js';
 import { nativeAvailable } from '../src/shm/native.js';
-import { rejectionOf, signedNodeCopy, sleep, startServer, tempDir, type ChildServer } from './helpers.js';
+import { refusalOf, rejectionOf, signedNodeCopy, sleep, startServer, tempDir, type ChildServer } from './helpers.js';
 
 const kSecret = 'correct horse battery staple';
 
@@ -237,14 +237,10 @@ describe('handshake schemes between processes', function () {
       // left, and the connection's task can end before the main thread has read why: 300 rounds
       // so that each order is met (the reason was lost to "the connection was closed" in 3-13% of rounds).
       for (let round = 0; round < 300; round++) {
-        let err: RpcError;
-        const node = await new Node().connect(tcp(server.addresses[0] as any)).start().catch((e: RpcError) => e);
-        if (node instanceof Error) err = node;
-        else {
-          err = await rejectionOf(node.client.call({ type: 'Ping' }, { timeoutMs: 5000 }));
-          assert.equal(node.client.closedWith?.code, 'HANDSHAKE_FAILED');
-          await node.close();
-        }
+        const { err, started, closedWith } = await refusalOf(new Node().connect(tcp(server.addresses[0] as any)).start(), (node) =>
+          node.client.call({ type: 'Ping' }, { timeoutMs: 5000 }),
+        );
+        if (started) assert.equal(closedWith?.code, 'HANDSHAKE_FAILED');
         assert.equal(err.code, 'HANDSHAKE_FAILED', `round ${round}: ${err.message}`);
         assert.match(err.message, /the server runs a hmac handshake, but this client has none/);
       }

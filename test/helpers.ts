@@ -4,7 +4,7 @@ import { sign, type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Address } from '../src/index.js';
+import type { Address, RpcError, RunningNode } from '../src/index.js';
 import { LineQueue } from './lines.js';
 
 export interface ChildServer {
@@ -85,6 +85,29 @@ export async function rejectionOf(p: Promise<unknown>): Promise<any> {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Why a client was refused when the refusal may reach it before its start() resolved or after:
+ * start()'s rejection, else that of `call(node)` on the started node, which is closed afterwards
+ * (`closedWith` is then its client's close reason, read before the close).
+ */
+export async function refusalOf(
+  starting: Promise<RunningNode<any, any>>,
+  call: (node: RunningNode<any, any>) => Promise<unknown>,
+): Promise<{ err: any; started: boolean; closedWith?: RpcError }> {
+  let node: RunningNode<any, any>;
+  try {
+    node = await starting;
+  } catch (err) {
+    return { err, started: false };
+  }
+  try {
+    const err = await rejectionOf(call(node));
+    return { err, started: true, closedWith: node.client.closedWith };
+  } finally {
+    await node.close();
+  }
+}
 
 /**
  * A copy of this node binary at `<dir>/node` with its detached Ed25519 signature beside it

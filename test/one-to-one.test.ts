@@ -1,7 +1,7 @@
 /** A one-to-one server refuses a second client with BUSY while it serves the first. */
 import assert from 'node:assert/strict';
-import { Node, RpcError, tcp } from '../src/index.js';
-import { rejectionOf, sleep, startServer } from './helpers.js';
+import { Node, tcp } from '../src/index.js';
+import { refusalOf, sleep, startServer } from './helpers.js';
 
 it('one-to-one rejects a second client with BUSY and keeps serving the first', async function () {
   this.timeout(20_000);
@@ -11,20 +11,15 @@ it('one-to-one rejects a second client with BUSY and keeps serving the first', a
     assert.deepEqual(await first.client.call({ type: 'Ping' }), { type: 'Pong' });
     // Without a handshake the refusal comes after the connection: start() rejects with it when it
     // arrives first (now and then), else the client learns it from its calls.
-    const second = await new Node().connect(tcp(server.address as any)).start().catch((err: RpcError) => err);
-    if (second instanceof Error) {
-      assert.equal((second as RpcError).code, 'BUSY');
-      assert.match(second.message, /one-to-one/);
-    } else {
+    const second = await refusalOf(new Node().connect(tcp(server.address as any)).start(), async (node) => {
       // Let the refusal and the close that follows it both arrive: the reason must outlive the connection.
-      for (let i = 0; i < 100 && second.client.closedWith === undefined; i++) await sleep(20);
+      for (let i = 0; i < 100 && node.client.closedWith === undefined; i++) await sleep(20);
       await sleep(50);
-      const err = await rejectionOf(second.client.call({ type: 'Ping' }, { timeoutMs: 5000 }));
-      assert.equal(err.code, 'BUSY');
-      assert.match(err.message, /one-to-one/);
-      assert.equal(second.client.closedWith?.code, 'BUSY');
-      await second.close();
-    }
+      return node.client.call({ type: 'Ping' }, { timeoutMs: 5000 });
+    });
+    assert.equal(second.err.code, 'BUSY');
+    assert.match(second.err.message, /one-to-one/);
+    if (second.started) assert.equal(second.closedWith?.code, 'BUSY');
     assert.deepEqual(await first.client.call({ type: 'Echo', text: 'still here' }), { type: 'Echo', text: 'still here' });
     await first.close();
     // Once the first client is gone, another one is served.

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import net from 'node:net';
 import path from 'node:path';
 import { FileDiscovery, Node, RpcError, tcp, type CallContext, type PeerInfo, type RunningNode } from '../src/index.js';
-import { rejectionOf, signedNodeCopy, sleep, tempDir } from './helpers.js';
+import { refusalOf, rejectionOf, signedNodeCopy, sleep, tempDir } from './helpers.js';
 import { makeCa, makeLeaf, opensslInstalled, type Pem } from './tls-certs.js';
 
 const echoPeer = { onRequest: (req: unknown, ctx: CallContext) => ({ req, peer: ctx.peer }) };
@@ -124,12 +124,8 @@ describe('tls', function () {
     await first.client.call(1);
     // Without a handshake the refusal comes after the connection: it reaches the client before
     // start() resolves (start() rejects) or after (its first call does), whichever it meets.
-    const second = await new Node().connect(tcp({ port: portOf(plain) }, { tls: { ca: ca.cert } })).start().catch((err: RpcError) => err);
-    if (second instanceof Error) assert.equal((second as RpcError).code, 'BUSY');
-    else {
-      nodes.push(second);
-      assert.equal((await rejectionOf(second.client.call(2))).code, 'BUSY');
-    }
+    const second = await refusalOf(new Node().connect(tcp({ port: portOf(plain) }, { tls: { ca: ca.cert } })).start(), (node) => node.client.call(2));
+    assert.equal(second.err.code, 'BUSY');
     const versioned = await tlsServer({}, new Node().oneToOne().handshakeVersionOnly());
     await started(new Node().handshakeVersionOnly().connect(tcp({ port: portOf(versioned) }, { tls: { ca: ca.cert } })).start());
     const refused = await rejectionOf(new Node().handshakeVersionOnly().connect(tcp({ port: portOf(versioned) }, { tls: { ca: ca.cert } })).start());
