@@ -27,6 +27,7 @@ import {
 import type { CallContext, CallOptions, Handler, PeerClient, PeerInfo, StreamOptions } from '../types.js';
 import { callEnd, callError, callStart, countCopied } from '../observe.js';
 import { badTimeLimit, isTimerMs, kMaxTimerMs } from '../limits.js';
+import { IdTable } from './id-table.js';
 import { Inbox, Outflow, isAsyncIterable, kDefaultWindow, kMaxWindow, pump } from './streams.js';
 
 /**
@@ -106,11 +107,11 @@ export class Session implements PeerClient {
   readonly #send: SendBody;
   readonly #handler: Handler | undefined;
   readonly #onUnhandled: (err: unknown) => void;
-  readonly #pending = new Map<number, Pending>();
+  readonly #pending = new IdTable<Pending>();
   /** Our calls in flight that stream (Open): kept apart so the plain call path stays as it was. */
   readonly #outgoing = new Map<number, OutCall>();
   /** Requests being served, by id: aborting one fires the handler's ctx.signal. */
-  readonly #serving = new Map<number, Serving>();
+  readonly #serving = new IdTable<Serving>();
   /** Header scratch: filled and handed to `send`, which copies it before returning. */
   readonly #scratch = new HeaderScratch();
   #nextId: number;
@@ -402,22 +403,21 @@ export class Session implements PeerClient {
   close(reason: RpcError): void {
     if (this.#closed) return;
     this.#closed = reason;
-    const pending = [...this.#pending];
+    const pending = this.#pending.entries();
     this.#pending.clear();
     for (const [id, p] of pending) {
       clearPending(p);
       this.#fail(id, p, reason);
     }
     for (const id of [...this.#outgoing.keys()]) this.#failOut(this.#endOut(id)!, reason);
-    const serving = [...this.#serving.values()];
+    const serving = this.#serving.values();
     this.#serving.clear();
     for (const call of serving) call.abort(reason);
   }
 
   #settle(id: number): Pending | undefined {
-    const p = this.#pending.get(id);
+    const p = this.#pending.delete(id);
     if (p === undefined) return undefined;
-    this.#pending.delete(id);
     clearPending(p);
     return p;
   }
