@@ -15,6 +15,8 @@
  */
 
 const kMinCapacity = 64;
+/** A table shrinks once it has been nearly empty for this many laps of its size (see delete). */
+const kShrinkLaps = 2;
 
 export class IdTable<V> {
   /** The id each slot holds (-1: free). Float64: ids go beyond the small-integer range. */
@@ -23,6 +25,8 @@ export class IdTable<V> {
   #mask: number;
   #size = 0;
   #overflow: Map<number, V> | undefined;
+  /** Deletes that found the table nearly empty since it last changed size. */
+  #quiet = 0;
 
   constructor() {
     this.#ids = new Float64Array(kMinCapacity).fill(-1);
@@ -78,9 +82,11 @@ export class IdTable<V> {
       if (overflow.size === 0) this.#overflow = undefined;
     }
     this.#size--;
-    // Shrink a table a burst left large, with room to spare so that it does not flap.
+    // Shrink a table that a burst left large, but only after it has seen some laps of ids since it
+    // last changed size: a server's table empties after every batch of requests and fills again
+    // with the next, and shrinking it each time made it grow each time too.
     const capacity = this.#mask + 1;
-    if (capacity > kMinCapacity && this.#size < capacity >> 3) this.#resize(capacity >> 1);
+    if (capacity > kMinCapacity && this.#size < capacity >> 3 && ++this.#quiet > capacity * kShrinkLaps) this.#resize(capacity >> 1);
     return value;
   }
 
@@ -126,6 +132,7 @@ export class IdTable<V> {
     this.#values = new Array<V | undefined>(capacity).fill(undefined);
     this.#mask = capacity - 1;
     this.#overflow = undefined;
+    this.#quiet = 0;
     for (const [id, value] of held) this.#place(id, value);
   }
 }
