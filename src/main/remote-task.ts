@@ -65,6 +65,8 @@ export class RemoteTask {
   readonly #codec: Codec;
   readonly #handler: Handler | undefined;
   readonly #sessions = new Map<number, Session>();
+  /** Connections whose stream is over its write limit (Kind.ConnPaused): their sends wait on it. */
+  readonly #paused = new Map<number, { promise: Promise<void>; resolve: () => void }>();
   #client: Session | undefined;
   readonly #control: Comlink.Remote<TaskControl>;
   readonly #toWorker: RingWriter;
@@ -180,8 +182,10 @@ export class RemoteTask {
       peer: peer ?? { transport: 'unknown', auth: 'none', connectionId: connId },
       handler: this.#handler,
       send: (head, payload) => {
-        if (this.#toWorker.write2(connId, head, payload)) return;
-        return this.#toWorker.flushed();
+        if (!this.#toWorker.write2(connId, head, payload)) return this.#toWorker.flushed();
+        // Gone out, but its peer reads slower than we write: who waits for room (a stream's next
+        // item, notify) waits until that connection drains. A plain answer never waits.
+        return this.#paused.get(connId)?.promise;
       },
       maxFrameBytes: this.#maxFrameBytes,
     });
@@ -202,8 +206,21 @@ export class RemoteTask {
     }
     const session = this.#sessions.get(connId);
     if (session === undefined) return;
+    if (kind === Kind.ConnPaused) {
+      if (!this.#paused.has(connId)) {
+        let resolve!: () => void;
+        const promise = new Promise<void>((r) => (resolve = r));
+        this.#paused.set(connId, { promise, resolve });
+      }
+      return;
+    }
+    if (kind === Kind.ConnResumed) {
+      this.#resume(connId);
+      return;
+    }
     if (kind === Kind.ConnClosed) {
       this.#sessions.delete(connId);
+      this.#resume(connId);
       const reason = fromWireError(readJson(bytes) as WireError);
       session.close(reason);
       log('closed #%d %s: %s %s', connId, session.peer.transport, reason.code, reason.message);
@@ -219,6 +236,13 @@ export class RemoteTask {
       session.close(reason);
       this.#control.closeConnection(connId, toWireError(reason)).catch(() => {});
     }
+  }
+
+  #resume(connId: number): void {
+    const paused = this.#paused.get(connId);
+    if (paused === undefined) return;
+    this.#paused.delete(connId);
+    paused.resolve();
   }
 
   #end(ended: RpcError): void {
@@ -242,6 +266,7 @@ export class RemoteTask {
     }
     for (const session of this.#sessions.values()) session.close(reason);
     this.#sessions.clear();
+    for (const connId of [...this.#paused.keys()]) this.#resume(connId);
     // A control call the worker will never answer now (the close() of a connection that closed
     // itself, say) stays in comlink's pending map, which comlink's FinalizationRegistry keeps
     // reachable along with this task: without the release every closed connection's two rings

@@ -43,6 +43,14 @@ export const Kind = {
   ConnOpen: 0x80,
   /** Control (worker → main): a connection closed; payload = JSON WireError. */
   ConnClosed: 0x81,
+  /**
+   * Control (worker → main): a connection's stream is over its write limit (its peer reads
+   * slower than we answer); what waits for room on it (a stream's next item, notify) holds back
+   * until ConnResumed. No payload. Other connections of the task carry on.
+   */
+  ConnPaused: 0x82,
+  /** Control (worker → main): the connection's stream drained below its limit. No payload. */
+  ConnResumed: 0x83,
 } as const;
 export type Kind = (typeof Kind)[keyof typeof Kind];
 

@@ -29,6 +29,8 @@ export interface ConnectionHost {
   relayFlushed?(): Promise<void>;
   /** The connection closed; `reason` says why. */
   closed(conn: Connection, reason: RpcError): void;
+  /** The stream went over its write limit (`false`) or drained below it (`true`). */
+  writableChanged?(conn: Connection, writable: boolean): void;
   /** Bytes came from the peer (after the handshake): the host may keep its event loop awake for the next ones. */
   heard?(): void;
 }
@@ -48,6 +50,8 @@ export class Connection {
   #handshake: HandshakeChannel | undefined;
   #closing: RpcError | undefined;
   #writable = true;
+  /** Settles when the stream drains (or the connection closes); made by the first whenWritable() of a backup. */
+  #drained: { promise: Promise<void>; resolve: () => void } | undefined;
   #readPaused = 0;
   /** performance.now() when the peer last sent anything; the keepalive works from it. */
   #lastHeard = performance.now();
@@ -68,6 +72,7 @@ export class Connection {
         // client). A client always keeps reading: if both sides stopped reading while their own
         // writes were backed up, each would wait for the other forever.
         if (host.readsWaitForWrites) this.#pauseReading();
+        host.writableChanged?.(this, false);
       }
     };
     this.#writer = new FrameWriter(
@@ -131,6 +136,8 @@ export class Connection {
         if (this.#writable) return;
         this.#writable = true;
         if (this.#host.readsWaitForWrites) this.#resumeReading();
+        this.#settleDrained();
+        this.#host.writableChanged?.(this, true);
       },
       close: (error) => this.#onClose(error),
     });
@@ -162,6 +169,23 @@ export class Connection {
     return this.#writable;
   }
 
+  /** Resolves when the stream is under its write limit again, or the connection has closed. */
+  whenWritable(): Promise<void> {
+    if (this.#writable || this.#closing) return Promise.resolve();
+    if (this.#drained === undefined) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.#drained = { promise, resolve };
+    }
+    return this.#drained.promise;
+  }
+
+  #settleDrained(): void {
+    const drained = this.#drained;
+    this.#drained = undefined;
+    drained?.resolve();
+  }
+
   /** Marks the connection failed with `reason` without touching its stream (one that could not even start). */
   fail(reason: RpcError): void {
     this.#closing ??= reason;
@@ -181,6 +205,7 @@ export class Connection {
     }
     this.#writer.flush();
     this.#closing = reason;
+    this.#settleDrained();
     this.#handshake?.fail(reason);
     this.#stream.end();
     // A peer that never closes its side must not keep us open. Cleared when the stream closes:
@@ -274,6 +299,7 @@ export class Connection {
       }
     }
     this.#closing = reason;
+    this.#settleDrained();
     this.#handshake?.fail(new RpcError('HANDSHAKE_FAILED', `the connection closed during the handshake${error ? `: ${error.message}` : ''}`, { cause: error }));
     this.#session?.close(reason);
     this.#host.closed(this, reason);

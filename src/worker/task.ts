@@ -22,6 +22,8 @@ import type { Handler, PeerInfo } from '../types.js';
 import { AwakeWindow } from './awake.js';
 import { Connection, type ConnectionHost } from './connection.js';
 
+const kPausedBody = Uint8Array.of(Kind.ConnPaused);
+const kResumedBody = Uint8Array.of(Kind.ConnResumed);
 const kEncoder = new TextEncoder();
 /** What a custom adapter's connect() must resolve with (ByteStream's methods the connection calls). */
 const kStreamMethods = ['start', 'write', 'pause', 'resume', 'end', 'destroy'] as const;
@@ -39,8 +41,6 @@ export class ConnectionTask implements ConnectionHost {
   readonly #toMain: RingWriter;
   readonly #fromMain: RingReader;
   #flushScheduled = false;
-  /** The ring from the main thread is paused until every connection's stream is writable again. */
-  #waitingWritable = false;
   /** After the peer's bytes, this worker's loop stays awake for the poll window (see ./awake.ts). */
   readonly #awake: AwakeWindow;
   #keepAliveTimer: ReturnType<typeof setInterval> | undefined;
@@ -335,7 +335,11 @@ export class ConnectionTask implements ConnectionHost {
           codec: this.codec,
           peer: conn.peer,
           handler: this.#handler,
-          send: (head, payload) => conn.send2(head, payload),
+          send: (head, payload) => {
+            conn.send2(head, payload);
+            // A stream's next item or an event waits while the peer reads slower than we write.
+            return conn.writable ? undefined : conn.whenWritable();
+          },
           maxFrameBytes: this.maxFrameBytes,
         }),
       );
@@ -356,32 +360,23 @@ export class ConnectionTask implements ConnectionHost {
 
   #flushAll(): void {
     this.#flushScheduled = false;
-    let blocked = false;
-    for (const conn of this.#dirty) {
-      conn.flush();
-      // Only a write puts a stream over its limit, so the connections just flushed are the ones
-      // to look at: a loop over every connection here cost a server with hundreds of them a
-      // pass over all of them per event-loop turn.
-      if (!conn.writable) blocked = true;
-    }
+    for (const conn of this.#dirty) conn.flush();
     this.#dirty.clear();
-    // A stream over its write limit holds the ring from the main thread until it drains.
-    if (blocked && !this.#waitingWritable) {
-      this.#waitingWritable = true;
-      this.#fromMain.pause();
-      this.#waitWritable();
-    }
   }
 
-  #waitWritable(): void {
-    const check = () => {
-      for (const conn of this.#connections.values()) {
-        if (!conn.writable) return void setTimeout(check, 1);
-      }
-      this.#waitingWritable = false;
-      this.#fromMain.resume();
-    };
-    setTimeout(check, 1);
+  /**
+   * A relayed connection's stream went over its write limit or drained: the main thread holds
+   * back that connection's waiting sends (see Kind.ConnPaused). The ring from the main thread
+   * keeps flowing: it carries every other connection of the task too, and holding it for one
+   * peer that stopped reading stalled the answers to all of them.
+   */
+  writableChanged(conn: Connection, writable: boolean): void {
+    if (!this.#relayed || !this.#connections.has(conn.id)) return;
+    try {
+      this.#toMain.write(conn.id, writable ? kResumedBody : kPausedBody);
+    } catch {
+      // the ring is closed: the main side is gone or closing
+    }
   }
 
   #stats(): TaskStats {
