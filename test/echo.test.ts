@@ -50,6 +50,12 @@ for (const kind of transports) {
         });
       }
 
+      it('hands the handler bytes as a plain Uint8Array, small or large, as on every other path', async () => {
+        for (const n of [16, 100_000]) {
+          assert.deepEqual(await node.client.call({ type: 'BytesType', data: new Uint8Array(n) }), { type: 'Uint8Array', length: n });
+        }
+      });
+
       it('keeps 500 pipelined calls apart', async () => {
         const calls = Array.from({ length: 500 }, (_, i) => node.client.call({ type: 'Echo', text: `m${i}` }));
         const results = await Promise.all(calls);

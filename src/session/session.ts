@@ -363,7 +363,7 @@ export class Session implements PeerClient {
         return;
       }
       case Kind.Request:
-        this.#serve(envelopeId(body), readU32LE(body, 9), 0, 0, body.subarray(13));
+        this.#serve(envelopeId(body), readU32LE(body, 9), 0, 0, body, 13);
         return;
       case Kind.Event:
         this.#event(body.subarray(1));
@@ -372,7 +372,7 @@ export class Session implements PeerClient {
         this.#serving.get(envelopeId(body))?.abort(new RpcError('CANCELLED', 'the caller cancelled the call'));
         return;
       case Kind.Open:
-        this.#serve(envelopeId(body), readU32LE(body, 9), body[13], readU32LE(body, 14), body.subarray(18));
+        this.#serve(envelopeId(body), readU32LE(body, 9), body[13], readU32LE(body, 14), body, 18);
         return;
       case Kind.Item:
         if (body[9] === StreamDir.Down) this.#resultItem(envelopeId(body), body.subarray(10));
@@ -441,14 +441,17 @@ export class Session implements PeerClient {
    * over them in place, and so do the binary values msgpack decodes from a large one.
    */
   #decode(bytes: Uint8Array, start = 0): unknown {
+    // Binary values of a large payload stay views into it. A small one is copied out, so that a
+    // few bytes kept by the handler do not pin the whole socket chunk they arrived in. (Reading
+    // `.buffer` is a call into V8's C++ runtime: a small payload of msgpack or json skips it.)
+    const large = bytes.length - start >= kDecodeInPlaceBytes;
+    if (!large && !this.#inPlace) return this.#codec.decodeFrom(bytes, start, false);
     const shared = bytes.buffer instanceof SharedArrayBuffer;
     if (this.#inPlace && shared) {
       countCopied(bytes.length - start);
       return this.#codec.decode(bytes.slice(start));
     }
-    // Binary values of a large payload stay views into it. A small one is copied out, so that a
-    // few bytes kept by the handler do not pin the whole socket chunk they arrived in.
-    return this.#codec.decodeFrom(bytes, start, !shared && bytes.length - start >= kDecodeInPlaceBytes);
+    return this.#codec.decodeFrom(bytes, start, !shared && large);
   }
 
   /** A Response or Error to one of our streaming calls. */
@@ -523,7 +526,8 @@ export class Session implements PeerClient {
    * Serves a call: a Request (`flags` 0) or an Open, whose request may be a stream (the handler
    * reads an Inbox) and whose answer may be one (pulled against the caller's credit).
    */
-  #serve(id: number, deadlineMs: number, flags: number, credit: number, payload: Uint8Array): void {
+  /** The request's payload is `body` from `start` on (no view made: this runs once per request). */
+  #serve(id: number, deadlineMs: number, flags: number, credit: number, body: Uint8Array, start: number): void {
     const onRequest = this.#handler?.onRequest;
     if (onRequest === undefined) {
       this.#sendError(id, new RpcError('UNIMPLEMENTED', 'the peer serves no requests on this connection'), 'runtime');
@@ -532,7 +536,7 @@ export class Session implements PeerClient {
     let request: unknown;
     if ((flags & OpenFlag.RequestStream) === 0) {
       try {
-        request = this.#decode(payload);
+        request = this.#decode(body, start);
       } catch (err) {
         this.#sendError(id, err, 'runtime');
         return;
