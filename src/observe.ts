@@ -45,7 +45,12 @@ export function logger(area: string): Logger {
   return log;
 }
 
-let copied = 0;
+/**
+ * In a typed array, not a `let`: past 2^30 a number no longer fits V8's small-integer form, and
+ * every add to a variable then allocated a fresh heap number (three or four per call, for good,
+ * once a process had copied its first GiB).
+ */
+const copied = new Float64Array(1);
 
 /**
  * Counts payload bytes the runtime copied on this thread (frame assembly, ring copies, decoding).
@@ -53,10 +58,10 @@ let copied = 0;
  * path costs in copies.
  */
 export function countCopied(bytes: number): void {
-  copied += bytes;
+  copied[0] += bytes;
 }
 
 /** Payload bytes copied on this thread so far (see countCopied). */
 export function bytesCopied(): number {
-  return copied;
+  return copied[0];
 }

@@ -3,11 +3,25 @@ import assert from 'node:assert/strict';
 import diagnostics from 'node:diagnostics_channel';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import v8 from 'node:v8';
 import { Node, tcp } from '../src/index.js';
 import { rejectionOf } from './helpers.js';
+import { bytesCopied, countCopied } from '../src/observe.js';
 
 describe('observability', function () {
   this.timeout(20_000);
+
+  it('counting copied bytes allocates nothing, also once a thread has counted more than 2^30', () => {
+    countCopied(2 ** 31);
+    const before = bytesCopied();
+    const profiler = new v8.GCProfiler();
+    profiler.start();
+    for (let i = 0; i < 3_000_000; i++) countCopied(16);
+    const { statistics } = profiler.stop();
+    // As a plain number past 2^30 every add made a heap number: ~45 scavenges over this loop.
+    assert.equal(statistics.length, 0, `${statistics.length} GCs while counting`);
+    assert.equal(bytesCopied() - before, 48_000_000);
+  });
 
   it('publishes call start/end/error and connection open/close on diagnostics channels', async () => {
     const seen: [string, any][] = [];
