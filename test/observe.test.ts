@@ -16,11 +16,14 @@ describe('observability', function () {
     const before = bytesCopied();
     const profiler = new v8.GCProfiler();
     profiler.start();
-    for (let i = 0; i < 3_000_000; i++) countCopied(16);
+    for (let i = 0; i < 10_000_000; i++) countCopied(16);
     const { statistics } = profiler.stop();
-    // As a plain number past 2^30 every add made a heap number: ~45 scavenges over this loop.
-    assert.equal(statistics.length, 0, `${statistics.length} GCs while counting`);
-    assert.equal(bytesCopied() - before, 48_000_000);
+    // As a plain number past 2^30 every add made a heap number: 20-150 scavenges over this loop
+    // (with the heap's sizes in this process or a fresh one). A GC that something else had
+    // already set going may still finish during it.
+    const scavenges = statistics.filter((s) => s.gcType === 'Scavenge').length;
+    assert.ok(scavenges <= 2, `${scavenges} scavenges while counting`);
+    assert.equal(bytesCopied() - before, 160_000_000);
   });
 
   it('publishes call start/end/error and connection open/close on diagnostics channels', async () => {
