@@ -104,32 +104,35 @@ for (const handler of ['module', 'main'] as const) {
       }
     }
 
+    /** Sends `requests` (payloads) on a raw socket that then reads nothing, and runs `during` before closing it. */
+    async function whileNotReading(requests: Uint8Array[], during: () => Promise<void>): Promise<void> {
+      const socket = net.connect(port, '127.0.0.1');
+      socket.on('error', () => {});
+      try {
+        await new Promise((resolve) => socket.once('connect', resolve));
+        for (const payload of requests) socket.write(encodeFrame(encodeRequest(1, 0, payload)));
+        await during();
+      } finally {
+        socket.destroy();
+      }
+    }
+
     it('a client that never reads its answers holds back only its own connection', async () => {
       // 50 MiB of answers that nobody reads: the server stops reading this socket, and its
       // answers wait in memory, but the other client's calls go on. With a main-thread handler,
       // the server used to hold the ring from its main thread for this one connection, which
       // stalled every other connection's answers until this one drained (here: never).
-      const socket = net.connect(port, '127.0.0.1');
-      socket.on('error', () => {});
-      try {
-        await new Promise((resolve) => socket.once('connect', resolve));
-        const blob = encodeFrame(encodeRequest(1, 0, createCodec().encode({ type: 'Blob', n: 256 * 1024 })));
-        for (let i = 0; i < 200; i++) socket.write(blob);
+      const blob = createCodec().encode({ type: 'Blob', n: 256 * 1024 });
+      await whileNotReading(Array.from({ length: 200 }, () => blob), async () => {
         for (let i = 0; i < 10; i++) {
           await new Promise((resolve) => setTimeout(resolve, 100));
           assert.deepEqual(await good.client.call({ type: 'Echo', text: `during ${i}` }, { timeoutMs: 3000 }), { type: 'Echo', text: `during ${i}` });
         }
-      } finally {
-        socket.destroy();
-      }
+      });
     });
 
     it('events to a client that never reads wait for it: notify() holds back while its connection is backed up', async () => {
-      const socket = net.connect(port, '127.0.0.1');
-      socket.on('error', () => {});
-      try {
-        await new Promise((resolve) => socket.once('connect', resolve));
-        socket.write(encodeFrame(encodeRequest(1, 0, createCodec().encode({ type: 'Flood', size: 32 * 1024, max: 2000 }))));
+      await whileNotReading([createCodec().encode({ type: 'Flood', size: 32 * 1024, max: 2000 })], async () => {
         const flooded = async () => (await good.client.call({ type: 'Flooded' }, { timeoutMs: 3000 })) as number;
         for (let i = 0; i < 50 && (await flooded()) === 0; i++) await new Promise((resolve) => setTimeout(resolve, 100));
         await new Promise((resolve) => setTimeout(resolve, 500));
@@ -137,9 +140,7 @@ for (const handler of ['module', 'main'] as const) {
         // socket's buffers take.
         const sent = await flooded();
         assert.ok(sent > 0 && sent < 500, `${sent} events of 32 KiB sent to a client that reads nothing`);
-      } finally {
-        socket.destroy();
-      }
+      });
     });
 
     it('a valid frame on a raw socket is answered (the raw client speaks the protocol)', async () => {

@@ -524,9 +524,9 @@ export class Session implements PeerClient {
 
   /**
    * Serves a call: a Request (`flags` 0) or an Open, whose request may be a stream (the handler
-   * reads an Inbox) and whose answer may be one (pulled against the caller's credit).
+   * reads an Inbox) and whose answer may be one (pulled against the caller's credit). The
+   * request's payload is `body` from `start` on (no view made: this runs once per request).
    */
-  /** The request's payload is `body` from `start` on (no view made: this runs once per request). */
   #serve(id: number, deadlineMs: number, flags: number, credit: number, body: Uint8Array, start: number): void {
     const onRequest = this.#handler?.onRequest;
     if (onRequest === undefined) {
