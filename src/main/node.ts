@@ -164,6 +164,13 @@ export interface AuthHmacOptions {
 
 export interface ServeOptions {
   codec?: CodecDescriptor;
+  /**
+   * The most calls of one connection served at once (default: no limit). A call beyond it is
+   * answered at once with BUSY, and its handler does not run; the connection and its other
+   * calls carry on. A call counts until its handler has finished (a result stream: until it
+   * ended), even if its caller cancelled it. One-way events do not count.
+   */
+  maxConcurrentCalls?: number;
 }
 
 export interface ConnectOptions {
@@ -372,6 +379,8 @@ export class Node<Req = unknown, Res = unknown> {
       throw new RpcError('INVALID_ARGUMENT', 'a TLS server needs its certificate: tcp(address, { tls: { cert, key } }) (or certFile, keyFile)');
     }
     checkHandler(handler);
+    const max = options.maxConcurrentCalls;
+    if (max !== undefined && max !== Infinity) checkInteger('maxConcurrentCalls', max, { fallback: 0, min: 1, max: 2 ** 31 - 1 });
     for (const t of transports) this.#serve.push({ transport: t, handler, options });
     return this;
   }
@@ -500,6 +509,7 @@ export class Node<Req = unknown, Res = unknown> {
             transport,
             readyTimeoutMs: readyTimeout('listen', transport, connectTimeoutMs, handshakeTimeoutMs),
             codec: options.codec ?? msgpack(),
+            maxConcurrentCalls: options.maxConcurrentCalls ?? Infinity,
             handler: typeof handler === 'object' && !(handler instanceof URL) ? handler : moduleHref(handler),
           }),
         );

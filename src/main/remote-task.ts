@@ -40,6 +40,8 @@ export interface RemoteTaskOptions {
   /** Time limit of the transport's own handshake (TLS). */
   handshakeTimeoutMs: number;
   maxFrameBytes: number;
+  /** Listeners: the most calls one connection may have served at once (default no limit). */
+  maxConcurrentCalls?: number;
   ringBytes: number;
   spinMicros: number;
   pollMicros: number;
@@ -76,6 +78,7 @@ export class RemoteTask {
   readonly #runner: TaskRunner;
   readonly #closeTimeoutMs: number;
   readonly #maxFrameBytes: number;
+  readonly #maxConcurrentCalls: number;
   /** Where the task stores the threadId of its worker as it starts (0 until then). */
   readonly #thread = new Int32Array(new SharedArrayBuffer(4));
 
@@ -84,6 +87,7 @@ export class RemoteTask {
     this.#closeTimeoutMs = options.closeTimeoutMs;
     // An isolate's messages ride rings only, chunked at any size: no frame limit applies there.
     this.#maxFrameBytes = options.transport.kind === 'isolate' ? Infinity : options.maxFrameBytes;
+    this.#maxConcurrentCalls = options.maxConcurrentCalls ?? Infinity;
     this.#codec = createCodec(options.codec);
     this.#handler = typeof options.handler === 'object' ? options.handler : undefined;
     const handlerSpec: HandlerSpec =
@@ -100,6 +104,7 @@ export class RemoteTask {
       handshake: options.handshake,
       handshakeTimeoutMs: options.handshakeTimeoutMs,
       maxFrameBytes: options.maxFrameBytes,
+      maxConcurrentCalls: this.#maxConcurrentCalls,
       spinMicros: options.spinMicros,
       pollMicros: options.pollMicros,
       peerPollMicros: options.peerPollMicros,
@@ -188,6 +193,7 @@ export class RemoteTask {
         return this.#paused.get(connId)?.promise;
       },
       maxFrameBytes: this.#maxFrameBytes,
+      maxConcurrentCalls: this.#maxConcurrentCalls,
     });
     this.#sessions.set(connId, session);
     return session;

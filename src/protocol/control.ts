@@ -27,6 +27,8 @@ export interface TaskSpec {
   /** Listener only: refuse a second connection while one is open. */
   oneToOne: boolean;
   maxFrameBytes: number;
+  /** Listener only: the most calls one connection may have served at once (Infinity: no limit). */
+  maxConcurrentCalls: number;
   /** Busy-poll this long for ring traffic before sleeping (0: never spin). */
   spinMicros: number;
   /** Keep looking for ring traffic once per event-loop turn this long after the last message before sleeping (0: sleep at once). */

@@ -56,6 +56,13 @@ export interface SessionOptions {
    * out: a peer with the same limit would close the whole connection over it.
    */
   maxFrameBytes?: number;
+  /**
+   * Most calls of the peer this session serves at once (default no limit): a Request or Open
+   * beyond it is answered at once with BUSY and its handler does not run. A call counts from its
+   * arrival until its handler has finished (a result stream: until the stream has ended), so a
+   * cancelled call whose handler ignores the signal keeps its place.
+   */
+  maxConcurrentCalls?: number;
 }
 
 /**
@@ -119,6 +126,12 @@ export class Session implements PeerClient {
   /** An in-place codec (the view codec): its values keep the bytes they were decoded from. */
   readonly #inPlace: boolean;
   readonly #maxBody: number;
+  readonly #maxServing: number;
+  /**
+   * Calls being served, counted apart from #serving: a peer that reuses an id still being served
+   * replaces the table's entry, and must not get a second handler past the limit that way.
+   */
+  #servingNow = 0;
 
   constructor(options: SessionOptions) {
     this.#codec = options.codec;
@@ -128,6 +141,7 @@ export class Session implements PeerClient {
     this.#nextId = options.firstId ?? 1;
     this.#inPlace = options.codec.inPlace;
     this.#maxBody = options.maxFrameBytes ?? Infinity;
+    this.#maxServing = options.maxConcurrentCalls ?? Infinity;
     this.#onUnhandled = options.onUnhandled ?? ((err) => process.emitWarning(`ogurpchik: an onEvent handler threw: ${(err as Error)?.stack ?? err}`));
   }
 
@@ -533,6 +547,11 @@ export class Session implements PeerClient {
       this.#sendError(id, new RpcError('UNIMPLEMENTED', 'the peer serves no requests on this connection'), 'runtime');
       return;
     }
+    if (this.#servingNow >= this.#maxServing) {
+      const max = this.#maxServing;
+      this.#sendError(id, new RpcError('BUSY', `the server already serves ${max} calls of this connection (its maxConcurrentCalls): call again once one has finished`, { data: { max } }), 'runtime');
+      return;
+    }
     let request: unknown;
     if ((flags & OpenFlag.RequestStream) === 0) {
       try {
@@ -543,6 +562,7 @@ export class Session implements PeerClient {
       }
     }
     const call = new Serving(this, deadlineMs);
+    this.#servingNow++;
     if (flags & OpenFlag.RequestStream) request = call.requestStream = this.#requestInbox(id, call);
     if (flags & OpenFlag.ResultStream) call.resultFlow = new Outflow(credit);
     this.#serving.set(id, call);
@@ -599,8 +619,7 @@ export class Session implements PeerClient {
     };
     pump(source, call.resultFlow!, send).then(
       (how) => {
-        call.done();
-        if (this.#serving.get(id) === call) this.#serving.delete(id);
+        this.#served(id, call);
         call.requestStream?.fail(new RpcError('CANCELLED', 'the call finished'), false);
         if (how === 'done' && !call.aborted && !this.#closed) this.#sendSafely(streamHeader(this.#scratch, Kind.End, id, StreamDir.Down), kEmpty);
       },
@@ -663,9 +682,18 @@ export class Session implements PeerClient {
     }
   }
 
-  #finish(id: number, call: Serving, value: unknown, err: unknown, origin: 'handler' | 'runtime' = 'handler'): void {
+  /** Call `id` has been served (its handler finished, or its result stream ended): it no longer counts. */
+  #served(id: number, call: Serving): void {
     call.done();
+    if (!call.served) {
+      call.served = true;
+      this.#servingNow--;
+    }
     if (this.#serving.get(id) === call) this.#serving.delete(id);
+  }
+
+  #finish(id: number, call: Serving, value: unknown, err: unknown, origin: 'handler' | 'runtime' = 'handler'): void {
+    this.#served(id, call);
     // The handler no longer reads its request stream: whatever the caller still sends is dropped.
     call.requestStream?.fail(new RpcError('CANCELLED', 'the call finished'), false);
     if (isAsyncIterable(value)) {
@@ -731,6 +759,8 @@ class Serving implements CallContext {
   readonly client: PeerClient;
   readonly deadline?: number;
   aborted = false;
+  /** Set once the session has stopped counting this call among those it serves. */
+  served = false;
   /** The caller's request stream, when it sent one. */
   requestStream: Inbox | undefined;
   /** Credit for our result stream, when the caller asked for one. */

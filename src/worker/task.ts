@@ -341,6 +341,7 @@ export class ConnectionTask implements ConnectionHost {
             return conn.writable ? undefined : conn.whenWritable();
           },
           maxFrameBytes: this.maxFrameBytes,
+          maxConcurrentCalls: this.#spec.maxConcurrentCalls,
         }),
       );
     }
