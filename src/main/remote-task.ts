@@ -4,6 +4,7 @@
  */
 import { MessageChannel } from 'node:worker_threads';
 import * as Comlink from 'comlink';
+import { deferred, type Deferred } from '../deferred.js';
 import { RpcError, fromWireError, messageOf, toWireError, type WireError } from '../errors.js';
 import { createCodec, type Codec, type CodecDescriptor } from '../codec/index.js';
 import { Kind } from '../protocol/envelope.js';
@@ -68,7 +69,7 @@ export class RemoteTask {
   readonly #handler: Handler | undefined;
   readonly #sessions = new Map<number, Session>();
   /** Connections whose stream is over its write limit (Kind.ConnPaused): their sends wait on it. */
-  readonly #paused = new Map<number, { promise: Promise<void>; resolve: () => void }>();
+  readonly #paused = new Map<number, Deferred>();
   #client: Session | undefined;
   readonly #control: Comlink.Remote<TaskControl>;
   readonly #toWorker: RingWriter;
@@ -213,11 +214,7 @@ export class RemoteTask {
     const session = this.#sessions.get(connId);
     if (session === undefined) return;
     if (kind === Kind.ConnPaused) {
-      if (!this.#paused.has(connId)) {
-        let resolve!: () => void;
-        const promise = new Promise<void>((r) => (resolve = r));
-        this.#paused.set(connId, { promise, resolve });
-      }
+      if (!this.#paused.has(connId)) this.#paused.set(connId, deferred());
       return;
     }
     if (kind === Kind.ConnResumed) {

@@ -4,6 +4,7 @@
  * relay of envelope bodies to the main thread through the task's ring. The stream knows nothing of
  * calls; the session knows nothing of bytes.
  */
+import { deferred, type Deferred } from '../deferred.js';
 import { RpcError, toWireError } from '../errors.js';
 import type { Codec } from '../codec/index.js';
 import { HandshakeChannel } from '../handshake/channel.js';
@@ -51,7 +52,7 @@ export class Connection {
   #closing: RpcError | undefined;
   #writable = true;
   /** Settles when the stream drains (or the connection closes); made by the first whenWritable() of a backup. */
-  #drained: { promise: Promise<void>; resolve: () => void } | undefined;
+  #drained: Deferred | undefined;
   #readPaused = 0;
   /** performance.now() when the peer last sent anything; the keepalive works from it. */
   #lastHeard = performance.now();
@@ -172,11 +173,7 @@ export class Connection {
   /** Resolves when the stream is under its write limit again, or the connection has closed. */
   whenWritable(): Promise<void> {
     if (this.#writable || this.#closing) return Promise.resolve();
-    if (this.#drained === undefined) {
-      let resolve!: () => void;
-      const promise = new Promise<void>((r) => (resolve = r));
-      this.#drained = { promise, resolve };
-    }
+    this.#drained ??= deferred();
     return this.#drained.promise;
   }
 
