@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import os from 'node:os';
 import { escapeForWslInterop, parseRegQuery, RegistryDiscovery, registryHostId, type RegRunResult } from '../src/discovery/registry.js';
+import { Node, tcp, type RunningNode } from '../src/index.js';
 import { rejectionOf } from './helpers.js';
 
 const KEY = 'HKCU\\Software\\Ogurpchik\\Services';
@@ -82,7 +83,7 @@ describe('registry discovery backend (fake reg.exe)', function () {
     const reg = fakeReg((args) => (args[0] === 'query' ? kMissing : kOk));
     const d = new RegistryDiscovery({ run: reg.run });
     await d.publish('svc', { transport_kind: 'unix', codec_kind: 'json', map: { '0': spacedAddress } });
-    assert.deepEqual(reg.calls[0], ['query', `${KEY}\\svc`, '/v', 'Topology']);
+    assert.deepEqual(reg.calls[0], ['query', `${KEY}\\svc`]);
     const add = reg.calls[1]!;
     assert.deepEqual(add.slice(0, 7), ['add', `${KEY}\\svc`, '/v', 'Topology', '/t', 'REG_SZ', '/d']);
     assert.equal(add[8], '/f');
@@ -127,14 +128,14 @@ describe('registry discovery backend (fake reg.exe)', function () {
     assert.match(err.message, /Access is denied/);
   });
 
-  it('lookup runs `reg query <key> /v Topology` and parses the record; a missing key is undefined', async () => {
+  it('lookup runs `reg query <key>` and parses the record; a missing key is undefined', async () => {
     const reg = fakeReg((args) => (args[1]!.endsWith('\\svc') ? queryOutput('svc', spacedJson) : kMissing));
     const d = new RegistryDiscovery({ run: reg.run });
     const record = await d.lookup('svc');
-    assert.deepEqual(reg.calls[0], ['query', `${KEY}\\svc`, '/v', 'Topology']);
+    assert.deepEqual(reg.calls[0], ['query', `${KEY}\\svc`]);
     assert.deepEqual(record, { transport_kind: 'unix', codec_kind: 'json', map: { '0': spacedAddress }, owner: { pid: 77, host: foreignHost } });
     assert.equal(await d.lookup('nope'), undefined);
-    assert.deepEqual(reg.calls[1], ['query', `${KEY}\\nope`, '/v', 'Topology']);
+    assert.deepEqual(reg.calls[1], ['query', `${KEY}\\nope`]);
   });
 
   it('treats a malformed record as absent (bad JSON, wrong shape, wrong type, truncated line)', async () => {
@@ -176,13 +177,13 @@ describe('registry discovery backend (fake reg.exe)', function () {
     assert.deepEqual(await new RegistryDiscovery({ run: fakeReg(() => kMissing).run }).list(), [], 'no Services key yet: nothing');
   });
 
-  it('unpublish deletes with `reg delete <key> /f` only a record this process owns', async () => {
+  it('unpublish deletes with `reg delete <key> /v Topology /f` only a record this process owns', async () => {
     const ours = JSON.stringify({ ...topology, owner: { pid: process.pid, host: registryHostId() } });
     const mine = fakeReg((args) => (args[0] === 'query' ? queryOutput('svc', ours) : kOk));
     await new RegistryDiscovery({ run: mine.run }).unpublish('svc');
     assert.deepEqual(mine.calls, [
       ['query', `${KEY}\\svc`, '/v', 'Topology'],
-      ['delete', `${KEY}\\svc`, '/f'],
+      ['delete', `${KEY}\\svc`, '/v', 'Topology', '/f'],
     ]);
 
     const theirs = fakeReg(() => queryOutput('svc', tcpJson));
@@ -216,7 +217,7 @@ describe('registry discovery backend (fake reg.exe)', function () {
     const record = await new RegistryDiscovery({ run: reg.run, pollMs: 30 }).waitFor('svc', { timeoutMs: 5000 });
     assert.equal(record.map['0'], '127.0.0.1:1337');
     assert.equal(reg.calls.length, 4);
-    assert.ok(reg.calls.every((c) => c.join(' ') === `query ${KEY}\\svc /v Topology`));
+    assert.ok(reg.calls.every((c) => c.join(' ') === `query ${KEY}\\svc`));
     assert.ok(Date.now() - started >= 80, 'it waited between queries');
   });
 
@@ -281,5 +282,152 @@ describe('registry discovery backend (fake reg.exe)', function () {
     assert.equal((await rejectionOf(d.lookup('a b'))).code, 'INVALID_ARGUMENT');
     assert.throws(() => d.waitFor('x\\y'), (e: any) => e.code === 'INVALID_ARGUMENT');
     assert.equal(reg.calls.length, 0);
+  });
+});
+
+/**
+ * A fake reg.exe over an in-memory registry, for what recorded outputs cannot show (several
+ * writers, state across calls). It answers as reg.exe does: `query <key>` prints the key's values
+ * and then its subkeys' paths, `query <key> /v <name>` one value, `query <key> /s` the subtree;
+ * `add <key> /v <name> /t <type> /d <data> /f` and `delete <key> [/v <name>] /f`; a missing key or
+ * value is exit code 1. Key paths and value names are case-insensitive, as in the registry.
+ */
+function emulatedReg() {
+  const keys = new Map<string, { path: string; values: Map<string, { name: string; type: string; data: string }> }>();
+  const full = (key: string) => key.replace(/^HKCU\\/i, 'HKEY_CURRENT_USER\\');
+  const block = (k: { path: string; values: Map<string, { name: string; type: string; data: string }> }, only?: string) => [
+    k.path,
+    ...[...k.values.values()].filter((v) => only === undefined || v.name.toLowerCase() === only.toLowerCase()).map((v) => `    ${v.name}    ${v.type}    ${v.data}`),
+    '',
+  ];
+  const calls: string[][] = [];
+  const run = async (args: string[]): Promise<RegRunResult> => {
+    calls.push([...args]);
+    const [op, rawKey, ...rest] = args;
+    const path = full(rawKey!);
+    const id = path.toLowerCase();
+    const opt = (flag: string) => {
+      const i = rest.indexOf(flag);
+      return i < 0 ? undefined : rest[i + 1];
+    };
+    const key = keys.get(id);
+    const below = [...keys.keys()].filter((k) => k.startsWith(`${id}\\`)).sort();
+    if (op === 'query') {
+      if (key === undefined && below.length === 0) return kMissing;
+      const v = opt('/v');
+      if (v !== undefined) return key?.values.has(v.toLowerCase()) ? { stdout: crlf('', ...block(key, v), ''), stderr: '', code: 0 } : kMissing;
+      const own = key ? block(key) : [path, ''];
+      if (rest.includes('/s')) return { stdout: crlf('', ...own, ...below.flatMap((k) => block(keys.get(k)!)), ''), stderr: '', code: 0 };
+      const children = below.filter((k) => !k.slice(id.length + 1).includes('\\')).map((k) => keys.get(k)!.path);
+      return { stdout: crlf('', ...own, ...children, ''), stderr: '', code: 0 };
+    }
+    if (op === 'add') {
+      const k = key ?? { path, values: new Map() };
+      keys.set(id, k);
+      const name = opt('/v')!;
+      k.values.set(name.toLowerCase(), { name, type: opt('/t')!, data: opt('/d')! });
+      return kOk;
+    }
+    if (op === 'delete') {
+      if (key === undefined) return kMissing;
+      const v = opt('/v');
+      if (v === undefined) {
+        for (const k of [id, ...below]) keys.delete(k);
+        return kOk;
+      }
+      return key.values.delete(v.toLowerCase()) ? kOk : kMissing;
+    }
+    return { stdout: '', stderr: `ERROR: Invalid syntax (${op}).\r\n`, code: 1 };
+  };
+  /** Writes a record as another process would. */
+  const put = (name: string, value: string, record: object) => run(['add', `${KEY}\\${name}`, '/v', value, '/t', 'REG_SZ', '/d', JSON.stringify(record), '/f']);
+  /** The record value names under a service's key. */
+  const valuesOf = (name: string) => [...(keys.get(`${FULL}\\${name}`.toLowerCase())?.values.values() ?? [])].map((v) => v.name).sort();
+  return { run, calls, put, valuesOf };
+}
+
+describe('registry discovery backend: several instances of a name (emulated registry)', function () {
+  this.timeout(20_000);
+  const foreign = (pid: number) => ({ ...topology, owner: { pid, host: foreignHost } });
+  const dead = { ...topology, owner: { pid: kDeadPid, host: registryHostId() } };
+
+  it('instances coexist as values Topology@<instance> of the name\'s key; readers see them all; each unpublishes only its own', async () => {
+    const reg = emulatedReg();
+    const d = new RegistryDiscovery({ run: reg.run });
+    await d.publish('pool', { ...topology, map: { '0': '127.0.0.1:1' } }, { instance: 'b', owner: 'node-b' });
+    await d.publish('pool', { ...topology, map: { '0': '127.0.0.1:2' } }, { instance: 'a', owner: 'node-a' });
+    await reg.put('pool', 'Topology@c', { ...foreign(9), map: { '0': '10.0.0.3:3' } });
+    assert.deepEqual(reg.valuesOf('pool'), ['Topology@a', 'Topology@b', 'Topology@c']);
+    const all = await d.lookupAll('pool');
+    assert.deepEqual(all.map((e) => [e.instance, e.record.map['0']]), [['a', '127.0.0.1:2'], ['b', '127.0.0.1:1'], ['c', '10.0.0.3:3']]);
+    assert.equal((await d.lookup('pool'))?.map['0'], '127.0.0.1:2');
+    assert.deepEqual((await d.list()).map((e) => [e.name, e.instance, e.alive]), [['pool', 'a', true], ['pool', 'b', true], ['pool', 'c', true]]);
+    // Another node's instance, or another process's, is never removed; the node's own is, and only it.
+    await d.unpublish('pool', { instance: 'a', owner: 'node-b' });
+    await d.unpublish('pool', { instance: 'c' });
+    assert.deepEqual(reg.valuesOf('pool'), ['Topology@a', 'Topology@b', 'Topology@c']);
+    await d.unpublish('pool', { instance: 'a', owner: 'node-a' });
+    assert.deepEqual(reg.valuesOf('pool'), ['Topology@b', 'Topology@c']);
+    assert.deepEqual(reg.calls.filter((c) => c[0] === 'delete'), [['delete', `${KEY}\\pool`, '/v', 'Topology@a', '/f']]);
+  });
+
+  it('an exclusive name and instances of it exclude each other (BUSY); instance ids are checked', async () => {
+    const reg = emulatedReg();
+    const d = new RegistryDiscovery({ run: reg.run });
+    await reg.put('solo', 'Topology', foreign(1));
+    const err = await rejectionOf(d.publish('solo', topology, { instance: 'x' }));
+    assert.equal(err.code, 'BUSY');
+    assert.match(err.message, /exclusively by pid 1 on OTHER-PC/);
+    await reg.put('many', 'Topology@one', foreign(2));
+    const err2 = await rejectionOf(d.publish('many', topology));
+    assert.equal(err2.code, 'BUSY');
+    assert.match(err2.message, /as instance one/);
+    // The same instance id, held by another live owner, is refused too.
+    assert.equal((await rejectionOf(d.publish('many', topology, { instance: 'one' }))).code, 'BUSY');
+    assert.deepEqual(reg.valuesOf('solo'), ['Topology']);
+    assert.deepEqual(reg.valuesOf('many'), ['Topology@one']);
+    for (const bad of ['a b', 'x\\y', '.hidden', 'a@b']) assert.equal((await rejectionOf(d.publish('many', topology, { instance: bad }))).code, 'INVALID_ARGUMENT', bad);
+  });
+
+  it('records whose owner on this host is gone count for nothing: a dead instance is removed by the next publisher, a dead exclusive one written over', async () => {
+    const reg = emulatedReg();
+    const d = new RegistryDiscovery({ run: reg.run });
+    await reg.put('svc', 'Topology@gone', dead);
+    await reg.put('svc', 'Topology', dead);
+    assert.deepEqual(await d.lookupAll('svc'), []);
+    await d.publish('svc', topology, { instance: 'live' });
+    assert.deepEqual(reg.valuesOf('svc'), ['Topology', 'Topology@live']);
+    await d.publish('svc', topology, { instance: 'live' }); // its own: published again in place
+    assert.deepEqual((await d.lookupAll('svc')).map((e) => e.instance), ['live']);
+    // A dead exclusive record is written over by the next exclusive publisher.
+    await reg.put('other', 'Topology', dead);
+    await d.publish('other', topology);
+    assert.deepEqual((await d.lookupAll('other')).map((e) => e.record.owner?.pid), [process.pid]);
+  });
+
+  it('through the builder: two nodes publish one name shared, a client waiting for it spreads calls over both and drops the one that closes', async () => {
+    const reg = emulatedReg();
+    const discovery = new RegistryDiscovery({ run: reg.run, pollMs: 20 });
+    const one = await new Node({ discovery }).serve(tcp('127.0.0.1:0'), { onRequest: () => 'one' }).publish('pool', { shared: true }).start();
+    const two = await new Node({ discovery }).serve(tcp('127.0.0.1:0'), { onRequest: () => 'two' }).publish('pool', { shared: true, instance: 'second' }).start();
+    let client: RunningNode<any, any> | undefined;
+    try {
+      assert.equal(reg.valuesOf('pool').length, 2);
+      assert.ok(reg.valuesOf('pool').includes('Topology@second'));
+      client = await new Node({ discovery }).waitFor('pool', { timeoutMs: 5000, reconnect: true }).start();
+      const seen = new Set<unknown>();
+      for (let i = 0; i < 10; i++) seen.add(await client.client.call(null));
+      assert.deepEqual([...seen].sort(), ['one', 'two']);
+      await two.close();
+      assert.deepEqual(reg.valuesOf('pool').length, 1, 'closing a node removes its own record');
+      const end = Date.now() + 5000;
+      while (client.client.endpoints.length !== 1 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(client.client.endpoints.length, 1, 'the closed instance was not dropped within 5 s');
+      for (let i = 0; i < 5; i++) assert.equal(await client.client.call(null), 'one');
+    } finally {
+      await client?.close();
+      await two.close();
+      await one.close();
+    }
   });
 });

@@ -6,6 +6,8 @@
  *
  *   HKCU\Software\Ogurpchik\Services\<name>   value "Topology" (REG_SZ): the StoredRecord JSON,
  *       {"transport_kind":"tcp","codec_kind":"msgpack","map":{"0":"127.0.0.1:1337"},"owner":{...}}
+ *       of an exclusive name; or one value "Topology@<instance>" per instance of a shared name
+ *       ('@' never occurs in an instance id), so one `reg query <key>` reads every record of a name
  *   HKCU\Software\Ogurpchik\Hosts\<vm>        value "Cid" (REG_DWORD): the VM's vsock CID
  *
  * Named values rather than the key's default value: reg.exe prints the default value's name
@@ -33,7 +35,22 @@ import os from 'node:os';
 import { RpcError } from '../errors.js';
 import { processStartTime } from '../shm/native.js';
 import { checkVmName } from '../transport/descriptors.js';
-import { asStoredRecord, checkCid, checkServiceName, heldBy, ownerOf, ownRecord, parseCid, waitForRecord, type DiscoveryBackend, type InstanceOptions, type ServiceEntry, type StoredRecord, type Topology } from './types.js';
+import {
+  asStoredRecord,
+  checkCid,
+  checkInstanceName,
+  checkServiceName,
+  heldBy,
+  ownerOf,
+  ownRecord,
+  parseCid,
+  waitForRecord,
+  type DiscoveryBackend,
+  type InstanceOptions,
+  type ServiceEntry,
+  type StoredRecord,
+  type Topology,
+} from './types.js';
 
 export interface RegRunResult {
   stdout: string;
@@ -58,8 +75,15 @@ export interface RegistryDiscoveryOptions {
   escapeQuotes?: boolean;
 }
 
-/** The value holding a service's record. */
+/** The value holding a service's record; an instance's is `Topology@<instance>`. */
 export const kTopologyValue = 'Topology';
+/** A record's value name: `Topology` (exclusive) or `Topology@<instance>`; value names are case-insensitive. */
+const kRecordValue = /^topology(?:@([A-Za-z0-9._-]{1,128}))?$/i;
+
+/** The value holding the exclusive record (no instance) or one instance's. */
+export function recordValueName(instance?: string): string {
+  return instance === undefined ? kTopologyValue : `${kTopologyValue}@${checkInstanceName(instance)}`;
+}
 /** The value holding a VM's vsock CID. */
 export const kCidValue = 'Cid';
 
@@ -200,41 +224,66 @@ export class RegistryDiscovery implements DiscoveryBackend {
     return undefined;
   }
 
-  /** The stored record, live or not; undefined when missing or malformed. */
-  async #read(name: string): Promise<StoredRecord | undefined> {
-    return parseRecord(await this.#queryValue(this.#key(name), kTopologyValue));
+  /** Every well-formed record under `name`, live or not: the exclusive one first, then instances in id order. */
+  async #entries(name: string): Promise<ServiceEntry[]> {
+    const key = this.#key(name);
+    const result = await this.#run(['query', key]);
+    if (result.code !== 0) return []; // no such key
+    const path = expandRoot(key).toLowerCase();
+    const block = parseRegQuery(result.stdout).find((k) => k.path.toLowerCase() === path);
+    return block === undefined ? [] : entriesOf(name, block.values);
   }
 
-  /** Writes the record of `name`. One record per name: several instances (`options.instance`) need the file or etcd backend. */
+  /**
+   * Writes the record of `name`, or with `options.instance` that instance's record beside the
+   * others. An exclusive name and instances of it exclude each other; instances coexist. A record
+   * whose owner is gone does not count, and a gone instance's record is removed on the way.
+   */
   async publish(name: string, topology: Topology, options: InstanceOptions = {}): Promise<void> {
-    if (options.instance !== undefined) {
-      throw new RpcError('INVALID_ARGUMENT', `the registry backend keeps one record per name: publish ${name} without an instance, or use the file or etcd backend for several`);
-    }
     const key = this.#key(name);
-    const existing = await this.#read(name);
+    const instance = options.instance;
+    const value = recordValueName(instance);
     const host = registryHostId();
-    if (existing && !ownRecord(existing, options.owner, host) && registryOwnerAlive(existing)) {
-      throw new RpcError('BUSY', `service ${name} is already published by ${heldBy(existing.owner, host)}`);
+    for (const entry of await this.#entries(name)) {
+      if (!entry.alive) {
+        // A crashed owner's leftover: cleaned up by the next publisher of the name (the exclusive one is written over).
+        if (entry.instance !== undefined) await this.#run(['delete', key, '/v', recordValueName(entry.instance), '/f']);
+        continue;
+      }
+      if (ownRecord(entry.record, options.owner, host) || (instance !== undefined && entry.instance !== undefined && entry.instance !== instance)) continue;
+      const what = entry.instance === undefined ? 'exclusively' : `as instance ${entry.instance}`;
+      throw new RpcError('BUSY', `service ${name} is already published ${what} by ${heldBy(entry.record.owner, host)}`);
     }
     const record: StoredRecord = { transport_kind: topology.transport_kind, codec_kind: topology.codec_kind, map: topology.map, owner: ownerOf(options.owner, host) };
-    await this.#mustRun(['add', key, '/v', kTopologyValue, '/t', 'REG_SZ', '/d', asciiJson(record), '/f']);
+    await this.#mustRun(['add', key, '/v', value, '/t', 'REG_SZ', '/d', asciiJson(record), '/f']);
   }
 
+  /**
+   * Removes the record (or `options.instance`'s) if this process, and this node when the record
+   * names one, wrote it. Only that value goes: the name's key stays, since another publisher may
+   * be writing into it at the same moment.
+   */
   async unpublish(name: string, options: InstanceOptions = {}): Promise<void> {
     const key = this.#key(name);
-    const existing = await this.#read(name);
+    const value = recordValueName(options.instance);
+    const existing = parseRecord(await this.#queryValue(key, value));
     const host = registryHostId();
     // Only the caller's own record: not one another node or process wrote over the name since.
     if (existing === undefined || existing.owner?.host !== host || !ownRecord(existing, options.owner, host)) return;
-    const result = await this.#run(['delete', key, '/f']);
-    if (result.code !== 0 && (await this.#read(name)) !== undefined) {
-      throw new RpcError('UNAVAILABLE', `reg.exe delete ${key} failed: ${(result.stderr || result.stdout).trim()}`);
+    const result = await this.#run(['delete', key, '/v', value, '/f']);
+    if (result.code !== 0 && parseRecord(await this.#queryValue(key, value)) !== undefined) {
+      throw new RpcError('UNAVAILABLE', `reg.exe delete ${key} /v ${value} failed: ${(result.stderr || result.stdout).trim()}`);
     }
   }
 
+  /** The live exclusive record of `name`, else a live instance's; undefined when there is none. */
   async lookup(name: string): Promise<StoredRecord | undefined> {
-    const record = await this.#read(name);
-    return record && registryOwnerAlive(record) ? record : undefined;
+    return (await this.lookupAll(name))[0]?.record;
+  }
+
+  /** Every live record under `name`: the exclusive one and every live instance's. */
+  async lookupAll(name: string): Promise<ServiceEntry[]> {
+    return (await this.#entries(name)).filter((e) => e.alive);
   }
 
   waitFor(name: string, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<StoredRecord> {
@@ -270,9 +319,9 @@ export class RegistryDiscovery implements DiscoveryBackend {
       if (!key.path.toLowerCase().startsWith(prefix)) continue;
       const name = key.path.slice(prefix.length);
       if (name.includes('\\')) continue; // deeper subkeys are not ours
-      const record = parseRecord(key.values.find((v) => v.name.toLowerCase() === kTopologyValue.toLowerCase()));
-      if (record) out.push({ name, record, alive: registryOwnerAlive(record) });
+      out.push(...entriesOf(name, key.values));
     }
+    // By name; within a name, as entriesOf ordered them (a stable sort).
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
@@ -303,6 +352,20 @@ function expandRoot(key: string): string {
   const head = i < 0 ? key : key.slice(0, i);
   const full = kRootAbbreviations[head.toUpperCase()];
   return full ? full + (i < 0 ? '' : key.slice(i)) : key;
+}
+
+/** The well-formed records among one key's values, live or not: the exclusive one first, then instances in id order. */
+function entriesOf(name: string, values: RegValue[]): ServiceEntry[] {
+  const out: ServiceEntry[] = [];
+  for (const v of values) {
+    const m = kRecordValue.exec(v.name);
+    if (m === null) continue; // not a record ("(Default)", anything else)
+    const record = parseRecord(v);
+    if (record === undefined) continue;
+    const alive = registryOwnerAlive(record);
+    out.push(m[1] === undefined ? { name, record, alive } : { name, instance: m[1], record, alive });
+  }
+  return out.sort((a, b) => (a.instance === undefined ? -1 : b.instance === undefined ? 1 : a.instance < b.instance ? -1 : a.instance > b.instance ? 1 : 0));
 }
 
 function parseRecord(value: RegValue | undefined): StoredRecord | undefined {
