@@ -1,5 +1,5 @@
 export { Node, RunningNode, Client } from './main/node.js';
-export type { NodeOptions, ServeOptions, ConnectOptions, HandlerInput, AuthHmacOptions, PublishOptions } from './main/node.js';
+export type { NodeOptions, ServeOptions, ConnectOptions, HandlerInput, AuthHmacOptions, PublishOptions, CloseOptions } from './main/node.js';
 export type { BalancePolicy, ClientState, ClientStateEvent, EndpointInfo, EndpointState, ReconnectOptions } from './main/channel.js';
 export type { HandshakeScheme } from './handshake/spec.js';
 export type { PoolOptions } from './main/pool.js';

@@ -40,8 +40,10 @@ export interface CallOptions {
   /**
    * Safe to run twice: when the connection carrying the call dies before the answer, a node's client
    * sends it again on another ready endpoint (or the same one once reconnected), within `timeoutMs`,
-   * at most 5 times in all. Default false: such a call rejects with the connection's close reason
-   * (`CLOSED`). Ignored by a handler's `ctx.client`, which has one connection.
+   * at most 5 times in all; so is one a gracefully closing server refused without running it
+   * (`UNAVAILABLE`, `data: { closing: true }`). Default false: such a call rejects with the
+   * connection's close reason (`CLOSED`), or that refusal. Ignored by a handler's `ctx.client`,
+   * which has one connection.
    */
   idempotent?: boolean;
   /**

@@ -226,6 +226,11 @@ export class Channel {
     return this.#pick(undefined);
   }
 
+  /** Resolves once no call of this client is in flight or waiting for a connection (a graceful close; polled, it is no hot path). */
+  async drain(): Promise<void> {
+    while (this.pending > 0 && this.#closed === undefined) await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+
   /** Closes every connection (pending calls reject with CLOSED), stops retrying and watching. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
@@ -271,8 +276,9 @@ export class Channel {
       try {
         return await run(session, left);
       } catch (err) {
-        // Only a call whose connection died under it is retried; its rejection is that close reason itself.
-        if (options?.idempotent !== true || err !== session.closedWith || attempt >= kMaxCallAttempts || this.#closed) throw err;
+        // Only a call whose connection died under it is retried (its rejection is that close reason
+        // itself), or one a closing server refused without running it.
+        if (options?.idempotent !== true || (err !== session.closedWith && !refusedByClosingServer(err)) || attempt >= kMaxCallAttempts || this.#closed) throw err;
         log('retrying an idempotent call after %s', (err as RpcError).code);
         tried.add(session);
         lastError = err;
@@ -526,4 +532,9 @@ function cancelled(signal: AbortSignal): RpcError {
   const reason = signal.reason;
   if (RpcError.is(reason) && reason.code === 'CANCELLED') return reason;
   return new RpcError('CANCELLED', 'the call was cancelled', reason === undefined ? {} : { cause: reason });
+}
+
+/** A call a closing server answered with UNAVAILABLE without running it (Session#drain). */
+function refusedByClosingServer(err: unknown): boolean {
+  return RpcError.is(err) && err.code === 'UNAVAILABLE' && (err.data as { closing?: unknown } | undefined)?.closing === true;
 }

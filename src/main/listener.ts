@@ -33,6 +33,8 @@ export class SupervisedListener {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #wakeSleeper: (() => void) | undefined;
   #closing: Promise<void> | undefined;
+  /** Set by drain(): a task that ends now is not started again. */
+  #draining = false;
   /** The restart loop, while one runs (close() waits for it). */
   #restarting: Promise<void> | undefined;
 
@@ -51,6 +53,16 @@ export class SupervisedListener {
     return new SupervisedListener(runner, options, await RemoteTask.start(runner, options));
   }
 
+  /**
+   * A graceful close's first part: stops listening, and lets each connection answer the calls it
+   * serves (new ones are refused with UNAVAILABLE) and then close; no restart follows. Resolves
+   * once every connection has closed. close() ends everything at any time.
+   */
+  drain(): Promise<void> {
+    this.#draining = true;
+    return this.#task.drain();
+  }
+
   /** Stops listening and closes its connections; no restart follows. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
@@ -66,7 +78,7 @@ export class SupervisedListener {
 
   #watch(task: RemoteTask): void {
     void task.ended.then(() => {
-      if (this.#closing !== undefined || task !== this.#task) return;
+      if (this.#closing !== undefined || this.#draining || task !== this.#task) return;
       const reason = task.endReason ?? new RpcError('CLOSED', 'the listener ended');
       log('listener %s ended: %s %s; starting it again', this.#label, reason.code, reason.message);
       if (performance.now() - this.#startedAt >= kHealthyMs) this.#failures = 0;

@@ -295,6 +295,8 @@ export class RunningNode<Req = unknown, Res = unknown> {
   readonly #lease: PoolLease;
   readonly #unpublish: (() => Promise<void>) | undefined;
   #closing: Promise<void> | undefined;
+  /** While a graceful close waits: ends the wait at once. */
+  #cutGrace: (() => void) | undefined;
 
   /** @internal */
   constructor(listeners: SupervisedListener[], channel: Channel | undefined, lease: PoolLease, unpublish?: () => Promise<void>) {
@@ -312,11 +314,26 @@ export class RunningNode<Req = unknown, Res = unknown> {
     return this.#client;
   }
 
-  /** Removes its discovery record, closes connections (pending calls reject with CLOSED), stops listening, removes socket files. Idempotent. */
-  close(): Promise<void> {
+  /**
+   * Removes its discovery record, closes connections (pending calls reject with CLOSED), stops
+   * listening, removes socket files. With `graceMs`, a graceful close first: it stops listening,
+   * every served connection refuses new calls with UNAVAILABLE (not run, so safe to send again
+   * elsewhere) and closes once it has answered the calls it serves, and the node's own client's
+   * calls in flight may settle; after `graceMs` whatever is left is closed as without it. A
+   * close() without `graceMs` during a graceful one cuts it short. Idempotent.
+   */
+  close(options: CloseOptions = {}): Promise<void> {
+    let graceMs: number;
+    try {
+      graceMs = checkInteger('close() graceMs', options?.graceMs, { fallback: 0, min: 0, max: kMaxTimerMs });
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (graceMs === 0) this.#cutGrace?.();
     this.#closing ??= (async () => {
       // The record goes first: nobody should find a server that is closing.
       await this.#unpublish?.().catch(() => {});
+      if (graceMs > 0) await this.#drain(graceMs);
       // Connections first, so a node serving and calling itself closes its client before its server.
       await this.#channel?.close();
       for (const listener of [...this.#listeners].reverse()) await listener.close();
@@ -328,6 +345,29 @@ export class RunningNode<Req = unknown, Res = unknown> {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+
+  /** The graceful part of close(): until every listener's connections and the client's calls are done, or `graceMs` passed. */
+  async #drain(graceMs: number): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const over = new Promise<void>((resolve) => {
+      this.#cutGrace = resolve;
+      timer = setTimeout(resolve, graceMs);
+    });
+    const drained = Promise.all([this.#channel?.drain(), ...this.#listeners.map((l) => l.drain())]);
+    await Promise.race([drained.catch(() => {}), over]);
+    clearTimeout(timer);
+    this.#cutGrace = undefined;
+  }
+}
+
+/** Options of RunningNode#close. */
+export interface CloseOptions {
+  /**
+   * Close gracefully, for at most this many ms (default 0: at once): stop listening, refuse new
+   * calls with UNAVAILABLE while the ones being served finish and are answered, let the client's
+   * calls in flight settle, then close.
+   */
+  graceMs?: number;
 }
 
 interface ServeSpec {

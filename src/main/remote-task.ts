@@ -61,6 +61,7 @@ export interface RemoteTaskOptions {
 }
 
 const kDecoder = new TextDecoder();
+const kEncoder = new TextEncoder();
 
 export class RemoteTask {
   /** The bound address (listeners). */
@@ -71,6 +72,8 @@ export class RemoteTask {
   /** Connections whose stream is over its write limit (Kind.ConnPaused): their sends wait on it. */
   readonly #paused = new Map<number, Deferred>();
   #client: Session | undefined;
+  /** Set by drain(): sessions stop taking calls and close their connection once they have answered the rest. */
+  #draining = false;
   readonly #control: Comlink.Remote<TaskControl>;
   readonly #toWorker: RingWriter;
   readonly #fromWorker: RingReader;
@@ -197,6 +200,7 @@ export class RemoteTask {
       maxConcurrentCalls: this.#maxConcurrentCalls,
     });
     this.#sessions.set(connId, session);
+    if (this.#draining) this.#drainSession(connId, session);
     return session;
   }
 
@@ -239,6 +243,34 @@ export class RemoteTask {
       session.close(reason);
       this.#control.closeConnection(connId, toWireError(reason)).catch(() => {});
     }
+  }
+
+  /**
+   * A listener's graceful close: the worker stops accepting, and every connection stops taking
+   * calls and closes once it has answered those it serves (see Session#drain). Resolves once every
+   * connection has closed (or the task ended); close() ends everything at any time.
+   */
+  async drain(): Promise<void> {
+    if (this.#endReason !== undefined || this.#draining) return;
+    this.#draining = true;
+    for (const [connId, session] of this.#sessions) this.#drainSession(connId, session);
+    await Promise.race([this.#control.drain().catch(() => {}), this.#ended]);
+  }
+
+  #drainSession(connId: number, session: Session): void {
+    session.drain(() => {
+      if (!this.#sessions.has(connId)) return;
+      // Behind the connection's last answers in the ring, so they leave before it closes.
+      const text = kEncoder.encode(JSON.stringify(toWireError(new RpcError('CLOSED', 'the server closed'))));
+      const body = new Uint8Array(1 + text.length);
+      body[0] = Kind.CloseConn;
+      body.set(text, 1);
+      try {
+        this.#toWorker.write(connId, body);
+      } catch {
+        // the ring is closed: the task is ending, and the connection with it
+      }
+    });
   }
 
   #resume(connId: number): void {

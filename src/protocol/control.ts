@@ -65,6 +65,13 @@ export interface TaskControl {
   ready(): Promise<ReadyResult>;
   /** Closes the listener and every connection of this task; resolves when all are closed. */
   close(): Promise<void>;
+  /**
+   * A listener's graceful close: stops accepting, refuses the handshakes in progress, and lets
+   * each connection served in this worker finish the calls it serves and then close (relayed
+   * connections are closed by the main thread the same way, with CloseConn). Resolves once every
+   * connection of the task has closed. close() still ends it all at any time.
+   */
+  drain(): Promise<void>;
   /** Closes one connection, telling its peer `error` (the main thread's side of it failed). */
   closeConnection(connectionId: number, error: WireError): void;
   stats(): TaskStats;

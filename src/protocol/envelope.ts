@@ -51,6 +51,11 @@ export const Kind = {
   ConnPaused: 0x82,
   /** Control (worker → main): the connection's stream drained below its limit. No payload. */
   ConnResumed: 0x83,
+  /**
+   * Control (main → worker): close this connection, telling the peer why; payload = JSON
+   * WireError. It rides the ring behind the connection's last answers, so they go out first.
+   */
+  CloseConn: 0x84,
 } as const;
 export type Kind = (typeof Kind)[keyof typeof Kind];
 

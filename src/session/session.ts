@@ -132,6 +132,8 @@ export class Session implements PeerClient {
    * replaces the table's entry, and must not get a second handler past the limit that way.
    */
   #servingNow = 0;
+  /** Set by drain(): called once no call is being served any more. */
+  #onDrained: (() => void) | undefined;
 
   constructor(options: SessionOptions) {
     this.#codec = options.codec;
@@ -413,6 +415,24 @@ export class Session implements PeerClient {
     }
   }
 
+  /** Calls of the peer being served now (their handler running, or their result stream going). */
+  get servingCount(): number {
+    return this.#servingNow;
+  }
+
+  /**
+   * Stops serving new calls: from now on a Request or Open is answered at once with UNAVAILABLE
+   * (`data: { closing: true }`; its handler does not run, so the caller may send it again
+   * elsewhere), while the calls being served finish and their answers go out. `onDrained` runs
+   * once none is left, after the last answer was handed to `send` (at once, in a microtask, when
+   * none is being served). Our own calls and the peer's events carry on. Once only.
+   */
+  drain(onDrained: () => void): void {
+    if (this.#onDrained !== undefined || this.#closed) return;
+    this.#onDrained = onDrained;
+    if (this.#servingNow === 0) queueMicrotask(onDrained);
+  }
+
   /** Rejects every pending call with `reason`, aborts every handler in progress, refuses further calls. Idempotent. */
   close(reason: RpcError): void {
     if (this.#closed) return;
@@ -545,6 +565,10 @@ export class Session implements PeerClient {
     const onRequest = this.#handler?.onRequest;
     if (onRequest === undefined) {
       this.#sendError(id, new RpcError('UNIMPLEMENTED', 'the peer serves no requests on this connection'), 'runtime');
+      return;
+    }
+    if (this.#onDrained !== undefined) {
+      this.#sendError(id, new RpcError('UNAVAILABLE', 'the server is closing: this call was not run, so it may be sent again (to another endpoint)', { data: { closing: true } }), 'runtime');
       return;
     }
     if (this.#servingNow >= this.#maxServing) {
@@ -687,7 +711,8 @@ export class Session implements PeerClient {
     call.done();
     if (!call.served) {
       call.served = true;
-      this.#servingNow--;
+      // Draining: the last call's answer is sent right after this returns; the connection may close after it.
+      if (--this.#servingNow === 0 && this.#onDrained !== undefined) queueMicrotask(this.#onDrained);
     }
     if (this.#serving.get(id) === call) this.#serving.delete(id);
   }

@@ -183,6 +183,14 @@ export class Connection {
     drained?.resolve();
   }
 
+  /**
+   * A closing server: this connection's session (if it serves here) stops taking calls, and the
+   * connection closes with `reason` once the calls it serves have been answered.
+   */
+  drain(reason: RpcError): void {
+    this.#session?.drain(() => this.close(reason, true));
+  }
+
   /** Marks the connection failed with `reason` without touching its stream (one that could not even start). */
   fail(reason: RpcError): void {
     this.#closing ??= reason;

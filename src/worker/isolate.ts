@@ -96,6 +96,8 @@ const control: TaskControl = {
   close: () => close(),
   // The plugin is this task's only connection.
   closeConnection: () => void close(),
+  // Never served: an isolate is only connected to.
+  drain: () => Promise.resolve(),
   stats: () => ({ connections: finished ? 0 : 1, framesIn: 0, framesOut: 0 }),
 };
 Comlink.expose(control, nodeEndpoint(spec.port));

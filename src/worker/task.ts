@@ -5,7 +5,7 @@
  */
 import { threadId } from 'node:worker_threads';
 import * as Comlink from 'comlink';
-import { RpcError, fromWireError, messageOf, toWireError } from '../errors.js';
+import { RpcError, fromWireError, messageOf, toWireError, type WireError } from '../errors.js';
 import { createCodec, type Codec } from '../codec/index.js';
 import { clientHandshake } from '../handshake/client.js';
 import { serverHandshake } from '../handshake/server.js';
@@ -19,12 +19,14 @@ import { adapterFor, adapterOptions, type AdapterContext } from '../transport/ad
 import { formatAddress, type Address, type TcpDescriptor } from '../transport/descriptors.js';
 import type { ByteStream, StreamListener } from '../transport/types.js';
 import type { Handler, PeerInfo } from '../types.js';
+import { deferred, type Deferred } from '../deferred.js';
 import { AwakeWindow } from './awake.js';
 import { Connection, type ConnectionHost } from './connection.js';
 
 const kPausedBody = Uint8Array.of(Kind.ConnPaused);
 const kResumedBody = Uint8Array.of(Kind.ConnResumed);
 const kEncoder = new TextEncoder();
+const kDecoder = new TextDecoder();
 /** What a custom adapter's connect() must resolve with (ByteStream's methods the connection calls). */
 const kStreamMethods = ['start', 'write', 'pause', 'resume', 'end', 'destroy'] as const;
 
@@ -49,6 +51,11 @@ export class ConnectionTask implements ConnectionHost {
   #listener: StreamListener | undefined;
   #nextId = kClientConnectionId;
   #closing = false;
+  /** Set by drain(): accept nothing more; the listener is closing (its promise, awaited by close()). */
+  #draining = false;
+  #listenerClosed: Promise<void> | undefined;
+  /** drain()'s promise, settled by closed() once the last connection has gone. */
+  #drained: Deferred | undefined;
   #ready: Promise<ReadyResult>;
   readonly #done: Promise<void>;
   #finish!: () => void;
@@ -65,7 +72,12 @@ export class ConnectionTask implements ConnectionHost {
     this.#awake = new AwakeWindow(spec.transport.kind === 'shm' ? 0 : spec.peerPollMicros);
     this.#toMain = new RingWriter(spec.toMain);
     this.#fromMain = new RingReader(spec.toWorker, {
-      onMessage: (tag, bytes, owned) => this.#connections.get(tag)?.send(bytes, owned),
+      onMessage: (tag, bytes, owned) => {
+        const conn = this.#connections.get(tag);
+        if (conn === undefined) return;
+        if (bytes[0] === Kind.CloseConn) this.#closeFromMain(conn, bytes);
+        else conn.send(bytes, owned);
+      },
       onBatch: () => this.#flushAll(),
     }, { spinMicros: spec.spinMicros, pollMicros: spec.pollMicros });
     // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
@@ -87,6 +99,7 @@ export class ConnectionTask implements ConnectionHost {
       ready: () => this.#ready,
       close: () => this.close(),
       closeConnection: (id, error) => this.#connections.get(id)?.close(fromWireError(error), true),
+      drain: () => this.#drain(),
       stats: () => this.#stats(),
     };
     Comlink.expose(control, nodeEndpoint(spec.port));
@@ -113,6 +126,7 @@ export class ConnectionTask implements ConnectionHost {
     // Never opened (refused, or its handshake failed): nobody else knew of it, nobody is told.
     if (!this.#connections.delete(conn.id)) return;
     if (this.#relayed) this.#control(conn.id, Kind.ConnClosed, toWireError(reason));
+    this.#settleDrain();
     if (this.#spec.role === 'connect' || (this.#closing && this.#connections.size === 0)) void this.close();
   }
 
@@ -123,7 +137,7 @@ export class ConnectionTask implements ConnectionHost {
       const listener = this.#listener;
       this.#listener = undefined;
       // Not awaited yet: a net server's close() completes only once its connections are gone.
-      const listenerClosed = listener?.close().catch(() => {});
+      const listenerClosed = this.#listenerClosed ?? listener?.close().catch(() => {});
       const reason = new RpcError('CLOSED', 'the node was closed');
       for (const conn of this.#handshaking) conn.close(reason, false);
       for (const conn of this.#connections.values()) conn.close(reason, true);
@@ -145,6 +159,32 @@ export class ConnectionTask implements ConnectionHost {
       });
     }
     return this.#done;
+  }
+
+  #drain(): Promise<void> {
+    if (!this.#draining && !this.#closing) {
+      this.#draining = true;
+      this.#drained = deferred();
+      const listener = this.#listener;
+      this.#listener = undefined;
+      this.#listenerClosed = listener?.close().catch(() => {});
+      for (const conn of this.#handshaking) conn.close(new RpcError('UNAVAILABLE', 'the server is closing'), false);
+      const reason = new RpcError('CLOSED', 'the server closed');
+      for (const conn of this.#connections.values()) conn.drain(reason);
+      this.#settleDrain();
+    }
+    return this.#drained?.promise ?? this.#done;
+  }
+
+  /** Kind.CloseConn from the main thread: the connection's session there has sent all it will; close it and tell the peer why. */
+  #closeFromMain(conn: Connection, bytes: Uint8Array): void {
+    // A copy: TextDecoder refuses views of shared memory.
+    conn.close(fromWireError(JSON.parse(kDecoder.decode(bytes.slice(1))) as WireError), true);
+  }
+
+  /** drain() is done once no connection is left, open or in its handshake. */
+  #settleDrain(): void {
+    if (this.#connections.size === 0 && this.#handshaking.size === 0) this.#drained?.resolve();
   }
 
   heard(): void {
@@ -222,7 +262,7 @@ export class ConnectionTask implements ConnectionHost {
   }
 
   #accept(stream: ByteStream): void {
-    if (this.#closing) {
+    if (this.#closing || this.#draining) {
       stream.destroy();
       return;
     }
@@ -266,6 +306,7 @@ export class ConnectionTask implements ConnectionHost {
           // just before closing, but the main thread was never told of it.)
           this.#handshaking.delete(conn);
           this.#connections.delete(conn.id);
+          this.#settleDrain();
         },
       );
   }
