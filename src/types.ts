@@ -40,9 +40,9 @@ export interface CallOptions {
   /**
    * Safe to run twice: when the connection carrying the call dies before the answer, a node's client
    * sends it again on another ready endpoint (or the same one once reconnected), within `timeoutMs`,
-   * at most 5 times in all; so is one a gracefully closing server refused without running it
-   * (`UNAVAILABLE`, `data: { closing: true }`). Default false: such a call rejects with the
-   * connection's close reason (`CLOSED`), or that refusal. Ignored by a handler's `ctx.client`,
+   * at most 5 times in all; so is one the server refused without running it (a gracefully closing
+   * server's `UNAVAILABLE`, `BUSY` from its `maxConcurrentCalls`). Default false: such a call
+   * rejects with the connection's close reason (`CLOSED`), or that refusal. Ignored by a handler's `ctx.client`,
    * which has one connection.
    */
   idempotent?: boolean;

@@ -157,3 +157,34 @@ describe('serve({ maxConcurrentCalls }) options', function () {
     }
   });
 });
+
+describe('serve({ maxConcurrentCalls }) with several endpoints', function () {
+  this.timeout(15_000);
+
+  it('an idempotent call refused with BUSY goes to another endpoint; with none ready the caller gets BUSY', async () => {
+    const releases: Array<() => void> = [];
+    const a = await new Node()
+      .serve(tcp('127.0.0.1:0'), { onRequest: (r: unknown) => (r === 'hold' ? new Promise((resolve) => releases.push(() => resolve('held'))) : 'A') }, { maxConcurrentCalls: 1 })
+      .start();
+    const b = await new Node().serve(tcp('127.0.0.1:0'), { onRequest: (r: unknown) => (r === 'hold' ? 'B held' : 'B') }).start();
+    const both = await new Node().connect([tcp(a.addresses[0] as any), tcp(b.addresses[0] as any)]).start();
+    const onlyA = await new Node().connect(tcp(a.addresses[0] as any)).start();
+    try {
+      // Round-robin: one of the two lands on A, whose connection then serves its one call.
+      const held = [both.client.call('hold'), both.client.call('hold'), onlyA.client.call('hold')];
+      const end = Date.now() + 5000;
+      while (releases.length < 2 && Date.now() < end) await sleep(5);
+      for (let i = 0; i < 10; i++) assert.equal(await both.client.call('x', { idempotent: true }), 'B');
+      // A's other connection is full too, and it has nowhere else to go.
+      const err = await rejectionOf(onlyA.client.call('x', { idempotent: true }));
+      assert.equal(err.code, 'BUSY');
+      for (const release of releases) release();
+      assert.deepEqual((await Promise.all(held)).sort(), ['B held', 'held', 'held']);
+    } finally {
+      await onlyA.close();
+      await both.close();
+      await a.close();
+      await b.close();
+    }
+  });
+});

@@ -277,8 +277,8 @@ export class Channel {
         return await run(session, left);
       } catch (err) {
         // Only a call whose connection died under it is retried (its rejection is that close reason
-        // itself), or one a closing server refused without running it.
-        if (options?.idempotent !== true || (err !== session.closedWith && !refusedByClosingServer(err)) || attempt >= kMaxCallAttempts || this.#closed) throw err;
+        // itself), or one the server refused without running it.
+        if (options?.idempotent !== true || (err !== session.closedWith && !refusedUnrun(err)) || attempt >= kMaxCallAttempts || this.#closed) throw err;
         log('retrying an idempotent call after %s', (err as RpcError).code);
         tried.add(session);
         lastError = err;
@@ -534,7 +534,12 @@ function cancelled(signal: AbortSignal): RpcError {
   return new RpcError('CANCELLED', 'the call was cancelled', reason === undefined ? {} : { cause: reason });
 }
 
-/** A call a closing server answered with UNAVAILABLE without running it (Session#drain). */
-function refusedByClosingServer(err: unknown): boolean {
-  return RpcError.is(err) && err.code === 'UNAVAILABLE' && (err.data as { closing?: unknown } | undefined)?.closing === true;
+/**
+ * A call the server answered without running it: a closing server's UNAVAILABLE (Session#drain),
+ * or BUSY from a connection at its maxConcurrentCalls.
+ */
+function refusedUnrun(err: unknown): boolean {
+  if (!RpcError.is(err)) return false;
+  const data = err.data as { closing?: unknown; max?: unknown } | undefined;
+  return (err.code === 'UNAVAILABLE' && data?.closing === true) || (err.code === 'BUSY' && typeof data?.max === 'number');
 }
