@@ -32,3 +32,49 @@ it('one-to-one rejects a second client with BUSY and keeps serving the first', a
     await server.kill();
   }
 });
+
+describe('serve({ maxConnections })', function () {
+  this.timeout(20_000);
+
+  it('refuses one client more than the limit with BUSY, keeps serving the others, and serves the next once one has gone', async () => {
+    const server = await startServer({ transport: 'tcp', handler: 'module', maxConnections: 2 });
+    const clients = [await new Node().connect(tcp(server.address as any)).start(), await new Node().connect(tcp(server.address as any)).start()];
+    try {
+      for (const c of clients) assert.deepEqual(await c.client.call({ type: 'Ping' }), { type: 'Pong' });
+      const third = await refusalOf(new Node().connect(tcp(server.address as any)).start(), async (node) => {
+        for (let i = 0; i < 100 && node.client.closedWith === undefined; i++) await sleep(20);
+        await sleep(50);
+        return node.client.call({ type: 'Ping' }, { timeoutMs: 5000 });
+      });
+      assert.equal(third.err.code, 'BUSY');
+      assert.match(third.err.message, /already serves 2 clients \(its maxConnections\)/);
+      for (const c of clients) assert.deepEqual(await c.client.call({ type: 'Echo', text: 'still here' }), { type: 'Echo', text: 'still here' });
+      await clients.pop()!.close();
+      // The freed place goes to the next client (the close may take a moment to reach the server).
+      const end = Date.now() + 5000;
+      for (;;) {
+        const next = await new Node().connect(tcp(server.address as any)).start();
+        try {
+          assert.deepEqual(await next.client.call({ type: 'Ping' }, { timeoutMs: 5000 }), { type: 'Pong' });
+          break;
+        } catch (err) {
+          if ((err as { code?: string }).code !== 'BUSY' || Date.now() > end) throw err;
+          await sleep(20);
+        } finally {
+          await next.close();
+        }
+      }
+    } finally {
+      for (const c of clients) await c.close();
+      await server.kill();
+    }
+  });
+
+  it('takes an integer from 1 up, or Infinity; anything else is INVALID_ARGUMENT', () => {
+    const handler = { onRequest: (r: unknown) => r };
+    for (const bad of [0, -1, 2.5, Number.NaN, '3']) {
+      assert.throws(() => new Node().serve(tcp('127.0.0.1:0'), handler, { maxConnections: bad as number }), (e: any) => e.code === 'INVALID_ARGUMENT' && /maxConnections/.test(e.message), String(bad));
+    }
+    for (const good of [1, 64, Infinity, undefined]) new Node().serve(tcp('127.0.0.1:0'), handler, { maxConnections: good });
+  });
+});

@@ -171,6 +171,12 @@ export interface ServeOptions {
    * ended), even if its caller cancelled it. One-way events do not count.
    */
   maxConcurrentCalls?: number;
+  /**
+   * The most clients each listener serves at once (default: no limit). One more is refused with
+   * BUSY, like a one-to-one server's second client (`oneToOne()` is the limit 1); once one of
+   * them has gone, the next is served.
+   */
+  maxConnections?: number;
 }
 
 export interface ConnectOptions {
@@ -419,8 +425,10 @@ export class Node<Req = unknown, Res = unknown> {
       throw new RpcError('INVALID_ARGUMENT', 'a TLS server needs its certificate: tcp(address, { tls: { cert, key } }) (or certFile, keyFile)');
     }
     checkHandler(handler);
-    const max = options.maxConcurrentCalls;
-    if (max !== undefined && max !== Infinity) checkInteger('maxConcurrentCalls', max, { fallback: 0, min: 1, max: 2 ** 31 - 1 });
+    for (const what of ['maxConcurrentCalls', 'maxConnections'] as const) {
+      const max = options[what];
+      if (max !== undefined && max !== Infinity) checkInteger(what, max, { fallback: 0, min: 1, max: 2 ** 31 - 1 });
+    }
     for (const t of transports) this.#serve.push({ transport: t, handler, options });
     return this;
   }
@@ -550,6 +558,7 @@ export class Node<Req = unknown, Res = unknown> {
             readyTimeoutMs: readyTimeout('listen', transport, connectTimeoutMs, handshakeTimeoutMs),
             codec: options.codec ?? msgpack(),
             maxConcurrentCalls: options.maxConcurrentCalls ?? Infinity,
+            maxConnections: options.maxConnections ?? Infinity,
             handler: typeof handler === 'object' && !(handler instanceof URL) ? handler : moduleHref(handler),
           }),
         );

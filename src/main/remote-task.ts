@@ -43,6 +43,8 @@ export interface RemoteTaskOptions {
   maxFrameBytes: number;
   /** Listeners: the most calls one connection may have served at once (default no limit). */
   maxConcurrentCalls?: number;
+  /** Listeners: the most clients served at once (default no limit; one-to-one makes it 1). */
+  maxConnections?: number;
   ringBytes: number;
   spinMicros: number;
   pollMicros: number;
@@ -109,6 +111,7 @@ export class RemoteTask {
       handshakeTimeoutMs: options.handshakeTimeoutMs,
       maxFrameBytes: options.maxFrameBytes,
       maxConcurrentCalls: this.#maxConcurrentCalls,
+      maxConnections: options.oneToOne ? 1 : (options.maxConnections ?? Infinity),
       spinMicros: options.spinMicros,
       pollMicros: options.pollMicros,
       peerPollMicros: options.peerPollMicros,

@@ -27,6 +27,8 @@ export interface TaskSpec {
   /** Listener only: refuse a second connection while one is open. */
   oneToOne: boolean;
   maxFrameBytes: number;
+  /** Listener only: the most clients it serves at once (1 when one-to-one; Infinity: no limit); one more is refused with BUSY. */
+  maxConnections: number;
   /** Listener only: the most calls one connection may have served at once (Infinity: no limit). */
   maxConcurrentCalls: number;
   /** Busy-poll this long for ring traffic before sleeping (0: never spin). */

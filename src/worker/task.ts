@@ -319,10 +319,12 @@ export class ConnectionTask implements ConnectionHost {
     return loopbackTcpPeerPid(stream.remoteAddress, address.port);
   }
 
-  /** Why a new client is refused now (a one-to-one server that already serves one), or undefined. */
+  /** Why a new client is refused now (a one-to-one server that already serves one, or one at its maxConnections), or undefined. */
   #busy(): RpcError | undefined {
-    if (!this.#spec.oneToOne || this.#connections.size === 0) return undefined;
-    return new RpcError('BUSY', 'this server is one-to-one and already serves a client');
+    const max = this.#spec.maxConnections;
+    if (this.#connections.size < max) return undefined;
+    if (this.#spec.oneToOne) return new RpcError('BUSY', 'this server is one-to-one and already serves a client');
+    return new RpcError('BUSY', `this server already serves ${max} clients (its maxConnections)`, { data: { maxConnections: max } });
   }
 
   /** UNAVAILABLE for what broke a connection's set-up other than an RpcError of its own. */
