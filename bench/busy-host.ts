@@ -24,6 +24,8 @@ export interface BusyHostResult {
   sliceMs: number;
   worker?: SubjectSummary;
   main?: SubjectSummary;
+  /** The worker handler with a client whose connection worker sleeps at once (clientPollMicros 0). */
+  workerClientSleeps?: SubjectSummary;
   /** The worker handler over shm: defaults, and peerPollMicros kPeerPollMicros on both ends. */
   shm?: SubjectSummary;
   shmPoll?: SubjectSummary;
@@ -41,8 +43,10 @@ export async function runBusyHost(
   try {
     // One busy server at a time: two busy main threads at once would fill both cores of a
     // 2-core machine, which measures the scheduler, not a busy host.
-    for (const handler of ['worker', 'main'] as const) {
-      log(`busy host: starting ours unix server (${handler} handler, ${kBusySliceMs} ms slices)`);
+    for (const mode of ['worker', 'main', 'workerClientSleeps'] as const) {
+      const handler = mode === 'main' ? 'main' : 'worker';
+      const what = mode === 'workerClientSleeps' ? `${handler} handler, client with clientPollMicros 0` : `${handler} handler`;
+      log(`busy host: starting ours unix server (${what}, ${kBusySliceMs} ms slices)`);
       let subject: Subject;
       try {
         subject = await startOursSubject(api, {
@@ -50,17 +54,18 @@ export async function runBusyHost(
           handler,
           dir,
           busySliceMs: kBusySliceMs,
-          name: `busy-${handler}`,
+          name: `busy-${mode}`,
+          ...(mode === 'workerClientSleeps' ? { clientPollMicros: 0 } : {}),
         });
       } catch (err) {
         if (!(err instanceof OursUnavailableError)) throw err;
-        log(`ours: runtime not available yet (busy host, ${handler} handler: ${err.message})`);
-        result.skipped.push(`${handler}: ${err.message}`);
+        log(`ours: runtime not available yet (busy host, ${what}: ${err.message})`);
+        result.skipped.push(`${what}: ${err.message}`);
         continue;
       }
       try {
         const summaries = await measureInterleaved([subject], config, { pipelined: false, log });
-        result[handler] = summaries.get(subject);
+        result[mode] = summaries.get(subject);
       } finally {
         await subject.close().catch((err: Error) => log(`close: ${err.message}`));
       }
@@ -114,6 +119,10 @@ export function busyHostRows(result: BusyHostResult): ResultRow[] {
       target: `p99 <= ${kBusyWorkerP99TargetUs} µs`,
       verdict: atMost(p99Us, kBusyWorkerP99TargetUs),
     });
+  }
+  if (result.workerClientSleeps !== undefined) {
+    const { medianUs, p99Us } = result.workerClientSleeps.roundTrip;
+    rows.push({ scenario: scenario('worker handler, clientPollMicros 0'), transport: 'unix', medianUs, p99Us, verdict: 'info' });
   }
   for (const [summary, label] of [
     [result.shm, 'worker handler'],

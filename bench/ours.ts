@@ -35,6 +35,8 @@ export interface OursSubjectOptions {
   label?: string;
   /** NodeOptions.peerPollMicros of both the server and the client (default: the runtime's). */
   peerPollMicros?: number;
+  /** NodeOptions.clientPollMicros of the client (default: the runtime's). */
+  clientPollMicros?: number;
 }
 
 const kConnectTimeoutMs = 10_000;
@@ -58,6 +60,20 @@ export function startOursPeerPolling(api: OursApi, options: Omit<OursSubjectOpti
     name: kPeerPollKey,
     peerPollMicros: kPeerPollMicros,
     label: `ours worker handler, peerPollMicros ${kPeerPollMicros} both ends`,
+  });
+}
+
+/** The key of ours with a client worker that sleeps at once (clientPollMicros 0): shown beside the targets, not against them. */
+export const kClientSleepsKey = 'ours-worker-client-sleeps';
+
+/** Ours with a worker handler and a client whose connection worker sleeps at once (the default before clientPollMicros). */
+export function startOursClientSleeping(api: OursApi, options: Omit<OursSubjectOptions, 'handler' | 'name' | 'label' | 'clientPollMicros'>): Promise<Subject> {
+  return startOursSubject(api, {
+    ...options,
+    handler: 'worker',
+    name: kClientSleepsKey,
+    clientPollMicros: 0,
+    label: 'ours worker handler, clientPollMicros 0 (client worker sleeps at once)',
   });
 }
 
@@ -91,7 +107,11 @@ export async function startOursSubject(api: OursApi, options: OursSubjectOptions
       ...(options.shmCapacity === undefined ? {} : { shmCapacity: options.shmCapacity }),
       ...(options.tls === undefined ? {} : { tls: { ca: options.tls.ca } }),
     };
-    running = await connectWithin(api, server.address, descriptorOptions, options.peerPollMicros, kConnectTimeoutMs);
+    const nodeOptions = {
+      ...(options.peerPollMicros === undefined ? {} : { peerPollMicros: options.peerPollMicros }),
+      ...(options.clientPollMicros === undefined ? {} : { clientPollMicros: options.clientPollMicros }),
+    };
+    running = await connectWithin(api, server.address, descriptorOptions, nodeOptions, kConnectTimeoutMs);
   } catch (err) {
     await server.stop();
     throw err;
@@ -128,13 +148,13 @@ async function connectWithin(
   api: OursApi,
   address: OursAddress,
   descriptorOptions: { shmCapacity?: number; tls?: Record<string, unknown> },
-  peerPollMicros: number | undefined,
+  nodeOptions: { peerPollMicros?: number; clientPollMicros?: number },
   ms: number,
 ): Promise<OursRunning> {
   let timer: NodeJS.Timeout | undefined;
   const starting = (async () => {
     try {
-      return await new api.Node(peerPollMicros === undefined ? {} : { peerPollMicros }).connect(transportFor(api, address, descriptorOptions)).start();
+      return await new api.Node(nodeOptions).connect(transportFor(api, address, descriptorOptions)).start();
     } catch (err) {
       throw new OursUnavailableError(`client start() failed: ${(err as Error).message}`);
     }

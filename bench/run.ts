@@ -22,7 +22,7 @@ import { loadOurs, type OursApi } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib/rounds.js';
 import { kPayloadBytes, type SocketKind, type Subject } from './lib/subject.js';
 import { comparisonRows, formatTable, type ResultRow } from './lib/table.js';
-import { OursUnavailableError, kPeerPollKey, kPeerPollMicros, startOursPeerPolling, startOursSubject } from './ours.js';
+import { OursUnavailableError, kClientSleepsKey, kPeerPollKey, kPeerPollMicros, startOursClientSleeping, startOursPeerPolling, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
 import { runShm, shmRows, type ShmResult } from './shm.js';
 import { handshakeRows, runHandshake, type HandshakeResult } from './handshake.js';
@@ -193,6 +193,14 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
         if (!(err instanceof OursUnavailableError)) throw err;
         skipped.push(`${transport} peerPollMicros: ${err.message}`);
       }
+      // The default client window off (info rows): what the client worker's poll window gives.
+      log(`${transport}: starting ours server (worker handler, client with clientPollMicros 0)`);
+      try {
+        subjects.push(await startOursClientSleeping(api, { transport, dir }));
+      } catch (err) {
+        if (!(err instanceof OursUnavailableError)) throw err;
+        skipped.push(`${transport} clientPollMicros 0: ${err.message}`);
+      }
     }
     // The thread hop every call through ours adds to its transport, and the whole bare path ours
     // takes (main <-> worker <-> socket): the floor of ours' round trip and the ceiling of its calls/s.
@@ -243,7 +251,7 @@ function groupRows(group: GroupResult): ResultRow[] {
     baselineName: `raw ${group.transport}`,
     inflight: config.inflight,
     // The targets are for the defaults; the opt-in poll window is shown beside them.
-    targetsFor: (s) => (s.key === kPeerPollKey ? undefined : { rtMax: kRoundTripRatioMax, rateMin: kCallsPerSecRatioMin }),
+    targetsFor: (s) => (s.key === kPeerPollKey || s.key === kClientSleepsKey ? undefined : { rtMax: kRoundTripRatioMax, rateMin: kCallsPerSecRatioMin }),
   });
   if (hop !== undefined) rows.push({ scenario: `${kThreadHopLabel} rt`, transport: group.transport, medianUs: hop.summary.roundTrip.medianUs, verdict: 'info' });
   if (chain !== undefined) {

@@ -24,7 +24,7 @@ import { kDefaultRingBytes as kOursRingBytes } from '../src/main/node.js';
 import { pathRows } from './lib/bounds.js';
 import { kChainLabels, startRingChain } from './lib/ring-chain.js';
 import { kThreadHopLabel, startThreadHop, type ThreadHopSubject } from './lib/thread-hop.js';
-import { OursUnavailableError, kPeerPollKey, kPeerPollMicros, startOursPeerPolling, startOursSubject } from './ours.js';
+import { OursUnavailableError, kClientSleepsKey, kPeerPollKey, kPeerPollMicros, startOursClientSleeping, startOursPeerPolling, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
 
 /** DESIGN §6 shm targets, relative to the raw Unix ping-pong / memcpy of the same run. */
@@ -106,6 +106,7 @@ export async function runShm(
   let hop: ThreadHopSubject | undefined;
   const chains: Subject[] = [];
   let polling: Subject | undefined;
+  let sleeping: Subject | undefined;
   try {
     for (const handler of ['worker', 'main'] as const) {
       const shmName = `${token}${++serviceCounter}`;
@@ -127,6 +128,14 @@ export async function runShm(
         result.skipped.push(`shm peerPollMicros ${kPeerPollMicros}: ${err.message}`);
         return undefined;
       });
+      // The default client window off (info rows): what the client worker's poll window gives.
+      const sleepName = `${token}${++serviceCounter}`;
+      log(`shm: starting ours server (worker handler, client with clientPollMicros 0, service ${sleepName})`);
+      sleeping = await startOursClientSleeping(api, { transport: 'shm', dir, shmName: sleepName, shmCapacity: kShmCapacity }).catch((err: Error) => {
+        if (!(err instanceof OursUnavailableError)) throw err;
+        result.skipped.push(`shm clientPollMicros 0: ${err.message}`);
+        return undefined;
+      });
       log('shm: starting raw unix server (baseline)');
       raw = await startRawSubject('unix', dir);
       // Every call through ours also crosses the thread hop: a floor for its round trip.
@@ -136,7 +145,7 @@ export async function runShm(
         log(`shm: starting the ${kChainLabels[kind]}`);
         chains.push(await startRingChain(kind, token));
       }
-      const subjects = [raw, ...ours, ...(polling === undefined ? [] : [polling]), hop, ...chains];
+      const subjects = [raw, ...ours, ...(polling === undefined ? [] : [polling]), ...(sleeping === undefined ? [] : [sleeping]), hop, ...chains];
       const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
       result.subjects = subjects.map((s) => ({
         key: s === raw ? 'raw-unix' : s.key,
@@ -154,7 +163,7 @@ export async function runShm(
   } finally {
     await hop?.close().catch((err: Error) => log(`close: ${err.message}`));
     for (const chain of chains) await chain.close().catch((err: Error) => log(`close: ${err.message}`));
-    for (const subject of [...ours, ...(polling === undefined ? [] : [polling]), ...(raw === undefined ? [] : [raw])]) {
+    for (const subject of [...ours, ...(polling === undefined ? [] : [polling]), ...(sleeping === undefined ? [] : [sleeping]), ...(raw === undefined ? [] : [raw])]) {
       await subject.close().catch((err: Error) => log(`close: ${err.message}`));
     }
     await removeTempDir(dir);
@@ -291,7 +300,7 @@ export function shmRows(result: ShmResult, inflight: number): ResultRow[] {
         baselineName: 'raw unix',
         inflight,
         // The targets are for the defaults; the opt-in poll window is shown beside them.
-        targetsFor: (s) => (s.key === kPeerPollKey ? undefined : { rtMax: kShmRoundTripRatioMax, rateMin: kShmCallsPerSecRatioMin }),
+        targetsFor: (s) => (s.key === kPeerPollKey || s.key === kClientSleepsKey ? undefined : { rtMax: kShmRoundTripRatioMax, rateMin: kShmCallsPerSecRatioMin }),
       }),
     );
     if (hop !== undefined) rows.push({ scenario: `${kThreadHopLabel} rt`, transport: 'shm', medianUs: hop.summary.roundTrip.medianUs, verdict: 'info' });

@@ -5,8 +5,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Node, RpcError, custom, isolate, tcp, unix } from '../src/index.js';
-import { kDefaultPollMicros, pollWindows } from '../src/main/node.js';
-import { rejectionOf, startServer, tempDir } from './helpers.js';
+import { kDefaultPollMicros, kDefaultClientPollMicros, pollWindows } from '../src/main/node.js';
+import { rejectionOf, sleep, startServer, tempDir } from './helpers.js';
 
 const echoModule = new URL('./fixtures/echo-handler.js', import.meta.url);
 
@@ -96,15 +96,44 @@ describe('Node builder', function () {
     }
   });
 
-  it('poll windows: isolates 50 µs on their rings by default, nothing else; pollMicros for the main-thread rings, peerPollMicros for the worker\'s peer side; bad values refused', () => {
-    assert.deepEqual(pollWindows('isolate', undefined, undefined), { pollMicros: kDefaultPollMicros, peerPollMicros: 0 });
-    for (const kind of ['tcp', 'unix', 'shm', 'vsock', 'custom'] as const) assert.deepEqual(pollWindows(kind, undefined, undefined), { pollMicros: 0, peerPollMicros: 0 });
-    assert.deepEqual(pollWindows('shm', undefined, 200), { pollMicros: 0, peerPollMicros: 200 });
-    assert.deepEqual(pollWindows('tcp', 30, 200), { pollMicros: 30, peerPollMicros: 200 });
-    assert.deepEqual(pollWindows('isolate', 0, 200), { pollMicros: 0, peerPollMicros: 0 }, 'an isolate has no peer side');
+  it('poll windows: isolates 50 µs on their rings by default, client connections clientPollMicros; pollMicros for the main-thread rings, peerPollMicros for the worker\'s peer side; bad values refused', () => {
+    const relay = kDefaultClientPollMicros;
+    assert.equal(relay, 100);
+    assert.deepEqual(pollWindows('isolate', undefined, undefined, undefined), { pollMicros: kDefaultPollMicros, peerPollMicros: 0, clientPollMicros: 0 });
+    for (const kind of ['tcp', 'unix', 'shm', 'vsock', 'custom'] as const) assert.deepEqual(pollWindows(kind, undefined, undefined, undefined), { pollMicros: 0, peerPollMicros: 0, clientPollMicros: relay });
+    assert.deepEqual(pollWindows('shm', undefined, 200, undefined), { pollMicros: 0, peerPollMicros: 200, clientPollMicros: relay });
+    assert.deepEqual(pollWindows('tcp', 30, 200, 0), { pollMicros: 30, peerPollMicros: 200, clientPollMicros: 0 });
+    assert.deepEqual(pollWindows('isolate', 0, 200, 80), { pollMicros: 0, peerPollMicros: 0, clientPollMicros: 0 }, 'an isolate has no peer side');
     assert.equal(kDefaultPollMicros, 50);
     for (const bad of [-1, Number.NaN, 2e6]) {
       assert.throws(() => new Node({ peerPollMicros: bad }), (e: RpcError) => e.code === 'INVALID_ARGUMENT');
+      assert.throws(() => new Node({ clientPollMicros: bad }), (e: RpcError) => e.code === 'INVALID_ARGUMENT' && /clientPollMicros/.test(e.message));
+    }
+  });
+
+  it('clientPollMicros: calls work with and without the window, and once calls stop the client\'s worker stops looking (no CPU spent idle)', async function () {
+    this.timeout(20_000);
+    const server = await new Node().serve(tcp('127.0.0.1:0'), echoModule).start();
+    try {
+      for (const clientPollMicros of [undefined, 0, 500]) {
+        const client = await new Node(clientPollMicros === undefined ? {} : { clientPollMicros }).connect<any, any>(tcp(server.addresses[0] as { host: string; port: number })).start();
+        try {
+          for (let i = 0; i < 50; i++) assert.equal(await client.client.call(i), i);
+          assert.deepEqual(await Promise.all(Array.from({ length: 64 }, (_, i) => client.client.call(i))), Array.from({ length: 64 }, (_, i) => i));
+          // Idle now: after its window the worker sleeps. A worker still looking would take about
+          // as much CPU as the wall time; give it a window's worth of slack many times over.
+          await sleep(50);
+          const before = process.cpuUsage();
+          await sleep(500);
+          const used = process.cpuUsage(before);
+          const ms = (used.user + used.system) / 1000;
+          assert.ok(ms < 150, `${ms.toFixed(0)} ms of CPU in 500 ms of idleness (clientPollMicros ${clientPollMicros})`);
+        } finally {
+          await client.close();
+        }
+      }
+    } finally {
+      await server.close();
     }
   });
 

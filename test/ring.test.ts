@@ -452,6 +452,50 @@ describe('shm ring', function () {
     assert.ok(blocking.sleeps >= 10, `without a window it sleeps after every message (${blocking.sleeps})`);
   });
 
+  it('expectWithin() wakes a sleeping reader to look until the window ends: messages meanwhile cost the writer no notify; then it sleeps', async function () {
+    this.timeout(5000);
+    const counts = { waits: 0, writerNotifies: 0 };
+    const readerSignal: RingSignal = {
+      wait(view, index, expected, timeoutMs) {
+        counts.waits++;
+        return atomicsSignal.wait(view, index, expected, timeoutMs);
+      },
+      notify: atomicsSignal.notify,
+    };
+    const writerSignal: RingSignal = {
+      wait: atomicsSignal.wait,
+      notify(view, index) {
+        counts.writerNotifies++;
+        atomicsSignal.notify(view, index);
+      },
+    };
+    const sab = createRing(1 << 12);
+    const ctl = new Int32Array(sab);
+    const writer = new RingWriter(sab, { signal: writerSignal });
+    let got = 0;
+    const reader = new RingReader(sab, { onMessage: () => void got++ }, { signal: readerSignal });
+    reader.start();
+    try {
+      await until(() => ctl[kReaderSleepingIndex] !== 0, 1000, 'the idle reader to sleep');
+      const waits = counts.waits;
+      reader.expectWithin(300);
+      await until(() => ctl[kReaderSleepingIndex] === 0, 1000, 'the reader to wake and look');
+      for (let i = 0; i < 10; i++) {
+        writer.write(i, pattern(i, 8));
+        await until(() => got === i + 1, 1000, `message ${i}`);
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      assert.equal(counts.writerNotifies, 0, 'the writer found the reader awake every time');
+      assert.equal(counts.waits, waits, 'the reader did not sleep within the window');
+      await until(() => ctl[kReaderSleepingIndex] !== 0, 2000, 'the reader to sleep once the window has passed');
+      writer.write(10, pattern(10, 8));
+      await until(() => got === 11, 1000, 'the message after the window');
+      assert.equal(counts.writerNotifies, 1, 'after the window, the writer wakes the sleeping reader');
+    } finally {
+      reader.stop();
+    }
+  });
+
   it('recovers from lost notifies through the watchdog (safety net), on both the reader and the writer side', async function () {
     this.timeout(10000);
     let dropped = 0;

@@ -41,7 +41,7 @@ export interface OursBuilder {
 }
 
 export interface OursApi {
-  Node: new (options?: { spinMicros?: number; pollMicros?: number; peerPollMicros?: number }) => OursBuilder;
+  Node: new (options?: { spinMicros?: number; pollMicros?: number; peerPollMicros?: number; clientPollMicros?: number }) => OursBuilder;
   /** `options.tls`: TLS settings (PEM text or files), as in the real `tcp()`. */
   tcp(address: string, options?: { tls?: Record<string, unknown> }): unknown;
   unix(path: string): unknown;

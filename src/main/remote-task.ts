@@ -50,6 +50,8 @@ export interface RemoteTaskOptions {
   pollMicros: number;
   /** Poll window of what the worker reads from its peer: its shm ring, or its socket (the loop stays awake). */
   peerPollMicros: number;
+  /** Connect only: NodeOptions.clientPollMicros. */
+  clientPollMicros: number;
   keepAliveMs: number;
   connectTimeoutMs: number;
   /** How long close() waits for the task to stop before the runner kills its thread. */
@@ -115,6 +117,7 @@ export class RemoteTask {
       spinMicros: options.spinMicros,
       pollMicros: options.pollMicros,
       peerPollMicros: options.peerPollMicros,
+      clientPollMicros: options.clientPollMicros,
       keepAliveMs: options.keepAliveMs,
       connectTimeoutMs: options.connectTimeoutMs,
       toWorker,

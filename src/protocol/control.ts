@@ -37,6 +37,8 @@ export interface TaskSpec {
   pollMicros: number;
   /** The same window for what this worker reads from its peer: its shm ring, or its socket (the loop stays awake). */
   peerPollMicros: number;
+  /** Connect only: after the peer's bytes and after each message from the main thread, look for the main thread's next message this long before sleeping (0: sleep at once). */
+  clientPollMicros: number;
   /** Ping a connection silent for this long and close it if the next interval passes without a word (0: off). */
   keepAliveMs: number;
   /** Connect only: give up with UNAVAILABLE when the transport has not connected within this long (0: wait as long as the OS does). */

@@ -47,6 +47,8 @@ export class ConnectionTask implements ConnectionHost {
   readonly #awake: AwakeWindow;
   #keepAliveTimer: ReturnType<typeof setInterval> | undefined;
   readonly #relayed: boolean;
+  /** NodeOptions.clientPollMicros in ms for a client connection (connect), else 0. */
+  readonly #clientPollMs: number;
   #handler: Handler | undefined;
   #listener: StreamListener | undefined;
   #nextId = kClientConnectionId;
@@ -71,6 +73,9 @@ export class ConnectionTask implements ConnectionHost {
     // A stream over shm rings polls them itself (its reader has the same window).
     this.#awake = new AwakeWindow(spec.transport.kind === 'shm' ? 0 : spec.peerPollMicros);
     this.#toMain = new RingWriter(spec.toMain);
+    // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
+    this.#relayed = spec.role === 'connect' || spec.handler.kind === 'main';
+    this.#clientPollMs = spec.role === 'connect' ? spec.clientPollMicros / 1000 : 0;
     this.#fromMain = new RingReader(spec.toWorker, {
       onMessage: (tag, bytes, owned) => {
         const conn = this.#connections.get(tag);
@@ -79,9 +84,8 @@ export class ConnectionTask implements ConnectionHost {
         else conn.send(bytes, owned);
       },
       onBatch: () => this.#flushAll(),
-    }, { spinMicros: spec.spinMicros, pollMicros: spec.pollMicros });
-    // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
-    this.#relayed = spec.role === 'connect' || spec.handler.kind === 'main';
+      // A client's worker also looks on after the caller's messages (its next calls follow in a burst).
+    }, { spinMicros: spec.spinMicros, pollMicros: Math.max(spec.pollMicros, this.#clientPollMs * 1000) });
     if (this.#relayed) {
       this.relay = (connId, body) => this.#toMain.write(connId, body);
       this.relayFlushed = () => this.#toMain.flushed();
@@ -189,6 +193,9 @@ export class ConnectionTask implements ConnectionHost {
 
   heard(): void {
     this.#awake.heard();
+    // A client's worker hands the server's answers to the caller, whose next calls usually follow
+    // within tens of µs: look for them rather than sleep and be woken (see clientPollMicros).
+    if (this.#clientPollMs > 0) this.#fromMain.expectWithin(this.#clientPollMs);
   }
 
   #adapterContext(): AdapterContext {
