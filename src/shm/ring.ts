@@ -602,9 +602,9 @@ export class RingReader {
   }
 
   /**
-   * The writer is expected to write within `ms` (this thread just handed its thread something to
-   * answer): until then the loop looks once per turn of the event loop instead of sleeping, and a
-   * loop asleep now is woken to do so. A message that comes meanwhile costs neither side a wake-up:
+   * The writer is expected to write within `ms` (its thread was just handed something to answer):
+   * until then the loop looks once per turn of the event loop instead of sleeping, and a loop
+   * asleep now is woken to do so. A message that comes meanwhile costs neither side a wake-up:
    * the writer sees nobody asleep, so it does not notify.
    */
   expectWithin(ms: number): void {

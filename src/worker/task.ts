@@ -84,8 +84,11 @@ export class ConnectionTask implements ConnectionHost {
         else conn.send(bytes, owned);
       },
       onBatch: () => this.#flushAll(),
-      // A client's worker also looks on after the caller's messages (its next calls follow in a burst).
-    }, { spinMicros: spec.spinMicros, pollMicros: Math.max(spec.pollMicros, this.#clientPollMs * 1000) });
+    }, {
+      spinMicros: spec.spinMicros,
+      // A client's worker also looks on after the caller's messages: its calls come in bursts.
+      pollMicros: Math.max(spec.pollMicros, this.#clientPollMs * 1000),
+    });
     if (this.#relayed) {
       this.relay = (connId, body) => this.#toMain.write(connId, body);
       this.relayFlushed = () => this.#toMain.flushed();
