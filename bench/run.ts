@@ -22,7 +22,7 @@ import { loadOurs, type OursApi } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib/rounds.js';
 import { kPayloadBytes, type SocketKind, type Subject } from './lib/subject.js';
 import { comparisonRows, formatTable, type ResultRow } from './lib/table.js';
-import { OursUnavailableError, kClientSleepsKey, kPeerPollKey, kPeerPollMicros, startOursClientSleeping, startOursPeerPolling, startOursSubject } from './ours.js';
+import { OursUnavailableError, kClientSleepsKey, startOursClientSleeping, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
 import { runShm, shmRows, type ShmResult } from './shm.js';
 import { handshakeRows, runHandshake, type HandshakeResult } from './handshake.js';
@@ -35,7 +35,6 @@ import { runTls, tlsRows, tlsWarnings, type TlsResult } from './tls.js';
 import { renderChart } from './lib/chart.js';
 import { pathRows } from './lib/bounds.js';
 import { startSocketChain } from './lib/socket-chain.js';
-import { kThreadHopLabel, startThreadHop, type ThreadHopSubject } from './lib/thread-hop.js';
 
 /** DESIGN §6 targets for tcp and unix, relative to the raw ping-pong of the same kind. */
 const kRoundTripRatioMax = 1.5;
@@ -169,7 +168,6 @@ function sectionRates(groups: GroupResult[], shm: ShmResult | undefined, isolate
 async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped: string[]): Promise<GroupResult> {
   const dir = await makeTempDir();
   const subjects: Subject[] = [];
-  let hop: ThreadHopSubject | undefined;
   let chain: Subject | undefined;
   try {
     log(`${transport}: starting raw server`);
@@ -185,14 +183,6 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
           skipped.push(`${transport} ${handler}: ${err.message}`);
         }
       }
-      // The opt-in peer poll window on both ends, beside the defaults (info rows: its cost shows in the busy-host section).
-      log(`${transport}: starting ours server (worker handler, peerPollMicros ${kPeerPollMicros})`);
-      try {
-        subjects.push(await startOursPeerPolling(api, { transport, dir }));
-      } catch (err) {
-        if (!(err instanceof OursUnavailableError)) throw err;
-        skipped.push(`${transport} peerPollMicros: ${err.message}`);
-      }
       // The default client window off (info rows): what the client worker's poll window gives.
       log(`${transport}: starting ours server (worker handler, client with clientPollMicros 0)`);
       try {
@@ -202,18 +192,18 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
         skipped.push(`${transport} clientPollMicros 0: ${err.message}`);
       }
     }
-    // The thread hop every call through ours adds to its transport, and the whole bare path ours
-    // takes (main <-> worker <-> socket): the floor of ours' round trip and the ceiling of its calls/s.
-    hop = await startThreadHop(transport, { pollMicros: 0 });
+    // The whole bare path ours takes (main <-> worker <-> socket): the floor of ours' round trip
+    // and the ceiling of its calls/s. (The thread hop alone is measured in the shm and isolate
+    // sections, and the opt-in peerPollMicros in the shm and busy-host ones: with five subjects a
+    // section, tcp and unix together stay under two minutes.)
     chain = await startSocketChain(transport, dir);
-    const measured = [...subjects, hop, chain];
+    const measured = [...subjects, chain];
     const summaries = await measureInterleaved(measured, config, { pipelined: true, log });
     return {
       transport,
       subjects: measured.map((s) => ({ key: s.key, label: s.label, summary: summaries.get(s)! })),
     };
   } finally {
-    await hop?.close().catch((err: Error) => log(`close: ${err.message}`));
     await chain?.close().catch((err: Error) => log(`close: ${err.message}`));
     for (const subject of subjects) await subject.close().catch((err: Error) => log(`close: ${err.message}`));
     await removeTempDir(dir);
@@ -243,17 +233,15 @@ function spreadWarnings(group: Pick<GroupResult, 'subjects'> & { transport: stri
 function groupRows(group: GroupResult): ResultRow[] {
   const subjects = group.subjects.map((subject) => ({ ...subject, transport: group.transport }));
   const raw = subjects.find((s) => s.key === 'raw')!;
-  const hop = subjects.find((s) => s.key === 'hop');
   const chain = subjects.find((s) => s.key === 'chain');
   const rows = comparisonRows({
-    subjects: subjects.filter((s) => s !== hop && s !== chain),
+    subjects: subjects.filter((s) => s !== chain),
     baseline: raw,
     baselineName: `raw ${group.transport}`,
     inflight: config.inflight,
     // The targets are for the defaults; the opt-in poll window is shown beside them.
-    targetsFor: (s) => (s.key === kPeerPollKey || s.key === kClientSleepsKey ? undefined : { rtMax: kRoundTripRatioMax, rateMin: kCallsPerSecRatioMin }),
+    targetsFor: (s) => (s.key === kClientSleepsKey ? undefined : { rtMax: kRoundTripRatioMax, rateMin: kCallsPerSecRatioMin }),
   });
-  if (hop !== undefined) rows.push({ scenario: `${kThreadHopLabel} rt`, transport: group.transport, medianUs: hop.summary.roundTrip.medianUs, verdict: 'info' });
   if (chain !== undefined) {
     rows.push(
       ...pathRows(chain, raw, {
