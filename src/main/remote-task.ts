@@ -8,7 +8,7 @@ import { deferred, type Deferred } from '../deferred.js';
 import { RpcError, fromWireError, messageOf, toWireError, type WireError } from '../errors.js';
 import { createCodec, type Codec, type CodecDescriptor } from '../codec/index.js';
 import { Kind } from '../protocol/envelope.js';
-import { kClientConnectionId, type HandlerSpec, type TaskControl, type TaskSpec } from '../protocol/control.js';
+import { decodeControl, encodeControl, kClientConnectionId, type HandlerSpec, type TaskControl, type TaskSpec } from '../protocol/control.js';
 import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
 import { RingReader, RingWriter, createRing } from '../shm/ring.js';
@@ -64,8 +64,6 @@ export interface RemoteTaskOptions {
   readyTimeoutMs: number;
 }
 
-const kDecoder = new TextDecoder();
-const kEncoder = new TextEncoder();
 
 export class RemoteTask {
   /** The bound address (listeners). */
@@ -213,7 +211,7 @@ export class RemoteTask {
   #onMessage(connId: number, bytes: Uint8Array): void {
     const kind = bytes[0];
     if (kind === Kind.ConnOpen) {
-      const peer = readJson(bytes) as PeerInfo;
+      const peer = decodeControl(bytes) as PeerInfo;
       const existing = this.#sessions.get(connId);
       if (existing) Object.assign(existing.peer, peer);
       else this.#open(connId, peer);
@@ -234,7 +232,7 @@ export class RemoteTask {
     if (kind === Kind.ConnClosed) {
       this.#sessions.delete(connId);
       this.#resume(connId);
-      const reason = fromWireError(readJson(bytes) as WireError);
+      const reason = fromWireError(decodeControl(bytes) as WireError);
       session.close(reason);
       log('closed #%d %s: %s %s', connId, session.peer.transport, reason.code, reason.message);
       if (connectionClose.hasSubscribers) connectionClose.publish({ peer: session.peer, error: reason });
@@ -267,12 +265,8 @@ export class RemoteTask {
     session.drain(() => {
       if (!this.#sessions.has(connId)) return;
       // Behind the connection's last answers in the ring, so they leave before it closes.
-      const text = kEncoder.encode(JSON.stringify(toWireError(new RpcError('CLOSED', 'the server closed'))));
-      const body = new Uint8Array(1 + text.length);
-      body[0] = Kind.CloseConn;
-      body.set(text, 1);
       try {
-        this.#toWorker.write(connId, body);
+        this.#toWorker.write(connId, encodeControl(Kind.CloseConn, toWireError(new RpcError('CLOSED', 'the server closed'))));
       } catch {
         // the ring is closed: the task is ending, and the connection with it
       }
@@ -314,9 +308,4 @@ export class RemoteTask {
     // (2 x ringBytes) and its task stayed allocated for good.
     this.#control[Comlink.releaseProxy]();
   }
-}
-
-function readJson(bytes: Uint8Array): unknown {
-  // A copy: TextDecoder refuses views of shared memory.
-  return JSON.parse(kDecoder.decode(bytes.slice(1)));
 }

@@ -83,3 +83,21 @@ export interface TaskControl {
 
 /** Connection id the single connection of a `connect` task gets. */
 export const kClientConnectionId = 1;
+
+const kControlEncoder = new TextEncoder();
+const kControlDecoder = new TextDecoder();
+
+/** A control record for a task's ring (Kind 0x80 and up, see envelope.ts): the kind byte, then `value` as JSON. */
+export function encodeControl(kind: number, value: unknown): Uint8Array {
+  const text = kControlEncoder.encode(JSON.stringify(value));
+  const body = new Uint8Array(1 + text.length);
+  body[0] = kind;
+  body.set(text, 1);
+  return body;
+}
+
+/** The JSON value of a control record made by encodeControl (a view into the ring is fine). */
+export function decodeControl(body: Uint8Array): unknown {
+  // A copy: TextDecoder refuses views of shared memory.
+  return JSON.parse(kControlDecoder.decode(body.slice(1)));
+}

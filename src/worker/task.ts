@@ -11,7 +11,7 @@ import { clientHandshake } from '../handshake/client.js';
 import { serverHandshake } from '../handshake/server.js';
 import { loopbackTcpPeerPid } from '../handshake/signed-process.js';
 import { Kind } from '../protocol/envelope.js';
-import { kClientConnectionId, type ReadyResult, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
+import { decodeControl, encodeControl, kClientConnectionId, type ReadyResult, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
 import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
 import { RingReader, RingWriter } from '../shm/ring.js';
@@ -25,8 +25,6 @@ import { Connection, type ConnectionHost } from './connection.js';
 
 const kPausedBody = Uint8Array.of(Kind.ConnPaused);
 const kResumedBody = Uint8Array.of(Kind.ConnResumed);
-const kEncoder = new TextEncoder();
-const kDecoder = new TextDecoder();
 /** What a custom adapter's connect() must resolve with (ByteStream's methods the connection calls). */
 const kStreamMethods = ['start', 'write', 'pause', 'resume', 'end', 'destroy'] as const;
 
@@ -53,8 +51,9 @@ export class ConnectionTask implements ConnectionHost {
   #listener: StreamListener | undefined;
   #nextId = kClientConnectionId;
   #closing = false;
-  /** Set by drain(): accept nothing more; the listener is closing (its promise, awaited by close()). */
+  /** Set by drain(): accept nothing more. */
   #draining = false;
+  /** The listener's close once it began (drain() or close()), which close() awaits. */
   #listenerClosed: Promise<void> | undefined;
   /** drain()'s promise, settled by closed() once the last connection has gone. */
   #drained: Deferred | undefined;
@@ -75,7 +74,8 @@ export class ConnectionTask implements ConnectionHost {
     this.#toMain = new RingWriter(spec.toMain);
     // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
     this.#relayed = spec.role === 'connect' || spec.handler.kind === 'main';
-    this.#clientPollMs = spec.role === 'connect' ? spec.clientPollMicros / 1000 : 0;
+    const clientPollMicros = spec.role === 'connect' ? spec.clientPollMicros : 0;
+    this.#clientPollMs = clientPollMicros / 1000;
     this.#fromMain = new RingReader(spec.toWorker, {
       onMessage: (tag, bytes, owned) => {
         const conn = this.#connections.get(tag);
@@ -87,7 +87,7 @@ export class ConnectionTask implements ConnectionHost {
     }, {
       spinMicros: spec.spinMicros,
       // A client's worker also looks on after the caller's messages: its calls come in bursts.
-      pollMicros: Math.max(spec.pollMicros, this.#clientPollMs * 1000),
+      pollMicros: Math.max(spec.pollMicros, clientPollMicros),
     });
     if (this.#relayed) {
       this.relay = (connId, body) => this.#toMain.write(connId, body);
@@ -141,10 +141,8 @@ export class ConnectionTask implements ConnectionHost {
     if (!this.#closing) {
       this.#closing = true;
       this.#awake.stop();
-      const listener = this.#listener;
-      this.#listener = undefined;
       // Not awaited yet: a net server's close() completes only once its connections are gone.
-      const listenerClosed = this.#listenerClosed ?? listener?.close().catch(() => {});
+      const listenerClosed = this.#stopListening();
       const reason = new RpcError('CLOSED', 'the node was closed');
       for (const conn of this.#handshaking) conn.close(reason, false);
       for (const conn of this.#connections.values()) conn.close(reason, true);
@@ -172,9 +170,7 @@ export class ConnectionTask implements ConnectionHost {
     if (!this.#draining && !this.#closing) {
       this.#draining = true;
       this.#drained = deferred();
-      const listener = this.#listener;
-      this.#listener = undefined;
-      this.#listenerClosed = listener?.close().catch(() => {});
+      void this.#stopListening();
       for (const conn of this.#handshaking) conn.close(new RpcError('UNAVAILABLE', 'the server is closing'), false);
       const reason = new RpcError('CLOSED', 'the server closed');
       for (const conn of this.#connections.values()) conn.drain(reason);
@@ -183,10 +179,17 @@ export class ConnectionTask implements ConnectionHost {
     return this.#drained?.promise ?? this.#done;
   }
 
+  /** Stops accepting, once: closes the listener (if any) and keeps the promise of its close. */
+  #stopListening(): Promise<void> | undefined {
+    const listener = this.#listener;
+    this.#listener = undefined;
+    if (listener !== undefined) this.#listenerClosed = listener.close().catch(() => {});
+    return this.#listenerClosed;
+  }
+
   /** Kind.CloseConn from the main thread: the connection's session there has sent all it will; close it and tell the peer why. */
   #closeFromMain(conn: Connection, bytes: Uint8Array): void {
-    // A copy: TextDecoder refuses views of shared memory.
-    conn.close(fromWireError(JSON.parse(kDecoder.decode(bytes.slice(1))) as WireError), true);
+    conn.close(fromWireError(decodeControl(bytes) as WireError), true);
   }
 
   /** drain() is done once no connection is left, open or in its handshake. */
@@ -401,12 +404,8 @@ export class ConnectionTask implements ConnectionHost {
   }
 
   #control(connId: number, kind: number, value: unknown): void {
-    const text = kEncoder.encode(JSON.stringify(value));
-    const body = new Uint8Array(1 + text.length);
-    body[0] = kind;
-    body.set(text, 1);
     try {
-      this.#toMain.write(connId, body);
+      this.#toMain.write(connId, encodeControl(kind, value));
     } catch {
       // the ring is closed: the main side is gone or closing
     }
