@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { Node, RpcError, tcp, type Handler, type RunningNode } from '../src/index.js';
 import { echo, releaseHeld } from './fixtures/echo-handler.js';
+import { waitUntil } from './endpoints-helpers.js';
 import { rejectionOf, sleep } from './helpers.js';
 
 const moduleUrl = new URL('./fixtures/echo-handler.js', import.meta.url);
@@ -10,16 +11,13 @@ const release = (key: string) => ({ type: 'Release', key });
 
 /** Calls until the server refuses as a closing server does (up to 5 s); returns that refusal. */
 async function refusal(node: RunningNode<any, any>): Promise<RpcError> {
-  const end = Date.now() + 5000;
-  for (;;) {
-    const err = await node.client.call({ type: 'Echo', text: 'late' }).then(
-      () => undefined,
-      (e: RpcError) => e,
-    );
-    if (err !== undefined) return err;
-    assert.ok(Date.now() < end, 'the closing server still ran new calls after 5 s');
-    await sleep(5);
-  }
+  let err: RpcError | undefined;
+  await waitUntil(
+    async () => (err = await node.client.call({ type: 'Echo', text: 'late' }).then(() => undefined, (e: RpcError) => e)) !== undefined,
+    5000,
+    'the closing server refuses a new call',
+  );
+  return err!;
 }
 
 for (const kind of ['module', 'main'] as const) {
@@ -47,19 +45,13 @@ for (const kind of ['module', 'main'] as const) {
       assert.deepEqual(err.data, { closing: true });
       assert.match(err.message, /not run/);
       // It no longer listens, while the held call is still being served.
-      const end = Date.now() + 5000;
-      for (;;) {
-        const late = await new Node().connect(tcp(server.addresses[0] as any)).start().then(
-          (n) => n.close().then(() => undefined),
-          (e: RpcError) => e,
-        );
-        if (late !== undefined) {
-          assert.equal(late.code, 'UNAVAILABLE');
-          break;
-        }
-        assert.ok(Date.now() < end, 'the closing server still accepted connections after 5 s');
-        await sleep(10);
-      }
+      let late: RpcError | undefined;
+      await waitUntil(
+        async () => (late = await new Node().connect(tcp(server.addresses[0] as any)).start().then((n) => n.close().then(() => undefined), (e: RpcError) => e)) !== undefined,
+        5000,
+        'the closing server refuses a new connection',
+      );
+      assert.equal(late!.code, 'UNAVAILABLE');
       // Events still reach the handler: this one lets the held call finish, and its answer arrives.
       await client.client.notify(release('g1'));
       assert.deepEqual(await held, { type: 'Released', key: 'g1' });
@@ -124,10 +116,7 @@ describe('close({ graceMs }) with several endpoints', function () {
       // Round-robin: one of the two lands on A and is held there, keeping that connection open.
       const first = client.client.call('hold');
       const second = client.client.call('hold');
-      await new Promise<void>((resolve) => {
-        const check = () => (releaseA !== undefined ? resolve() : setTimeout(check, 5));
-        check();
-      });
+      await waitUntil(() => releaseA !== undefined, 5000, 'a hold lands on A');
       const closing = a.close({ graceMs: 10_000 });
       const refused = await refusal(client);
       assert.equal(refused.code, 'UNAVAILABLE');

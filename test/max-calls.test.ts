@@ -5,6 +5,7 @@ import { Node, RpcError, tcp, type RunningNode } from '../src/index.js';
 import { FrameDecoder, encodeFrame } from '../src/protocol/framing.js';
 import { Kind, decodeEnvelope, encodeRequest } from '../src/protocol/envelope.js';
 import { createCodec } from '../src/codec/index.js';
+import { waitUntil } from './endpoints-helpers.js';
 import { rejectionOf, sleep, startServer, type ChildServer } from './helpers.js';
 
 const codec = createCodec();
@@ -14,16 +15,19 @@ const echo = { type: 'Echo', text: 'x' };
 
 /** Calls `echo` until it is answered (up to 5 s): a slot frees once its handler has finished, which the caller cannot see. */
 async function answeredSoon(node: RunningNode<any, any>): Promise<void> {
-  const end = Date.now() + 5000;
-  for (;;) {
-    try {
-      assert.deepEqual(await node.client.call(echo), { type: 'Echo', text: 'x' });
-      return;
-    } catch (err) {
-      if ((err as RpcError).code !== 'BUSY' || Date.now() > end) throw err;
-      await sleep(20);
-    }
-  }
+  await waitUntil(
+    async () => {
+      try {
+        assert.deepEqual(await node.client.call(echo), { type: 'Echo', text: 'x' });
+        return true;
+      } catch (err) {
+        if ((err as RpcError).code !== 'BUSY') throw err;
+        return false;
+      }
+    },
+    5000,
+    'a call is answered once a place is free',
+  );
 }
 
 for (const handler of ['module', 'main'] as const) {
@@ -172,8 +176,7 @@ describe('serve({ maxConcurrentCalls }) with several endpoints', function () {
     try {
       // Round-robin: one of the two lands on A, whose connection then serves its one call.
       const held = [both.client.call('hold'), both.client.call('hold'), onlyA.client.call('hold')];
-      const end = Date.now() + 5000;
-      while (releases.length < 2 && Date.now() < end) await sleep(5);
+      await waitUntil(() => releases.length >= 2, 5000, 'a hold from each client lands on A');
       for (let i = 0; i < 10; i++) assert.equal(await both.client.call('x', { idempotent: true }), 'B');
       // A's other connection is full too, and it has nowhere else to go.
       const err = await rejectionOf(onlyA.client.call('x', { idempotent: true }));

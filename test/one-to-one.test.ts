@@ -1,6 +1,7 @@
 /** A one-to-one server refuses a second client with BUSY while it serves the first. */
 import assert from 'node:assert/strict';
 import { Node, tcp } from '../src/index.js';
+import { waitUntil } from './endpoints-helpers.js';
 import { refusalOf, sleep, startServer } from './helpers.js';
 
 it('one-to-one rejects a second client with BUSY and keeps serving the first', async function () {
@@ -51,19 +52,22 @@ describe('serve({ maxConnections })', function () {
       for (const c of clients) assert.deepEqual(await c.client.call({ type: 'Echo', text: 'still here' }), { type: 'Echo', text: 'still here' });
       await clients.pop()!.close();
       // The freed place goes to the next client (the close may take a moment to reach the server).
-      const end = Date.now() + 5000;
-      for (;;) {
-        const next = await new Node().connect(tcp(server.address as any)).start();
-        try {
-          assert.deepEqual(await next.client.call({ type: 'Ping' }, { timeoutMs: 5000 }), { type: 'Pong' });
-          break;
-        } catch (err) {
-          if ((err as { code?: string }).code !== 'BUSY' || Date.now() > end) throw err;
-          await sleep(20);
-        } finally {
-          await next.close();
-        }
-      }
+      await waitUntil(
+        async () => {
+          const next = await new Node().connect(tcp(server.address as any)).start();
+          try {
+            assert.deepEqual(await next.client.call({ type: 'Ping' }, { timeoutMs: 5000 }), { type: 'Pong' });
+            return true;
+          } catch (err) {
+            if ((err as { code?: string }).code !== 'BUSY') throw err;
+            return false;
+          } finally {
+            await next.close();
+          }
+        },
+        5000,
+        'the next client is served',
+      );
     } finally {
       for (const c of clients) await c.close();
       await server.kill();

@@ -56,6 +56,22 @@ async function until(cond: () => boolean, timeoutMs: number, what: string): Prom
   }
 }
 
+/** The same-process signal, counting how often a side went to sleep (waits) and woke the other (notifies). */
+function countingSignal(): { signal: RingSignal; counts: { waits: number; notifies: number } } {
+  const counts = { waits: 0, notifies: 0 };
+  const signal: RingSignal = {
+    wait(view, index, expected, timeoutMs) {
+      counts.waits++;
+      return atomicsSignal.wait(view, index, expected, timeoutMs);
+    },
+    notify(view, index) {
+      counts.notifies++;
+      atomicsSignal.notify(view, index);
+    },
+  };
+  return { signal, counts };
+}
+
 /** Main-thread ends of an echo worker: `writer` feeds it, `handlers` receive its echoes. */
 function startEcho(capacity: number, handlers: RingHandlers) {
   const input = createRing(capacity);
@@ -361,17 +377,7 @@ describe('shm ring', function () {
 
   it('notifies once per burst, and only a sleeping reader', async function () {
     this.timeout(5000);
-    const counts = { waits: 0, notifies: 0 };
-    const signal: RingSignal = {
-      wait(view, index, expected, timeoutMs) {
-        counts.waits++;
-        return atomicsSignal.wait(view, index, expected, timeoutMs);
-      },
-      notify(view, index) {
-        counts.notifies++;
-        atomicsSignal.notify(view, index);
-      },
-    };
+    const { signal, counts } = countingSignal();
     const sab = createRing(1 << 16);
     const ctl = new Int32Array(sab);
     const writer = new RingWriter(sab, { signal });
@@ -417,14 +423,7 @@ describe('shm ring', function () {
   it('pollMicros: a message within the window after the last one costs no sleep; the event loop keeps turning; then it sleeps', async function () {
     this.timeout(5000);
     const run = async (pollMicros: number) => {
-      const counts = { waits: 0 };
-      const signal: RingSignal = {
-        wait(view, index, expected, timeoutMs) {
-          counts.waits++;
-          return atomicsSignal.wait(view, index, expected, timeoutMs);
-        },
-        notify: atomicsSignal.notify,
-      };
+      const { signal, counts } = countingSignal();
       const sab = createRing(1 << 12);
       const ctl = new Int32Array(sab);
       const writer = new RingWriter(sab, { signal });
@@ -454,21 +453,11 @@ describe('shm ring', function () {
 
   it('expectWithin() wakes a sleeping reader to look until the window ends: messages meanwhile cost the writer no notify; then it sleeps', async function () {
     this.timeout(5000);
-    const counts = { waits: 0, writerNotifies: 0 };
-    const readerSignal: RingSignal = {
-      wait(view, index, expected, timeoutMs) {
-        counts.waits++;
-        return atomicsSignal.wait(view, index, expected, timeoutMs);
-      },
-      notify: atomicsSignal.notify,
-    };
-    const writerSignal: RingSignal = {
-      wait: atomicsSignal.wait,
-      notify(view, index) {
-        counts.writerNotifies++;
-        atomicsSignal.notify(view, index);
-      },
-    };
+    // Each side its own signal: the reader's waits, and the writer's notifies alone.
+    const reading = countingSignal();
+    const writing = countingSignal();
+    const readerSignal = reading.signal;
+    const writerSignal = writing.signal;
     const sab = createRing(1 << 12);
     const ctl = new Int32Array(sab);
     const writer = new RingWriter(sab, { signal: writerSignal });
@@ -477,7 +466,7 @@ describe('shm ring', function () {
     reader.start();
     try {
       await until(() => ctl[kReaderSleepingIndex] !== 0, 1000, 'the idle reader to sleep');
-      const waits = counts.waits;
+      const waits = reading.counts.waits;
       reader.expectWithin(300);
       await until(() => ctl[kReaderSleepingIndex] === 0, 1000, 'the reader to wake and look');
       for (let i = 0; i < 10; i++) {
@@ -485,12 +474,12 @@ describe('shm ring', function () {
         await until(() => got === i + 1, 1000, `message ${i}`);
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
-      assert.equal(counts.writerNotifies, 0, 'the writer found the reader awake every time');
-      assert.equal(counts.waits, waits, 'the reader did not sleep within the window');
+      assert.equal(writing.counts.notifies, 0, 'the writer found the reader awake every time');
+      assert.equal(reading.counts.waits, waits, 'the reader did not sleep within the window');
       await until(() => ctl[kReaderSleepingIndex] !== 0, 2000, 'the reader to sleep once the window has passed');
       writer.write(10, pattern(10, 8));
       await until(() => got === 11, 1000, 'the message after the window');
-      assert.equal(counts.writerNotifies, 1, 'after the window, the writer wakes the sleeping reader');
+      assert.equal(writing.counts.notifies, 1, 'after the window, the writer wakes the sleeping reader');
     } finally {
       reader.stop();
     }
