@@ -1,9 +1,22 @@
 /** Garbage, oversize and truncated frames close only the connection they came on. */
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import fc from 'fast-check';
 import { Node, tcp, type RunningNode } from '../src/index.js';
 import { FrameDecoder, encodeFrame } from '../src/protocol/framing.js';
-import { Kind, decodeEnvelope, encodeRequest } from '../src/protocol/envelope.js';
+import {
+  HeaderScratch,
+  Kind,
+  creditHeader,
+  decodeEnvelope,
+  encodeCancel,
+  encodeEvent,
+  encodePing,
+  encodeRequest,
+  encodeResponse,
+  openHeader,
+  streamHeader,
+} from '../src/protocol/envelope.js';
 import { createCodec } from '../src/codec/index.js';
 import { startServer, type ChildServer } from './helpers.js';
 
@@ -12,6 +25,50 @@ interface RawResult {
   /** Why the server said it closed, when it sent a Close envelope first. */
   reason?: { code: string; message: string };
   frames: number;
+}
+
+const concat = (parts: Uint8Array[]): Uint8Array => new Uint8Array(Buffer.concat(parts));
+
+/**
+ * Frame bodies a hostile or broken peer might send: random bytes; a kind byte (wire kinds, the
+ * runtime's own control kinds, unknown ones) before random bytes; every wire kind well formed with
+ * random ids, deadlines, flags, directions and credits, its payload valid or random; and a valid
+ * request cut short or with one byte changed.
+ */
+function arbitraryBody(): fc.Arbitrary<Uint8Array> {
+  const codec = createCodec();
+  const id = fc.oneof(fc.integer({ min: 0, max: 20 }), fc.maxSafeNat());
+  const payload = fc.oneof(
+    fc.uint8Array({ maxLength: 48 }),
+    fc.string({ maxLength: 16 }).map((text) => codec.encode({ type: 'Echo', text })),
+    fc.constant(codec.encode({ type: 'Ping' })),
+  );
+  const dir = fc.integer({ min: 0, max: 1 }) as fc.Arbitrary<0 | 1>;
+  const header = (build: (scratch: HeaderScratch) => Uint8Array) => build(new HeaderScratch()).slice();
+  const valid = encodeRequest(7, 0, codec.encode({ type: 'Echo', text: 'x' }));
+  return fc.oneof(
+    fc.uint8Array({ maxLength: 64 }),
+    fc
+      .tuple(fc.constantFrom(0, ...Object.values(Kind), 13, 0x7f, 0x85, 0xff), fc.uint8Array({ maxLength: 40 }))
+      .map(([kind, rest]) => concat([new Uint8Array([kind]), rest])),
+    fc.tuple(id, fc.integer({ min: 0, max: 0xffffffff }), payload).map(([i, deadline, p]) => encodeRequest(i, deadline, p)),
+    fc.tuple(id, payload).map(([i, p]) => encodeResponse(i, p)),
+    payload.map((p) => encodeEvent(p)),
+    id.map((i) => encodeCancel(i)),
+    fc.tuple(fc.constantFrom(Kind.Ping, Kind.Pong), id).map(([kind, i]) => encodePing(kind, i)),
+    fc
+      .tuple(id, fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 0xffffffff }), payload)
+      .map(([i, deadline, flags, credit, p]) => concat([header((s) => openHeader(s, i, deadline, flags, credit)), p])),
+    fc.tuple(id, dir, payload).map(([i, d, p]) => concat([header((s) => streamHeader(s, Kind.Item, i, d)), p])),
+    fc.tuple(id, dir).map(([i, d]) => header((s) => streamHeader(s, Kind.End, i, d))),
+    fc.tuple(id, dir, fc.integer({ min: 0, max: 0xffffffff })).map(([i, d, n]) => header((s) => creditHeader(s, i, d, n))),
+    fc.integer({ min: 0, max: valid.length - 1 }).map((n) => valid.slice(0, n)),
+    fc.tuple(fc.integer({ min: 0, max: valid.length - 1 }), fc.integer({ min: 0, max: 255 })).map(([at, byte]) => {
+      const changed = valid.slice();
+      changed[at] = byte;
+      return changed;
+    }),
+  );
 }
 
 /** Opens a raw socket, writes `bytes` (then ends when `end`), and reports how the server reacted. */
@@ -84,8 +141,22 @@ for (const handler of ['module', 'main'] as const) {
       assert.equal(r.frames === 0 || r.reason?.code === 'PROTOCOL', true);
     });
 
-    /** Sends one request frame on a raw socket and resolves with the first reply: its kind and decoded payload. */
-    async function rawReply(requestBody: Uint8Array): Promise<{ kind: number; value: any }> {
+    it('any sequence of frames, however malformed their bodies, ends at worst in PROTOCOL for that connection alone (property)', async function () {
+      this.timeout(120_000);
+      await fc.assert(
+        fc.asyncProperty(fc.array(arbitraryBody(), { minLength: 1, maxLength: 12 }), async (bodies) => {
+          const r = await rawExchange(port, concat(bodies.map((b) => encodeFrame(b))), true);
+          assert.equal(r.closed, true);
+          if (r.reason !== undefined) assert.equal(r.reason.code, 'PROTOCOL', `closed with ${r.reason.code}: ${r.reason.message}`);
+          // The server lives on, and serves its other client as before.
+          assert.deepEqual(await good.client.call({ type: 'Echo', text: 'still' }, { timeoutMs: 3000 }), { type: 'Echo', text: 'still' });
+        }),
+        { numRuns: 200 },
+      );
+    });
+
+    /** Sends `before` and then one request frame on a raw socket, and resolves with the first reply: its kind and decoded payload. */
+    async function rawReply(requestBody: Uint8Array, before: Uint8Array[] = []): Promise<{ kind: number; value: any }> {
       const socket = net.connect(port, '127.0.0.1');
       try {
         return await new Promise((resolve, reject) => {
@@ -97,6 +168,7 @@ for (const handler of ['module', 'main'] as const) {
               if (env.kind === Kind.Error || env.kind === Kind.Response) resolve({ kind: env.kind, value: createCodec().decode(env.payload) });
             }),
           );
+          for (const body of before) socket.write(encodeFrame(body));
           socket.write(encodeFrame(requestBody));
         });
       } finally {
@@ -153,6 +225,13 @@ for (const handler of ['module', 'main'] as const) {
       const reply = await rawReply(encodeRequest(5, 0, new Uint8Array([0x92, 1]))); // an array of two with one element
       assert.equal(reply.kind, Kind.Error);
       assert.equal(reply.value.code, 'PROTOCOL');
+    });
+
+    it('an undecodable event is dropped (the server warns once), the connection stays', async () => {
+      const before = [encodeEvent(new Uint8Array([0x81])), encodeEvent(new Uint8Array([0xc1]))];
+      const reply = await rawReply(encodeRequest(6, 0, createCodec().encode({ type: 'Ping' })), before);
+      assert.equal(reply.kind, Kind.Response);
+      assert.deepEqual(reply.value, { type: 'Pong' });
     });
   });
 }

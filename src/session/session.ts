@@ -41,6 +41,15 @@ export type SendBody = (head: Uint8Array, payload: Uint8Array) => void | Promise
 const kDecodeInPlaceBytes = 64 * 1024;
 const kEmpty = new Uint8Array(0);
 
+/** The errors a session made for events it could not decode (as opposed to what a handler threw). */
+const undecodableEvents = new WeakSet<object>();
+
+/** SessionOptions.onUnhandled by default: a process warning that says which of the two it was. */
+function warnUnhandled(err: unknown): void {
+  if (undecodableEvents.has(err as object)) process.emitWarning(`ogurpchik: ${(err as Error).message}`);
+  else process.emitWarning(`ogurpchik: an onEvent handler threw: ${(err as Error)?.stack ?? err}`);
+}
+
 export interface SessionOptions {
   codec: Codec;
   send: SendBody;
@@ -48,7 +57,10 @@ export interface SessionOptions {
   handler?: Handler;
   /** First id this session hands out; sessions sharing a connection use disjoint ranges. */
   firstId?: number;
-  /** Told about a handler error that has nobody to reach (a throwing `onEvent`). */
+  /**
+   * Told what has nobody to reach: a throwing `onEvent`, and an event whose payload could not be
+   * decoded (an RpcError 'PROTOCOL'; only the first of each session). Default: a process warning.
+   */
   onUnhandled?: (err: unknown) => void;
   /**
    * Largest body this session sends (the node's maxFrameBytes; default no limit). A request,
@@ -132,6 +144,8 @@ export class Session implements PeerClient {
    * replaces the table's entry, and must not get a second handler past the limit that way.
    */
   #servingNow = 0;
+  /** Events whose payload could not be decoded (dropped). */
+  #undecodableEvents = 0;
   /** Set by drain(): called once no call is being served any more. */
   #onDrained: (() => void) | undefined;
 
@@ -144,7 +158,7 @@ export class Session implements PeerClient {
     this.#inPlace = options.codec.inPlace;
     this.#maxBody = options.maxFrameBytes ?? Infinity;
     this.#maxServing = options.maxConcurrentCalls ?? Infinity;
-    this.#onUnhandled = options.onUnhandled ?? ((err) => process.emitWarning(`ogurpchik: an onEvent handler threw: ${(err as Error)?.stack ?? err}`));
+    this.#onUnhandled = options.onUnhandled ?? warnUnhandled;
   }
 
   /** Why the session closed, once it has. */
@@ -762,7 +776,15 @@ export class Session implements PeerClient {
     try {
       event = this.#decode(payload);
     } catch (err) {
-      this.#onUnhandled(err);
+      // The peer's bytes, not our handler: said once per connection, so a peer sending nothing
+      // else cannot flood the log; the connection and its calls carry on, as after an
+      // undecodable request (which its caller hears of).
+      if (this.#undecodableEvents++ === 0) {
+        const from = this.peer.address === undefined ? this.peer.transport : `${this.peer.transport} ${this.peer.address}`;
+        const dropped = new RpcError('PROTOCOL', `an event from ${from} could not be decoded and was dropped (later ones on this connection are dropped without a word): ${messageOf(err)}`, { cause: err });
+        undecodableEvents.add(dropped);
+        this.#onUnhandled(dropped);
+      }
       return;
     }
     try {
