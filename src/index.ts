@@ -1,6 +1,7 @@
 export { Node, RunningNode, Client } from './main/node.js';
-export type { NodeOptions, ServeOptions, ConnectOptions, HandlerInput, AuthHmacOptions, PublishOptions, CloseOptions } from './main/node.js';
-export type { BalancePolicy, ClientState, ClientStateEvent, EndpointInfo, EndpointState, ReconnectOptions } from './main/channel.js';
+export type { NodeOptions, ServeOptions, ConnectOptions, HandlerInput, AuthHmacOptions, PublishOptions, CloseOptions, NodeStats } from './main/node.js';
+export type { ListenerStats } from './main/listener.js';
+export type { BalancePolicy, ClientState, ClientStateEvent, EndpointInfo, EndpointState, EndpointStats, ReconnectOptions } from './main/channel.js';
 export type { HandshakeScheme } from './handshake/spec.js';
 export type { PoolOptions } from './main/pool.js';
 export { tcp, unix, shm, custom, isolate, vsock } from './transport/descriptors.js';

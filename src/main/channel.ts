@@ -68,6 +68,13 @@ export interface EndpointInfo {
   pending: number;
 }
 
+/** One endpoint in RunningNode.stats(): its EndpointInfo, and the frames of its current connection. */
+export interface EndpointStats extends EndpointInfo {
+  /** Frames received and sent on its current connection (0 while it has none). */
+  framesIn: number;
+  framesOut: number;
+}
+
 /** Where a client's endpoints come from when it found its server through discovery. */
 export interface Resolver {
   /** The transports the live records name now. */
@@ -187,6 +194,16 @@ export class Channel {
 
   get endpoints(): EndpointInfo[] {
     return this.#endpoints.map((e) => ({ endpoint: e.key, state: e.state, pending: e.session?.pendingCount ?? 0 }));
+  }
+
+  /** Each endpoint with the frames of its current connection (asks each connection's worker). */
+  stats(): Promise<EndpointStats[]> {
+    return Promise.all(
+      this.#endpoints.map(async (e) => {
+        const task = e.state === 'ready' ? await e.task!.stats() : undefined;
+        return { endpoint: e.key, state: e.state, pending: e.session?.pendingCount ?? 0, framesIn: task?.framesIn ?? 0, framesOut: task?.framesOut ?? 0 };
+      }),
+    );
   }
 
   /** Calls in flight on every connection, plus calls waiting for one. */

@@ -12,6 +12,21 @@ import { listenerRestart, logger } from '../observe.js';
 import { formatAddress, type Address, type TransportDescriptor } from '../transport/descriptors.js';
 import { RemoteTask, type RemoteTaskOptions, type TaskRunner } from './remote-task.js';
 
+/** One listener in RunningNode.stats(). Counts run from the start of its current worker task. */
+export interface ListenerStats {
+  /** What it is bound to (port 0 resolved), as in RunningNode.addresses; none for a transport that reports none. */
+  address?: Address;
+  /** Connections open now. */
+  connections: number;
+  /** Connections it took in (past the handshake, not refused) since its task started. */
+  accepted: number;
+  /** Frames received and sent on them all since then, closed connections included. */
+  framesIn: number;
+  framesOut: number;
+  /** How many times the listener was started again after its worker died (its counts start again with it). */
+  restarts: number;
+}
+
 const log = logger('listener');
 
 /** The first retry waits this long; each failure in a row doubles it, up to kMaxBackoffMs. */
@@ -37,6 +52,8 @@ export class SupervisedListener {
   #draining = false;
   /** The restart loop, while one runs (close() waits for it). */
   #restarting: Promise<void> | undefined;
+  /** How many times it was started again after its task ended. */
+  #restarts = 0;
 
   private constructor(runner: TaskRunner, options: RemoteTaskOptions, task: RemoteTask) {
     this.#runner = runner;
@@ -61,6 +78,19 @@ export class SupervisedListener {
   drain(): Promise<void> {
     this.#draining = true;
     return this.#task.drain();
+  }
+
+  /** What it carries now (RunningNode.stats()): its current task's counts, zero while it is being started again. */
+  async stats(): Promise<ListenerStats> {
+    const task = await this.#task.stats();
+    return {
+      ...(this.address !== undefined ? { address: this.address } : {}),
+      connections: task?.connections ?? 0,
+      accepted: task?.accepted ?? 0,
+      framesIn: task?.framesIn ?? 0,
+      framesOut: task?.framesOut ?? 0,
+      restarts: this.#restarts,
+    };
   }
 
   /** Stops listening and closes its connections; no restart follows. Idempotent. */
@@ -106,6 +136,7 @@ export class SupervisedListener {
         return;
       }
       this.#task = task;
+      this.#restarts++;
       this.#startedAt = performance.now();
       this.#watch(task);
       log('listener %s is listening again (restart %d)', this.#label, attempt);

@@ -18,8 +18,8 @@ import type { CallOptions, Handler, PeerClient, StreamOptions } from '../types.j
 import { PoolLease, type PoolOptions } from './pool.js';
 import { IsolateRunner } from './isolate-runner.js';
 import { RemoteTask } from './remote-task.js';
-import { SupervisedListener } from './listener.js';
-import { Channel, reconnectOptions, type BalancePolicy, type ClientState, type ClientStateEvent, type EndpointInfo, type ReconnectOptions, type Resolver } from './channel.js';
+import { SupervisedListener, type ListenerStats } from './listener.js';
+import { Channel, reconnectOptions, type BalancePolicy, type ClientState, type ClientStateEvent, type EndpointInfo, type EndpointStats, type ReconnectOptions, type Resolver } from './channel.js';
 import { createProxy } from '../service/proxy.js';
 import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js';
 
@@ -377,6 +377,18 @@ export class RunningNode<Req = unknown, Res = unknown> {
     return this.close();
   }
 
+  /**
+   * What the node carries now, read from its connection workers: per listener (in serve() order)
+   * the connections open, those taken in and the frames since its worker task started, and its
+   * restarts; per client endpoint its state, calls in flight and its connection's frames.
+   * Rejects with CLOSED once close() has begun.
+   */
+  async stats(): Promise<NodeStats> {
+    if (this.#closing !== undefined) throw new RpcError('CLOSED', 'the node was closed');
+    const [listeners, endpoints] = await Promise.all([Promise.all(this.#listeners.map((l) => l.stats())), this.#channel?.stats() ?? []]);
+    return { listeners, endpoints };
+  }
+
   /** The graceful part of close(): until every listener's connections and the client's calls are done, or `graceMs` passed. */
   async #drain(graceMs: number): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -389,6 +401,14 @@ export class RunningNode<Req = unknown, Res = unknown> {
     clearTimeout(timer);
     this.#cutGrace = undefined;
   }
+}
+
+/** What RunningNode#stats reports. */
+export interface NodeStats {
+  /** One per serve(), in that order. */
+  listeners: ListenerStats[];
+  /** The client's endpoints (none without connect()). */
+  endpoints: EndpointStats[];
 }
 
 /** Options of RunningNode#close. */

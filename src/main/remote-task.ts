@@ -8,7 +8,7 @@ import { deferred, type Deferred } from '../deferred.js';
 import { RpcError, fromWireError, messageOf, toWireError, type WireError } from '../errors.js';
 import { createCodec, type Codec, type CodecDescriptor } from '../codec/index.js';
 import { Kind } from '../protocol/envelope.js';
-import { decodeControl, encodeControl, kClientConnectionId, type HandlerSpec, type TaskControl, type TaskSpec } from '../protocol/control.js';
+import { decodeControl, encodeControl, kClientConnectionId, type HandlerSpec, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
 import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
 import { RingReader, RingWriter, createRing } from '../shm/ring.js';
@@ -174,6 +174,12 @@ export class RemoteTask {
   /** Why the task ended (once it has): CLOSED after close(), else what ended it (its worker died, say). */
   get endReason(): RpcError | undefined {
     return this.#endReason;
+  }
+
+  /** What the task has carried since it started; undefined once it has ended (or ends meanwhile). */
+  async stats(): Promise<TaskStats | undefined> {
+    if (this.#endReason !== undefined) return undefined;
+    return Promise.race([this.#control.stats().catch(() => undefined), this.#ended.then(() => undefined)]);
   }
 
   async close(): Promise<void> {

@@ -57,8 +57,13 @@ export interface TaskSpec {
 
 export type ReadyResult = { ok: true; address?: Address; connectionId?: number } | { ok: false; error: WireError };
 
+/** What a task has carried since it started (see RunningNode.stats()). */
 export interface TaskStats {
+  /** Connections open now. */
   connections: number;
+  /** Connections that went live (past their handshake, not refused), open or closed since. */
+  accepted: number;
+  /** Frames received and sent on them all, closed ones included. */
   framesIn: number;
   framesOut: number;
 }

@@ -8,7 +8,7 @@ import * as Comlink from 'comlink';
 import { RpcError, toWireError } from '../errors.js';
 import { createCodec } from '../codec/index.js';
 import { Kind } from '../protocol/envelope.js';
-import { kClientConnectionId, type ReadyResult, type TaskControl, type TaskSpec } from '../protocol/control.js';
+import { encodeControl, kClientConnectionId, type ReadyResult, type TaskControl, type TaskSpec } from '../protocol/control.js';
 import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
 import { RingReader, RingWriter } from '../shm/ring.js';
@@ -22,16 +22,19 @@ interface PluginModule {
 }
 
 const spec = workerData as TaskSpec;
-const kEncoder = new TextEncoder();
 const toMain = new RingWriter(spec.toMain);
 const codec = createCodec(spec.codec);
 let session: Session | undefined;
 let finished = false;
+/** For stats(): messages from and to the host. */
+let messagesIn = 0;
+let messagesOut = 0;
 
 const fromMain = new RingReader(
   spec.toWorker,
   {
     onMessage: (_tag, bytes) => {
+      messagesIn++;
       try {
         session?.receive(bytes);
       } catch (err) {
@@ -57,7 +60,10 @@ async function open(): Promise<ReadyResult> {
     codec,
     peer: { transport: 'isolate', auth: 'none', connectionId: kClientConnectionId, pid: process.pid },
     handler: mod.handler,
-    send: (head, payload) => (toMain.write2(kClientConnectionId, head, payload) ? undefined : toMain.flushed()),
+    send: (head, payload) => {
+      messagesOut++;
+      return toMain.write2(kClientConnectionId, head, payload) ? undefined : toMain.flushed();
+    },
   });
   fromMain.start();
   if (mod.onConnect) {
@@ -75,12 +81,8 @@ async function close(reason = new RpcError('CLOSED', 'the host closed the plugin
   if (finished) return;
   finished = true;
   session?.close(reason);
-  const text = kEncoder.encode(JSON.stringify(toWireError(reason)));
-  const record = new Uint8Array(1 + text.length);
-  record[0] = Kind.ConnClosed;
-  record.set(text, 1);
   try {
-    toMain.write(kClientConnectionId, record);
+    toMain.write(kClientConnectionId, encodeControl(Kind.ConnClosed, toWireError(reason)));
     toMain.close();
   } catch {
     // the host side is gone
@@ -98,6 +100,8 @@ const control: TaskControl = {
   closeConnection: () => void close(),
   // Never served: an isolate is only connected to.
   drain: () => Promise.resolve(),
-  stats: () => ({ connections: finished ? 0 : 1, framesIn: 0, framesOut: 0 }),
+  // As the host's end of the connection sees them (what the plugin sent, the host received): its
+  // messages are its frames.
+  stats: () => ({ connections: finished ? 0 : 1, accepted: 1, framesIn: messagesOut, framesOut: messagesIn }),
 };
 Comlink.expose(control, nodeEndpoint(spec.port));

@@ -50,6 +50,10 @@ export class ConnectionTask implements ConnectionHost {
   #handler: Handler | undefined;
   #listener: StreamListener | undefined;
   #nextId = kClientConnectionId;
+  /** For stats(): connections that went live, and the frames of those that have closed. */
+  #accepted = 0;
+  #closedFramesIn = 0;
+  #closedFramesOut = 0;
   #closing = false;
   /** Set by drain(): accept nothing more. */
   #draining = false;
@@ -132,6 +136,8 @@ export class ConnectionTask implements ConnectionHost {
     this.#dirty.delete(conn);
     // Never opened (refused, or its handshake failed): nobody else knew of it, nobody is told.
     if (!this.#connections.delete(conn.id)) return;
+    this.#closedFramesIn += conn.framesIn;
+    this.#closedFramesOut += conn.framesOut;
     if (this.#relayed) this.#control(conn.id, Kind.ConnClosed, toWireError(reason));
     this.#settleDrain();
     if (this.#spec.role === 'connect' || (this.#closing && this.#connections.size === 0)) void this.close();
@@ -383,6 +389,7 @@ export class ConnectionTask implements ConnectionHost {
   /** Makes a connection live: known to the main thread (relayed) or served by a session here. */
   #register(conn: Connection): void {
     this.#connections.set(conn.id, conn);
+    this.#accepted++;
     if (this.#relayed) {
       this.#control(conn.id, Kind.ConnOpen, conn.peer);
     } else {
@@ -433,13 +440,13 @@ export class ConnectionTask implements ConnectionHost {
   }
 
   #stats(): TaskStats {
-    let framesIn = 0;
-    let framesOut = 0;
+    let framesIn = this.#closedFramesIn;
+    let framesOut = this.#closedFramesOut;
     for (const c of this.#connections.values()) {
       framesIn += c.framesIn;
       framesOut += c.framesOut;
     }
-    return { connections: this.#connections.size, framesIn, framesOut };
+    return { connections: this.#connections.size, accepted: this.#accepted, framesIn, framesOut };
   }
 }
 
