@@ -11,7 +11,8 @@
         "src/shm.cc",
         "src/futex.cc",
         "src/peer.cc",
-        "src/vsock.cc"
+        "src/vsock.cc",
+        "src/listen.cc"
       ],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"

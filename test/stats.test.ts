@@ -28,7 +28,7 @@ describe('RunningNode.stats()', function () {
 
       // Three calls and an event from a, two calls from b; five answers.
       await waitUntil(async () => (await server.stats()).listeners[0].framesIn === 6, 5000, 'the server has counted the event');
-      assert.deepEqual((await server.stats()).listeners, [{ address: server.addresses[0], connections: 2, accepted: 2, framesIn: 6, framesOut: 5, restarts: 0 }]);
+      assert.deepEqual((await server.stats()).listeners, [{ address: server.addresses[0], connections: 2, accepted: 2, framesIn: 6, framesOut: 5, restarts: 0, threads: 1 }]);
       assert.deepEqual((await server.stats()).endpoints, []);
       assert.deepEqual((await a.stats()).endpoints, [{ endpoint: `127.0.0.1:${tcpAddress(server).port}`, state: 'ready', pending: 0, framesIn: 3, framesOut: 4 }]);
       assert.deepEqual((await a.stats()).listeners, []);
@@ -65,7 +65,7 @@ describe('RunningNode.stats()', function () {
     await using again = await new Node(quiet).connect<any, any>(tcp(tcpAddress(server))).start();
     await again.client.call({ type: 'Ping' });
     const { listeners } = await server.stats();
-    assert.deepEqual(listeners[0], { address: server.addresses[0], connections: 1, accepted: 1, framesIn: 1, framesOut: 1, restarts: 1 });
+    assert.deepEqual(listeners[0], { address: server.addresses[0], connections: 1, accepted: 1, framesIn: 1, framesOut: 1, restarts: 1, threads: 1 });
   });
 
   it("an isolate plugin's endpoint counts the host's side of its messages", async () => {

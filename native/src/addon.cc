@@ -51,6 +51,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("relayListenUnix", Napi::Function::New(env, RelayListenUnix, "relayListenUnix"));
   exports.Set("socketpair", Napi::Function::New(env, SocketPair, "socketpair"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFdExport, "closeFd"));
+  exports.Set("listenSocket", Napi::Function::New(env, ListenSocket, "listenSocket"));
+  exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
   return exports;
 }
 

@@ -40,6 +40,8 @@ Napi::Object OptionsArg(const Napi::CallbackInfo& info, const char* fn);
 double IntegerOption(Napi::Object options, const char* key, double min, double max, bool required,
                      double fallback = -1);
 bool BoolOption(Napi::Object options, const char* key, bool fallback);
+// The first argument as an fd: a non-negative integer.
+int FdArg(const Napi::CallbackInfo& info, const char* fn);
 
 // --- V8 bridge ------------------------------------------------------------------------------
 
@@ -75,6 +77,8 @@ Napi::Value RelayFd(const Napi::CallbackInfo& info);
 Napi::Value RelayListenUnix(const Napi::CallbackInfo& info);
 Napi::Value SocketPair(const Napi::CallbackInfo& info);
 Napi::Value CloseFdExport(const Napi::CallbackInfo& info);
+Napi::Value ListenSocket(const Napi::CallbackInfo& info);
+Napi::Value DupFd(const Napi::CallbackInfo& info);
 
 // Creates the environment's waiter pool (futex.cc); call from module init.
 std::shared_ptr<Waiters> CreateWaiters(Napi::Env env);

@@ -67,4 +67,14 @@ bool BoolOption(Napi::Object options, const char* key, bool fallback) {
   return value.As<Napi::Boolean>().Value();
 }
 
+int FdArg(const Napi::CallbackInfo& info, const char* fn) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw InvalidArgument(env, std::string(fn) + ": fd must be a number");
+  double fd = info[0].As<Napi::Number>().DoubleValue();
+  if (!(fd >= 0 && fd <= 2147483647.0) || static_cast<int>(fd) != fd) {
+    throw InvalidArgument(env, std::string(fn) + ": fd must be a non-negative integer");
+  }
+  return static_cast<int>(fd);
+}
+
 }  // namespace ogurpchik

@@ -524,16 +524,6 @@ VsockHub& HubOf(Napi::Env env) {
   return *state.vsock;
 }
 
-int FdArg(const Napi::CallbackInfo& info, const char* fn) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsNumber()) throw InvalidArgument(env, std::string(fn) + ": fd must be a number");
-  double fd = info[0].As<Napi::Number>().DoubleValue();
-  if (!(fd >= 0 && fd <= 2147483647.0) || static_cast<int>(fd) != fd) {
-    throw InvalidArgument(env, std::string(fn) + ": fd must be a non-negative integer");
-  }
-  return static_cast<int>(fd);
-}
-
 // A non-blocking AF_UNIX stream pair; [0] stays native, [1] goes to JS.
 void UnixPair(Napi::Env env, int pair[2]) {
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0) {

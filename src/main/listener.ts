@@ -16,6 +16,8 @@ import { RemoteTask, type RemoteTaskOptions, type TaskRunner } from './remote-ta
 export interface ListenerStats {
   /** What it is bound to (port 0 resolved), as in RunningNode.addresses; none for a transport that reports none. */
   address?: Address;
+  /** The pool threads serving it (`serve(..., { threads })`; 1 otherwise); the counts below are their sums. */
+  threads: number;
   /** Connections open now. */
   connections: number;
   /** Connections it took in (past the handshake, not refused) since its task started. */
@@ -35,7 +37,15 @@ const kMaxBackoffMs = 5000;
 /** A listener that stayed up this long counts as healthy: the next death restarts it at once. */
 const kHealthyMs = 5000;
 
-export class SupervisedListener {
+/** What RunningNode holds for each served address: one supervised listener, or a group of them on several threads. */
+export interface ServedAddress {
+  readonly address: Address | undefined;
+  stats(): Promise<ListenerStats>;
+  drain(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export class SupervisedListener implements ServedAddress {
   /** The bound address, as first bound (port 0 resolved); restarts keep it. */
   readonly address: Address | undefined;
   readonly #label: string;
@@ -85,6 +95,7 @@ export class SupervisedListener {
     const task = await this.#task.stats();
     return {
       ...(this.address !== undefined ? { address: this.address } : {}),
+      threads: 1,
       connections: task?.connections ?? 0,
       accepted: task?.accepted ?? 0,
       framesIn: task?.framesIn ?? 0,

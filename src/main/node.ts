@@ -14,11 +14,13 @@ import { resolveVsockVm, topologyFor, transportFromRecord, transportsFromRecords
 import { checkInstanceName, checkServiceName, lookupAll, newInstanceId, watchRecords, type DiscoveryBackend, type TransportKind } from '../discovery/types.js';
 import { moduleHref, type Address, type TransportDescriptor } from '../transport/descriptors.js';
 import { resolveTls, type TlsOptions, type TlsSettings } from '../transport/tls-options.js';
+import { isNamedPipe } from '../transport/unix.js';
 import type { CallOptions, Handler, PeerClient, StreamOptions } from '../types.js';
 import { PoolLease, type PoolOptions } from './pool.js';
 import { IsolateRunner } from './isolate-runner.js';
-import { RemoteTask } from './remote-task.js';
-import { SupervisedListener, type ListenerStats } from './listener.js';
+import { RemoteTask, type RemoteTaskOptions } from './remote-task.js';
+import { SupervisedListener, type ListenerStats, type ServedAddress } from './listener.js';
+import { ListenerGroup } from './listener-group.js';
 import { Channel, reconnectOptions, type BalancePolicy, type ClientState, type ClientStateEvent, type EndpointInfo, type EndpointStats, type ReconnectOptions, type Resolver } from './channel.js';
 import { createProxy } from '../service/proxy.js';
 import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js';
@@ -202,6 +204,14 @@ export interface ServeOptions {
    * them has gone, the next is served.
    */
   maxConnections?: number;
+  /**
+   * Pool threads that accept and serve each address (default 1; tcp and unix only, and it needs
+   * the native addon). The main thread binds the socket and each of that many listener tasks
+   * serves a share of the clients: a worker-module handler keeps that many cores busy, and a
+   * thread busy with one client leaves new ones to the others. maxConnections counts them all.
+   * More than the pool's threads share them.
+   */
+  threads?: number;
 }
 
 export interface ConnectOptions {
@@ -322,7 +332,7 @@ export class RunningNode<Req = unknown, Res = unknown> {
   readonly addresses: Address[];
   readonly #client: Client<Req, Res> | undefined;
   readonly #channel: Channel | undefined;
-  readonly #listeners: SupervisedListener[];
+  readonly #listeners: ServedAddress[];
   readonly #lease: PoolLease;
   readonly #unpublish: (() => Promise<void>) | undefined;
   #closing: Promise<void> | undefined;
@@ -330,7 +340,7 @@ export class RunningNode<Req = unknown, Res = unknown> {
   #cutGrace: (() => void) | undefined;
 
   /** @internal */
-  constructor(listeners: SupervisedListener[], channel: Channel | undefined, lease: PoolLease, unpublish?: () => Promise<void>) {
+  constructor(listeners: ServedAddress[], channel: Channel | undefined, lease: PoolLease, unpublish?: () => Promise<void>) {
     this.#listeners = listeners;
     this.#channel = channel;
     this.#client = channel && new Client<Req, Res>(channel);
@@ -476,6 +486,10 @@ export class Node<Req = unknown, Res = unknown> {
       const max = options[what];
       if (max !== undefined && max !== Infinity) checkInteger(what, max, { fallback: 0, min: 1, max: 2 ** 31 - 1 });
     }
+    const threads = checkInteger('threads', options.threads, { fallback: 1, min: 1, max: 1024 });
+    if (threads > 1 && transports.some((t) => !(t?.kind === 'tcp' || (t?.kind === 'unix' && !isNamedPipe(t.path))))) {
+      throw new RpcError('INVALID_ARGUMENT', 'serve(..., { threads }) shares tcp and Unix-socket listeners only');
+    }
     for (const t of transports) this.#serve.push({ transport: t, handler, options });
     return this;
   }
@@ -590,25 +604,25 @@ export class Node<Req = unknown, Res = unknown> {
     const discovery = this.#options.discovery ?? new FileDiscovery();
     let unpublish: (() => Promise<void>) | undefined;
     const lease = new PoolLease(this.#options.pool);
-    const listeners: SupervisedListener[] = [];
+    const listeners: ServedAddress[] = [];
     let channel: Channel | undefined;
     const { maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, handshakeTimeoutMs, closeTimeoutMs } = this.#options;
     const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, handshakeTimeoutMs, maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, closeTimeoutMs };
     try {
       for (const { transport, handler, options } of this.#serve) {
-        listeners.push(
-          await SupervisedListener.start(lease, {
-            ...base,
-            ...pollWindows(transport.kind, this.#pollMicros, this.#peerPollMicros, this.#clientPollMicros),
-            role: 'listen',
-            transport,
-            readyTimeoutMs: readyTimeout('listen', transport, connectTimeoutMs, handshakeTimeoutMs),
-            codec: options.codec ?? msgpack(),
-            maxConcurrentCalls: options.maxConcurrentCalls ?? Infinity,
-            maxConnections: options.maxConnections ?? Infinity,
-            handler: typeof handler === 'object' && !(handler instanceof URL) ? handler : moduleHref(handler),
-          }),
-        );
+        const listening: RemoteTaskOptions = {
+          ...base,
+          ...pollWindows(transport.kind, this.#pollMicros, this.#peerPollMicros, this.#clientPollMicros),
+          role: 'listen',
+          transport,
+          readyTimeoutMs: readyTimeout('listen', transport, connectTimeoutMs, handshakeTimeoutMs),
+          codec: options.codec ?? msgpack(),
+          maxConcurrentCalls: options.maxConcurrentCalls ?? Infinity,
+          maxConnections: options.maxConnections ?? Infinity,
+          handler: typeof handler === 'object' && !(handler instanceof URL) ? handler : moduleHref(handler),
+        };
+        const threads = options.threads ?? 1;
+        listeners.push(threads > 1 ? await ListenerGroup.start(lease, listening, threads) : await SupervisedListener.start(lease, listening));
       }
       if (this.#publish) {
         const { name, instance } = this.#publish;

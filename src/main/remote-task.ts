@@ -45,6 +45,8 @@ export interface RemoteTaskOptions {
   maxConcurrentCalls?: number;
   /** Listeners: the most clients served at once (default no limit; one-to-one makes it 1). */
   maxConnections?: number;
+  /** Listeners of serve(..., { threads }): the listening socket they share and their shared count of clients (TaskSpec.shared). */
+  shared?: TaskSpec['shared'];
   ringBytes: number;
   spinMicros: number;
   pollMicros: number;
@@ -112,6 +114,7 @@ export class RemoteTask {
       maxFrameBytes: options.maxFrameBytes,
       maxConcurrentCalls: this.#maxConcurrentCalls,
       maxConnections: options.oneToOne ? 1 : (options.maxConnections ?? Infinity),
+      ...(options.shared !== undefined ? { shared: options.shared } : {}),
       spinMicros: options.spinMicros,
       pollMicros: options.pollMicros,
       peerPollMicros: options.peerPollMicros,

@@ -29,6 +29,12 @@ export interface TaskSpec {
   maxFrameBytes: number;
   /** Listener only: the most clients it serves at once (1 when one-to-one; Infinity: no limit); one more is refused with BUSY. */
   maxConnections: number;
+  /**
+   * Listener only, one of several tasks serving one address (serve(..., { threads })): the
+   * listening socket the main thread holds, of which this task adopts a duplicate, and the count
+   * of connections all of them serve (word 0), which maxConnections bounds.
+   */
+  shared?: { listenFd: number; connections: Int32Array };
   /** Listener only: the most calls one connection may have served at once (Infinity: no limit). */
   maxConcurrentCalls: number;
   /** Busy-poll this long for ring traffic before sleeping (0: never spin). */

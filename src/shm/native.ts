@@ -148,6 +148,14 @@ export interface NativeBinding {
   socketpair(): [number, number];
   /** close(2) an fd the caller owns. */
   closeFd(fd: number): void;
+  /**
+   * A listening socket the caller owns, that several threads adopt (serve(..., { threads })):
+   * `path` an AF_UNIX socket file made 0600 (the caller removes a stale one before, and the file
+   * when done); `host` a numeric IPv4/IPv6 address and `port` (0: the kernel picks; see `port`).
+   */
+  listenSocket(options: { path: string; backlog?: number } | { host: string; port: number; backlog?: number }): { fd: number; port: number };
+  /** A duplicate (close-on-exec) of `fd`, which the caller owns. */
+  dupFd(fd: number): number;
 }
 
 /** Where `npm run build:native` puts the binary, from dist/src/shm/native.js up to the package root. */

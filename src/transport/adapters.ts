@@ -4,7 +4,7 @@ import type { TransportDescriptor } from './descriptors.js';
 import { shmTransport, type ShmAdapterOptions } from './shm.js';
 import { tcpTransport, type TcpAdapterOptions } from './tcp.js';
 import type { TransportAdapter } from './types.js';
-import { unixTransport } from './unix.js';
+import { unixTransport, type UnixAdapterOptions } from './unix.js';
 import { vsockTransport } from './vsock.js';
 
 export async function adapterFor(d: TransportDescriptor): Promise<TransportAdapter> {
@@ -44,11 +44,15 @@ export interface AdapterContext {
   /** Idle strategy of rings the adapter reads (shm). */
   pollMicros: number;
   spinMicros: number;
+  /** tcp and unix listeners of serve(..., { threads }): the shared listening socket to adopt a duplicate of, instead of binding. */
+  listenFd?: number;
 }
 
 /** The options an adapter receives for a descriptor: tcp also gets the time limit of a TLS handshake, shm the idle strategy of its rings. */
 export function adapterOptions(d: TransportDescriptor, context: AdapterContext): unknown {
-  if (d.kind === 'tcp') return { ...d, handshakeTimeoutMs: context.handshakeTimeoutMs } satisfies TcpAdapterOptions;
+  const adopt = context.listenFd === undefined ? {} : { listenFd: context.listenFd };
+  if (d.kind === 'tcp') return { ...d, handshakeTimeoutMs: context.handshakeTimeoutMs, ...adopt } satisfies TcpAdapterOptions;
+  if (d.kind === 'unix') return { ...d, ...adopt } satisfies UnixAdapterOptions;
   if (d.kind === 'shm') return { ...d, pollMicros: context.pollMicros, spinMicros: context.spinMicros } satisfies ShmAdapterOptions;
   return d.kind === 'custom' ? d.options : d;
 }

@@ -82,7 +82,7 @@ export function connectNet(options: net.NetConnectOpts, remoteAddress: string): 
  * after its handshake); `describe` says who each accepted socket's peer is.
  */
 export function listenNet(
-  listen: net.ListenOptions,
+  listen: net.ListenOptions | { fd: number },
   onStream: (stream: ByteStream) => void,
   describe: (socket: net.Socket) => NetPeer,
   server: net.Server = net.createServer({ noDelay: true }),

@@ -8,12 +8,16 @@ import type { TcpDescriptor } from './descriptors.js';
 import { formatAddress } from './descriptors.js';
 import { NetStream, connectNet, listenNet, type NetPeer } from './net-stream.js';
 import { oneLine, type TlsSettings } from './tls-options.js';
+import { loadNative } from '../shm/native.js';
 import type { TransportAdapter } from './types.js';
 
 const log = logger('connection');
 
-/** What the tcp adapter receives: the descriptor plus the node's handshake time limit (for TLS). */
-export type TcpAdapterOptions = TcpDescriptor & { handshakeTimeoutMs?: number };
+/**
+ * What the tcp adapter receives: the descriptor plus the node's handshake time limit (for TLS),
+ * and for one of several threads serving it (serve(..., { threads })) the shared socket to adopt.
+ */
+export type TcpAdapterOptions = TcpDescriptor & { handshakeTimeoutMs?: number; listenFd?: number };
 
 const kDefaultTlsTimeoutMs = 5000;
 
@@ -27,12 +31,13 @@ export const tcpTransport: TransportAdapter = {
       s.remoteAddress === undefined
         ? {}
         : { remoteAddress: formatAddress({ kind: 'tcp', host: s.remoteAddress, port: s.remotePort ?? 0 }), ...(d.tls ? { tls: tlsPeer(s as tls.TLSSocket) } : {}) };
+    const where = d.listenFd === undefined ? { host: d.host, port: d.port } : { fd: loadNative().dupFd(d.listenFd) };
     if (!d.tls) {
-      const { server, listener } = await listenNet({ host: d.host, port: d.port }, onStream, describe);
+      const { server, listener } = await listenNet(where, onStream, describe);
       return listener({ kind: 'tcp', host: d.host, port: boundPort(server, d.port) });
     }
     const secure = tlsServer(d.tls, d.handshakeTimeoutMs ?? kDefaultTlsTimeoutMs);
-    const { server, listener } = await listenNet({ host: d.host, port: d.port }, onStream, describe, secure.server, 'secureConnection');
+    const { server, listener } = await listenNet(where, onStream, describe, secure.server, 'secureConnection');
     const inner = listener({ kind: 'tcp', host: d.host, port: boundPort(server, d.port), tls: true });
     return {
       address: inner.address,

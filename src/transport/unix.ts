@@ -7,7 +7,7 @@ import net from 'node:net';
 import nodePath from 'node:path';
 import { RpcError } from '../errors.js';
 import type { UnixDescriptor } from './descriptors.js';
-import { socketPeerPid } from '../shm/native.js';
+import { loadNative, socketPeerPid } from '../shm/native.js';
 import { connectNet, listenNet } from './net-stream.js';
 import type { TransportAdapter } from './types.js';
 
@@ -15,11 +15,21 @@ export function isNamedPipe(path: string): boolean {
   return /^\\\\[.?]\\pipe\\/i.test(path);
 }
 
+/** What the unix adapter receives: the descriptor, and for one of several threads serving it (serve(..., { threads })) the shared socket. */
+export type UnixAdapterOptions = UnixDescriptor & { listenFd?: number };
+
 export const unixTransport: TransportAdapter = {
   connect(d: UnixDescriptor) {
     return connectNet({ path: d.path }, d.path);
   },
-  async listen(d: UnixDescriptor, onStream) {
+  async listen(d: UnixAdapterOptions, onStream) {
+    const describe = (socket: net.Socket) => ({ remoteAddress: d.path, remotePid: socketPeerPid(socket) });
+    if (d.listenFd !== undefined) {
+      // One of several threads on a socket the main thread bound, secured and will remove: only
+      // stop accepting here.
+      const { listener } = await listenNet({ fd: loadNative().dupFd(d.listenFd) }, onStream, describe);
+      return listener({ kind: 'unix', path: d.path });
+    }
     const pipe = isNamedPipe(d.path);
     // libuv reports a missing directory as EACCES ("permission denied"): say what is wrong.
     if (!pipe && !fs.existsSync(nodePath.dirname(d.path))) {

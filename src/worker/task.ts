@@ -50,6 +50,10 @@ export class ConnectionTask implements ConnectionHost {
   #handler: Handler | undefined;
   #listener: StreamListener | undefined;
   #nextId = kClientConnectionId;
+  /** Places among maxConnections: this task's own count, or the one its address's tasks share. */
+  readonly #slots: ConnectionSlots;
+  /** Served connections that hold a place (a client's own connection holds none). */
+  readonly #holding = new WeakSet<Connection>();
   /** For stats(): connections that went live, and the frames of those that have closed. */
   #accepted = 0;
   #closedFramesIn = 0;
@@ -73,6 +77,7 @@ export class ConnectionTask implements ConnectionHost {
     this.readsWaitForWrites = spec.role === 'listen';
     this.expectsNoHello = spec.role === 'connect' && spec.handshake.scheme === 'none';
     this.#done = new Promise((resolve) => (this.#finish = resolve));
+    this.#slots = new ConnectionSlots(spec.maxConnections, spec.shared?.connections);
     // A stream over shm rings polls them itself (its reader has the same window).
     this.#awake = new AwakeWindow(spec.transport.kind === 'shm' ? 0 : spec.peerPollMicros);
     this.#toMain = new RingWriter(spec.toMain);
@@ -135,7 +140,7 @@ export class ConnectionTask implements ConnectionHost {
   closed(conn: Connection, reason: RpcError): void {
     this.#dirty.delete(conn);
     // Never opened (refused, or its handshake failed): nobody else knew of it, nobody is told.
-    if (!this.#connections.delete(conn.id)) return;
+    if (!this.#release(conn)) return;
     this.#closedFramesIn += conn.framesIn;
     this.#closedFramesOut += conn.framesOut;
     if (this.#relayed) this.#control(conn.id, Kind.ConnClosed, toWireError(reason));
@@ -212,7 +217,7 @@ export class ConnectionTask implements ConnectionHost {
 
   #adapterContext(): AdapterContext {
     const spec = this.#spec;
-    return { handshakeTimeoutMs: spec.handshakeTimeoutMs, pollMicros: spec.peerPollMicros, spinMicros: spec.spinMicros };
+    return { handshakeTimeoutMs: spec.handshakeTimeoutMs, pollMicros: spec.peerPollMicros, spinMicros: spec.spinMicros, listenFd: spec.shared?.listenFd };
   }
 
   async #open(): Promise<ReadyResult> {
@@ -288,7 +293,7 @@ export class ConnectionTask implements ConnectionHost {
     const conn = this.#newConnection(stream);
     const handshake = this.#spec.handshake;
     if (handshake.scheme === 'none') {
-      const busy = this.#busy();
+      const busy = this.#admit(conn);
       if (busy) {
         conn.start();
         conn.close(busy, true);
@@ -304,10 +309,8 @@ export class ConnectionTask implements ConnectionHost {
         serverHandshake(channel, {
           spec: handshake,
           admit: () => {
-            const busy = this.#busy();
             // Taken in the same turn as the Ack, so two clients cannot both get the one-to-one slot.
-            if (busy === undefined) this.#connections.set(conn.id, conn);
-            return busy;
+            return this.#admit(conn);
           },
           peerPid: () => this.#peerPid(stream),
         }),
@@ -324,7 +327,7 @@ export class ConnectionTask implements ConnectionHost {
           // The connection has closed itself; nothing else is affected. (It may have been admitted
           // just before closing, but the main thread was never told of it.)
           this.#handshaking.delete(conn);
-          this.#connections.delete(conn.id);
+          this.#release(conn);
           this.#settleDrain();
         },
       );
@@ -338,12 +341,27 @@ export class ConnectionTask implements ConnectionHost {
     return loopbackTcpPeerPid(stream.remoteAddress, address.port);
   }
 
-  /** Why a new client is refused now (a one-to-one server that already serves one, or one at its maxConnections), or undefined. */
-  #busy(): RpcError | undefined {
+  /**
+   * Takes a served client's place among maxConnections (shared with the other tasks of its
+   * address, if any) and counts it as open; or says why it is refused (a one-to-one server that
+   * already serves one, or one at its maxConnections).
+   */
+  #admit(conn: Connection): RpcError | undefined {
     const max = this.#spec.maxConnections;
-    if (this.#connections.size < max) return undefined;
+    if (this.#slots.take()) {
+      this.#holding.add(conn);
+      this.#connections.set(conn.id, conn);
+      return undefined;
+    }
     if (this.#spec.oneToOne) return new RpcError('BUSY', 'this server is one-to-one and already serves a client');
     return new RpcError('BUSY', `this server already serves ${max} clients (its maxConnections)`, { data: { maxConnections: max } });
+  }
+
+  /** Counts `conn` as closed (and gives its place back); false if it was not open. */
+  #release(conn: Connection): boolean {
+    if (!this.#connections.delete(conn.id)) return false;
+    if (this.#holding.delete(conn)) this.#slots.give();
+    return true;
   }
 
   /** UNAVAILABLE for what broke a connection's set-up other than an RpcError of its own. */
@@ -488,4 +506,41 @@ function withConnectTimeout(connecting: Promise<ByteStream>, ms: number): Promis
       },
     );
   });
+}
+
+/**
+ * A listener's count of the clients it serves, against its maxConnections: its own, or one word
+ * of shared memory that the tasks serving one address on several threads all count in (taken
+ * with compare-and-swap, so two threads cannot both take the last place).
+ */
+class ConnectionSlots {
+  readonly #max: number;
+  readonly #shared: Int32Array | undefined;
+  #own = 0;
+
+  constructor(max: number, shared: Int32Array | undefined) {
+    this.#max = max;
+    this.#shared = shared;
+  }
+
+  /** Takes a place; false when all are taken. */
+  take(): boolean {
+    const shared = this.#shared;
+    if (shared === undefined) {
+      if (this.#own >= this.#max) return false;
+      this.#own++;
+      return true;
+    }
+    for (;;) {
+      const n = Atomics.load(shared, 0);
+      if (n >= this.#max) return false;
+      if (Atomics.compareExchange(shared, 0, n, n + 1) === n) return true;
+    }
+  }
+
+  /** Gives back a place taken by take(). */
+  give(): void {
+    if (this.#shared === undefined) this.#own--;
+    else Atomics.sub(this.#shared, 0, 1);
+  }
 }

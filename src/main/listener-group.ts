@@ -1,0 +1,114 @@
+/**
+ * One address served by several pool threads (`serve(..., { threads })`). The main thread binds
+ * the listening socket itself and holds it, with no event loop watching it; each of `threads`
+ * supervised listener tasks adopts a duplicate, so the kernel hands every new connection to
+ * whichever of their threads accepts first, and a thread that is busy (a worker-module handler
+ * computing) leaves new clients to the others. A task that dies takes only its own duplicate and
+ * its connections with it, and starts again on the same socket. maxConnections (and one-to-one)
+ * counts the clients of all of them, in one word of shared memory.
+ */
+import dns from 'node:dns/promises';
+import fs from 'node:fs';
+import nodePath from 'node:path';
+import { RpcError, messageOf } from '../errors.js';
+import { loadNative } from '../shm/native.js';
+import { formatAddress, type Address } from '../transport/descriptors.js';
+import { removeStaleSocket } from '../transport/unix.js';
+import { SupervisedListener, type ListenerStats } from './listener.js';
+import type { RemoteTaskOptions, TaskRunner } from './remote-task.js';
+
+export class ListenerGroup {
+  /** The bound address (port 0 resolved). */
+  readonly address: Address;
+  readonly #members: SupervisedListener[];
+  /** The listening socket the tasks adopt duplicates of; closed (and its socket file removed) last. */
+  readonly #fd: number;
+  readonly #path: string | undefined;
+  #closing: Promise<void> | undefined;
+
+  private constructor(address: Address, members: SupervisedListener[], fd: number, path: string | undefined) {
+    this.address = address;
+    this.#members = members;
+    this.#fd = fd;
+    this.#path = path;
+  }
+
+  /** Binds `options.transport` (tcp or unix) and starts `threads` listener tasks on it; rejects with nothing left behind when any fails. */
+  static async start(runner: TaskRunner, options: RemoteTaskOptions, threads: number): Promise<ListenerGroup> {
+    const native = loadNative();
+    const t = options.transport;
+    const where = formatAddress(t);
+    let bound: { fd: number; port: number };
+    let address: Address;
+    let path: string | undefined;
+    try {
+      if (t.kind === 'unix') {
+        // libuv would report a missing directory as EACCES ("permission denied"): say what is wrong.
+        if (!fs.existsSync(nodePath.dirname(t.path))) throw new RpcError('UNAVAILABLE', `cannot listen on ${t.path}: the directory ${nodePath.dirname(t.path)} does not exist`);
+        await removeStaleSocket(t.path);
+        bound = native.listenSocket({ path: t.path });
+        path = t.path;
+        address = { kind: 'unix', path: t.path };
+      } else if (t.kind === 'tcp') {
+        // Bound by number, as net.Server#listen does after the same lookup.
+        const ip = await dns.lookup(t.host);
+        bound = native.listenSocket({ host: ip.address, port: t.port });
+        address = { kind: 'tcp', host: t.host, port: bound.port, ...(t.tls !== undefined ? { tls: true as const } : {}) };
+      } else {
+        throw new RpcError('INVALID_ARGUMENT', `serve(..., { threads }) takes tcp or unix transports, not ${t.kind}`);
+      }
+    } catch (err) {
+      if (RpcError.is(err)) throw err;
+      throw new RpcError('UNAVAILABLE', `cannot listen on ${where}: ${messageOf(err)}`, { cause: err });
+    }
+    const connections = new Int32Array(new SharedArrayBuffer(4));
+    const transport = t.kind === 'tcp' ? { ...t, port: bound.port } : t;
+    const members: SupervisedListener[] = [];
+    try {
+      for (let i = 0; i < threads; i++) members.push(await SupervisedListener.start(runner, { ...options, transport, shared: { listenFd: bound.fd, connections } }));
+    } catch (err) {
+      await Promise.all(members.map((m) => m.close()));
+      release(bound.fd, path);
+      throw err;
+    }
+    return new ListenerGroup(address, members, bound.fd, path);
+  }
+
+  /** The sum over its tasks; `threads` says how many there are. */
+  async stats(): Promise<ListenerStats> {
+    const all = await Promise.all(this.#members.map((m) => m.stats()));
+    const sum = (key: 'connections' | 'accepted' | 'framesIn' | 'framesOut' | 'restarts') => all.reduce((n, s) => n + s[key], 0);
+    return {
+      address: this.address,
+      threads: this.#members.length,
+      connections: sum('connections'),
+      accepted: sum('accepted'),
+      framesIn: sum('framesIn'),
+      framesOut: sum('framesOut'),
+      restarts: sum('restarts'),
+    };
+  }
+
+  /** Every task's graceful close (see SupervisedListener#drain). */
+  async drain(): Promise<void> {
+    await Promise.all(this.#members.map((m) => m.drain()));
+  }
+
+  /** Closes every task, then the socket (and its file). Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await Promise.all(this.#members.map((m) => m.close()));
+      release(this.#fd, this.#path);
+    })();
+    return this.#closing;
+  }
+}
+
+function release(fd: number, path: string | undefined): void {
+  try {
+    loadNative().closeFd(fd);
+  } catch {
+    // already closed: nothing to release
+  }
+  if (path !== undefined) fs.rmSync(path, { force: true });
+}
