@@ -49,8 +49,8 @@ describe('serve(..., { threads })', function () {
   after(() => tmp?.remove());
 
   /** A server in its own process (so that what holds or kills its threads touches none of this process's client connections). */
-  async function childServer(kind: 'unix' | 'tcp', name: string): Promise<{ server: ChildServer; to: TransportDescriptor }> {
-    const server = await startServer({ transport: kind, path: path.join(tmp.dir, `${name}.sock`), handler: 'module', threads: 2 });
+  async function childServer(kind: 'unix' | 'tcp', name: string, extra: object = {}): Promise<{ server: ChildServer; to: TransportDescriptor }> {
+    const server = await startServer({ transport: kind, path: path.join(tmp.dir, `${name}.sock`), handler: 'module', threads: 2, ...extra });
     children.push(server);
     const a = server.address as Address;
     return { server, to: a.kind === 'unix' ? unix(a.path) : tcp({ host: (a as { host: string }).host, port: (a as { port: number }).port }) };
@@ -118,6 +118,20 @@ describe('serve(..., { threads })', function () {
       const refused = await refusalOf(new Node().connect<any, any>(toServer(single)).start(), (n) => n.client.call({ type: 'Ping' }));
       assert.equal(refused.err.code, 'BUSY');
     }
+  });
+
+  it('the places a dead thread held among maxConnections are given back when it starts again', async () => {
+    const { server, to } = await childServer('tcp', 'places', { maxConnections: 2 });
+    const doomed = await started(new Node().connect<any, any>(to).start());
+    await doomed.client.call({ type: 'Ping' });
+    assert.equal((await rejectionOf(doomed.client.call({ type: 'Exit' }, { timeoutMs: 5000 }))).code, 'CLOSED');
+    const { restart } = await server.nextLine(10_000);
+    assert.equal(restart.attempt, 1);
+    // Both places are free again: two clients are served, a third is refused.
+    const two = await Promise.all(Array.from({ length: 2 }, () => started(new Node().connect<any, any>(to).start())));
+    for (const c of two) assert.deepEqual(await c.client.call({ type: 'Ping' }), { type: 'Pong' });
+    const { err } = await refusalOf(new Node().connect<any, any>(to).start(), (n) => n.client.call({ type: 'Ping' }));
+    assert.equal(err.code, 'BUSY');
   });
 
   it('a main-thread handler is served from every thread', async () => {

@@ -61,11 +61,12 @@ export class ListenerGroup {
       if (RpcError.is(err)) throw err;
       throw new RpcError('UNAVAILABLE', `cannot listen on ${where}: ${messageOf(err)}`, { cause: err });
     }
-    const connections = new Int32Array(new SharedArrayBuffer(4));
+    // The total, then each task's own share (see TaskSpec.shared).
+    const connections = new Int32Array(new SharedArrayBuffer(4 * (1 + threads)));
     const transport = t.kind === 'tcp' ? { ...t, port: bound.port } : t;
     const members: SupervisedListener[] = [];
     try {
-      for (let i = 0; i < threads; i++) members.push(await SupervisedListener.start(runner, { ...options, transport, shared: { listenFd: bound.fd, connections } }));
+      for (let i = 0; i < threads; i++) members.push(await SupervisedListener.start(runner, { ...options, transport, shared: { listenFd: bound.fd, connections, member: i } }));
     } catch (err) {
       await Promise.all(members.map((m) => m.close()));
       release(bound.fd, path);

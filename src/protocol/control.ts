@@ -31,10 +31,11 @@ export interface TaskSpec {
   maxConnections: number;
   /**
    * Listener only, one of several tasks serving one address (serve(..., { threads })): the
-   * listening socket the main thread holds, of which this task adopts a duplicate, and the count
-   * of connections all of them serve (word 0), which maxConnections bounds.
+   * listening socket the main thread holds, of which this task adopts a duplicate; the count of
+   * connections all of them serve (word 0), which maxConnections bounds, and each one's own
+   * (word 1 + member), which a task started in a dead one's place takes back from the total.
    */
-  shared?: { listenFd: number; connections: Int32Array };
+  shared?: { listenFd: number; connections: Int32Array; member: number };
   /** Listener only: the most calls one connection may have served at once (Infinity: no limit). */
   maxConcurrentCalls: number;
   /** Busy-poll this long for ring traffic before sleeping (0: never spin). */

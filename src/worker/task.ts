@@ -77,7 +77,7 @@ export class ConnectionTask implements ConnectionHost {
     this.readsWaitForWrites = spec.role === 'listen';
     this.expectsNoHello = spec.role === 'connect' && spec.handshake.scheme === 'none';
     this.#done = new Promise((resolve) => (this.#finish = resolve));
-    this.#slots = new ConnectionSlots(spec.maxConnections, spec.shared?.connections);
+    this.#slots = new ConnectionSlots(spec.maxConnections, spec.shared);
     // A stream over shm rings polls them itself (its reader has the same window).
     this.#awake = new AwakeWindow(spec.transport.kind === 'shm' ? 0 : spec.peerPollMicros);
     this.#toMain = new RingWriter(spec.toMain);
@@ -509,18 +509,28 @@ function withConnectTimeout(connecting: Promise<ByteStream>, ms: number): Promis
 }
 
 /**
- * A listener's count of the clients it serves, against its maxConnections: its own, or one word
- * of shared memory that the tasks serving one address on several threads all count in (taken
- * with compare-and-swap, so two threads cannot both take the last place).
+ * A listener's count of the clients it serves, against its maxConnections: its own, or a total in
+ * shared memory that the tasks serving one address on several threads all count in (taken with
+ * compare-and-swap, so two threads cannot both take the last place), beside each task's own share.
  */
 class ConnectionSlots {
   readonly #max: number;
   readonly #shared: Int32Array | undefined;
+  /** This task's word in `#shared`. */
+  readonly #mine: number;
   #own = 0;
 
-  constructor(max: number, shared: Int32Array | undefined) {
+  constructor(max: number, shared: TaskSpec['shared']) {
     this.#max = max;
-    this.#shared = shared;
+    this.#shared = shared?.connections;
+    this.#mine = 1 + (shared?.member ?? 0);
+    if (this.#shared !== undefined) {
+      // Started in the place of a task whose thread died: its clients died with it, but it could
+      // not give their places back. (If it died between taking a place and counting it as its
+      // own, that one place stays taken: refusing one client too many, never admitting one.)
+      const left = Atomics.exchange(this.#shared, this.#mine, 0);
+      if (left !== 0) Atomics.sub(this.#shared, 0, left);
+    }
   }
 
   /** Takes a place; false when all are taken. */
@@ -534,13 +544,21 @@ class ConnectionSlots {
     for (;;) {
       const n = Atomics.load(shared, 0);
       if (n >= this.#max) return false;
-      if (Atomics.compareExchange(shared, 0, n, n + 1) === n) return true;
+      if (Atomics.compareExchange(shared, 0, n, n + 1) === n) {
+        Atomics.add(shared, this.#mine, 1);
+        return true;
+      }
     }
   }
 
   /** Gives back a place taken by take(). */
   give(): void {
-    if (this.#shared === undefined) this.#own--;
-    else Atomics.sub(this.#shared, 0, 1);
+    const shared = this.#shared;
+    if (shared === undefined) {
+      this.#own--;
+      return;
+    }
+    Atomics.sub(shared, this.#mine, 1);
+    Atomics.sub(shared, 0, 1);
   }
 }
