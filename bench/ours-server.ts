@@ -2,8 +2,9 @@
  * ogurpchik echo server (a child process of the bench).
  * Usage: `node ours-server.js --kind tcp|unix|shm [--path <socket>] [--name <shm service>]
  *         [--capacity <shm ring bytes>] [--tls-cert <pem file> --tls-key <pem file>]
- *         --handler worker|main [--busy-slice-ms <ms>] [--peer-poll-micros <µs>]`. With --tls-*,
- *         tcp runs inside TLS; --peer-poll-micros sets NodeOptions.peerPollMicros.
+ *         --handler worker|main [--busy-slice-ms <ms>] [--peer-poll-micros <µs>] [--threads <n>]`.
+ *         With --tls-*, tcp runs inside TLS; --peer-poll-micros sets NodeOptions.peerPollMicros;
+ *         --threads serves the address from that many pool threads (ServeOptions.threads).
  * `--handler worker` serves the echo module inside the connection worker; `main` serves the same
  * object on this process's main thread. `--busy-slice-ms` keeps the main thread busy in CPU
  * slices of that length, letting the event loop turn once between slices (the busy-host case).
@@ -26,6 +27,7 @@ const { values } = parseArgs({
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
     'peer-poll-micros': { type: 'string' },
+    threads: { type: 'string' },
   },
 });
 
@@ -74,7 +76,8 @@ const serving =
   values.handler === 'main' ? echo : new URL('./echo-handler.js', import.meta.url);
 try {
   const peerPollMicros = values['peer-poll-micros'];
-  running = await new api.Node(peerPollMicros === undefined ? {} : { peerPollMicros: Number(peerPollMicros) }).serve(transport, serving).start();
+  const threads = values.threads === undefined ? {} : { threads: Number(values.threads) };
+  running = await new api.Node(peerPollMicros === undefined ? {} : { peerPollMicros: Number(peerPollMicros) }).serve(transport, serving, threads).start();
 } catch (err) {
   fail(`ours server start() failed: ${(err as Error).message}`);
 }

@@ -27,7 +27,7 @@ import { startRawSubject } from './raw.js';
 import { runShm, shmRows, type ShmResult } from './shm.js';
 import { handshakeRows, runHandshake, type HandshakeResult } from './handshake.js';
 import { runView, viewRows, type ViewResult } from './view.js';
-import { kPerConnection, runScale, scaleRows, type ScaleConfig, type ScaleResult } from './scale.js';
+import { kPerConnection, kScaleThreads, runScale, scaleRows, type ScaleConfig, type ScaleResult } from './scale.js';
 import { Progress } from './lib/progress.js';
 import { grpcEveryTransportRows, peersRows, runPeers, type PeersResult, type SectionRate } from './peers.js';
 import { runSweep, sweepRows, type SweepConfig, type SweepResult } from './sweep.js';
@@ -97,7 +97,7 @@ const sweepConfig: SweepConfig = quick
  */
 const tlsConfig: BenchConfig = quick ? { ...config, rounds: 3 } : config;
 /**
- * scale: 4 connection counts × 2 servers per round, then 1,000 idle connections and the soak.
+ * scale: 4 connection counts × 3 servers per round, then 1,000 idle connections and the soak.
  * Quick: 2 rounds of 0.1 + 0.4 s and a 6 s soak ≈ 16 s; full: 3 rounds of 0.3 + 1.2 s and a
  * 1-minute soak ≈ 100 s. `--soak-minutes 10` runs the soak DESIGN §6 asks for.
  */
@@ -398,7 +398,7 @@ async function main(): Promise<number> {
     ...(scale === undefined
       ? []
       : [
-          `scale rows: ours worker handler over unix and the raw echo server, each a child process, loaded by raw sockets of this process speaking ours' wire format, ${kPerConnection} calls in flight per connection (${scaleConfig.rounds} rounds of ${scaleConfig.durationMs} ms); ` +
+          `scale rows: ours worker handler over unix (and the same with its address served from ${kScaleThreads} pool threads, ServeOptions.threads) and the raw echo server, each a child process, loaded by raw sockets of this process speaking ours' wire format, ${kPerConnection} calls in flight per connection (${scaleConfig.rounds} rounds of ${scaleConfig.durationMs} ms); ` +
             'RSS of the server process from /proc; the soak keeps 64 connections busy and compares the median RSS of its first and last fifth after warm-up',
         ]),
     '',

@@ -22,6 +22,8 @@ import { openSockets, wireLoad, type WireAddress } from './lib/wire-load.js';
 
 export const kScaleConnections = [1, 8, 64, 512] as const;
 export const kPerConnection = 8;
+/** The same server with its address served from this many pool threads (ServeOptions.threads), measured beside it (info). */
+export const kScaleThreads = 2;
 /** DESIGN §6: at 512 connections, at least this share of the peak calls/s. */
 export const kKeepShareMin = 0.7;
 export const kIdleConnections = 1000;
@@ -31,8 +33,8 @@ export const kRssDriftMax = 0.1;
 export const kSoakTargetMinutes = 10;
 
 export interface ScaleResult {
-  /** Median calls/s per connection count, per server. */
-  rates: Array<{ connections: number; ours: number; raw: number }>;
+  /** Median calls/s per connection count, per server; `oursThreads` is ours with kScaleThreads threads (absent when it could not start: no native addon). */
+  rates: Array<{ connections: number; ours: number; raw: number; oursThreads?: number }>;
   memory?: {
     /** The server's RSS with no connection, and with kIdleConnections idle ones, MiB. */
     emptyMiB: number;
@@ -70,21 +72,38 @@ export async function runScale(config: ScaleConfig, log: (line: string) => void)
   const dir = await makeTempDir();
   let ours: ServerChild | undefined;
   let raw: ServerChild | undefined;
+  let threaded: ServerChild | undefined;
   try {
     ours = await startServerChild(new URL('./ours-server.js', import.meta.url), ['--kind', 'unix', '--path', join(dir, 'ours.sock'), '--handler', 'worker'], {
       label: 'ours unix server (worker handler)',
     });
     raw = await startServerChild(new URL('./raw-server.js', import.meta.url), ['--kind', 'unix', '--path', join(dir, 'raw.sock')], { label: 'raw unix server' });
+    try {
+      threaded = await startServerChild(
+        new URL('./ours-server.js', import.meta.url),
+        ['--kind', 'unix', '--path', join(dir, 'ours-threads.sock'), '--handler', 'worker', '--threads', String(kScaleThreads)],
+        { label: `ours unix server (worker handler, ${kScaleThreads} threads)` },
+      );
+    } catch (err) {
+      result.skipped.push(`scale with ${kScaleThreads} threads: ${(err as Error).message}`);
+    }
     const emptyMiB = rssMiB(ours.pid);
     for (const connections of kScaleConnections) {
-      const rounds: Array<{ ours: number; raw: number }> = [];
+      const rounds: Array<{ ours: number; raw: number; threads?: number }> = [];
+      const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
       for (let round = 0; round < config.rounds; round++) {
         const o = await wireLoad(addressOf(ours), connections, kPerConnection, config);
         const r = await wireLoad(addressOf(raw), connections, kPerConnection, config);
-        rounds.push({ ours: o, raw: r });
-        log(`scale: round ${round + 1}/${config.rounds}, ${connections} connections x ${kPerConnection} in flight: ours ${Math.round(o).toLocaleString('en-US')} calls/s, raw ${Math.round(r).toLocaleString('en-US')} calls/s`);
+        const t = threaded === undefined ? undefined : await wireLoad(addressOf(threaded), connections, kPerConnection, config);
+        rounds.push({ ours: o, raw: r, threads: t });
+        log(`scale: round ${round + 1}/${config.rounds}, ${connections} connections x ${kPerConnection} in flight: ours ${fmt(o)} calls/s, raw ${fmt(r)} calls/s${t === undefined ? '' : `, ours with ${kScaleThreads} threads ${fmt(t)} calls/s`}`);
       }
-      result.rates.push({ connections, ours: median(rounds.map((x) => x.ours)), raw: median(rounds.map((x) => x.raw)) });
+      result.rates.push({
+        connections,
+        ours: median(rounds.map((x) => x.ours)),
+        raw: median(rounds.map((x) => x.raw)),
+        ...(threaded === undefined ? {} : { oursThreads: median(rounds.map((x) => x.threads!)) }),
+      });
     }
     if (emptyMiB === undefined) {
       result.skipped.push('scale memory: no /proc/<pid>/status here');
@@ -128,6 +147,7 @@ export async function runScale(config: ScaleConfig, log: (line: string) => void)
   } finally {
     await ours?.stop();
     await raw?.stop();
+    await threaded?.stop();
     await removeTempDir(dir);
   }
   return result;
@@ -141,6 +161,9 @@ export function scaleRows(result: ScaleResult): ResultRow[] {
       { scenario: `raw echo server, ${label}`, transport: 'unix', callsPerSec: r.raw },
       { scenario: `ours worker handler, ${label}`, transport: 'unix', callsPerSec: r.ours, baseline: `raw, ${r.connections} conn.`, ratio: r.ours / r.raw, verdict: 'info' },
     );
+    if (r.oursThreads !== undefined) {
+      rows.push({ scenario: `ours worker handler, ${kScaleThreads} threads, ${label}`, transport: 'unix', callsPerSec: r.oursThreads, baseline: `raw, ${r.connections} conn.`, ratio: r.oursThreads / r.raw, verdict: 'info' });
+    }
   }
   if (result.rates.length > 0) {
     const peak = Math.max(...result.rates.map((r) => r.ours));
@@ -155,6 +178,17 @@ export function scaleRows(result: ScaleResult): ResultRow[] {
       target: `>= ${kKeepShareMin.toFixed(2)}x`,
       verdict: atLeast(share, kKeepShareMin),
     });
+    if (last.oursThreads !== undefined) {
+      const threadsPeak = Math.max(...result.rates.map((r) => r.oursThreads ?? 0));
+      rows.push({
+        scenario: `  ours with ${kScaleThreads} threads at ${last.connections} connections: share of its peak`,
+        transport: 'unix',
+        callsPerSec: last.oursThreads,
+        baseline: `ours ${kScaleThreads} threads peak`,
+        ratio: last.oursThreads / threadsPeak,
+        verdict: 'info',
+      });
+    }
   }
   const m = result.memory;
   if (m !== undefined) {

@@ -35,7 +35,7 @@ export interface OursRunning {
 }
 
 export interface OursBuilder {
-  serve(transport: unknown, handler: OursHandler | URL): OursBuilder;
+  serve(transport: unknown, handler: OursHandler | URL, options?: { threads?: number }): OursBuilder;
   connect(transport: unknown): OursBuilder;
   start(): Promise<OursRunning>;
 }
