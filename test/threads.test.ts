@@ -24,6 +24,18 @@ function toServer(server: RunningNode<any, any>, tls?: { ca: string }): Transpor
   throw new Error(`unexpected address ${a.kind}`);
 }
 
+/** 'connected', or the error code a plain connect to `where` gets. */
+function connectOutcome(where: net.NetConnectOpts): Promise<string> {
+  return new Promise((resolve) => {
+    const probe = net.connect(where);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve('connected');
+    });
+    probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+  });
+}
+
 describe('serve(..., { threads })', function () {
   this.timeout(30_000);
   let tmp: ReturnType<typeof tempDir>;
@@ -156,6 +168,26 @@ describe('serve(..., { threads })', function () {
     for (const c of clients) assert.equal((await c.client.call({ type: 'Echo', text: 'tls' })).text, 'tls');
   });
 
+  for (const kind of ['unix', 'tcp'] as const) {
+    it(`a graceful close lets every thread answer what it serves, refuses new calls and clients, then releases the socket (${kind})`, async () => {
+      const socket = path.join(tmp.dir, 'graceful.sock');
+      const server = await new Node().serve(kind === 'unix' ? unix(socket) : tcp('127.0.0.1:0'), echoModule, { threads: 2 }).start();
+      const where: net.NetConnectOpts = kind === 'unix' ? { path: socket } : { port: (server.addresses[0] as { port: number }).port, host: '127.0.0.1' };
+      const clients = await Promise.all(Array.from({ length: 4 }, () => started(new Node().connect<any, any>(toServer(server)).start())));
+      const slow = clients.map((c) => c.client.call({ type: 'Wait', ms: 300 }));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const closing = server.close({ graceMs: 5000 });
+      // New clients are turned away at once (not left in a backlog nobody accepts from).
+      await waitUntil(async () => (await connectOutcome(where)) !== 'connected', 5000, 'nothing takes new clients');
+      const late = await rejectionOf(clients[0].client.call({ type: 'Ping' }));
+      assert.equal(late.code, 'UNAVAILABLE');
+      assert.deepEqual(await Promise.all(slow), Array.from({ length: 4 }, () => ({ type: 'Waited', aborted: false })));
+      await closing;
+      assert.equal(fs.existsSync(socket), false);
+      assert.notEqual(await connectOutcome(where), 'connected');
+    });
+  }
+
   it('close releases the socket: nothing listens on the port, the socket file is gone', async () => {
     const server = await new Node().serve([tcp('127.0.0.1:0'), unix(path.join(tmp.dir, 'closed.sock'))], echoModule, { threads: 2 }).start();
     const [{ port }, { path: socket }] = server.addresses as unknown as [{ port: number }, { path: string }];
@@ -165,15 +197,7 @@ describe('serve(..., { threads })', function () {
     await server.close();
     assert.equal(fs.existsSync(socket), false);
     // A listening socket left open would still complete connections (into its backlog).
-    const refused = await new Promise<string>((resolve) => {
-      const probe = net.connect({ port, host: '127.0.0.1' });
-      probe.once('connect', () => {
-        probe.destroy();
-        resolve('connected');
-      });
-      probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
-    });
-    assert.equal(refused, 'ECONNREFUSED');
+    assert.equal(await connectOutcome({ port, host: '127.0.0.1' }), 'ECONNREFUSED');
   });
 
   it('refuses what it cannot share, and counts it 1 otherwise', async () => {

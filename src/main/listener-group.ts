@@ -25,6 +25,8 @@ export class ListenerGroup {
   readonly #fd: number;
   readonly #path: string | undefined;
   #closing: Promise<void> | undefined;
+  /** Set once the socket is closed: by drain() (no new clients meanwhile) or close(). */
+  #released = false;
 
   private constructor(address: Address, members: SupervisedListener[], fd: number, path: string | undefined) {
     this.address = address;
@@ -90,18 +92,30 @@ export class ListenerGroup {
     };
   }
 
-  /** Every task's graceful close (see SupervisedListener#drain). */
+  /**
+   * Every task's graceful close (see SupervisedListener#drain). The socket goes at once: while
+   * its tasks answer what they serve, a new client is refused rather than left waiting in a
+   * backlog that nobody accepts from any more.
+   */
   async drain(): Promise<void> {
-    await Promise.all(this.#members.map((m) => m.drain()));
+    const drained = Promise.all(this.#members.map((m) => m.drain()));
+    this.#release();
+    await drained;
   }
 
   /** Closes every task, then the socket (and its file). Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await Promise.all(this.#members.map((m) => m.close()));
-      release(this.#fd, this.#path);
+      this.#release();
     })();
     return this.#closing;
+  }
+
+  #release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    release(this.#fd, this.#path);
   }
 }
 
@@ -109,7 +123,7 @@ function release(fd: number, path: string | undefined): void {
   try {
     loadNative().closeFd(fd);
   } catch {
-    // already closed: nothing to release
+    // EBADF: there is nothing left to release
   }
   if (path !== undefined) fs.rmSync(path, { force: true });
 }
