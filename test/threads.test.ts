@@ -107,6 +107,7 @@ describe('serve(..., { threads })', function () {
     assert.equal(restart.attempt, 1, 'the dead thread listens again');
     assert.deepEqual(restart.address, server.address);
     assert.ok(fs.statSync(socket).isSocket(), 'the socket file is still there');
+    assert.equal(fs.statSync(socket).mode & 0o777, 0o600, 'only its owner may connect (DESIGN §7)');
     const late = await Promise.all(Array.from({ length: 4 }, () => started(new Node().connect<any, any>(unix(socket)).start())));
     for (const c of late) assert.deepEqual(await c.client.call({ type: 'Ping' }), { type: 'Pong' });
   });
