@@ -213,5 +213,8 @@ describe('serve(..., { threads })', function () {
     const err = await rejectionOf(new Node().serve(tcp({ host: '127.0.0.1', port: taken }), echoModule, { threads: 2 }).start());
     assert.equal(err.code, 'UNAVAILABLE');
     assert.match(err.message, /EADDRINUSE/);
+    const nowhere = await rejectionOf(new Node().serve(unix(path.join(tmp.dir, 'missing', 's.sock')), echoModule, { threads: 2 }).start());
+    assert.equal(nowhere.code, 'UNAVAILABLE');
+    assert.match(nowhere.message, /the directory .*missing does not exist/);
   });
 });

@@ -9,11 +9,10 @@
  */
 import dns from 'node:dns/promises';
 import fs from 'node:fs';
-import nodePath from 'node:path';
 import { RpcError, messageOf } from '../errors.js';
 import { loadNative } from '../shm/native.js';
 import { formatAddress, type Address } from '../transport/descriptors.js';
-import { removeStaleSocket } from '../transport/unix.js';
+import { checkSocketDirectory, removeStaleSocket } from '../transport/unix.js';
 import { SupervisedListener, type ListenerStats } from './listener.js';
 import type { RemoteTaskOptions, TaskRunner } from './remote-task.js';
 
@@ -45,8 +44,7 @@ export class ListenerGroup {
     let path: string | undefined;
     try {
       if (t.kind === 'unix') {
-        // libuv would report a missing directory as EACCES ("permission denied"): say what is wrong.
-        if (!fs.existsSync(nodePath.dirname(t.path))) throw new RpcError('UNAVAILABLE', `cannot listen on ${t.path}: the directory ${nodePath.dirname(t.path)} does not exist`);
+        checkSocketDirectory(t.path);
         await removeStaleSocket(t.path);
         bound = native.listenSocket({ path: t.path });
         path = t.path;

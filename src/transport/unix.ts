@@ -23,20 +23,19 @@ export const unixTransport: TransportAdapter = {
     return connectNet({ path: d.path }, d.path);
   },
   async listen(d: UnixAdapterOptions, onStream) {
-    const describe = (socket: net.Socket) => ({ remoteAddress: d.path, remotePid: socketPeerPid(socket) });
+    const pipe = isNamedPipe(d.path);
+    const describe = (socket: net.Socket) => ({ remoteAddress: d.path, ...(pipe ? {} : { remotePid: socketPeerPid(socket) }) });
     if (d.listenFd !== undefined) {
       // One of several threads on a socket the main thread bound, secured and will remove: only
       // stop accepting here.
       const { listener } = await listenNet({ fd: loadNative().dupFd(d.listenFd) }, onStream, describe);
       return listener({ kind: 'unix', path: d.path });
     }
-    const pipe = isNamedPipe(d.path);
-    // libuv reports a missing directory as EACCES ("permission denied"): say what is wrong.
-    if (!pipe && !fs.existsSync(nodePath.dirname(d.path))) {
-      throw new RpcError('UNAVAILABLE', `cannot listen on ${d.path}: the directory ${nodePath.dirname(d.path)} does not exist`);
+    if (!pipe) {
+      checkSocketDirectory(d.path);
+      await removeStaleSocket(d.path);
     }
-    if (!pipe) await removeStaleSocket(d.path);
-    const { listener } = await listenNet({ path: d.path }, onStream, (socket) => ({ remoteAddress: d.path, ...(pipe ? {} : { remotePid: socketPeerPid(socket) }) }));
+    const { listener } = await listenNet({ path: d.path }, onStream, describe);
     // Only the owner may connect (DESIGN §7); set before anyone else could use it in practice.
     if (!pipe) fs.chmodSync(d.path, 0o600);
     return listener({ kind: 'unix', path: d.path }, () => {
@@ -44,6 +43,12 @@ export const unixTransport: TransportAdapter = {
     });
   },
 };
+
+/** Throws UNAVAILABLE saying so when the directory of socket file `path` does not exist (libuv would report EACCES, "permission denied"). */
+export function checkSocketDirectory(path: string): void {
+  const dir = nodePath.dirname(path);
+  if (!fs.existsSync(dir)) throw new RpcError('UNAVAILABLE', `cannot listen on ${path}: the directory ${dir} does not exist`);
+}
 
 /**
  * A socket file left by a crashed owner blocks `listen` with EADDRINUSE. If nothing answers on it,
