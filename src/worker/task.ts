@@ -52,8 +52,6 @@ export class ConnectionTask implements ConnectionHost {
   #nextId = kClientConnectionId;
   /** Places among maxConnections: this task's own count, or the one its address's tasks share. */
   readonly #slots: ConnectionSlots;
-  /** Served connections that hold a place (a client's own connection holds none). */
-  readonly #holding = new WeakSet<Connection>();
   /** For stats(): connections that went live, and the frames of those that have closed. */
   #accepted = 0;
   #closedFramesIn = 0;
@@ -349,7 +347,6 @@ export class ConnectionTask implements ConnectionHost {
   #admit(conn: Connection): RpcError | undefined {
     const max = this.#spec.maxConnections;
     if (this.#slots.take()) {
-      this.#holding.add(conn);
       this.#connections.set(conn.id, conn);
       return undefined;
     }
@@ -357,10 +354,11 @@ export class ConnectionTask implements ConnectionHost {
     return new RpcError('BUSY', `this server already serves ${max} clients (its maxConnections)`, { data: { maxConnections: max } });
   }
 
-  /** Counts `conn` as closed (and gives its place back); false if it was not open. */
+  /** Counts `conn` as closed (and a served one gives its place back); false if it was not open. */
   #release(conn: Connection): boolean {
     if (!this.#connections.delete(conn.id)) return false;
-    if (this.#holding.delete(conn)) this.#slots.give();
+    // A listener's connections all took a place in #admit; a client's own connection took none.
+    if (this.#spec.role === 'listen') this.#slots.give();
     return true;
   }
 
@@ -509,43 +507,36 @@ function withConnectTimeout(connecting: Promise<ByteStream>, ms: number): Promis
 }
 
 /**
- * A listener's count of the clients it serves, against its maxConnections: its own, or a total in
- * shared memory that the tasks serving one address on several threads all count in (taken with
- * compare-and-swap, so two threads cannot both take the last place), beside each task's own share.
+ * A listener's count of the clients it serves, against its maxConnections: the total (word 0) and
+ * this task's own share (word 1 + member) of an Int32Array. The tasks serving one address on
+ * several threads share one in shared memory and take a place with compare-and-swap, so two
+ * threads cannot both take the last one; a task serving alone has one of its own.
  */
 class ConnectionSlots {
   readonly #max: number;
-  readonly #shared: Int32Array | undefined;
-  /** This task's word in `#shared`. */
+  readonly #counts: Int32Array;
+  /** This task's word in `#counts`. */
   readonly #mine: number;
-  #own = 0;
 
   constructor(max: number, shared: TaskSpec['shared']) {
     this.#max = max;
-    this.#shared = shared?.connections;
+    this.#counts = shared?.connections ?? new Int32Array(2);
     this.#mine = 1 + (shared?.member ?? 0);
-    if (this.#shared !== undefined) {
-      // Started in the place of a task whose thread died: its clients died with it, but it could
-      // not give their places back. (If it died between taking a place and counting it as its
-      // own, that one place stays taken: refusing one client too many, never admitting one.)
-      const left = Atomics.exchange(this.#shared, this.#mine, 0);
-      if (left !== 0) Atomics.sub(this.#shared, 0, left);
-    }
+    // Started in the place of a task whose thread died: its clients died with it, but it could
+    // not give their places back. (If it died between taking a place and counting it as its own,
+    // that one place stays taken: refusing one client too many, never admitting one.)
+    const left = Atomics.exchange(this.#counts, this.#mine, 0);
+    if (left !== 0) Atomics.sub(this.#counts, 0, left);
   }
 
   /** Takes a place; false when all are taken. */
   take(): boolean {
-    const shared = this.#shared;
-    if (shared === undefined) {
-      if (this.#own >= this.#max) return false;
-      this.#own++;
-      return true;
-    }
+    const counts = this.#counts;
     for (;;) {
-      const n = Atomics.load(shared, 0);
+      const n = Atomics.load(counts, 0);
       if (n >= this.#max) return false;
-      if (Atomics.compareExchange(shared, 0, n, n + 1) === n) {
-        Atomics.add(shared, this.#mine, 1);
+      if (Atomics.compareExchange(counts, 0, n, n + 1) === n) {
+        Atomics.add(counts, this.#mine, 1);
         return true;
       }
     }
@@ -553,12 +544,7 @@ class ConnectionSlots {
 
   /** Gives back a place taken by take(). */
   give(): void {
-    const shared = this.#shared;
-    if (shared === undefined) {
-      this.#own--;
-      return;
-    }
-    Atomics.sub(shared, this.#mine, 1);
-    Atomics.sub(shared, 0, 1);
+    Atomics.sub(this.#counts, this.#mine, 1);
+    Atomics.sub(this.#counts, 0, 1);
   }
 }
