@@ -147,6 +147,11 @@ class Endpoint {
   }
 }
 
+/** An endpoint as `client.endpoints` reports it. */
+function infoOf(e: Endpoint): EndpointInfo {
+  return { endpoint: e.key, state: e.state, pending: e.session?.pendingCount ?? 0 };
+}
+
 export class Channel {
   readonly #open: ChannelOptions['open'];
   readonly #reconnect: Required<ReconnectOptions> | undefined;
@@ -193,7 +198,7 @@ export class Channel {
   }
 
   get endpoints(): EndpointInfo[] {
-    return this.#endpoints.map((e) => ({ endpoint: e.key, state: e.state, pending: e.session?.pendingCount ?? 0 }));
+    return this.#endpoints.map(infoOf);
   }
 
   /** Each endpoint with the frames of its current connection (asks each connection's worker). */
@@ -201,7 +206,7 @@ export class Channel {
     return Promise.all(
       this.#endpoints.map(async (e) => {
         const task = e.state === 'ready' ? await e.task!.stats() : undefined;
-        return { endpoint: e.key, state: e.state, pending: e.session?.pendingCount ?? 0, framesIn: task?.framesIn ?? 0, framesOut: task?.framesOut ?? 0 };
+        return { ...infoOf(e), framesIn: task?.framesIn ?? 0, framesOut: task?.framesOut ?? 0 };
       }),
     );
   }

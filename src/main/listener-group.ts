@@ -18,7 +18,7 @@ import type { RemoteTaskOptions, TaskRunner } from './remote-task.js';
 
 export class ListenerGroup {
   /** The bound address (port 0 resolved). */
-  readonly address: Address;
+  readonly address: Address | undefined;
   readonly #members: SupervisedListener[];
   /** The listening socket the tasks adopt duplicates of; closed (and its socket file removed) last. */
   readonly #fd: number;
@@ -27,8 +27,9 @@ export class ListenerGroup {
   /** Set once the socket is closed: by drain() (no new clients meanwhile) or close(). */
   #released = false;
 
-  private constructor(address: Address, members: SupervisedListener[], fd: number, path: string | undefined) {
-    this.address = address;
+  private constructor(members: SupervisedListener[], fd: number, path: string | undefined) {
+    // What its tasks report they listen on (the adapters' own address, port 0 resolved).
+    this.address = members[0].address;
     this.#members = members;
     this.#fd = fd;
     this.#path = path;
@@ -40,7 +41,6 @@ export class ListenerGroup {
     const t = options.transport;
     const where = formatAddress(t);
     let bound: { fd: number; port: number };
-    let address: Address;
     let path: string | undefined;
     try {
       if (t.kind === 'unix') {
@@ -48,12 +48,10 @@ export class ListenerGroup {
         await removeStaleSocket(t.path);
         bound = native.listenSocket({ path: t.path });
         path = t.path;
-        address = { kind: 'unix', path: t.path };
       } else if (t.kind === 'tcp') {
         // Bound by number, as net.Server#listen does after the same lookup.
         const ip = await dns.lookup(t.host);
         bound = native.listenSocket({ host: ip.address, port: t.port });
-        address = { kind: 'tcp', host: t.host, port: bound.port, ...(t.tls !== undefined ? { tls: true as const } : {}) };
       } else {
         throw new RpcError('INVALID_ARGUMENT', `serve(..., { threads }) takes tcp or unix transports, not ${t.kind}`);
       }
@@ -72,7 +70,7 @@ export class ListenerGroup {
       release(bound.fd, path);
       throw err;
     }
-    return new ListenerGroup(address, members, bound.fd, path);
+    return new ListenerGroup(members, bound.fd, path);
   }
 
   /** The sum over its tasks; `threads` says how many there are. */
@@ -80,7 +78,7 @@ export class ListenerGroup {
     const all = await Promise.all(this.#members.map((m) => m.stats()));
     const sum = (key: 'connections' | 'accepted' | 'framesIn' | 'framesOut' | 'restarts') => all.reduce((n, s) => n + s[key], 0);
     return {
-      address: this.address,
+      ...(this.address !== undefined ? { address: this.address } : {}),
       threads: this.#members.length,
       connections: sum('connections'),
       accepted: sum('accepted'),
