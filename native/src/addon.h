@@ -78,6 +78,9 @@ Napi::Value RelayListenUnix(const Napi::CallbackInfo& info);
 Napi::Value SocketPair(const Napi::CallbackInfo& info);
 Napi::Value CloseFdExport(const Napi::CallbackInfo& info);
 Napi::Value ListenSocket(const Napi::CallbackInfo& info);
+// A listening, non-blocking AF_UNIX socket at `path` (1-107 bytes), file mode 0600; the caller owns
+// the fd and the file. Throws (having unlinked what it bound) on failure. (listen.cc)
+int ListenUnix(Napi::Env env, const std::string& path, int backlog);
 Napi::Value DupFd(const Napi::CallbackInfo& info);
 
 // Creates the environment's waiter pool (futex.cc); call from module init.

@@ -38,6 +38,22 @@ struct FdGuard {
 
 }  // namespace
 
+int ListenUnix(Napi::Env env, const std::string& path, int backlog) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(address.sun_path)) throw InvalidArgument(env, "option 'path' must be 1-107 bytes");
+  memcpy(address.sun_path, path.data(), path.size());
+  FdGuard fd{socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
+  if (fd.fd < 0) throw ErrnoError(env, errno, "socket", "AF_UNIX");
+  if (bind(fd.fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) throw ErrnoError(env, errno, "bind", path);
+  if (chmod(path.c_str(), 0600) != 0 || listen(fd.fd, backlog) != 0) {
+    int err = errno;
+    unlink(path.c_str());
+    throw ErrnoError(env, err, "listen", path);
+  }
+  return fd.Release();
+}
+
 // listenSocket({ path } | { host, port }, backlog? = 511) -> { fd, port }: a listening socket the
 // caller owns. `path`: an AF_UNIX socket file, mode 0600 (the caller removes a stale one first,
 // and the file when done). `host`: a numeric IPv4 or IPv6 address, `port` 0-65535 (0: the kernel
@@ -50,20 +66,7 @@ Napi::Value ListenSocket(const Napi::CallbackInfo& info) {
   Napi::Object result = Napi::Object::New(env);
 
   if (path_value.IsString()) {
-    std::string path = path_value.As<Napi::String>().Utf8Value();
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    if (path.empty() || path.size() >= sizeof(address.sun_path)) throw InvalidArgument(env, "option 'path' must be 1-107 bytes");
-    memcpy(address.sun_path, path.data(), path.size());
-    FdGuard fd{socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
-    if (fd.fd < 0) throw ErrnoError(env, errno, "socket", "AF_UNIX");
-    if (bind(fd.fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) throw ErrnoError(env, errno, "bind", path);
-    if (chmod(path.c_str(), 0600) != 0 || listen(fd.fd, backlog) != 0) {
-      int err = errno;
-      unlink(path.c_str());
-      throw ErrnoError(env, err, "listen", path);
-    }
-    result.Set("fd", Napi::Number::New(env, fd.Release()));
+    result.Set("fd", Napi::Number::New(env, ListenUnix(env, path_value.As<Napi::String>().Utf8Value(), backlog)));
     result.Set("port", Napi::Number::New(env, 0));
     return result;
   }

@@ -603,20 +603,8 @@ Napi::Value RelayListenUnix(const Napi::CallbackInfo& info) {
   if (!path_value.IsString()) throw InvalidArgument(env, "option 'path' must be a string");
   std::string path = path_value.As<Napi::String>().Utf8Value();
   double backlog = IntegerOption(options, "backlog", 1, 65535, false, 128);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof(address.sun_path)) throw InvalidArgument(env, "option 'path' must be 1-107 bytes");
-  memcpy(address.sun_path, path.data(), path.size());
-
   auto listener = std::make_unique<Listener>();
-  listener->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (listener->fd < 0) throw ErrnoError(env, errno, "socket", "AF_UNIX");
-  if (bind(listener->fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) throw ErrnoError(env, errno, "bind", path);
-  if (chmod(path.c_str(), 0600) != 0 || listen(listener->fd, static_cast<int>(backlog)) != 0) {
-    int err = errno;
-    unlink(path.c_str());
-    throw ErrnoError(env, err, "listen", path);
-  }
+  listener->fd = ListenUnix(env, path, static_cast<int>(backlog));
   return StartListener(env, std::move(listener), 0, 0);
 }
 
