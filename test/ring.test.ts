@@ -451,6 +451,29 @@ describe('shm ring', function () {
     assert.ok(blocking.sleeps >= 10, `without a window it sleeps after every message (${blocking.sleeps})`);
   });
 
+  it('a drain() from outside that reaches the close record wakes the sleeping read loop, which ends', async function () {
+    this.timeout(5000);
+    const sab = createRing(1 << 12);
+    const ctl = new Int32Array(sab);
+    // The writer's notifies go nowhere, so the loop sleeps on past the message and the close record.
+    const writer = new RingWriter(sab, { signal: { wait: atomicsSignal.wait, notify: () => {} } });
+    const got: number[] = [];
+    let closed = 0;
+    const reader = new RingReader(sab, { onMessage: (tag) => void got.push(tag), onClose: () => void closed++ });
+    reader.start();
+    try {
+      await until(() => ctl[kReaderSleepingIndex] !== 0, 1000, 'the idle reader to sleep');
+      writer.write(7, pattern(7, 8));
+      writer.close();
+      assert.equal(reader.drain(), 2);
+      assert.deepEqual(got, [7]);
+      assert.equal(closed, 1);
+      await until(() => !(reader as unknown as { running: boolean }).running, 1000, 'the read loop to end');
+    } finally {
+      reader.stop();
+    }
+  });
+
   it('expectWithin() wakes a sleeping reader to look until the window ends: messages meanwhile cost the writer no notify; then it sleeps', async function () {
     this.timeout(5000);
     // Each side its own signal: the reader's waits, and the writer's notifies alone.

@@ -706,7 +706,12 @@ export class RingReader {
       throw err;
     }
     if (messages > 0) handlers.onBatch?.();
-    if (closed) handlers.onClose?.();
+    if (closed) {
+      // Called from outside the read loop while that loop sleeps: wake it to see it has stopped
+      // (only this side waits on the tail word), or it would sleep on, holding its thread alive.
+      if (this.sleeping) this.signal.notify(this.ctl, kTailIndex);
+      handlers.onClose?.();
+    }
     return n;
   }
 

@@ -86,8 +86,14 @@ class ShmStream implements ByteStream {
     const control = this.#control;
     let failure: Error | undefined;
     control.on('error', (err) => (failure = err));
-    // The peer process is gone (or closed its end): nothing more will come through the rings.
-    control.on('close', () => this.#finish(failure));
+    // The peer process is gone (or closed its end): nothing more will come through the rings. What
+    // it wrote before may still be in ours, though: its control socket's close can overtake our
+    // reader's futex wake-up (a peer that answers and closes at once lost its answer in 40% of
+    // rounds here), so deliver that first.
+    control.on('close', () => {
+      this.#drainReader();
+      this.#finish(failure);
+    });
     control.on('data', () => {}); // nothing is expected after the rendezvous
     control.resume();
     this.#reader.start();
@@ -138,6 +144,16 @@ class ShmStream implements ByteStream {
     this.#writer.destroy(error);
     this.#control.destroy();
     this.#finish(error);
+  }
+
+  /** Delivers what the peer's ring holds now, synchronously (up to its close record, or until paused). */
+  #drainReader(): void {
+    try {
+      while (!this.#closed && this.#reader.drain() > 0);
+    } catch (err) {
+      // A corrupt record: the stream fails with it, as the read loop would have.
+      this.destroy(err as Error);
+    }
   }
 
   #finish(error: Error | undefined): void {
