@@ -44,6 +44,26 @@ describe('Node builder', function () {
     for (const f of bad) assert.throws(f, (e: RpcError) => e instanceof RpcError && e.code === 'INVALID_ARGUMENT');
   });
 
+  it('refuses every pair of handshake choices, authDisabled() among them, whatever the order', () => {
+    const key = new Uint8Array(32).fill(1);
+    const choices: Record<string, (n: Node) => Node> = {
+      authDisabled: (n) => n.authDisabled(),
+      handshakeVersionOnly: (n) => n.handshakeVersionOnly(),
+      authHmac: (n) => n.authHmac('a shared secret'),
+      authSignedProcess: (n) => n.authSignedProcess(key),
+    };
+    for (const [first, a] of Object.entries(choices)) {
+      for (const [second, b] of Object.entries(choices)) {
+        assert.throws(
+          () => b(a(new Node())),
+          (e: RpcError) => e instanceof RpcError && e.code === 'INVALID_ARGUMENT' && /one handshake scheme/.test(e.message),
+          `${first}() then ${second}() must be refused`,
+        );
+      }
+      assert.doesNotThrow(() => a(new Node()), `${first}() alone is a valid choice`);
+    }
+  });
+
   it('start() with nothing to do rejects', async () => {
     assert.equal((await rejectionOf(new Node().start())).code, 'INVALID_ARGUMENT');
   });

@@ -454,6 +454,8 @@ export class Node<Req = unknown, Res = unknown> {
   #waitFor: { name: string; options: WaitForOptions; transport: TransportKind; tls: TlsSettings | undefined } | undefined;
   #oneToOne = false;
   #handshake: HandshakeSpec = { scheme: 'none' };
+  /** Whether a handshake method was called: the default 'none' is not a choice, an explicit authDisabled() is. */
+  #handshakeChosen = false;
 
   constructor(options: NodeOptions = {}) {
     const maxFrameBytes = checkInteger('maxFrameBytes', options.maxFrameBytes, { fallback: kDefaultMaxFrameBytes, min: 16, max: 0xffffffff });
@@ -560,8 +562,7 @@ export class Node<Req = unknown, Res = unknown> {
 
   /** No handshake (the default): frames start with the first byte. Both ends must agree. */
   authDisabled(): this {
-    this.#handshake = { scheme: 'none' };
-    return this;
+    return this.#setHandshake({ scheme: 'none' });
   }
 
   /** Run the v1 handshake with no credentials (checks the protocol version only), as server and as client. */
@@ -569,11 +570,15 @@ export class Node<Req = unknown, Res = unknown> {
     return this.#setHandshake({ scheme: 'version', timeoutMs: this.#options.handshakeTimeoutMs });
   }
 
-  /** A node runs one scheme: a second call would silently replace the first (and could drop authentication). */
+  /**
+   * A node runs one scheme: a second call, authDisabled() included, would silently replace the
+   * first (and could drop authentication).
+   */
   #setHandshake(spec: HandshakeSpec): this {
-    if (this.#handshake.scheme !== 'none') {
+    if (this.#handshakeChosen) {
       throw new RpcError('INVALID_ARGUMENT', `a node runs one handshake scheme: ${this.#handshake.scheme} is already set, so ${spec.scheme} cannot be (use another Node for another scheme)`);
     }
+    this.#handshakeChosen = true;
     this.#handshake = spec;
     return this;
   }
