@@ -1,6 +1,7 @@
 /**
  * Raw baseline server (a child process of the bench): echoes every u32-LE-framed message back,
- * one `write` per frame. Usage: `node raw-server.js --kind tcp|unix [--path <socket path>] [--chunks]`.
+ * answering all the complete frames of one read with one `write`, as a competent hand-written
+ * server does (one write per frame would make the baseline pay a syscall per call). Usage: `node raw-server.js --kind tcp|unix [--path <socket path>] [--chunks]`.
  * `--chunks` echoes every chunk as it was read instead, one `write` per read: the cheapest server a
  * byte stream can have, for the bench's bare chain (lib/socket-chain.ts).
  * Prints its address as one JSON line when listening; stops on SIGTERM or when the parent goes.
@@ -26,12 +27,17 @@ const server = net.createServer((socket) => {
     return;
   }
   const splitter = new FrameSplitter();
+  let replies: Buffer[] = [];
   socket.on('data', (chunk: Buffer) => {
     try {
-      splitter.push(chunk, (frame) => socket.write(frame));
+      splitter.push(chunk, (frame) => replies.push(frame));
     } catch {
       socket.destroy();
+      return;
     }
+    if (replies.length === 0) return;
+    socket.write(replies.length === 1 ? replies[0]! : Buffer.concat(replies));
+    replies = [];
   });
 });
 

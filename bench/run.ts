@@ -3,8 +3,9 @@
  * sockets, shared memory against raw unix and memcpy (shm.ts), the worker isolate against comlink,
  * birpc and piscina (isolate.ts), the busy-host case, the peers users pick today (fork IPC, grpc-js,
  * vscode-jsonrpc; peers.ts), a payload sweep (sweep.ts), the cost of TLS on tcp (tls.ts), the view codec's copies (view.ts)
- * and one server under many connections, with its memory (scale.ts).
- * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,handshake,busy,peers,sweep,tls,view,scale] [--soak-minutes N]`.
+ * one client process with many connections (fanout.ts) and one server under many connections,
+ * with its memory (scale.ts).
+ * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,handshake,busy,peers,sweep,tls,view,fanout,scale] [--soak-minutes N]`.
  *
  * Progress goes to stderr, the table to stdout, raw figures to bench/results/latest.json.
  * Each transport's subjects are measured in interleaved rounds (see lib/rounds.ts); every
@@ -27,6 +28,7 @@ import { startRawSubject } from './raw.js';
 import { runShm, shmRows, type ShmResult } from './shm.js';
 import { handshakeRows, runHandshake, type HandshakeResult } from './handshake.js';
 import { runView, viewRows, type ViewResult } from './view.js';
+import { fanoutRows, runFanout, type FanoutResult } from './fanout.js';
 import { kPerConnection, kScaleThreads, runScale, scaleRows, type ScaleConfig, type ScaleResult } from './scale.js';
 import { Progress } from './lib/progress.js';
 import { grpcEveryTransportRows, peersRows, runPeers, type PeersResult, type SectionRate } from './peers.js';
@@ -41,7 +43,7 @@ const kRoundTripRatioMax = 1.5;
 const kCallsPerSecRatioMin = 1.5;
 
 const quick = process.argv.includes('--quick');
-const kSections = ['tcp', 'unix', 'shm', 'isolate', 'handshake', 'busy', 'peers', 'sweep', 'tls', 'view', 'scale'] as const;
+const kSections = ['tcp', 'unix', 'shm', 'isolate', 'handshake', 'busy', 'peers', 'sweep', 'tls', 'view', 'fanout', 'scale'] as const;
 type Section = (typeof kSections)[number];
 /** `--only a,b`: run just those sections (for working on one); the default runs all. */
 const only = ((): ReadonlySet<Section> => {
@@ -114,6 +116,11 @@ const scaleConfig: ScaleConfig = {
     return n;
   })(),
 };
+/**
+ * fanout: 4 connection counts × 3 clients per round, each opened and closed around its turn.
+ * Quick: 2 rounds of 0.1 + 0.3 s ≈ 15 s; full: 3 rounds of 0.2 + 0.9 s ≈ 60 s.
+ */
+const fanoutConfig: BenchConfig = quick ? { ...config, rounds: 2, warmupMs: 100, durationMs: 300 } : { ...config, rounds: 3 };
 /** A subject whose rounds differ by more than this factor gets a warning under the table. */
 const kUnstableSpread = 1.5;
 
@@ -131,6 +138,7 @@ const kSectionSeconds: Record<Section, [number, number]> = {
   sweep: [7, 32],
   tls: [8, 25],
   view: [1, 2],
+  fanout: [15, 60],
   scale: [16, 100],
 };
 const progress = new Progress(kSections.filter((s) => only.has(s)).map((name) => ({ name, seconds: kSectionSeconds[name][quick ? 0 : 1] })));
@@ -325,6 +333,12 @@ async function main(): Promise<number> {
   let viewResult: ViewResult | undefined;
   if (only.has('view') && section('view')) viewResult = await runView({ requests: quick ? 10 : 40 }, log);
 
+  let fanout: FanoutResult | undefined;
+  if (only.has('fanout') && section('fanout')) {
+    fanout = await runFanout(api, fanoutConfig, log);
+    skipped.push(...fanout.skipped);
+  }
+
   let scale: ScaleResult | undefined;
   if (api !== undefined && only.has('scale') && section('scale')) {
     scale = await runScale(scaleConfig, log);
@@ -351,13 +365,14 @@ async function main(): Promise<number> {
   const tlsTable = tls === undefined ? [] : tlsRows(tls, tlsConfig.inflight);
   if (tlsTable.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...tlsTable);
   if (viewResult !== undefined) rows.push(...(rows.length > 0 ? [null] : []), ...viewRows(viewResult));
+  if (fanout !== undefined && fanout.rates.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...fanoutRows(fanout, fanoutConfig.inflight));
   if (scale !== undefined && scale.rates.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...scaleRows(scale));
   const elapsedSec = (performance.now() - started) / 1000;
   progress.finish();
 
   const out: string[] = [
     '',
-    `ogurpchik bench, part 1 (tcp, unix, shm, worker isolate, handshake, busy host, peers, payload sweep, tls, view codec, scale): ${quick ? 'quick' : 'full'} run, ${new Date().toISOString()}`,
+    `ogurpchik bench, part 1 (tcp, unix, shm, worker isolate, handshake, busy host, peers, payload sweep, tls, view codec, fanout, scale): ${quick ? 'quick' : 'full'} run, ${new Date().toISOString()}`,
     `node ${process.version}, ${cpu.length} x ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${kPayloadBytes}-byte payload`,
     `figures: median of ${config.rounds} interleaved rounds of ${config.durationMs} ms after ${config.warmupMs} ms warm-up ` +
       `(shm: ${shmConfig.rounds} rounds; worker isolate: ${isolateConfig.rounds} rounds; busy host: ${busyConfig.rounds} rounds of ${busyConfig.durationMs} ms; ` +
@@ -394,6 +409,13 @@ async function main(): Promise<number> {
       : [
           'view rows: receive + handle one 1 MiB request through the runtime\'s framing (64 KiB chunks), session and, for a main-thread handler, the 1 MiB ring; ' +
             'copied B/req = payload bytes the runtime copied (frame assembly, ring, decode); ratio = copies / msgpack copies',
+        ]),
+    ...(fanout === undefined
+      ? []
+      : [
+          `fanout rows: one client process with that many connections to one server over unix, ${fanoutConfig.inflight} calls in flight in all, spread over them in turn (${fanoutConfig.rounds} rounds of ${fanoutConfig.durationMs} ms, each client alone while measured): ` +
+            'raw = that many net sockets to the raw echo server; bare multiplexed chain (the bound) = main thread and one worker with one ring pair, the worker holding the sockets to the same server; ' +
+            "ours = that many Nodes, one connect() each, to ours' server (worker handler); CPU/call = this process's CPU (all threads) per call",
         ]),
     ...(scale === undefined
       ? []
@@ -436,6 +458,7 @@ async function main(): Promise<number> {
     peersConfig,
     sweepConfig,
     tlsConfig,
+    fanoutConfig,
     scaleConfig,
     only: [...only],
     payloadBytes: kPayloadBytes,
@@ -451,6 +474,7 @@ async function main(): Promise<number> {
     sweep,
     tls,
     view: viewResult,
+    fanout,
     scale,
     rows: rows.filter((r) => r !== null),
   };
