@@ -7,7 +7,11 @@
  * - grpc-js unary calls over TCP and over a Unix socket (grpc-server.ts), raw bytes both ways.
  * - vscode-jsonrpc requests over TCP and over a Unix socket (jsonrpc-server.ts), the 16 bytes as
  *   base64 (JSON-RPC carries text).
- * Every subject echoes 16 bytes. DESIGN §6 target: ours calls/s (64 in flight) ≥ 8× grpc-js's.
+ * - zeromq.js, a Dealer against a Router (zmq-server.ts) over tcp and ipc (a Unix socket): each
+ *   message is [call id, 16 bytes], echoed unchanged; sends are queued, as zeromq.js allows one
+ *   send in progress per socket.
+ * Every subject echoes 16 bytes. DESIGN §6 targets: ours calls/s (64 in flight) ≥ 8× grpc-js's,
+ * and ahead of zeromq.js's and vscode-jsonrpc's.
  */
 
 import type { ChildProcess } from 'node:child_process';
@@ -25,6 +29,8 @@ import { deserializeBytes, kGrpcEchoPath, serializeBytes } from './grpc-service.
 
 /** DESIGN §6: every transport's calls/s ≥ 8× grpc-js's. */
 export const kGrpcCallsPerSecRatioMin = 8;
+/** DESIGN §6: and ahead of zeromq.js's and vscode-jsonrpc's. */
+const kAheadRatioMin = 1;
 
 const kConnectTimeoutMs = 10_000;
 
@@ -146,6 +152,64 @@ async function startJsonRpc(kind: 'tcp' | 'unix', dir: string): Promise<PeerSubj
   };
 }
 
+/** zeromq.js Dealer -> Router over tcp or ipc; replies matched by the call id in their first frame. */
+async function startZmq(kind: 'tcp' | 'unix', dir: string): Promise<PeerSubject> {
+  const zmq = await import('zeromq');
+  const args = kind === 'tcp' ? ['--kind', 'tcp'] : ['--kind', 'unix', '--path', join(dir, 'zmq.sock')];
+  const server = await startServerChild(new URL('./zmq-server.js', import.meta.url), args, { label: `zeromq.js ${kind} server` });
+  const address = server.address as Extract<ServerAddress, { kind: 'tcp' | 'unix' }>;
+  const dealer = new zmq.Dealer({ linger: 0 });
+  dealer.connect(address.kind === 'tcp' ? `tcp://${address.host}:${address.port}` : `ipc://${address.path}`);
+  const pending = new Map<number, Pending>();
+  let nextId = 0;
+  let closed = false;
+  void (async () => {
+    try {
+      for await (const [id, body] of dealer) {
+        const n = id!.readUInt32LE(0);
+        const waiter = pending.get(n);
+        if (waiter === undefined) continue;
+        pending.delete(n);
+        waiter.resolve(body!);
+      }
+    } catch {
+      // closed
+    }
+    const gone = new Error('zeromq dealer closed');
+    for (const waiter of pending.values()) waiter.reject(gone);
+    pending.clear();
+  })();
+  // zeromq.js refuses a send while another is in progress: calls queue behind one another.
+  let sending: Promise<void> = Promise.resolve();
+  const payload = new Uint8Array(kPayloadBytes);
+  return {
+    key: `zmq-${kind}`,
+    label: 'zeromq.js dealer/router',
+    transport: kind,
+    call: () =>
+      new Promise<Buffer>((resolve, reject) => {
+        if (closed) {
+          reject(new Error('zeromq dealer closed'));
+          return;
+        }
+        const id = nextId;
+        nextId = (nextId + 1) >>> 0;
+        pending.set(id, { resolve, reject });
+        const head = Buffer.allocUnsafe(4);
+        head.writeUInt32LE(id, 0);
+        sending = sending.then(() => dealer.send([head, payload])).catch((err: Error) => {
+          pending.delete(id);
+          reject(err);
+        });
+      }),
+    close: async () => {
+      closed = true;
+      dealer.close();
+      await server.stop();
+    },
+  };
+}
+
 export async function runPeers(api: OursApi | undefined, config: BenchConfig, log: (line: string) => void): Promise<PeersResult> {
   const result: PeersResult = { transport: 'mixed', subjects: [], skipped: [] };
   const dir = await makeTempDir();
@@ -171,6 +235,15 @@ export async function runPeers(api: OursApi | undefined, config: BenchConfig, lo
     for (const kind of ['tcp', 'unix'] as const) {
       log(`peers: starting vscode-jsonrpc ${kind} server`);
       subjects.push(await startJsonRpc(kind, dir));
+    }
+    for (const kind of ['tcp', 'unix'] as const) {
+      log(`peers: starting zeromq.js ${kind} server`);
+      try {
+        subjects.push(await startZmq(kind, dir));
+      } catch (err) {
+        log(`peers: zeromq.js ${kind} not measured (${(err as Error).message})`);
+        result.skipped.push(`peers zeromq.js ${kind}: ${(err as Error).message}`);
+      }
     }
     const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
     result.subjects = subjects.map((s) => ({ key: s.key, label: s.label, transport: s.transport, summary: summaries.get(s)! }));
@@ -210,16 +283,14 @@ export function peersRows(result: PeersResult, inflight: number): ResultRow[] {
   }
   for (const s of peers) {
     const ratio = pipe.callsPerSec / s.summary.pipelined!.callsPerSec;
-    const isGrpc = s.key.startsWith('grpc-');
+    const min = s.key.startsWith('grpc-') ? kGrpcCallsPerSecRatioMin : s.key.startsWith('zmq-') || s.key.startsWith('jsonrpc-') ? kAheadRatioMin : undefined;
     rows.push({
       scenario: `${ours.label} x${inflight}`,
       transport: ours.transport,
       callsPerSec: pipe.callsPerSec,
       baseline: `${name(s)} x${inflight}`,
       ratio,
-      ...(isGrpc
-        ? { target: `>= ${kGrpcCallsPerSecRatioMin.toFixed(2)}x`, verdict: atLeast(ratio, kGrpcCallsPerSecRatioMin) }
-        : { verdict: 'info' as const }),
+      ...(min !== undefined ? { target: `>= ${min.toFixed(2)}x`, verdict: atLeast(ratio, min) } : { verdict: 'info' as const }),
     });
   }
   return rows;

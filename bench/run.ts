@@ -392,7 +392,7 @@ async function main(): Promise<number> {
     ...(peers === undefined
       ? []
       : [
-          'peer rows: server in a child process, 16 bytes; fork IPC = child_process.fork, json serialization, base64 bytes, replies matched by id; grpc-js = unary call, raw-byte (de)serializers; vscode-jsonrpc = request over a socket, base64 bytes',
+          'peer rows: server in a child process, 16 bytes; fork IPC = child_process.fork, json serialization, base64 bytes, replies matched by id; grpc-js = unary call, raw-byte (de)serializers; vscode-jsonrpc = request over a socket, base64 bytes; zeromq.js = Dealer to Router over tcp or ipc, [call id, bytes] echoed, sends queued one at a time',
           'ours vs peer rows: ours worker handler over unix; rt ratio = ours time / peer time, x ratio = ours rate / peer rate',
         ]),
     ...(sweep === undefined
