@@ -1,18 +1,27 @@
 /**
  * grpc-js echo server (a child process of the bench): one unary method, `/bench.Echo/Echo`, whose
  * request and reply are raw bytes (a generic service definition with identity serializers, so no
- * protobuf work on either side). Usage: `node grpc-server.js --kind tcp|unix [--path <socket>]`.
+ * protobuf work on either side). Usage: `node grpc-server.js --kind tcp|unix [--path <socket>] [--busy-slice-ms <ms>]`
+ * (the busy host: see lib/busy.ts).
  * Prints its address as one JSON line when bound; stops on SIGTERM or when the parent goes.
  */
 
 import { parseArgs } from 'node:util';
+import { busySlices, sliceMsOf } from './lib/busy.js';
 import * as grpc from '@grpc/grpc-js';
 import { kGrpcEchoService } from './grpc-service.js';
 
-const { values } = parseArgs({ options: { kind: { type: 'string' }, path: { type: 'string' } } });
+const { values } = parseArgs({ options: { kind: { type: 'string' }, path: { type: 'string' }, 'busy-slice-ms': { type: 'string' } } });
 
+let busyStarted = false;
+/** Prints one JSON line; once the address is out, `--busy-slice-ms` starts keeping this main thread busy. */
 function report(line: object): void {
   process.stdout.write(`${JSON.stringify(line)}\n`);
+  const sliceMs = sliceMsOf(values['busy-slice-ms']);
+  if (sliceMs > 0 && !('error' in line) && !busyStarted) {
+    busyStarted = true;
+    busySlices(sliceMs);
+  }
 }
 
 const server = new grpc.Server();

@@ -2,18 +2,26 @@
  * vscode-jsonrpc echo server (a child process of the bench): one request, `echo`, whose parameter
  * and result are the payload as base64 (JSON-RPC carries text). Each accepted socket gets its own
  * message connection (Content-Length framing). Usage: `node jsonrpc-server.js --kind tcp|unix
- * [--path <socket>]`. Prints its address as one JSON line when bound; stops on SIGTERM or when
+ * [--path <socket>] [--busy-slice-ms <ms>]` (the busy host: see lib/busy.ts). Prints its address as one JSON line when bound; stops on SIGTERM or when
  * the parent goes.
  */
 
 import net from 'node:net';
 import { parseArgs } from 'node:util';
+import { busySlices, sliceMsOf } from './lib/busy.js';
 import { StreamMessageReader, StreamMessageWriter, createMessageConnection } from 'vscode-jsonrpc/node';
 
-const { values } = parseArgs({ options: { kind: { type: 'string' }, path: { type: 'string' } } });
+const { values } = parseArgs({ options: { kind: { type: 'string' }, path: { type: 'string' }, 'busy-slice-ms': { type: 'string' } } });
 
+let busyStarted = false;
+/** Prints one JSON line; once the address is out, `--busy-slice-ms` starts keeping this main thread busy. */
 function report(line: object): void {
   process.stdout.write(`${JSON.stringify(line)}\n`);
+  const sliceMs = sliceMsOf(values['busy-slice-ms']);
+  if (sliceMs > 0 && !('error' in line) && !busyStarted) {
+    busyStarted = true;
+    busySlices(sliceMs);
+  }
 }
 
 const server = net.createServer((socket) => {

@@ -14,6 +14,7 @@
 
 import { parseArgs } from 'node:util';
 import { handler as echo } from './echo-handler.js';
+import { busySlices, sliceMsOf } from './lib/busy.js';
 import { loadOurs, type OursRunning } from './lib/ours-api.js';
 
 const { values } = parseArgs({
@@ -41,10 +42,10 @@ function fail(message: string): never {
 }
 
 let running: OursRunning | undefined;
-let busy = false;
+let stopBusy = (): void => {};
 
 const shutdown = (): void => {
-  busy = false;
+  stopBusy();
   setTimeout(() => process.exit(0), 2_000).unref();
   (running?.close() ?? Promise.resolve()).finally(() => process.exit(0));
 };
@@ -92,18 +93,5 @@ const address =
 if (address === undefined) fail('ours server: start() resolved without addresses');
 report(address);
 
-const sliceMs = values['busy-slice-ms'] === undefined ? 0 : Number(values['busy-slice-ms']);
-if (sliceMs > 0) {
-  busy = true;
-  // Block the main thread for a slice, then let the event loop turn once (I/O, timers,
-  // immediates) before the next slice: a host doing CPU-heavy work in chunks.
-  const spin = (): void => {
-    if (!busy) return;
-    const end = performance.now() + sliceMs;
-    while (performance.now() < end) {
-      // busy
-    }
-    setImmediate(spin);
-  };
-  setImmediate(spin);
-}
+const sliceMs = sliceMsOf(values['busy-slice-ms']);
+if (sliceMs > 0) stopBusy = busySlices(sliceMs);

@@ -34,7 +34,7 @@ const kAheadRatioMin = 1;
 
 const kConnectTimeoutMs = 10_000;
 
-interface PeerSubject extends Measured {
+export interface PeerSubject extends Measured {
   readonly label: string;
   close(): Promise<void>;
 }
@@ -85,8 +85,9 @@ async function startForkIpc(): Promise<PeerSubject> {
   };
 }
 
-async function startGrpc(kind: 'tcp' | 'unix', dir: string): Promise<PeerSubject> {
-  const args = kind === 'tcp' ? ['--kind', 'tcp'] : ['--kind', 'unix', '--path', join(dir, 'grpc.sock')];
+/** `serverArgs` go to every peer's server child (the busy host's `--busy-slice-ms <ms>`). */
+export async function startGrpc(kind: 'tcp' | 'unix', dir: string, serverArgs: string[] = []): Promise<PeerSubject> {
+  const args = [...(kind === 'tcp' ? ['--kind', 'tcp'] : ['--kind', 'unix', '--path', join(dir, 'grpc.sock')]), ...serverArgs];
   const server = await startServerChild(new URL('./grpc-server.js', import.meta.url), args, {
     label: `grpc-js ${kind} server`,
   });
@@ -123,8 +124,8 @@ async function startGrpc(kind: 'tcp' | 'unix', dir: string): Promise<PeerSubject
 }
 
 /** vscode-jsonrpc (what VS Code's language servers speak) over a socket; bytes travel as base64, as JSON-RPC needs. */
-async function startJsonRpc(kind: 'tcp' | 'unix', dir: string): Promise<PeerSubject> {
-  const args = kind === 'tcp' ? ['--kind', 'tcp'] : ['--kind', 'unix', '--path', join(dir, 'jsonrpc.sock')];
+export async function startJsonRpc(kind: 'tcp' | 'unix', dir: string, serverArgs: string[] = []): Promise<PeerSubject> {
+  const args = [...(kind === 'tcp' ? ['--kind', 'tcp'] : ['--kind', 'unix', '--path', join(dir, 'jsonrpc.sock')]), ...serverArgs];
   const server = await startServerChild(new URL('./jsonrpc-server.js', import.meta.url), args, { label: `vscode-jsonrpc ${kind} server` });
   let socket: net.Socket;
   try {
@@ -153,9 +154,9 @@ async function startJsonRpc(kind: 'tcp' | 'unix', dir: string): Promise<PeerSubj
 }
 
 /** zeromq.js Dealer -> Router over tcp or ipc; replies matched by the call id in their first frame. */
-async function startZmq(kind: 'tcp' | 'unix', dir: string): Promise<PeerSubject> {
+export async function startZmq(kind: 'tcp' | 'unix', dir: string, serverArgs: string[] = []): Promise<PeerSubject> {
   const zmq = await import('zeromq');
-  const args = kind === 'tcp' ? ['--kind', 'tcp'] : ['--kind', 'unix', '--path', join(dir, 'zmq.sock')];
+  const args = [...(kind === 'tcp' ? ['--kind', 'tcp'] : ['--kind', 'unix', '--path', join(dir, 'zmq.sock')]), ...serverArgs];
   const server = await startServerChild(new URL('./zmq-server.js', import.meta.url), args, { label: `zeromq.js ${kind} server` });
   const address = server.address as Extract<ServerAddress, { kind: 'tcp' | 'unix' }>;
   const dealer = new zmq.Dealer({ linger: 0 });

@@ -9,60 +9,92 @@
 
 import net from 'node:net';
 import { parseArgs } from 'node:util';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { busySlices, sliceMsOf } from './lib/busy.js';
 import { FrameSplitter } from './lib/frames.js';
 
 const { values } = parseArgs({
-  options: { kind: { type: 'string' }, path: { type: 'string' }, chunks: { type: 'boolean', default: false } },
+  args: isMainThread ? process.argv.slice(2) : (workerData as string[]),
+  options: {
+    kind: { type: 'string' },
+    path: { type: 'string' },
+    chunks: { type: 'boolean', default: false },
+    'in-worker': { type: 'boolean', default: false },
+    'busy-slice-ms': { type: 'string' },
+  },
 });
 
 function report(line: object): void {
-  process.stdout.write(`${JSON.stringify(line)}\n`);
+  if (!isMainThread) parentPort!.postMessage(line);
+  else process.stdout.write(`${JSON.stringify(line)}\n`);
 }
 
-const server = net.createServer((socket) => {
-  socket.setNoDelay(true);
-  socket.on('error', () => socket.destroy());
-  if (values.chunks) {
-    socket.on('data', (chunk: Buffer) => socket.write(chunk));
-    return;
-  }
-  const splitter = new FrameSplitter();
-  let replies: Buffer[] = [];
-  socket.on('data', (chunk: Buffer) => {
-    try {
-      splitter.push(chunk, (frame) => replies.push(frame));
-    } catch {
-      socket.destroy();
+if (isMainThread && values['in-worker']) {
+  // The server runs in the worker; this thread reports its address, then is kept busy.
+  const worker = new Worker(new URL(import.meta.url), { workerData: process.argv.slice(2) });
+  worker.once('message', (line: object) => {
+    report(line);
+    const sliceMs = sliceMsOf(values['busy-slice-ms']);
+    if (sliceMs > 0 && !('error' in line)) busySlices(sliceMs);
+  });
+  worker.once('error', (err) => {
+    report({ error: `raw server worker failed: ${err.message}` });
+    process.exit(2);
+  });
+  const stop = (): void => process.exit(0);
+  process.once('SIGTERM', stop);
+  process.once('disconnect', stop);
+} else {
+  serve();
+}
+
+function serve(): void {
+
+  const server = net.createServer((socket) => {
+    socket.setNoDelay(true);
+    socket.on('error', () => socket.destroy());
+    if (values.chunks) {
+      socket.on('data', (chunk: Buffer) => socket.write(chunk));
       return;
     }
-    if (replies.length === 0) return;
-    socket.write(replies.length === 1 ? replies[0]! : Buffer.concat(replies));
-    replies = [];
+    const splitter = new FrameSplitter();
+    let replies: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        splitter.push(chunk, (frame) => replies.push(frame));
+      } catch {
+        socket.destroy();
+        return;
+      }
+      if (replies.length === 0) return;
+      socket.write(replies.length === 1 ? replies[0]! : Buffer.concat(replies));
+      replies = [];
+    });
   });
-});
 
-server.once('error', (err) => {
-  report({ error: `raw server could not listen: ${err.message}` });
-  process.exit(2);
-});
-
-if (values.kind === 'tcp') {
-  server.listen({ host: '127.0.0.1', port: 0 }, () => {
-    const { address, port } = server.address() as net.AddressInfo;
-    report({ kind: 'tcp', host: address, port });
+  server.once('error', (err) => {
+    report({ error: `raw server could not listen: ${err.message}` });
+    process.exit(2);
   });
-} else if (values.kind === 'unix' && values.path !== undefined) {
-  const path = values.path;
-  server.listen({ path }, () => report({ kind: 'unix', path }));
-} else {
-  report({ error: 'raw server: expected --kind tcp, or --kind unix --path <path>' });
-  process.exit(2);
+
+  if (values.kind === 'tcp') {
+    server.listen({ host: '127.0.0.1', port: 0 }, () => {
+      const { address, port } = server.address() as net.AddressInfo;
+      report({ kind: 'tcp', host: address, port });
+    });
+  } else if (values.kind === 'unix' && values.path !== undefined) {
+    const path = values.path;
+    server.listen({ path }, () => report({ kind: 'unix', path }));
+  } else {
+    report({ error: 'raw server: expected --kind tcp, or --kind unix --path <path>' });
+    process.exit(2);
+  }
+
+  const shutdown = (): void => {
+    server.close(() => process.exit(0));
+    // Open client sockets keep `close` from finishing; do not wait for them.
+    setTimeout(() => process.exit(0), 200).unref();
+  };
+  process.once('SIGTERM', shutdown);
+  process.once('disconnect', shutdown);
 }
-
-const shutdown = (): void => {
-  server.close(() => process.exit(0));
-  // Open client sockets keep `close` from finishing; do not wait for them.
-  setTimeout(() => process.exit(0), 200).unref();
-};
-process.once('SIGTERM', shutdown);
-process.once('disconnect', shutdown);

@@ -62,11 +62,15 @@ export class RawPingClient {
   }
 }
 
-/** Starts a raw echo server child and connects a client to it. `dir` holds the Unix socket. */
-export async function startRawSubject(transport: SocketKind, dir: string): Promise<Subject> {
-  const args = transport === 'tcp' ? ['--kind', 'tcp'] : ['--kind', 'unix', '--path', join(dir, 'raw.sock')];
+/**
+ * Starts a raw echo server child and connects a client to it. `dir` holds the Unix socket;
+ * `serverArgs` go to the server (e.g. `--in-worker --busy-slice-ms 20`), `name` names its socket.
+ */
+export async function startRawSubject(transport: SocketKind, dir: string, options: { serverArgs?: string[]; name?: string; label?: string } = {}): Promise<Subject> {
+  const name = options.name ?? 'raw';
+  const args = [...(transport === 'tcp' ? ['--kind', 'tcp'] : ['--kind', 'unix', '--path', join(dir, `${name}.sock`)]), ...(options.serverArgs ?? [])];
   const server = await startServerChild(new URL('./raw-server.js', import.meta.url), args, {
-    label: `raw ${transport} server`,
+    label: `raw ${transport} server${options.serverArgs === undefined ? '' : ` (${options.serverArgs.join(' ')})`}`,
   });
   let client: RawPingClient;
   try {
@@ -76,8 +80,8 @@ export async function startRawSubject(transport: SocketKind, dir: string): Promi
     throw err;
   }
   return {
-    key: 'raw',
-    label: 'raw ping-pong',
+    key: name,
+    label: options.label ?? 'raw ping-pong',
     transport,
     call: () => client.call(new Uint8Array(kPayloadBytes)),
     callBytes: (payload) => client.call(payload),

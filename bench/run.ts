@@ -133,7 +133,7 @@ const kSectionSeconds: Record<Section, [number, number]> = {
   shm: [10, 50],
   isolate: [8, 27],
   handshake: [5, 15],
-  busy: [7, 12],
+  busy: [14, 30],
   peers: [8, 45],
   sweep: [7, 32],
   tls: [8, 25],
@@ -381,6 +381,12 @@ async function main(): Promise<number> {
     `rt: round trip, one call in flight; x${config.inflight}: ${config.inflight} calls kept in flight`,
     'ratio: rt rows time / baseline time, x rows rate / baseline rate; only ratios within one run mean anything',
     "worker handler: echo module run in the server's connection worker; main-thread handler: echo object on its main thread",
+    ...(busyHost === undefined
+      ? []
+      : [
+          `busy host rows: the server process's main thread is blocked in ${busyHost.sliceMs} ms CPU slices; one server at a time, median and p99 over every call of every round pooled; ` +
+            'floor = a raw echo server in a worker thread of such a process; grpc-js, vscode-jsonrpc and zeromq.js serve on the busy main thread, as they do',
+        ]),
     ...(shmTable.length === 0
       ? []
       : [

@@ -1,15 +1,24 @@
 /**
  * zeromq.js echo server (a child process of the bench): a Router socket that sends every message
  * back to the Dealer it came from, frames unchanged (the client's call id, then the payload).
- * Usage: `node zmq-server.js --kind tcp|unix [--path <socket>]` (unix = zeromq's `ipc://`).
+ * Usage: `node zmq-server.js --kind tcp|unix [--path <socket>] [--busy-slice-ms <ms>]` (unix =
+ * zeromq's `ipc://`; the busy host: see lib/busy.ts).
  * Prints its address as one JSON line when bound; stops on SIGTERM or when the parent goes.
  */
 import { parseArgs } from 'node:util';
+import { busySlices, sliceMsOf } from './lib/busy.js';
 
-const { values } = parseArgs({ options: { kind: { type: 'string' }, path: { type: 'string' } } });
+const { values } = parseArgs({ options: { kind: { type: 'string' }, path: { type: 'string' }, 'busy-slice-ms': { type: 'string' } } });
 
+let busyStarted = false;
+/** Prints one JSON line; once the address is out, `--busy-slice-ms` starts keeping this main thread busy. */
 function report(line: object): void {
   process.stdout.write(`${JSON.stringify(line)}\n`);
+  const sliceMs = sliceMsOf(values['busy-slice-ms']);
+  if (sliceMs > 0 && !('error' in line) && !busyStarted) {
+    busyStarted = true;
+    busySlices(sliceMs);
+  }
 }
 
 let zmq: typeof import('zeromq');

@@ -40,6 +40,7 @@ function msToNs(ms: number): bigint {
 export async function roundTrip(
   call: () => Promise<unknown>,
   options: RoundTripOptions,
+  keep?: (sortedUs: Float64Array) => void,
 ): Promise<RoundTripResult> {
   const warmupEnd = now() + msToNs(options.warmupMs);
   while (now() < warmupEnd) await call();
@@ -57,6 +58,7 @@ export async function roundTrip(
     started = finished;
   }
   const sorted = samples.subarray(0, count).sort();
+  keep?.(sorted);
   return { medianUs: quantile(sorted, 0.5), p99Us: quantile(sorted, 0.99), samples: count };
 }
 
@@ -151,6 +153,19 @@ export function medianOfRoundTrips(rounds: readonly RoundTripResult[]): RoundTri
 
 export function medianOfPipelined(rounds: readonly PipelinedResult[]): PipelinedResult {
   return { callsPerSec: median(rounds.map((r) => r.callsPerSec)) };
+}
+
+/** Median and p99 of every sample of several rounds taken together (not a median of the rounds' p99s). */
+export function pooledRoundTrips(rounds: readonly Float64Array[]): RoundTripResult {
+  const count = rounds.reduce((n, r) => n + r.length, 0);
+  const all = new Float64Array(count);
+  let at = 0;
+  for (const r of rounds) {
+    all.set(r, at);
+    at += r.length;
+  }
+  all.sort();
+  return { medianUs: quantile(all, 0.5), p99Us: quantile(all, 0.99), samples: count };
 }
 
 export function median(values: readonly number[]): number {

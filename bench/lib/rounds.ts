@@ -8,6 +8,7 @@ import {
   medianOfPipelined,
   medianOfRoundTrips,
   pipelined,
+  pooledRoundTrips,
   roundTrip,
   withDeadline,
   type PipelinedResult,
@@ -35,6 +36,8 @@ export interface SubjectRounds {
 
 export interface SubjectSummary {
   roundTrip: RoundTripResult;
+  /** With `pooled`: median and p99 over every round-trip sample of every round taken together. */
+  pooled?: RoundTripResult;
   /** Absent when the subject was measured for round trips only. */
   pipelined?: PipelinedResult;
   rounds: SubjectRounds;
@@ -47,15 +50,17 @@ const kStallSlackMs = 15_000;
 export async function measureInterleaved(
   subjects: readonly Measured[],
   config: BenchConfig,
-  options: { pipelined: boolean; log: (line: string) => void },
+  options: { pipelined: boolean; pooled?: boolean; log: (line: string) => void },
 ): Promise<Map<Measured, SubjectSummary>> {
   const perSubject = new Map<Measured, SubjectRounds>(subjects.map((s) => [s, { roundTrip: [], pipelined: [] }]));
+  const samples = new Map<Measured, Float64Array[]>(subjects.map((s) => [s, []]));
   const stallMs = config.warmupMs + config.durationMs + kStallSlackMs;
   for (let round = 0; round < config.rounds; round++) {
     for (const subject of subjects) {
       const name = `${subject.transport} ${subject.key}`;
       const record = perSubject.get(subject)!;
-      const rt = await withDeadline(roundTrip(() => subject.call(), config), stallMs, `${name} round trip`);
+      const keep = options.pooled ? (sorted: Float64Array) => samples.get(subject)!.push(sorted) : undefined;
+      const rt = await withDeadline(roundTrip(() => subject.call(), config, keep), stallMs, `${name} round trip`);
       record.roundTrip.push(rt);
       let line = `round ${round + 1}/${config.rounds}  ${name.padEnd(22)} 1 in flight: median ${rt.medianUs.toFixed(1)} µs, p99 ${rt.p99Us.toFixed(1)} µs (${rt.samples} samples)`;
       if (options.pipelined) {
@@ -74,6 +79,7 @@ export async function measureInterleaved(
   for (const [subject, rounds] of perSubject) {
     summaries.set(subject, {
       roundTrip: medianOfRoundTrips(rounds.roundTrip),
+      ...(options.pooled ? { pooled: pooledRoundTrips(samples.get(subject)!) } : {}),
       ...(options.pipelined ? { pipelined: medianOfPipelined(rounds.pipelined) } : {}),
       rounds,
     });
