@@ -11,7 +11,7 @@ export type { ByteStream, StreamEvents, StreamListener, TransportAdapter } from 
 export { msgpack, json, view } from './codec/index.js';
 export { View } from './codec/view.js';
 export type { FinishedBuffer } from './codec/view.js';
-export type { CodecDescriptor, CodecKind } from './codec/index.js';
+export type { CodecDescriptor, CodecKind, DecodeLimits } from './codec/index.js';
 export { RpcError, errorCodes } from './errors.js';
 export type { ErrorCode, RemoteErrorInfo } from './errors.js';
 export type { CallContext, CallOptions, Handler, PeerClient, PeerInfo, StreamOptions, TlsPeerInfo } from './types.js';

@@ -7,6 +7,9 @@ import { Packr } from 'msgpackr';
 import { RpcError } from '../errors.js';
 import { countCopied } from '../observe.js';
 import { View, viewBytes } from './view.js';
+import { resolveDecodeLimits, scanJson, scanMsgpack, unscannedBytes, type DecodeLimits, type ResolvedDecodeLimits } from './budget.js';
+
+export type { DecodeLimits } from './budget.js';
 
 export type CodecKind = 'msgpack' | 'json' | 'view';
 
@@ -71,14 +74,16 @@ export function view(): CodecDescriptor {
   return { kind: 'view' };
 }
 
-export function createCodec(descriptor: CodecDescriptor = msgpack()): Codec {
+/** Builds a codec whose decode refuses, before building anything, a payload over `limits` (NodeOptions.decodeLimits). */
+export function createCodec(descriptor: CodecDescriptor = msgpack(), limits?: DecodeLimits): Codec {
+  const resolved = resolveDecodeLimits(limits);
   switch (descriptor?.kind) {
     case 'msgpack':
-      return new MsgpackCodec();
+      return new MsgpackCodec(resolved);
     case 'json':
-      return new JsonCodec();
+      return new JsonCodec(resolved);
     case 'view':
-      return new ViewCodec();
+      return new ViewCodec(resolved);
     default:
       throw new RpcError('INVALID_ARGUMENT', `unknown codec ${JSON.stringify((descriptor as { kind?: unknown })?.kind)}`);
   }
@@ -112,6 +117,18 @@ function writeBinHeader(out: Uint8Array, at: number, n: number): number {
 }
 
 class MsgpackCodec implements Codec {
+  readonly #limits: ResolvedDecodeLimits;
+  /** The scan's stack of open containers, allocated once. */
+  readonly #stack: Float64Array;
+  /** Payloads this short cannot break the limits: the scan is skipped (most calls' payloads). */
+  readonly #unscanned: number;
+
+  constructor(limits: ResolvedDecodeLimits) {
+    this.#limits = limits;
+    this.#stack = new Float64Array(limits.maxDepth + 2);
+    this.#unscanned = unscannedBytes(limits);
+  }
+
   encodeError(error: object): Uint8Array {
     return this.encode(error);
   }
@@ -188,9 +205,14 @@ class MsgpackCodec implements Codec {
       if (header !== 0 && n >= header) {
         const s = start;
         const len = header === 2 ? bytes[s + 1] : header === 3 ? (bytes[s + 1] << 8) | bytes[s + 2] : ((bytes[s + 1] << 24) | (bytes[s + 2] << 16) | (bytes[s + 3] << 8) | bytes[s + 4]) >>> 0;
-        if (len === n - header) return owned ? bytes.subarray(s + header) : Uint8Array.prototype.slice.call(bytes, s + header);
+        if (len === n - header) {
+          const max = this.#limits.maxBinaryBytes;
+          if (len > max) throw new RpcError('FRAME_TOO_LARGE', `payload refused before decoding: a binary of ${len} bytes exceeds decodeLimits.maxBinaryBytes (${max})`, { data: { limit: 'maxBinaryBytes', length: len, max } });
+          return owned ? bytes.subarray(s + header) : Uint8Array.prototype.slice.call(bytes, s + header);
+        }
       }
     }
+    if (n > this.#unscanned) scanMsgpack(bytes, start, this.#limits, this.#stack);
     if (start > 0) bytes = bytes.subarray(start);
     try {
       return bytes.length === 0 ? undefined : (owned ? this.#aliasing : this.#packr).unpack(bytes);
@@ -201,6 +223,20 @@ class MsgpackCodec implements Codec {
 }
 
 class JsonCodec implements Codec {
+  readonly #limits: ResolvedDecodeLimits;
+  /** The scan's commas and kinds per open container, allocated once. */
+  readonly #stack: Float64Array;
+  readonly #kinds: Uint8Array;
+  /** Payloads this short cannot break the limits: the scan is skipped. */
+  readonly #unscanned: number;
+
+  constructor(limits: ResolvedDecodeLimits) {
+    this.#limits = limits;
+    this.#stack = new Float64Array(limits.maxDepth + 2);
+    this.#kinds = new Uint8Array(limits.maxDepth + 2);
+    this.#unscanned = unscannedBytes(limits);
+  }
+
   encodeError(error: object): Uint8Array {
     return this.encode(error);
   }
@@ -237,6 +273,7 @@ class JsonCodec implements Codec {
 
   decode(bytes: Uint8Array): unknown {
     if (bytes.length === 0) return undefined;
+    if (bytes.length > this.#unscanned) scanJson(bytes, this.#limits, this.#stack, this.#kinds);
     countCopied(bytes.length);
     try {
       // TextDecoder refuses views of shared memory; copy those out first.
@@ -257,7 +294,12 @@ class ViewCodec implements Codec {
 
   readonly inPlace = true;
   /** Errors are not bytes the caller built: they travel as msgpack maps. */
-  readonly #errors = new MsgpackCodec();
+  readonly #errors: MsgpackCodec;
+
+  /** Only error payloads are decoded into values; a View is one object over the bytes, whatever they hold. */
+  constructor(limits: ResolvedDecodeLimits) {
+    this.#errors = new MsgpackCodec(limits);
+  }
 
   encodeError(error: object): Uint8Array {
     return this.#errors.encode(error);

@@ -5,7 +5,8 @@
 import { RpcError } from '../errors.js';
 import { checkInteger, kMaxTimerMs, timeLimit } from '../limits.js';
 import { kMaxRingCapacity } from '../shm/layout.js';
-import { msgpack, type CodecDescriptor } from '../codec/index.js';
+import { msgpack, type CodecDescriptor, type DecodeLimits } from '../codec/index.js';
+import { resolveDecodeLimits } from '../codec/budget.js';
 import { parsePublicKey } from '../handshake/signed-process.js';
 import { kDefaultHandshakeTimeoutMs, type HandshakeSpec } from '../handshake/spec.js';
 import { kDefaultMaxFrameBytes } from '../protocol/framing.js';
@@ -87,6 +88,12 @@ export interface NodeOptions {
    * incoming frame closes that connection with FRAME_TOO_LARGE.
    */
   maxFrameBytes?: number;
+  /**
+   * What decoding one incoming payload may build (depth, lengths, counts, memory per byte); one
+   * over a limit fails alone: FRAME_TOO_LARGE for a count or size, PROTOCOL for depth. Defaults:
+   * maxDepth 100, maxExpansion 24, the rest bounded only by maxFrameBytes.
+   */
+  decodeLimits?: DecodeLimits;
   /** Size of each ring between the main thread and a connection worker (default 1 MiB; larger messages are chunked). */
   ringBytes?: number;
   /**
@@ -469,7 +476,8 @@ export class Node<Req = unknown, Res = unknown> {
     const connectTimeoutMs = checkInteger('connectTimeoutMs', options.connectTimeoutMs, { fallback: kDefaultConnectTimeoutMs, min: 0, max: kMaxTimerMs });
     const closeTimeoutMs = checkInteger('closeTimeoutMs', options.closeTimeoutMs, { fallback: kDefaultCloseTimeoutMs, min: 1, max: kMaxTimerMs });
     if (options.pool !== undefined) checkPoolOptions(options.pool);
-    this.#options = { maxFrameBytes, ringBytes, spinMicros, handshakeTimeoutMs, keepAliveMs, connectTimeoutMs, closeTimeoutMs, pool: options.pool, discovery: options.discovery };
+    const decodeLimits = resolveDecodeLimits(options.decodeLimits);
+    this.#options = { maxFrameBytes, decodeLimits, ringBytes, spinMicros, handshakeTimeoutMs, keepAliveMs, connectTimeoutMs, closeTimeoutMs, pool: options.pool, discovery: options.discovery };
   }
 
   /** Listens on `transport`, or on each of several (`serve([tcp(a), unix(b)], handler)`), and answers with `handler`. */
@@ -611,8 +619,8 @@ export class Node<Req = unknown, Res = unknown> {
     const lease = new PoolLease(this.#options.pool);
     const listeners: ServedAddress[] = [];
     let channel: Channel | undefined;
-    const { maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, handshakeTimeoutMs, closeTimeoutMs } = this.#options;
-    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, handshakeTimeoutMs, maxFrameBytes, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, closeTimeoutMs };
+    const { maxFrameBytes, decodeLimits, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, handshakeTimeoutMs, closeTimeoutMs } = this.#options;
+    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, handshakeTimeoutMs, maxFrameBytes, decodeLimits, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, closeTimeoutMs };
     try {
       for (const { transport, handler, options } of this.#serve) {
         const listening: RemoteTaskOptions = {

@@ -6,7 +6,7 @@ import { MessageChannel } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import { deferred, type Deferred } from '../deferred.js';
 import { RpcError, fromWireError, messageOf, toWireError, type WireError } from '../errors.js';
-import { createCodec, type Codec, type CodecDescriptor } from '../codec/index.js';
+import { createCodec, type Codec, type CodecDescriptor, type DecodeLimits } from '../codec/index.js';
 import { Kind } from '../protocol/envelope.js';
 import { decodeControl, encodeControl, kClientConnectionId, type HandlerSpec, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
 import { nodeEndpoint } from '../protocol/endpoint.js';
@@ -41,6 +41,8 @@ export interface RemoteTaskOptions {
   /** Time limit of the transport's own handshake (TLS). */
   handshakeTimeoutMs: number;
   maxFrameBytes: number;
+  /** NodeOptions.decodeLimits: applied where each payload is decoded (here for a main-thread handler and the caller, in the worker for a module handler). */
+  decodeLimits: DecodeLimits;
   /** Listeners: the most calls one connection may have served at once (default no limit). */
   maxConcurrentCalls?: number;
   /** Listeners: the most clients served at once (default no limit; one-to-one makes it 1). */
@@ -96,7 +98,7 @@ export class RemoteTask {
     // An isolate's messages ride rings only, chunked at any size: no frame limit applies there.
     this.#maxFrameBytes = options.transport.kind === 'isolate' ? Infinity : options.maxFrameBytes;
     this.#maxConcurrentCalls = options.maxConcurrentCalls ?? Infinity;
-    this.#codec = createCodec(options.codec);
+    this.#codec = createCodec(options.codec, options.decodeLimits);
     this.#handler = typeof options.handler === 'object' ? options.handler : undefined;
     const handlerSpec: HandlerSpec =
       typeof options.handler === 'string' ? { kind: 'module', url: options.handler } : options.handler ? { kind: 'main' } : { kind: 'none' };
@@ -112,6 +114,7 @@ export class RemoteTask {
       handshake: options.handshake,
       handshakeTimeoutMs: options.handshakeTimeoutMs,
       maxFrameBytes: options.maxFrameBytes,
+      decodeLimits: options.decodeLimits,
       maxConcurrentCalls: this.#maxConcurrentCalls,
       maxConnections: options.oneToOne ? 1 : (options.maxConnections ?? Infinity),
       ...(options.shared !== undefined ? { shared: options.shared } : {}),

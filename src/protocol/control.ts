@@ -3,7 +3,7 @@
  * listener or connection, and the object it exposes back over comlink. Data never travels here; it
  * rides the task's rings (see src/shm/ring.ts), as envelope bodies tagged with a connection id.
  */
-import type { CodecDescriptor } from '../codec/index.js';
+import type { CodecDescriptor, DecodeLimits } from '../codec/index.js';
 import type { WireError } from '../errors.js';
 import type { HandshakeSpec } from '../handshake/spec.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
@@ -27,6 +27,8 @@ export interface TaskSpec {
   /** Listener only: refuse a second connection while one is open. */
   oneToOne: boolean;
   maxFrameBytes: number;
+  /** What decoding one payload may build (NodeOptions.decodeLimits). */
+  decodeLimits: DecodeLimits;
   /** Listener only: the most clients it serves at once (1 when one-to-one; Infinity: no limit); one more is refused with BUSY. */
   maxConnections: number;
   /**

@@ -23,7 +23,7 @@ interface PluginModule {
 
 const spec = workerData as TaskSpec;
 const toMain = new RingWriter(spec.toMain);
-const codec = createCodec(spec.codec);
+const codec = createCodec(spec.codec, spec.decodeLimits);
 let session: Session | undefined;
 let finished = false;
 /** For stats(): messages from and to the host. */

@@ -70,7 +70,7 @@ export class ConnectionTask implements ConnectionHost {
   constructor(spec: TaskSpec) {
     this.#spec = spec;
     Atomics.store(spec.thread, 0, threadId);
-    this.codec = createCodec(spec.codec);
+    this.codec = createCodec(spec.codec, spec.decodeLimits);
     this.maxFrameBytes = spec.maxFrameBytes;
     this.readsWaitForWrites = spec.role === 'listen';
     this.expectsNoHello = spec.role === 'connect' && spec.handshake.scheme === 'none';
