@@ -240,13 +240,18 @@ export function processStartTime(pid: number): number | undefined {
   return Number(fields[19]);
 }
 
-/** The pid of the process at the other end of a connected Unix socket (SO_PEERCRED), or undefined when the addon or the fd is not there. */
-export function socketPeerPid(socket: unknown): number | undefined {
+/** Who is at the other end of a connected Unix socket (SO_PEERCRED), or undefined when the addon or the fd is not there. */
+export function socketPeerCredentials(socket: unknown): PeerCredentials | undefined {
   const fd = (socket as { _handle?: { fd?: number } })._handle?.fd;
   if (fd === undefined || fd < 0 || !nativeAvailable()) return undefined;
   try {
-    return loadNative().peerCredentials(fd).pid;
+    return loadNative().peerCredentials(fd);
   } catch {
     return undefined;
   }
+}
+
+/** The pid of the process at the other end of a connected Unix socket (SO_PEERCRED), or undefined when the addon or the fd is not there. */
+export function socketPeerPid(socket: unknown): number | undefined {
+  return socketPeerCredentials(socket)?.pid;
 }
