@@ -142,7 +142,7 @@ export interface NativeBinding {
    * relay thread owns `fd`; on a throw, the caller still does.
    */
   relayFd(fd: number): number;
-  /** A listening Unix socket (mode 0600) run by the vsock listener's native accept loop, announcements and relays, so that path can be tested without a vsock peer; `cid` and `port` are 0, as in its announcements. The caller removes the socket file. */
+  /** A listening Unix socket (made 0600 after bind: give a path in a private directory) run by the vsock listener's native accept loop, announcements and relays, so that path can be tested without a vsock peer; `cid` and `port` are 0, as in its announcements. The caller removes the socket file. */
   relayListenUnix(options: { path: string; backlog?: number }): VsockListening;
   /** A non-blocking, close-on-exec AF_UNIX stream socketpair. */
   socketpair(): [number, number];
@@ -150,8 +150,8 @@ export interface NativeBinding {
   closeFd(fd: number): void;
   /**
    * A listening socket the caller owns, that several threads adopt (serve(..., { threads })):
-   * `path` an AF_UNIX socket file made 0600 (the caller removes a stale one before, and the file
-   * when done); `host` a numeric IPv4/IPv6 address and `port` (0: the kernel picks; see `port`).
+   * `path` an AF_UNIX socket file made 0600 after bind(2), so give a path in a private directory
+   * (listenSocketFile does; the caller removes a stale one before, and the file when done); `host` a numeric IPv4/IPv6 address and `port` (0: the kernel picks; see `port`).
    */
   listenSocket(options: { path: string; backlog?: number } | { host: string; port: number; backlog?: number }): { fd: number; port: number };
   /** A duplicate (close-on-exec) of `fd`, which the caller owns. */
