@@ -72,6 +72,18 @@ const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 let serial = 0;
 const uniqueName = () => `sm${process.pid}-${++serial}`;
 
+describe('peerUid', () => {
+  it('is a uid or "any"; anything else is INVALID_ARGUMENT', () => {
+    assert.equal(unix('/tmp/x.sock', { peerUid: 1000 }).peerUid, 1000);
+    assert.equal(shm('x', { peerUid: 'any' }).peerUid, 'any');
+    assert.equal('peerUid' in unix('/tmp/x.sock'), false, 'the default is decided where it connects');
+    for (const peerUid of [-1, 1.5, 2 ** 32 - 1, '0', 'all', null, NaN]) {
+      assert.throws(() => unix('/tmp/x.sock', { peerUid } as never), (e: RpcError) => e.code === 'INVALID_ARGUMENT' && /peerUid/.test(e.message));
+      assert.throws(() => shm('x', { peerUid } as never), (e: RpcError) => e.code === 'INVALID_ARGUMENT' && /peerUid/.test(e.message));
+    }
+  });
+});
+
 describe('socket modes and the peer uid', function () {
   this.timeout(60_000);
   let user: User | undefined;
