@@ -38,6 +38,9 @@ struct FdGuard {
 
 }  // namespace
 
+// bind(2) creates the file with the process umask's mode, and the chmod comes after: callers bind
+// in a private directory and link the socket into place (src/transport/socket-file.ts), since a
+// process-wide umask() around bind would race other threads.
 int ListenUnix(Napi::Env env, const std::string& path, int backlog) {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
@@ -55,9 +58,10 @@ int ListenUnix(Napi::Env env, const std::string& path, int backlog) {
 }
 
 // listenSocket({ path } | { host, port }, backlog? = 511) -> { fd, port }: a listening socket the
-// caller owns. `path`: an AF_UNIX socket file, mode 0600 (the caller removes a stale one first,
-// and the file when done). `host`: a numeric IPv4 or IPv6 address, `port` 0-65535 (0: the kernel
-// picks; `port` in the result says which); SO_REUSEADDR as Node sets it.
+// caller owns. `path`: an AF_UNIX socket file, mode 0600 once bound (in a private directory; the
+// caller removes a stale one first, and the file when done). `host`: a numeric IPv4 or IPv6
+// address, `port` 0-65535 (0: the kernel picks; `port` in the result says which); SO_REUSEADDR as
+// Node sets it.
 Napi::Value ListenSocket(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object options = OptionsArg(info, "listenSocket");

@@ -8,11 +8,10 @@
  * counts the clients of all of them, in one word of shared memory.
  */
 import dns from 'node:dns/promises';
-import fs from 'node:fs';
 import { RpcError, messageOf } from '../errors.js';
 import { loadNative } from '../shm/native.js';
 import { formatAddress, type Address } from '../transport/descriptors.js';
-import { checkSocketDirectory, removeStaleSocket } from '../transport/unix.js';
+import { listenSocketFile, type SocketFile } from '../transport/socket-file.js';
 import { SupervisedListener, type ListenerStats } from './listener.js';
 import type { RemoteTaskOptions, TaskRunner } from './remote-task.js';
 
@@ -22,17 +21,17 @@ export class ListenerGroup {
   readonly #members: SupervisedListener[];
   /** The listening socket the tasks adopt duplicates of; closed (and its socket file removed) last. */
   readonly #fd: number;
-  readonly #path: string | undefined;
+  readonly #file: SocketFile | undefined;
   #closing: Promise<void> | undefined;
   /** Set once the socket is closed: by drain() (no new clients meanwhile) or close(). */
   #released = false;
 
-  private constructor(members: SupervisedListener[], fd: number, path: string | undefined) {
+  private constructor(members: SupervisedListener[], fd: number, file: SocketFile | undefined) {
     // What its tasks report they listen on (the adapters' own address, port 0 resolved).
     this.address = members[0].address;
     this.#members = members;
     this.#fd = fd;
-    this.#path = path;
+    this.#file = file;
   }
 
   /** Binds `options.transport` (tcp or unix) and starts `threads` listener tasks on it; rejects with nothing left behind when any fails. */
@@ -41,13 +40,10 @@ export class ListenerGroup {
     const t = options.transport;
     const where = formatAddress(t);
     let bound: { fd: number; port: number };
-    let path: string | undefined;
+    let file: SocketFile | undefined;
     try {
       if (t.kind === 'unix') {
-        checkSocketDirectory(t.path);
-        await removeStaleSocket(t.path);
-        bound = native.listenSocket({ path: t.path });
-        path = t.path;
+        ({ bound, file } = await listenSocketFile(t.path, (privatePath) => native.listenSocket({ path: privatePath }), ({ fd }) => native.closeFd(fd)));
       } else if (t.kind === 'tcp') {
         // Bound by number, as net.Server#listen does after the same lookup.
         const ip = await dns.lookup(t.host);
@@ -67,10 +63,10 @@ export class ListenerGroup {
       for (let i = 0; i < threads; i++) members.push(await SupervisedListener.start(runner, { ...options, transport, shared: { listenFd: bound.fd, connections, member: i } }));
     } catch (err) {
       await Promise.all(members.map((m) => m.close()));
-      release(bound.fd, path);
+      release(bound.fd, file);
       throw err;
     }
-    return new ListenerGroup(members, bound.fd, path);
+    return new ListenerGroup(members, bound.fd, file);
   }
 
   /** The sum over its tasks; `threads` says how many there are. */
@@ -111,15 +107,15 @@ export class ListenerGroup {
   #release(): void {
     if (this.#released) return;
     this.#released = true;
-    release(this.#fd, this.#path);
+    release(this.#fd, this.#file);
   }
 }
 
-function release(fd: number, path: string | undefined): void {
+function release(fd: number, file: SocketFile | undefined): void {
   try {
     loadNative().closeFd(fd);
   } catch {
     // EBADF: there is nothing left to release
   }
-  if (path !== undefined) fs.rmSync(path, { force: true });
+  file?.remove();
 }

@@ -142,7 +142,7 @@ export interface NativeBinding {
    * relay thread owns `fd`; on a throw, the caller still does.
    */
   relayFd(fd: number): number;
-  /** A listening Unix socket (mode 0600) run by the vsock listener's native accept loop, announcements and relays, so that path can be tested without a vsock peer; `cid` and `port` are 0, as in its announcements. The caller removes the socket file. */
+  /** A listening Unix socket (made 0600 after bind: give a path in a private directory) run by the vsock listener's native accept loop, announcements and relays, so that path can be tested without a vsock peer; `cid` and `port` are 0, as in its announcements. The caller removes the socket file. */
   relayListenUnix(options: { path: string; backlog?: number }): VsockListening;
   /** A non-blocking, close-on-exec AF_UNIX stream socketpair. */
   socketpair(): [number, number];
@@ -150,8 +150,8 @@ export interface NativeBinding {
   closeFd(fd: number): void;
   /**
    * A listening socket the caller owns, that several threads adopt (serve(..., { threads })):
-   * `path` an AF_UNIX socket file made 0600 (the caller removes a stale one before, and the file
-   * when done); `host` a numeric IPv4/IPv6 address and `port` (0: the kernel picks; see `port`).
+   * `path` an AF_UNIX socket file made 0600 after bind(2), so give a path in a private directory
+   * (listenSocketFile does; the caller removes a stale one before, and the file when done); `host` a numeric IPv4/IPv6 address and `port` (0: the kernel picks; see `port`).
    */
   listenSocket(options: { path: string; backlog?: number } | { host: string; port: number; backlog?: number }): { fd: number; port: number };
   /** A duplicate (close-on-exec) of `fd`, which the caller owns. */
@@ -240,13 +240,18 @@ export function processStartTime(pid: number): number | undefined {
   return Number(fields[19]);
 }
 
-/** The pid of the process at the other end of a connected Unix socket (SO_PEERCRED), or undefined when the addon or the fd is not there. */
-export function socketPeerPid(socket: unknown): number | undefined {
+/** Who is at the other end of a connected Unix socket (SO_PEERCRED), or undefined when the addon or the fd is not there. */
+export function socketPeerCredentials(socket: unknown): PeerCredentials | undefined {
   const fd = (socket as { _handle?: { fd?: number } })._handle?.fd;
   if (fd === undefined || fd < 0 || !nativeAvailable()) return undefined;
   try {
-    return loadNative().peerCredentials(fd).pid;
+    return loadNative().peerCredentials(fd);
   } catch {
     return undefined;
   }
+}
+
+/** The pid of the process at the other end of a connected Unix socket (SO_PEERCRED), or undefined when the addon or the fd is not there. */
+export function socketPeerPid(socket: unknown): number | undefined {
+  return socketPeerCredentials(socket)?.pid;
 }

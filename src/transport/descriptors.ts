@@ -20,6 +20,8 @@ export interface UnixDescriptor {
   kind: 'unix';
   /** A filesystem path, or a Windows named pipe path (`\\.\pipe\name`). */
   path: string;
+  /** Connecting: see `PeerUidOptions`. */
+  peerUid?: number | 'any';
 }
 
 export interface CustomDescriptor {
@@ -38,6 +40,8 @@ export interface ShmDescriptor {
   name: string;
   /** Bytes of each ring's data area (a power of two; larger messages are chunked through it). */
   capacity: number;
+  /** Connecting: see `PeerUidOptions`. */
+  peerUid?: number | 'any';
 }
 
 export interface IsolateDescriptor {
@@ -108,10 +112,31 @@ function checkPort(port: number, shown: string): number {
   return port;
 }
 
-/** A Unix domain socket path (created 0600, removed on close), or on Windows a named pipe path. */
-export function unix(path: string): UnixDescriptor {
+/** Options of `unix()` and `shm()` that a client uses: whose server it accepts. */
+export interface PeerUidOptions {
+  /**
+   * The uid the server must run as, as the kernel reports it for the connected socket
+   * (SO_PEERCRED), or 'any'; default this process's uid. A client reaching a server that runs as
+   * another uid closes the connection and fails with AUTH_FAILED. Serving ignores it.
+   */
+  peerUid?: number | 'any';
+}
+
+/**
+ * A Unix domain socket path (0600 from its creation, removed on close), or on Windows a named
+ * pipe path. A client accepts only a server running as `peerUid` (default: its own uid).
+ */
+export function unix(path: string, options: PeerUidOptions = {}): UnixDescriptor {
   if (typeof path !== 'string' || path.length === 0) throw new RpcError('INVALID_ARGUMENT', 'unix() takes a socket path');
-  return { kind: 'unix', path };
+  if (options === null || typeof options !== 'object') throw new RpcError('INVALID_ARGUMENT', 'unix() takes an options object as its second argument');
+  const d: UnixDescriptor = { kind: 'unix', path };
+  if (options.peerUid !== undefined) d.peerUid = checkPeerUid(options.peerUid);
+  return d;
+}
+
+function checkPeerUid(peerUid: unknown): number | 'any' {
+  if (peerUid === 'any' || (typeof peerUid === 'number' && Number.isInteger(peerUid) && peerUid >= 0 && peerUid < 0xffffffff)) return peerUid;
+  throw new RpcError('INVALID_ARGUMENT', `peerUid must be a uid (an integer from 0 to 2^32-2) or 'any', got ${JSON.stringify(peerUid) ?? String(peerUid)}`);
 }
 
 /**
@@ -136,9 +161,10 @@ export function moduleHref(module: string | URL, what = 'a module'): string {
 /**
  * Cross-process shared memory: a pair of rings in POSIX shared memory per connection, signalled
  * with a native futex; a Unix control socket beside them does the rendezvous and notices a dead
- * peer. Needs the native addon (built by `npm ci`); throws NATIVE_MISSING without it.
+ * peer (0600 from its creation; a client accepts only a server running as `peerUid`, default its
+ * own uid). Needs the native addon (built by `npm ci`); throws NATIVE_MISSING without it.
  */
-export function shm(name: string, options: { capacity?: number } = {}): ShmDescriptor {
+export function shm(name: string, options: { capacity?: number } & PeerUidOptions = {}): ShmDescriptor {
   if (typeof name !== 'string' || !/^[A-Za-z0-9._-]{1,100}$/.test(name)) {
     throw new RpcError('INVALID_ARGUMENT', `shm name must be 1-100 letters, digits, '.', '_' or '-', got ${JSON.stringify(name)}`);
   }
@@ -147,7 +173,9 @@ export function shm(name: string, options: { capacity?: number } = {}): ShmDescr
   loadNative(); // NATIVE_MISSING here, with how to build it, rather than later in a worker
   let capacity = 4096;
   while (capacity < wanted) capacity *= 2;
-  return { kind: 'shm', name, capacity };
+  const d: ShmDescriptor = { kind: 'shm', name, capacity };
+  if (options.peerUid !== undefined) d.peerUid = checkPeerUid(options.peerUid);
+  return d;
 }
 
 /** VMADDR_CID_ANY: a server bound to it accepts on whatever CID this machine has. */

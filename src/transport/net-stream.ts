@@ -64,14 +64,24 @@ export class NetStream implements ByteStream {
   }
 }
 
-/** Connects a net socket; resolves once connected, rejects with the socket's error. */
-export function connectNet(options: net.NetConnectOpts, remoteAddress: string): Promise<NetStream> {
+/**
+ * Connects a net socket; resolves once connected, rejects with the socket's error. `verify` may
+ * refuse the peer once connected by throwing, which closes the socket and rejects with its error.
+ */
+export function connectNet(options: net.NetConnectOpts, remoteAddress: string, verify?: (socket: net.Socket) => void): Promise<NetStream> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(options);
     const onError = (err: Error) => reject(err);
     socket.once('error', onError);
     socket.once('connect', () => {
       socket.off('error', onError);
+      try {
+        verify?.(socket);
+      } catch (err) {
+        socket.destroy();
+        reject(err);
+        return;
+      }
       resolve(new NetStream(socket, { remoteAddress }));
     });
   });

@@ -8,19 +8,20 @@
  * names at once: both processes hold mappings, so nothing is left in /dev/shm even if one is
  * killed a moment later. The control socket stays open for the life of the connection: the
  * kernel closes it when either process dies, which is how the peer's death is noticed (at once,
- * well within the 1 s promised), and it tells the server the client's pid (SO_PEERCRED).
+ * well within the 1 s promised), and it tells the server the client's pid and the client the
+ * server's uid (SO_PEERCRED).
  */
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { RpcError } from '../errors.js';
 import { countCopied } from '../observe.js';
+import { perUserTempDir, securePrivateDir } from '../private-dir.js';
 import { futexSignal, loadNative, socketPeerPid } from '../shm/native.js';
 import { RingReader, RingWriter, initRing, kRingHeaderBytes } from '../shm/ring.js';
 import type { ShmDescriptor } from './descriptors.js';
 import type { ByteStream, StreamEvents, TransportAdapter } from './types.js';
-import { removeStaleSocket } from './unix.js';
+import { checkServerUid, listenSocketFile } from './socket-file.js';
 
 /** What the shm adapter receives: the descriptor and the idle strategy of the ring it reads. */
 export type ShmAdapterOptions = ShmDescriptor & { pollMicros?: number; spinMicros?: number };
@@ -30,9 +31,20 @@ type Idle = Pick<ShmAdapterOptions, 'pollMicros' | 'spinMicros'>;
 const kRendezvousTimeoutMs = 5000;
 const kMaxLine = 4096;
 
-/** Where the control socket of service `name` lives: $XDG_RUNTIME_DIR, else the temp dir. */
+/** Where the control socket of service `name` lives: $XDG_RUNTIME_DIR, else this user's private directory in the temp dir. */
 export function shmControlPath(name: string): string {
-  return path.join(process.env.XDG_RUNTIME_DIR || os.tmpdir(), `ogurpchik-shm-${name}.sock`);
+  return path.join(process.env.XDG_RUNTIME_DIR || perUserTempDir(), `ogurpchik-shm-${name}.sock`);
+}
+
+/**
+ * The control socket's path, its directory checked: outside $XDG_RUNTIME_DIR (the user's own by
+ * definition) it is in the shared temp dir, where a directory another user made or can write to
+ * would let them take the path or swap the socket (INVALID_ARGUMENT). `create` when serving.
+ */
+function controlPathChecked(name: string, create: boolean): string {
+  const file = shmControlPath(name);
+  if (!process.env.XDG_RUNTIME_DIR) securePrivateDir(path.dirname(file), { create });
+  return file;
 }
 
 /** Segment names of one connection: /ogurpchik-<service>-<server pid>-<n>-{c2s,s2c}. */
@@ -237,8 +249,9 @@ function mapPair(native: ReturnType<typeof loadNative>, base: string, bytes: num
 export const shmTransport: TransportAdapter = {
   async connect(d: ShmAdapterOptions) {
     const native = loadNative();
+    const controlPath = controlPathChecked(d.name, false);
     const control = await new Promise<net.Socket>((resolve, reject) => {
-      const s = net.connect({ path: shmControlPath(d.name) });
+      const s = net.connect({ path: controlPath });
       s.once('error', reject);
       s.once('connect', () => {
         s.off('error', reject);
@@ -246,6 +259,8 @@ export const shmTransport: TransportAdapter = {
       });
     });
     try {
+      // Before reading a word from it: a server of another user could offer segments of its own.
+      checkServerUid(control, controlPath, d.peerUid);
       const offer = JSON.parse(await readLine(control, 'offer')) as { base?: unknown; bytes?: unknown; error?: unknown };
       if (typeof offer.error === 'string') throw new RpcError('BUSY', offer.error);
       if (typeof offer.base !== 'string' || !/^\/ogurpchik-[\w.-]+$/.test(offer.base) || typeof offer.bytes !== 'number') {
@@ -262,9 +277,8 @@ export const shmTransport: TransportAdapter = {
 
   async listen(d: ShmAdapterOptions, onStream) {
     const native = loadNative();
-    const controlPath = shmControlPath(d.name);
+    const controlPath = controlPathChecked(d.name, true);
     removeLeftoverSegments(d.name);
-    await removeStaleSocket(controlPath);
     const bytes = kRingHeaderBytes + d.capacity;
     const server = net.createServer((control) => {
       const base = `/${segmentPrefix(d.name)}${process.pid}-${++segmentCounter}`;
@@ -302,21 +316,23 @@ export const shmTransport: TransportAdapter = {
         },
       );
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ path: controlPath }, () => {
-        server.off('error', reject);
-        server.on('error', () => {});
-        resolve();
-      });
-    });
-    fs.chmodSync(controlPath, 0o600);
+    const close = () => new Promise<void>((resolve) => server.close(() => resolve()));
+    const { file } = await listenSocketFile(
+      controlPath,
+      (privatePath) =>
+        new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen({ path: privatePath }, () => {
+            server.off('error', reject);
+            server.on('error', () => {});
+            resolve();
+          });
+        }),
+      close,
+    );
     return {
       address: { kind: 'shm', name: d.name },
-      close: () =>
-        new Promise<void>((resolve) => server.close(() => resolve())).then(() => {
-          fs.rmSync(controlPath, { force: true });
-        }),
+      close: () => close().then(() => file.remove()),
     };
   },
 };

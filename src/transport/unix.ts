@@ -2,13 +2,11 @@
  * The Unix socket adapter; on Windows the same code serves named pipes (`\\.\pipe\name`), which
  * have no socket file to secure or clean up.
  */
-import fs from 'node:fs';
-import net from 'node:net';
-import nodePath from 'node:path';
-import { RpcError } from '../errors.js';
+import type net from 'node:net';
 import type { UnixDescriptor } from './descriptors.js';
 import { loadNative, socketPeerPid } from '../shm/native.js';
 import { connectNet, listenNet } from './net-stream.js';
+import { checkServerUid, listenSocketFile } from './socket-file.js';
 import type { TransportAdapter } from './types.js';
 
 export function isNamedPipe(path: string): boolean {
@@ -20,7 +18,8 @@ export type UnixAdapterOptions = UnixDescriptor & { listenFd?: number };
 
 export const unixTransport: TransportAdapter = {
   connect(d: UnixDescriptor) {
-    return connectNet({ path: d.path }, d.path);
+    if (isNamedPipe(d.path)) return connectNet({ path: d.path }, d.path);
+    return connectNet({ path: d.path }, d.path, (socket) => checkServerUid(socket, d.path, d.peerUid));
   },
   async listen(d: UnixAdapterOptions, onStream) {
     const pipe = isNamedPipe(d.path);
@@ -31,45 +30,15 @@ export const unixTransport: TransportAdapter = {
       const { listener } = await listenNet({ fd: loadNative().dupFd(d.listenFd) }, onStream, describe);
       return listener({ kind: 'unix', path: d.path });
     }
-    if (!pipe) {
-      checkSocketDirectory(d.path);
-      await removeStaleSocket(d.path);
+    if (pipe) {
+      const { listener } = await listenNet({ path: d.path }, onStream, describe);
+      return listener({ kind: 'unix', path: d.path });
     }
-    const { listener } = await listenNet({ path: d.path }, onStream, describe);
-    // Only the owner may connect (DESIGN §7); set before anyone else could use it in practice.
-    if (!pipe) fs.chmodSync(d.path, 0o600);
-    return listener({ kind: 'unix', path: d.path }, () => {
-      if (!pipe) fs.rmSync(d.path, { force: true });
-    });
+    const { bound, file } = await listenSocketFile(
+      d.path,
+      (privatePath) => listenNet({ path: privatePath }, onStream, describe),
+      ({ server }) => new Promise((resolve) => server.close(resolve)),
+    );
+    return bound.listener({ kind: 'unix', path: d.path }, () => file.remove());
   },
 };
-
-/** Throws UNAVAILABLE saying so when the directory of socket file `path` does not exist (libuv would report EACCES, "permission denied"). */
-export function checkSocketDirectory(path: string): void {
-  const dir = nodePath.dirname(path);
-  if (!fs.existsSync(dir)) throw new RpcError('UNAVAILABLE', `cannot listen on ${path}: the directory ${dir} does not exist`);
-}
-
-/**
- * A socket file left by a crashed owner blocks `listen` with EADDRINUSE. If nothing answers on it,
- * it is stale and removed; if a live server answers, the path is in use and we leave it alone.
- */
-export async function removeStaleSocket(path: string): Promise<void> {
-  let stat: fs.Stats;
-  try {
-    stat = fs.lstatSync(path);
-  } catch {
-    return;
-  }
-  if (!stat.isSocket()) return; // not ours to delete: listen will fail with EADDRINUSE
-  const alive = await new Promise<boolean>((resolve) => {
-    const probe = net.connect({ path });
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
-  if (!alive) fs.rmSync(path, { force: true });
-}
-
