@@ -5,7 +5,7 @@
 import { MessageChannel } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import { deferred, type Deferred } from '../deferred.js';
-import { RpcError, fromWireError, messageOf, toWireError, type WireError } from '../errors.js';
+import { RpcError, fromWireError, messageOf, sendsStacks, toWireError, type RemoteStacks, type WireError } from '../errors.js';
 import { createCodec, type Codec, type CodecDescriptor } from '../codec/index.js';
 import { Kind } from '../protocol/envelope.js';
 import { decodeControl, encodeControl, kClientConnectionId, type HandlerSpec, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
@@ -41,6 +41,8 @@ export interface RemoteTaskOptions {
   /** Time limit of the transport's own handshake (TLS). */
   handshakeTimeoutMs: number;
   maxFrameBytes: number;
+  /** NodeOptions.remoteStacks. */
+  remoteStacks: RemoteStacks;
   /** Listeners: the most calls one connection may have served at once (default no limit). */
   maxConcurrentCalls?: number;
   /** Listeners: the most clients served at once (default no limit; one-to-one makes it 1). */
@@ -87,6 +89,7 @@ export class RemoteTask {
   readonly #closeTimeoutMs: number;
   readonly #maxFrameBytes: number;
   readonly #maxConcurrentCalls: number;
+  readonly #sendStacks: boolean;
   /** Where the task stores the threadId of its worker as it starts (0 until then). */
   readonly #thread = new Int32Array(new SharedArrayBuffer(4));
 
@@ -96,6 +99,7 @@ export class RemoteTask {
     // An isolate's messages ride rings only, chunked at any size: no frame limit applies there.
     this.#maxFrameBytes = options.transport.kind === 'isolate' ? Infinity : options.maxFrameBytes;
     this.#maxConcurrentCalls = options.maxConcurrentCalls ?? Infinity;
+    this.#sendStacks = sendsStacks(options.remoteStacks, options.transport.kind);
     this.#codec = createCodec(options.codec);
     this.#handler = typeof options.handler === 'object' ? options.handler : undefined;
     const handlerSpec: HandlerSpec =
@@ -112,6 +116,7 @@ export class RemoteTask {
       handshake: options.handshake,
       handshakeTimeoutMs: options.handshakeTimeoutMs,
       maxFrameBytes: options.maxFrameBytes,
+      remoteStacks: options.remoteStacks,
       maxConcurrentCalls: this.#maxConcurrentCalls,
       maxConnections: options.oneToOne ? 1 : (options.maxConnections ?? Infinity),
       ...(options.shared !== undefined ? { shared: options.shared } : {}),
@@ -211,6 +216,7 @@ export class RemoteTask {
       },
       maxFrameBytes: this.#maxFrameBytes,
       maxConcurrentCalls: this.#maxConcurrentCalls,
+      sendStacks: this.#sendStacks,
     });
     this.#sessions.set(connId, session);
     if (this.#draining) this.#drainSession(connId, session);

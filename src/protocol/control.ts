@@ -4,7 +4,7 @@
  * rides the task's rings (see src/shm/ring.ts), as envelope bodies tagged with a connection id.
  */
 import type { CodecDescriptor } from '../codec/index.js';
-import type { WireError } from '../errors.js';
+import type { RemoteStacks, WireError } from '../errors.js';
 import type { HandshakeSpec } from '../handshake/spec.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { MessagePort } from 'node:worker_threads';
@@ -27,6 +27,8 @@ export interface TaskSpec {
   /** Listener only: refuse a second connection while one is open. */
   oneToOne: boolean;
   maxFrameBytes: number;
+  /** NodeOptions.remoteStacks: whether errors sent to this task's peers carry stacks (see sendsStacks). */
+  remoteStacks: RemoteStacks;
   /** Listener only: the most clients it serves at once (1 when one-to-one; Infinity: no limit); one more is refused with BUSY. */
   maxConnections: number;
   /**

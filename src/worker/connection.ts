@@ -19,6 +19,8 @@ import type { PeerInfo } from '../types.js';
 export interface ConnectionHost {
   readonly codec: Codec;
   readonly maxFrameBytes: number;
+  /** Whether the reason a Close tells the peer carries its stack. */
+  readonly sendStacks: boolean;
   /** A client without a handshake: a Hello as the first frame means the server wants one. */
   readonly expectsNoHello?: boolean;
   /** Whether reading pauses while this side's writes are backed up (servers: yes; clients: no). */
@@ -203,7 +205,7 @@ export class Connection {
     // A Close envelope means nothing to a peer still in the handshake: it learns why from the Ack.
     if (tellPeer && this.#handshake === undefined) {
       try {
-        this.#writer.push(encodeClose(this.#host.codec.encodeError(toWireError(reason))), true);
+        this.#writer.push(encodeClose(this.#host.codec.encodeError(toWireError(reason, { stacks: this.#host.sendStacks }))), true);
       } catch {
         // an unencodable reason is not worth failing the close over
       }
