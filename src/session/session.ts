@@ -14,6 +14,7 @@ import {
   StreamDir,
   checkEnvelope,
   creditHeader,
+  encodePong,
   envelopeId,
   idHeader,
   kindHeader,
@@ -421,7 +422,7 @@ export class Session implements PeerClient {
         else this.#outgoing.get(envelopeId(body))?.upload?.add(readU32LE(body, 10));
         return;
       case Kind.Ping:
-        this.#sendSafely(idHeader(this.#scratch, Kind.Pong, envelopeId(body)), kEmpty);
+        this.#sendSafely(encodePong(body), kEmpty);
         return;
       case Kind.Pong:
         return;

@@ -8,7 +8,7 @@ import { deferred, type Deferred } from '../deferred.js';
 import { RpcError, toWireError } from '../errors.js';
 import type { Codec } from '../codec/index.js';
 import { HandshakeChannel } from '../handshake/channel.js';
-import { Kind, checkEnvelope, encodeClose, encodePing, envelopeId } from '../protocol/envelope.js';
+import { Kind, checkEnvelope, encodeClose, encodePing, encodePong } from '../protocol/envelope.js';
 import { FrameDecoder, FrameWriter } from '../protocol/framing.js';
 import { helloScheme } from '../handshake/packets.js';
 import type { Session } from '../session/session.js';
@@ -264,7 +264,7 @@ export class Connection {
     const kind = checkEnvelope(body);
     if (kind === Kind.Ping) {
       // Answered here, so keepalive never waits on a busy main thread.
-      this.send(encodePing(Kind.Pong, envelopeId(body)), true);
+      this.send(encodePong(body), true);
       return;
     }
     if (kind === Kind.Pong) return; // its arrival already counted as a sign of life
