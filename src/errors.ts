@@ -42,7 +42,22 @@ export interface WireError {
 }
 
 const kCodeSet: ReadonlySet<string> = new Set(errorCodes);
+/** Causes carried below an error, both ways: a chain from the peer is cut there too, so nothing rebuilt from it recurses without bound. */
 const kMaxCauseDepth = 8;
+/** Levels of nesting an error's data keeps, both ways (deeper parts are dropped). */
+const kMaxDataDepth = 8;
+
+/**
+ * Where errors may carry their stacks to a peer (NodeOptions.remoteStacks): 'local' over the
+ * same-machine, owner-only transports (unix, shm, isolate), 'always', or 'never'.
+ */
+export type RemoteStacks = 'local' | 'always' | 'never';
+
+/** Whether errors sent over a transport of `kind` carry their stacks, under `policy`. */
+export function sendsStacks(policy: RemoteStacks, kind: string): boolean {
+  if (policy === 'local') return kind === 'unix' || kind === 'shm' || kind === 'isolate';
+  return policy === 'always';
+}
 
 export interface RpcErrorOptions {
   cause?: unknown;
@@ -77,45 +92,49 @@ export function isErrorCode(value: unknown): value is ErrorCode {
   return typeof value === 'string' && kCodeSet.has(value);
 }
 
-/** Objects already being converted on the current path: a reference back to one is a cycle. */
-type Path = Set<object>;
+/** One conversion to the wire shape: the objects on the current path (a reference back to one is a cycle), and whether stacks go. */
+interface Walk {
+  path: Set<object>;
+  stacks: boolean;
+}
 
 /** Own enumerable properties worth carrying: everything but the standard fields, kept only if serialisable as plain data. */
-function ownData(err: object, path: Path): Record<string, unknown> | undefined {
+function ownData(err: object, walk: Walk): Record<string, unknown> | undefined {
   let data: Record<string, unknown> | undefined;
   for (const key of Object.keys(err)) {
     if (key === 'name' || key === 'message' || key === 'stack' || key === 'cause' || key === 'code' && err instanceof RpcError) continue;
     if (key === 'data' || key === 'remote') continue;
     const value = (err as Record<string, unknown>)[key];
     if (typeof value === 'function' || typeof value === 'symbol') continue;
-    (data ??= {})[key] = plainValue(value, 0, path);
+    (data ??= {})[key] = plainValue(value, 0, walk);
   }
   if (err instanceof RpcError && err.data) data = { ...err.data, ...data };
   return data;
 }
 
 /**
- * Reduces a value to something every codec (and structured clone) can carry: at most 8 levels
- * deep, a reference back to an object on the path (an error whose property points at itself, a
+ * Reduces a value to something every codec (and structured clone) can carry: at most
+ * kMaxDataDepth levels deep, a reference back to an object on the path (an error whose property points at itself, a
  * request and response that point at each other) as the string '[Circular]'.
  */
-function plainValue(value: unknown, depth: number, path: Path): unknown {
+function plainValue(value: unknown, depth: number, walk: Walk): unknown {
   if (value === null || typeof value !== 'object') {
     if (typeof value === 'bigint') return value.toString();
     if (typeof value === 'function' || typeof value === 'symbol') return undefined;
     return value;
   }
-  if (depth > 8) return undefined;
+  if (depth > kMaxDataDepth) return undefined;
   if (value instanceof Uint8Array) return value;
   if (value instanceof Date) return value.toISOString();
+  const path = walk.path;
   if (path.has(value)) return '[Circular]';
   path.add(value);
   try {
-    if (value instanceof Error) return wireError(value, 0, path);
-    if (Array.isArray(value)) return value.map((v) => plainValue(v, depth + 1, path));
+    if (value instanceof Error) return wireError(value, 0, walk);
+    if (Array.isArray(value)) return value.map((v) => plainValue(v, depth + 1, walk));
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(value)) {
-      const p = plainValue(v, depth + 1, path);
+      const p = plainValue(v, depth + 1, walk);
       if (p !== undefined) out[k] = p;
     }
     return out;
@@ -124,12 +143,17 @@ function plainValue(value: unknown, depth: number, path: Path): unknown {
   }
 }
 
-/** Converts any thrown value into the plain wire shape; anything but an RpcError gets code `REMOTE`. */
-export function toWireError(err: unknown): WireError {
-  return wireError(err, 0, new Set(err instanceof Error ? [err] : []));
+export interface ToWireOptions {
+  /** Keep the stacks of the error, its causes and the errors in its data (default true; false for a peer not trusted with them: see sendsStacks). */
+  stacks?: boolean;
 }
 
-function wireError(err: unknown, depth: number, path: Path): WireError {
+/** Converts any thrown value into the plain wire shape; anything but an RpcError gets code `REMOTE`. */
+export function toWireError(err: unknown, options?: ToWireOptions): WireError {
+  return wireError(err, 0, { path: new Set(err instanceof Error ? [err] : []), stacks: options?.stacks ?? true });
+}
+
+function wireError(err: unknown, depth: number, walk: Walk): WireError {
   if (!(err instanceof Error)) {
     const wire: WireError = { code: 'REMOTE', name: 'Error', message: typeof err === 'string' ? err : safeString(err) };
     if (typeof err === 'object' && err !== null) {
@@ -137,7 +161,7 @@ function wireError(err: unknown, depth: number, path: Path): WireError {
       // one, and its fields as data, instead of '[object Object]' alone.
       const message = (err as { message?: unknown }).message;
       if (typeof message === 'string') wire.message = message;
-      const data = plainValue(err, 0, path);
+      const data = plainValue(err, 0, walk);
       if (data !== null && typeof data === 'object' && !Array.isArray(data) && !(data instanceof Uint8Array)) {
         const { message: _message, ...rest } = data as Record<string, unknown>;
         if (Object.keys(rest).length > 0) wire.data = rest;
@@ -150,15 +174,20 @@ function wireError(err: unknown, depth: number, path: Path): WireError {
     name: err.name,
     message: err.message,
   };
-  if (err.stack !== undefined) wire.stack = err.stack;
-  const data = ownData(err, path);
+  if (err.stack !== undefined && walk.stacks) wire.stack = err.stack;
+  const data = ownData(err, walk);
   if (data !== undefined) wire.data = data;
-  if (RpcError.is(err) && err.remote) wire.remote = err.remote;
+  if (RpcError.is(err) && err.remote) {
+    // A third party's stack (an error passed on from a call of ours) goes no further than ours.
+    const { stack, ...rest } = err.remote;
+    wire.remote = walk.stacks && stack !== undefined ? { ...rest, stack } : rest;
+  }
   const cause = err.cause;
+  const path = walk.path;
   if (cause !== undefined && depth < kMaxCauseDepth && !(typeof cause === 'object' && cause !== null && path.has(cause))) {
     // An error cause is on the path while its own properties are read (a plain object adds itself).
     if (cause instanceof Error) path.add(cause);
-    wire.cause = wireError(cause, depth + 1, path);
+    wire.cause = wireError(cause, depth + 1, walk);
   }
   return wire;
 }
@@ -207,23 +236,50 @@ export function remoteError(wire: WireError): RpcError {
 /** A cause is rebuilt as the closest thing to what it was: an RpcError, or an Error with its name. */
 function fromWireCause(wire: WireError, depth: number): Error {
   if (wire.name === 'RpcError') return fromWireError(wire, depth);
-  const err = new Error(String(wire.message ?? ''), wire.cause ? { cause: fromWireCause(wire.cause, depth + 1) } : undefined);
+  const cause = wire.cause !== undefined && depth < kMaxCauseDepth ? fromWireCause(wire.cause, depth + 1) : undefined;
+  const err = new Error(String(wire.message ?? ''), cause === undefined ? undefined : { cause });
   err.name = wire.name;
-  if (wire.stack !== undefined) err.stack = wire.stack;
+  // Without the peer's stack, this thread's would point at the code that rebuilt the error: its first line only.
+  err.stack = wire.stack ?? `${err.name}: ${err.message}`;
   if (wire.data) Object.assign(err, wire.data);
   return err;
 }
 
-/** Reads a value that should be a WireError (from an untrusted peer) into one, or undefined. */
-export function asWireError(value: unknown): WireError | undefined {
+/**
+ * Reads a value that should be a WireError (from an untrusted peer) into one, or undefined. What
+ * it keeps is within the limits of what we send: causes kMaxCauseDepth deep, data kMaxDataDepth
+ * deep, so that neither this nor anything that later walks the error recurses without bound.
+ */
+export function asWireError(value: unknown, depth = 0): WireError | undefined {
   if (value === null || typeof value !== 'object') return undefined;
   const v = value as Record<string, unknown>;
   if (typeof v.message !== 'string' || typeof v.name !== 'string') return undefined;
   const wire: WireError = { code: isErrorCode(v.code) ? v.code : 'REMOTE', name: v.name, message: v.message };
   if (typeof v.stack === 'string') wire.stack = v.stack;
-  if (v.data !== null && typeof v.data === 'object' && !Array.isArray(v.data)) wire.data = v.data as Record<string, unknown>;
-  const cause = asWireError(v.cause);
+  if (v.data !== null && typeof v.data === 'object' && !Array.isArray(v.data)) wire.data = boundedData(v.data, -1) as Record<string, unknown>; // its values at depth 0, as ownData's
+  const cause = depth < kMaxCauseDepth ? asWireError(v.cause, depth + 1) : undefined;
   if (cause) wire.cause = cause;
-  if (v.remote !== null && typeof v.remote === 'object' && typeof (v.remote as RemoteErrorInfo).name === 'string') wire.remote = v.remote as RemoteErrorInfo;
+  const remote = v.remote as Record<string, unknown> | null | undefined;
+  if (remote !== null && typeof remote === 'object' && typeof remote.name === 'string') {
+    wire.remote = { name: remote.name };
+    if (typeof remote.stack === 'string') wire.remote.stack = remote.stack;
+    if (isErrorCode(remote.code)) wire.remote.code = remote.code;
+  }
   return wire;
+}
+
+/** A peer's data cut as plainValue cuts ours: arrays and plain objects below kMaxDataDepth levels are dropped. */
+function boundedData(value: unknown, depth: number): unknown {
+  if (value === null || typeof value !== 'object' || ArrayBuffer.isView(value)) return value;
+  if (depth > kMaxDataDepth) return undefined;
+  if (Array.isArray(value)) return value.map((v) => boundedData(v, depth + 1));
+  const proto = Object.getPrototypeOf(value);
+  // What else a codec makes (a Date, a Map from some other decoder) is kept as it is, within the limit.
+  if (proto !== Object.prototype && proto !== null) return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    const b = boundedData(v, depth + 1);
+    if (b !== undefined) out[k] = b;
+  }
+  return out;
 }

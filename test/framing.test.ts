@@ -199,8 +199,8 @@ describe('envelope', () => {
     assert.deepEqual(decodeEnvelope(encodeError(8, p)), { kind: Kind.Error, id: 8, payload: p });
     assert.deepEqual(decodeEnvelope(encodeEvent(p)), { kind: Kind.Event, payload: p });
     assert.deepEqual(decodeEnvelope(encodeCancel(2 ** 40)), { kind: Kind.Cancel, id: 2 ** 40 });
-    assert.deepEqual(decodeEnvelope(encodePing(Kind.Ping, 3)), { kind: Kind.Ping, id: 3 });
-    assert.deepEqual(decodeEnvelope(encodePing(Kind.Pong, 3)), { kind: Kind.Pong, id: 3 });
+    assert.deepEqual(decodeEnvelope(encodePing(Kind.Ping, 3)), { kind: Kind.Ping, token: 3n });
+    assert.deepEqual(decodeEnvelope(encodePing(Kind.Pong, 2n ** 64n - 1n)), { kind: Kind.Pong, token: 2n ** 64n - 1n });
     assert.deepEqual(decodeEnvelope(encodeClose(p)), { kind: Kind.Close, payload: p });
     const s = new HeaderScratch();
     const cat = (head: Uint8Array, payload = new Uint8Array(0)) => new Uint8Array([...head, ...payload]);

@@ -6,7 +6,8 @@ import { rejectionOf, startServer } from './helpers.js';
 for (const handler of ['module', 'main'] as const) {
   it(`a remote error keeps its fields (${handler} handler)`, async function () {
     this.timeout(20_000);
-    const server = await startServer({ transport: 'tcp', handler });
+    // Over tcp stacks go only where the server opts in (see remote-stacks.test).
+    const server = await startServer({ transport: 'tcp', handler, remoteStacks: 'always' });
     const node = await new Node().connect(tcp(server.address as any)).start();
     try {
       const err: any = await rejectionOf(node.client.call({ type: "Throw", message: "teapot" }));

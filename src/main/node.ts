@@ -2,7 +2,7 @@
  * The public entry: `new Node()` is a builder; `start()` turns it into a running node whose
  * listeners and connections live in worker threads.
  */
-import { RpcError } from '../errors.js';
+import { RpcError, type RemoteStacks } from '../errors.js';
 import { checkInteger, kMaxTimerMs, timeLimit } from '../limits.js';
 import { kMaxRingCapacity } from '../shm/layout.js';
 import { msgpack, type CodecDescriptor, type DecodeLimits } from '../codec/index.js';
@@ -169,6 +169,13 @@ export interface NodeOptions {
   discovery?: DiscoveryBackend;
   /** The process-wide worker pool's size; applied by the first node started in the process. */
   pool?: PoolOptions;
+  /**
+   * Which peers this node's errors (a handler's throw, a Close's reason) carry their stacks to,
+   * absolute file paths and all: 'local' (default) over unix, shm and isolate, reachable only on
+   * this machine and only as the socket's owner allows; 'always'; 'never'. Names, messages,
+   * codes, data and causes always go.
+   */
+  remoteStacks?: RemoteStacks;
 }
 
 export interface WaitForOptions {
@@ -476,8 +483,12 @@ export class Node<Req = unknown, Res = unknown> {
     const connectTimeoutMs = checkInteger('connectTimeoutMs', options.connectTimeoutMs, { fallback: kDefaultConnectTimeoutMs, min: 0, max: kMaxTimerMs });
     const closeTimeoutMs = checkInteger('closeTimeoutMs', options.closeTimeoutMs, { fallback: kDefaultCloseTimeoutMs, min: 1, max: kMaxTimerMs });
     if (options.pool !== undefined) checkPoolOptions(options.pool);
+    const remoteStacks = options.remoteStacks ?? 'local';
+    if (remoteStacks !== 'local' && remoteStacks !== 'always' && remoteStacks !== 'never') {
+      throw new RpcError('INVALID_ARGUMENT', `remoteStacks must be 'local', 'always' or 'never', got ${String(remoteStacks)}`);
+    }
     const decodeLimits = resolveDecodeLimits(options.decodeLimits);
-    this.#options = { maxFrameBytes, decodeLimits, ringBytes, spinMicros, handshakeTimeoutMs, keepAliveMs, connectTimeoutMs, closeTimeoutMs, pool: options.pool, discovery: options.discovery };
+    this.#options = { maxFrameBytes, decodeLimits, ringBytes, spinMicros, handshakeTimeoutMs, keepAliveMs, connectTimeoutMs, closeTimeoutMs, remoteStacks, pool: options.pool, discovery: options.discovery };
   }
 
   /** Listens on `transport`, or on each of several (`serve([tcp(a), unix(b)], handler)`), and answers with `handler`. */
@@ -619,8 +630,8 @@ export class Node<Req = unknown, Res = unknown> {
     const lease = new PoolLease(this.#options.pool);
     const listeners: ServedAddress[] = [];
     let channel: Channel | undefined;
-    const { maxFrameBytes, decodeLimits, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, handshakeTimeoutMs, closeTimeoutMs } = this.#options;
-    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, handshakeTimeoutMs, maxFrameBytes, decodeLimits, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, closeTimeoutMs };
+    const { maxFrameBytes, decodeLimits, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, handshakeTimeoutMs, closeTimeoutMs, remoteStacks } = this.#options;
+    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, handshakeTimeoutMs, maxFrameBytes, decodeLimits, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, closeTimeoutMs, remoteStacks };
     try {
       for (const { transport, handler, options } of this.#serve) {
         const listening: RemoteTaskOptions = {

@@ -5,7 +5,7 @@
 import { MessageChannel } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import { deferred, type Deferred } from '../deferred.js';
-import { RpcError, fromWireError, messageOf, toWireError, type WireError } from '../errors.js';
+import { RpcError, fromWireError, messageOf, sendsStacks, toWireError, type RemoteStacks, type WireError } from '../errors.js';
 import { createCodec, type Codec, type CodecDescriptor, type DecodeLimits } from '../codec/index.js';
 import { Kind } from '../protocol/envelope.js';
 import { decodeControl, encodeControl, kClientConnectionId, type HandlerSpec, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
@@ -43,6 +43,8 @@ export interface RemoteTaskOptions {
   maxFrameBytes: number;
   /** NodeOptions.decodeLimits: applied where each payload is decoded (here for a main-thread handler and the caller, in the worker for a module handler). */
   decodeLimits: DecodeLimits;
+  /** NodeOptions.remoteStacks. */
+  remoteStacks: RemoteStacks;
   /** Listeners: the most calls one connection may have served at once (default no limit). */
   maxConcurrentCalls?: number;
   /** Listeners: the most clients served at once (default no limit; one-to-one makes it 1). */
@@ -89,6 +91,7 @@ export class RemoteTask {
   readonly #closeTimeoutMs: number;
   readonly #maxFrameBytes: number;
   readonly #maxConcurrentCalls: number;
+  readonly #sendStacks: boolean;
   /** Where the task stores the threadId of its worker as it starts (0 until then). */
   readonly #thread = new Int32Array(new SharedArrayBuffer(4));
 
@@ -98,6 +101,7 @@ export class RemoteTask {
     // An isolate's messages ride rings only, chunked at any size: no frame limit applies there.
     this.#maxFrameBytes = options.transport.kind === 'isolate' ? Infinity : options.maxFrameBytes;
     this.#maxConcurrentCalls = options.maxConcurrentCalls ?? Infinity;
+    this.#sendStacks = sendsStacks(options.remoteStacks, options.transport.kind);
     this.#codec = createCodec(options.codec, options.decodeLimits);
     this.#handler = typeof options.handler === 'object' ? options.handler : undefined;
     const handlerSpec: HandlerSpec =
@@ -115,6 +119,7 @@ export class RemoteTask {
       handshakeTimeoutMs: options.handshakeTimeoutMs,
       maxFrameBytes: options.maxFrameBytes,
       decodeLimits: options.decodeLimits,
+      remoteStacks: options.remoteStacks,
       maxConcurrentCalls: this.#maxConcurrentCalls,
       maxConnections: options.oneToOne ? 1 : (options.maxConnections ?? Infinity),
       ...(options.shared !== undefined ? { shared: options.shared } : {}),
@@ -214,6 +219,7 @@ export class RemoteTask {
       },
       maxFrameBytes: this.#maxFrameBytes,
       maxConcurrentCalls: this.#maxConcurrentCalls,
+      sendStacks: this.#sendStacks,
     });
     this.#sessions.set(connId, session);
     if (this.#draining) this.#drainSession(connId, session);

@@ -4,7 +4,7 @@
  * rides the task's rings (see src/shm/ring.ts), as envelope bodies tagged with a connection id.
  */
 import type { CodecDescriptor, DecodeLimits } from '../codec/index.js';
-import type { WireError } from '../errors.js';
+import type { RemoteStacks, WireError } from '../errors.js';
 import type { HandshakeSpec } from '../handshake/spec.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { MessagePort } from 'node:worker_threads';
@@ -29,6 +29,8 @@ export interface TaskSpec {
   maxFrameBytes: number;
   /** What decoding one payload may build (NodeOptions.decodeLimits). */
   decodeLimits: DecodeLimits;
+  /** NodeOptions.remoteStacks: whether errors sent to this task's peers carry stacks (see sendsStacks). */
+  remoteStacks: RemoteStacks;
   /** Listener only: the most clients it serves at once (1 when one-to-one; Infinity: no limit); one more is refused with BUSY. */
   maxConnections: number;
   /**

@@ -7,8 +7,8 @@
  *   Error     3 | id u64 | payload = codec(WireError & { origin })
  *   Event     4 | payload                               (one-way, no reply)
  *   Cancel    5 | id u64                                (the caller gave up on call `id`)
- *   Ping      6 | token u64
- *   Pong      7 | token u64
+ *   Ping      6 | token u64                             (any u64: not an id)
+ *   Pong      7 | token u64                             (the Ping's token, byte for byte)
  *   Close     8 | payload = codec(WireError)            (why the sender is closing, e.g. BUSY)
  *   Open      9 | id u64 | deadlineMs u32 | flags u8 | credit u32 | payload   (a streaming call)
  *   Item     10 | id u64 | dir u8 | payload             (one item of a stream)
@@ -65,8 +65,8 @@ export type Envelope =
   | { kind: typeof Kind.Error; id: number; payload: Uint8Array }
   | { kind: typeof Kind.Event; payload: Uint8Array }
   | { kind: typeof Kind.Cancel; id: number }
-  | { kind: typeof Kind.Ping; id: number }
-  | { kind: typeof Kind.Pong; id: number }
+  | { kind: typeof Kind.Ping; token: bigint }
+  | { kind: typeof Kind.Pong; token: bigint }
   | { kind: typeof Kind.Close; payload: Uint8Array }
   | { kind: typeof Kind.Open; id: number; deadlineMs: number; flags: number; credit: number; payload: Uint8Array }
   | { kind: typeof Kind.Item; id: number; dir: StreamDir; payload: Uint8Array }
@@ -164,8 +164,19 @@ export function encodeCancel(id: number): Uint8Array {
   return body(idHeader(standalone(), Kind.Cancel, id));
 }
 
-export function encodePing(kind: typeof Kind.Ping | typeof Kind.Pong, token: number): Uint8Array {
-  return body(idHeader(standalone(), kind, token));
+/** A Ping or Pong with `token`, any u64 (a number up to 2^53-1, or a bigint). */
+export function encodePing(kind: typeof Kind.Ping | typeof Kind.Pong, token: number | bigint): Uint8Array {
+  const out = new Uint8Array(9);
+  out[0] = kind;
+  new DataView(out.buffer).setBigUint64(1, BigInt(token), true);
+  return out;
+}
+
+/** The Pong that answers `ping` (a checked Ping body): its token copied as bytes, whatever u64 it is. */
+export function encodePong(ping: Uint8Array): Uint8Array {
+  const out = ping.slice(0, 9);
+  out[0] = Kind.Pong;
+  return out;
 }
 
 export function encodeClose(payload: Uint8Array): Uint8Array {
@@ -188,7 +199,7 @@ export function checkEnvelope(body: Uint8Array): Kind {
   return kind as Kind;
 }
 
-/** The id of a body whose kind carries one (Request, Response, Error, Cancel, Ping, Pong). */
+/** The id of a body whose kind carries one (Request, Response, Error, Cancel, Open, Item, End, Credit); a Ping's token is no id. */
 export function envelopeId(body: Uint8Array): number {
   return readU64(body, 1);
 }
@@ -206,9 +217,10 @@ export function decodeEnvelope(body: Uint8Array): Envelope {
     case Kind.Close:
       return { kind, payload: body.subarray(1) };
     case Kind.Cancel:
+      return { kind, id: readU64(body, 1) };
     case Kind.Ping:
     case Kind.Pong:
-      return { kind, id: readU64(body, 1) };
+      return { kind, token: new DataView(body.buffer, body.byteOffset + 1, 8).getBigUint64(0, true) };
     case Kind.Open:
       return { kind, id: readU64(body, 1), deadlineMs: readU32(body, 9), flags: body[13], credit: readU32(body, 14), payload: body.subarray(18) };
     case Kind.Item:
@@ -246,7 +258,7 @@ export function requestHeader(scratch: HeaderScratch, id: number, deadlineMs: nu
   return scratch.view(13);
 }
 
-/** Header of a Response, Error, Cancel, Ping or Pong. */
+/** Header of a Response, Error or Cancel. */
 export function idHeader(scratch: HeaderScratch, kind: Kind, id: number): Uint8Array {
   const b = scratch.bytes;
   b[0] = kind;

@@ -14,6 +14,7 @@ import {
   StreamDir,
   checkEnvelope,
   creditHeader,
+  encodePong,
   envelopeId,
   idHeader,
   kindHeader,
@@ -75,6 +76,8 @@ export interface SessionOptions {
    * cancelled call whose handler ignores the signal keeps its place.
    */
   maxConcurrentCalls?: number;
+  /** Whether the errors this session sends carry their stacks (default false; see sendsStacks in errors.ts). */
+  sendStacks?: boolean;
 }
 
 /**
@@ -139,6 +142,7 @@ export class Session implements PeerClient {
   readonly #inPlace: boolean;
   readonly #maxBody: number;
   readonly #maxServing: number;
+  readonly #sendStacks: boolean;
   /**
    * Calls being served, counted apart from #serving: a peer that reuses an id still being served
    * replaces the table's entry, and must not get a second handler past the limit that way.
@@ -159,6 +163,7 @@ export class Session implements PeerClient {
     this.#maxBody = options.maxFrameBytes ?? Infinity;
     this.#maxServing = options.maxConcurrentCalls ?? Infinity;
     this.#onUnhandled = options.onUnhandled ?? warnUnhandled;
+    this.#sendStacks = options.sendStacks ?? false;
   }
 
   /** Why the session closed, once it has. */
@@ -376,7 +381,7 @@ export class Session implements PeerClient {
         try {
           value = this.#decode(body, 9);
         } catch (err) {
-          this.#fail(envelopeId(body), p, err as RpcError);
+          this.#fail(envelopeId(body), p, undecodable(err));
           return;
         }
         if (p.t0 !== 0) callEnd.publish({ id: envelopeId(body), peer: this.peer, durationMs: performance.now() - p.t0 });
@@ -417,7 +422,7 @@ export class Session implements PeerClient {
         else this.#outgoing.get(envelopeId(body))?.upload?.add(readU32LE(body, 10));
         return;
       case Kind.Ping:
-        this.#sendSafely(idHeader(this.#scratch, Kind.Pong, envelopeId(body)), kEmpty);
+        this.#sendSafely(encodePong(body), kEmpty);
         return;
       case Kind.Pong:
         return;
@@ -463,6 +468,11 @@ export class Session implements PeerClient {
     for (const call of serving) call.abort(reason);
   }
 
+  /**
+   * Takes call `id` out of the table and stops its timer and signal: from then on nothing but
+   * its settling can reach it (not its deadline, not close()), so whoever takes it settles it,
+   * whatever decoding its answer does (see #decodeError and undecodable()).
+   */
   #settle(id: number): Pending | undefined {
     const p = this.#pending.delete(id);
     if (p === undefined) return undefined;
@@ -502,13 +512,14 @@ export class Session implements PeerClient {
     return this.#codec.decodeFrom(bytes, start, !shared && large);
   }
 
-  /** A Response or Error to one of our streaming calls. */
+  /** A Response or Error to one of our streaming calls (taken out of #outgoing, as #settle does, only to be settled at once). */
   #answerOut(id: number, payload: Uint8Array, isError: boolean): void {
     const out = this.#outgoing.get(id);
     if (out === undefined) return;
     if (isError) {
+      const err = this.#decodeError(payload);
       this.#endOut(id);
-      this.#failOut(out, this.#decodeError(payload), true);
+      this.#failOut(out, err, true);
       return;
     }
     if (out.inbox !== undefined) {
@@ -520,7 +531,7 @@ export class Session implements PeerClient {
     try {
       out.resolve!(this.#decode(payload));
     } catch (err) {
-      out.reject!(asRpcError(err));
+      out.reject!(undecodable(err));
     }
   }
 
@@ -545,7 +556,7 @@ export class Session implements PeerClient {
     try {
       item = this.#decode(payload);
     } catch (err) {
-      this.#giveUpStream(id, asRpcError(err));
+      this.#giveUpStream(id, undecodable(err));
       return;
     }
     if (!inbox.push(item)) this.#giveUpStream(id, new RpcError('PROTOCOL', 'the peer sent stream items beyond the credit it was given'));
@@ -560,7 +571,7 @@ export class Session implements PeerClient {
     try {
       item = this.#decode(payload);
     } catch (err) {
-      inbox.fail(asRpcError(err), true);
+      inbox.fail(undecodable(err), true);
       this.#sendSafely(creditHeader(this.#scratch, id, StreamDir.Up, 0), kEmpty);
       return;
     }
@@ -674,22 +685,25 @@ export class Session implements PeerClient {
     }
   }
 
+  /**
+   * The error a peer's Error or Close payload says. Never throws: a call already out of its table
+   * waits on the result, so anything decoding throws (a stack overflow, say) is a PROTOCOL error.
+   */
   #decodeError(payload: Uint8Array, asIs = false): RpcError {
-    let raw: unknown;
     try {
-      raw = this.#codec.decodeError(payload);
+      const raw = this.#codec.decodeError(payload);
+      const wire = asWireError(raw);
+      if (wire === undefined) return new RpcError('PROTOCOL', 'the peer sent an error that is not an error');
+      return asIs || (raw as ErrorPayload).origin === 'runtime' ? fromWireError(wire) : remoteError(wire);
     } catch (err) {
-      return asRpcError(err);
+      return undecodable(err);
     }
-    const wire = asWireError(raw);
-    if (wire === undefined) return new RpcError('PROTOCOL', 'the peer sent an error that is not an error');
-    return asIs || (raw as ErrorPayload).origin === 'runtime' ? fromWireError(wire) : remoteError(wire);
   }
 
   #sendError(id: number, err: unknown, origin: 'handler' | 'runtime'): void {
     let read: WireError;
     try {
-      read = toWireError(err);
+      read = toWireError(err, { stacks: this.#sendStacks });
     } catch (readErr) {
       // A getter that throws, a Proxy that refuses: the caller still gets an answer, and this
       // session (every call on the connection) carries on.
@@ -891,6 +905,12 @@ function cancelled(signal: AbortSignal): RpcError {
   const reason = signal.reason;
   if (RpcError.is(reason) && reason.code === 'CANCELLED') return reason;
   return new RpcError('CANCELLED', 'the call was cancelled', reason === undefined ? {} : { cause: reason });
+}
+
+/** What a call gets when its answer cannot be decoded: the codec's PROTOCOL error, or one made of whatever else decoding threw. */
+function undecodable(err: unknown): RpcError {
+  if (RpcError.is(err)) return err;
+  return new RpcError('PROTOCOL', `the peer's answer could not be decoded: ${messageOf(err)}`, { cause: err });
 }
 
 export function asRpcError(err: unknown): RpcError {

@@ -8,7 +8,7 @@ import { deferred, type Deferred } from '../deferred.js';
 import { RpcError, toWireError } from '../errors.js';
 import type { Codec } from '../codec/index.js';
 import { HandshakeChannel } from '../handshake/channel.js';
-import { Kind, checkEnvelope, encodeClose, encodePing, envelopeId } from '../protocol/envelope.js';
+import { Kind, checkEnvelope, encodeClose, encodePing, encodePong } from '../protocol/envelope.js';
 import { FrameDecoder, FrameWriter } from '../protocol/framing.js';
 import { helloScheme } from '../handshake/packets.js';
 import type { Session } from '../session/session.js';
@@ -19,6 +19,8 @@ import type { PeerInfo } from '../types.js';
 export interface ConnectionHost {
   readonly codec: Codec;
   readonly maxFrameBytes: number;
+  /** Whether the reason a Close tells the peer carries its stack. */
+  readonly sendStacks: boolean;
   /** A client without a handshake: a Hello as the first frame means the server wants one. */
   readonly expectsNoHello?: boolean;
   /** Whether reading pauses while this side's writes are backed up (servers: yes; clients: no). */
@@ -203,7 +205,7 @@ export class Connection {
     // A Close envelope means nothing to a peer still in the handshake: it learns why from the Ack.
     if (tellPeer && this.#handshake === undefined) {
       try {
-        this.#writer.push(encodeClose(this.#host.codec.encodeError(toWireError(reason))), true);
+        this.#writer.push(encodeClose(this.#host.codec.encodeError(toWireError(reason, { stacks: this.#host.sendStacks }))), true);
       } catch {
         // an unencodable reason is not worth failing the close over
       }
@@ -262,7 +264,7 @@ export class Connection {
     const kind = checkEnvelope(body);
     if (kind === Kind.Ping) {
       // Answered here, so keepalive never waits on a busy main thread.
-      this.send(encodePing(Kind.Pong, envelopeId(body)), true);
+      this.send(encodePong(body), true);
       return;
     }
     if (kind === Kind.Pong) return; // its arrival already counted as a sign of life

@@ -5,7 +5,7 @@
  */
 import { workerData } from 'node:worker_threads';
 import * as Comlink from 'comlink';
-import { RpcError, toWireError } from '../errors.js';
+import { RpcError, sendsStacks, toWireError } from '../errors.js';
 import { createCodec } from '../codec/index.js';
 import { Kind } from '../protocol/envelope.js';
 import { encodeControl, kClientConnectionId, type ReadyResult, type TaskControl, type TaskSpec } from '../protocol/control.js';
@@ -64,6 +64,7 @@ async function open(): Promise<ReadyResult> {
       messagesOut++;
       return toMain.write2(kClientConnectionId, head, payload) ? undefined : toMain.flushed();
     },
+    sendStacks: sendsStacks(spec.remoteStacks, 'isolate'),
   });
   fromMain.start();
   if (mod.onConnect) {

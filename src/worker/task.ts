@@ -5,7 +5,7 @@
  */
 import { threadId } from 'node:worker_threads';
 import * as Comlink from 'comlink';
-import { RpcError, fromWireError, messageOf, toWireError, type WireError } from '../errors.js';
+import { RpcError, fromWireError, messageOf, sendsStacks, toWireError, type WireError } from '../errors.js';
 import { createCodec, type Codec } from '../codec/index.js';
 import { clientHandshake } from '../handshake/client.js';
 import { serverHandshake } from '../handshake/server.js';
@@ -31,6 +31,7 @@ const kStreamMethods = ['start', 'write', 'pause', 'resume', 'end', 'destroy'] a
 export class ConnectionTask implements ConnectionHost {
   readonly codec: Codec;
   readonly maxFrameBytes: number;
+  readonly sendStacks: boolean;
   readonly readsWaitForWrites: boolean;
   readonly expectsNoHello: boolean;
   readonly #spec: TaskSpec;
@@ -72,6 +73,7 @@ export class ConnectionTask implements ConnectionHost {
     Atomics.store(spec.thread, 0, threadId);
     this.codec = createCodec(spec.codec, spec.decodeLimits);
     this.maxFrameBytes = spec.maxFrameBytes;
+    this.sendStacks = sendsStacks(spec.remoteStacks, spec.transport.kind);
     this.readsWaitForWrites = spec.role === 'listen';
     this.expectsNoHello = spec.role === 'connect' && spec.handshake.scheme === 'none';
     this.#done = new Promise((resolve) => (this.#finish = resolve));
@@ -421,6 +423,7 @@ export class ConnectionTask implements ConnectionHost {
           },
           maxFrameBytes: this.maxFrameBytes,
           maxConcurrentCalls: this.#spec.maxConcurrentCalls,
+          sendStacks: this.sendStacks,
         }),
       );
     }
