@@ -296,11 +296,18 @@ describe('a client against a server whose answers are hostile (property)', funct
   });
 
   for (const codec of ['msgpack', 'json'] as const) {
-    it(`a ${codec} error with a cause chain 1000 deep and data 1000 deep is rebuilt within the depth limits`, async () => {
-      const error: HostileError = { causeDepth: 1000, name: 'TypeError', code: 'REMOTE', origin: 'handler', messageBytes: 4, data: { shape: 'object', depth: 1000 } };
+    it(`a ${codec} error with a cause chain 60 deep and data 30 deep (within decodeLimits.maxDepth) is rebuilt within the depth limits`, async () => {
+      const error: HostileError = { causeDepth: 60, name: 'TypeError', code: 'REMOTE', origin: 'handler', messageBytes: 4, data: { shape: 'object', depth: 30 } };
       script = { codec, answers: [{ k: 'error', pick: 0, error }], ending: 'silent' };
       const [call] = await run(codec, 1, false, true);
       assert.equal(call.outcome?.ok === false && (call.outcome.err as RpcError).code, 'REMOTE');
+    });
+
+    it(`a ${codec} error nested 1000 deep, past decodeLimits.maxDepth, settles its call with PROTOCOL`, async () => {
+      const error: HostileError = { causeDepth: 1000, name: 'TypeError', code: 'REMOTE', origin: 'handler', messageBytes: 4, data: { shape: 'object', depth: 1000 } };
+      script = { codec, answers: [{ k: 'error', pick: 0, error }], ending: 'silent' };
+      const [call] = await run(codec, 1, false, true);
+      assert.equal(call.outcome?.ok === false && (call.outcome.err as RpcError).code, 'PROTOCOL');
     });
   }
 
