@@ -26,6 +26,7 @@ const kinds = [
   'symlink-dangling',
   'symlink-loop',
   'symlink-dir',
+  'hardlink-outside-record',
   'chardev',
   'huge',
   'garbage',
@@ -84,6 +85,12 @@ async function plant(file: string, kind: Kind, ctx: { outside: string; outsideAd
       fs.symlinkSync(target, file);
       return nothing;
     }
+    case 'hardlink-outside-record': {
+      const target = path.join(ctx.outside, `${path.basename(file)}.linked`);
+      fs.writeFileSync(target, recordText(ctx.outsideAddr), { mode: 0o600 });
+      fs.linkSync(target, file);
+      return nothing;
+    }
     case 'symlink-dangling':
       fs.symlinkSync(path.join(ctx.outside, 'nothing-here.json'), file);
       return nothing;
@@ -117,6 +124,8 @@ async function plant(file: string, kind: Kind, ctx: { outside: string; outsideAd
 }
 
 /** Counts event-loop turns and the longest gap between them, to show nothing blocked the main thread. */
+// A FIFO opened for a blocking read stops the thread for good, so the bounds below can be generous
+// (the machine may be loaded) and still tell a turning loop from a stuck one.
 function loopWatch() {
   let last = performance.now();
   let maxGap = 0;
@@ -163,7 +172,7 @@ describe('file discovery in a hostile directory', function () {
       const started = performance.now();
       const err = await within(rejectionOf(discovery.waitFor('svc', { timeoutMs: 600 })), 3000, 'waitFor');
       assert.equal(err.code, 'UNAVAILABLE');
-      assert.ok(performance.now() - started < 1500, 'waitFor settled by its timeout');
+      assert.ok(performance.now() - started < 2600, 'waitFor settled by its timeout');
       assert.deepEqual(await within(discovery.list(), 2000, 'list'), []);
       assert.equal(await within(discovery.lookup('svc'), 2000, 'lookup'), undefined);
       await within(discovery.publish('svc', topology), 2000, 'publish');
@@ -171,7 +180,7 @@ describe('file discovery in a hostile directory', function () {
       assert.equal((await discovery.lookup('svc'))?.owner?.pid, process.pid);
       const { turns, maxGap } = loop.stop();
       assert.ok(turns > 20, `the event loop turned (${turns} times)`);
-      assert.ok(maxGap < 500, `no turn was held up for long (longest gap ${maxGap.toFixed(0)} ms)`);
+      assert.ok(maxGap < 2000, `no turn was held up for long (longest gap ${maxGap.toFixed(0)} ms)`);
       // waitFor polled it several times (every 100 ms for 600 ms): still one warning.
       assert.equal(warnings.filter((w) => w.includes('svc.json')).length, 1, warnings.join('\n'));
     } finally {
@@ -243,11 +252,11 @@ describe('file discovery in a hostile directory', function () {
             try {
               // A valid record of another name, which must still be listed.
               fs.writeFileSync(path.join(d.dir, 'good.json'), recordText('127.0.0.1:2'), { mode: 0o600 });
-              const planted = new Set<string>();
+              const planted = new Map<string, Kind>();
               for (const o of objects) {
                 const file = path.join(d.dir, o.instance === undefined ? 'svc.json' : `svc@${o.instance}.json`);
                 if (planted.has(file)) continue;
-                planted.add(file);
+                planted.set(file, o.kind);
                 closers.push(await plant(file, o.kind, { outside: d.outside, outsideAddr, size: o.size, bytes: o.bytes }));
               }
               const discovery = new FileDiscovery({ dir: d.dir });
@@ -257,8 +266,8 @@ describe('file discovery in a hostile directory', function () {
               const started = performance.now();
               const err = await within(rejectionOf(discovery.waitFor('svc', { timeoutMs: 150 })), 3000, 'waitFor');
               assert.equal(err.code, 'UNAVAILABLE');
-              assert.ok(performance.now() - started < 1500, 'waitFor settled by its timeout');
-              const dirAtRecord = objects.some((o) => o.instance === undefined && o.kind === 'directory');
+              assert.ok(performance.now() - started < 2150, 'waitFor settled by its timeout');
+              const dirAtRecord = planted.get(path.join(d.dir, 'svc.json')) === 'directory';
               const published = await within(
                 discovery.publish('svc', topology).then(() => undefined, (e: unknown) => e),
                 3000,
@@ -272,7 +281,7 @@ describe('file discovery in a hostile directory', function () {
                 assert.deepEqual((await discovery.lookup('svc'))?.map, topology.map);
               }
               const { maxGap } = loop.stop();
-              assert.ok(maxGap < 1000, `the event loop was held up for ${maxGap.toFixed(0)} ms`);
+              assert.ok(maxGap < 2000, `the event loop was held up for ${maxGap.toFixed(0)} ms`);
               assert.equal(target.connections(), 0);
             } finally {
               loop.stop();

@@ -317,7 +317,10 @@ export class FileDiscovery implements DiscoveryBackend {
 
   /** Removes VM `vm`'s host entry, if any. */
   async unregisterHost(vm: string): Promise<void> {
-    await fs.promises.rm(this.#hostFile(vm), { force: true });
+    const file = this.#hostFile(vm);
+    await fs.promises.rm(file, { force: true }).catch((err: Error) => {
+      throw new RpcError('UNAVAILABLE', `cannot remove ${file}: ${err.message}`, { cause: err });
+    });
   }
 
   /** Reads and checks one record file; anything unreadable, malformed or not a file counts as absent. */
@@ -332,8 +335,8 @@ export class FileDiscovery implements DiscoveryBackend {
   }
 
   /**
-   * The text of `file` if it is a regular file (not a symlink) of this user or root, of at most
-   * kMaxRecordBytes; else undefined, with a warning once for what should not be there. Never blocks:
+   * The text of `file` if it is a regular file (not a symlink) of this user or root, with one
+   * link, of at most kMaxRecordBytes; else undefined, with a warning once for what should not be there. Never blocks:
    * a FIFO opens at once (O_NONBLOCK) and is turned away by its fstat.
    */
   async #readText(file: string): Promise<string | undefined> {
@@ -351,6 +354,8 @@ export class FileDiscovery implements DiscoveryBackend {
       if (!st.isFile()) return this.#skip(file, 'is not a regular file');
       const uid = process.getuid?.();
       if (uid !== undefined && st.uid !== uid && st.uid !== 0) return this.#skip(file, `is owned by uid ${st.uid}, not by uid ${uid} or root`);
+      // A record is renamed into place, so it has one name; another is a file living elsewhere too.
+      if (st.nlink !== 1) return this.#skip(file, `has ${st.nlink} hard links`);
       if (st.size > kMaxRecordBytes) return this.#skip(file, `is larger than ${kMaxRecordBytes} bytes`);
       // One byte more than fstat said: a file that grew meanwhile is being written, not a record.
       const buf = Buffer.allocUnsafe(st.size + 1);
