@@ -230,6 +230,27 @@ describe('file discovery in a hostile directory', function () {
     }
   });
 
+  it('host entries: a symlinked entry counts as absent, and a symlinked hosts directory is refused', async () => {
+    const d = dirs();
+    try {
+      const discovery = new FileDiscovery({ dir: d.dir });
+      await discovery.registerHost('vm1', 7);
+      assert.equal(await discovery.lookupHost('vm1'), 7);
+      fs.writeFileSync(path.join(d.outside, 'vm2.json'), '{"cid":9}');
+      fs.symlinkSync(path.join(d.outside, 'vm2.json'), path.join(d.dir, 'hosts', 'vm2.json'));
+      assert.equal(await discovery.lookupHost('vm2'), undefined);
+      fs.rmSync(path.join(d.dir, 'hosts'), { recursive: true });
+      fs.symlinkSync(d.outside, path.join(d.dir, 'hosts'));
+      const err = await rejectionOf(discovery.lookupHost('vm2'));
+      assert.equal(err.code, 'INVALID_ARGUMENT');
+      assert.match(err.message, /is not a directory/);
+      assert.equal((await rejectionOf(discovery.registerHost('vm3', 3))).code, 'INVALID_ARGUMENT');
+      assert.deepEqual(fs.readdirSync(d.outside), ['vm2.json'], 'nothing was written outside');
+    } finally {
+      d.remove();
+    }
+  });
+
   it('property: whatever objects sit in the directory, waitFor/list/lookup/publish settle by their timeouts, the loop keeps turning, and nothing outside is used', async () => {
     const target = await countingServer();
     const outsideAddr = `127.0.0.1:${target.port}`;
