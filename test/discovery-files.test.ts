@@ -2,10 +2,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { FileDiscovery } from '../src/discovery/files.js';
 import { Node, tcp } from '../src/index.js';
+import { processStartTime } from '../src/shm/native.js';
 import { rejectionOf, tempDir } from './helpers.js';
 
 const topology = { transport_kind: 'tcp' as const, codec_kind: 'msgpack' as const, map: { '0': '127.0.0.1:41237' } };
@@ -55,6 +57,29 @@ describe('file discovery backend', function () {
     assert.deepEqual((await d.list()).map((e) => [e.name, e.alive]), [['svc', false]]);
     await d.publish('svc', topology);
     assert.equal((await d.lookup('svc'))?.owner?.pid, process.pid);
+  });
+
+  it('a record naming a live pid with another start time (the pid since reused) counts as a dead owner', async () => {
+    const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+    try {
+      const pid = child.pid!;
+      const started = processStartTime(pid);
+      assert.ok(started !== undefined, 'the child runs');
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const write = (name: string, start_time: number) =>
+        fs.writeFileSync(path.join(dir, `${name}.json`), JSON.stringify({ ...topology, owner: { pid, start_time, host: os.hostname() } }), { mode: 0o600 });
+      write('same', started);
+      write('reused', started + 1);
+      const d = new FileDiscovery({ dir });
+      assert.ok(await d.lookup('same'), 'the same pid and start time: alive');
+      assert.equal(await d.lookup('reused'), undefined, 'the same pid, another start time: dead');
+      assert.deepEqual((await d.list()).map((e) => [e.name, e.alive]), [['reused', false], ['same', true]]);
+      assert.equal((await rejectionOf(d.publish('same', topology))).code, 'BUSY');
+      await d.publish('reused', topology);
+      assert.equal((await d.lookup('reused'))?.owner?.pid, process.pid);
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 
   it('waitFor started before publish resolves when the record appears', async () => {

@@ -1,8 +1,10 @@
 /** The registry discovery backend, driven through a fake reg.exe fed with recorded outputs. */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import os from 'node:os';
 import { escapeForWslInterop, parseRegQuery, RegistryDiscovery, registryHostId, type RegRunResult } from '../src/discovery/registry.js';
 import { Node, tcp, type RunningNode } from '../src/index.js';
+import { processStartTime } from '../src/shm/native.js';
 import { rejectionOf } from './helpers.js';
 
 const KEY = 'HKCU\\Software\\Ogurpchik\\Services';
@@ -193,6 +195,26 @@ describe('registry discovery backend (fake reg.exe)', function () {
     const missing = fakeReg(() => kMissing);
     await new RegistryDiscovery({ run: missing.run }).unpublish('svc');
     for (const r of [theirs, samePidOtherHost, missing]) assert.ok(r.calls.every((c) => c[0] === 'query'), 'nothing deleted');
+  });
+
+  it('a record naming a live pid of this host with another start time (the pid since reused) counts as a dead owner', async () => {
+    const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+    try {
+      const pid = child.pid!;
+      const started = processStartTime(pid);
+      assert.ok(started !== undefined, 'the child runs');
+      const json = (start_time: number) => JSON.stringify({ ...topology, owner: { pid, start_time, host: registryHostId() } });
+      const same = fakeReg((args) => (args[0] === 'query' ? queryOutput('svc', json(started)) : kOk));
+      assert.equal((await new RegistryDiscovery({ run: same.run }).lookupAll('svc')).length, 1, 'the same pid and start time: alive');
+      assert.equal((await rejectionOf(new RegistryDiscovery({ run: same.run }).publish('svc', topology))).code, 'BUSY');
+      const reused = fakeReg((args) => (args[0] === 'query' ? queryOutput('svc', json(started + 1)) : kOk));
+      const d = new RegistryDiscovery({ run: reused.run });
+      assert.deepEqual(await d.lookupAll('svc'), [], 'the same pid, another start time: dead');
+      await d.publish('svc', topology);
+      assert.deepEqual(reused.calls.filter((c) => c[0] === 'add').length, 1, 'the dead owner\'s record was written over');
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 
   it('another node of this process: its record is refused (BUSY) and never deleted; the node\'s own is', async () => {
