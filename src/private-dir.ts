@@ -16,8 +16,21 @@ export function perUserTempDir(): string {
 }
 
 /**
+ * What makes a directory unsafe to take sockets or records from (as ssh's StrictModes judges):
+ * 'owner' when neither this user nor root owns it, 'writable' when group or others may write to
+ * it; undefined when it is safe, or where there are no uids to judge (Windows).
+ */
+export function untrustedDir(st: fs.Stats): 'owner' | 'writable' | undefined {
+  const uid = process.getuid?.();
+  if (uid === undefined) return undefined;
+  if (st.uid !== uid && st.uid !== 0) return 'owner';
+  if ((st.mode & 0o022) !== 0) return 'writable';
+  return undefined;
+}
+
+/**
  * Makes `dir` (mode 0700) when `create` and it is missing; throws INVALID_ARGUMENT unless what is
- * there is a directory (not a symlink) owned by this user that group and others cannot write.
+ * there is a directory (not a symlink) owned by this user (or root) that group and others cannot write.
  * A missing `dir` without `create` passes: whoever then looks in it finds nothing.
  */
 export function securePrivateDir(dir: string, options: { create: boolean }): void {
@@ -37,10 +50,9 @@ export function securePrivateDir(dir: string, options: { create: boolean }): voi
     throw new RpcError('UNAVAILABLE', `cannot inspect the private directory ${dir}: ${(err as Error).message}`, { cause: err });
   }
   if (!st.isDirectory()) throw new RpcError('INVALID_ARGUMENT', `${dir} is not a directory (something else, perhaps a symlink, is at that path): refusing to use it`);
-  if (typeof process.getuid !== 'function') return;
-  const uid = process.getuid();
-  if (st.uid !== uid) throw new RpcError('INVALID_ARGUMENT', `the private directory ${dir} belongs to uid ${st.uid}, not to this process's uid ${uid}: refusing to use it`);
-  if ((st.mode & 0o022) !== 0) {
+  const unsafe = untrustedDir(st);
+  if (unsafe === 'owner') throw new RpcError('INVALID_ARGUMENT', `the private directory ${dir} belongs to uid ${st.uid}, not to this process's uid ${process.getuid!()} or root: refusing to use it`);
+  if (unsafe === 'writable') {
     throw new RpcError('INVALID_ARGUMENT', `the private directory ${dir} is writable by group or others (mode ${(st.mode & 0o777).toString(8)}): refusing to use it; chmod 700 it`);
   }
 }

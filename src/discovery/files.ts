@@ -14,9 +14,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { RpcError } from '../errors.js';
+import { perUserTempDir, untrustedDir } from '../private-dir.js';
 import { checkVmName } from '../transport/descriptors.js';
 import {
   asStoredRecord,
@@ -53,9 +53,7 @@ const kWriteFlags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW;
 
 export function defaultDiscoveryDir(): string {
   const runtime = process.env.XDG_RUNTIME_DIR;
-  if (runtime) return path.join(runtime, 'ogurpchik');
-  const uid = typeof process.getuid === 'function' ? process.getuid() : 'user';
-  return path.join(os.tmpdir(), `ogurpchik-${uid}`);
+  return runtime ? path.join(runtime, 'ogurpchik') : perUserTempDir();
 }
 
 export class FileDiscovery implements DiscoveryBackend {
@@ -388,13 +386,11 @@ export class FileDiscovery implements DiscoveryBackend {
 
 /** Refuses a directory another user could write into: it must belong to this user or root and not be group- or world-writable (as ssh's StrictModes asks). */
 function checkTrusted(what: string, dir: string, st: fs.Stats): void {
-  const uid = process.getuid?.();
-  if (uid === undefined) return; // no uids or modes to judge (Windows)
+  if (untrustedDir(st) === undefined) return;
+  const uid = process.getuid!();
   const found = `owner uid ${st.uid}, mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}`;
   const required = `it must be owned by uid ${uid}${uid === 0 ? '' : ' or root'} and not writable by group or others (chmod go-w; the default directory is created 0700)`;
-  if ((st.uid !== uid && st.uid !== 0) || (st.mode & 0o022) !== 0) {
-    throw new RpcError('INVALID_ARGUMENT', `${what} ${dir} is not safe (${found}): ${required}`);
-  }
+  throw new RpcError('INVALID_ARGUMENT', `${what} ${dir} is not safe (${found}): ${required}`);
 }
 
 function notADirectory(dir: string, cause?: unknown): RpcError {
