@@ -81,6 +81,41 @@ describe('frame decoder', () => {
     assert.throws(() => dec2.end(), (e: RpcError) => e.code === 'PROTOCOL');
   });
 
+  it('decodes frames of any size cut at every byte boundary, and at random ones into separate chunks (property)', () => {
+    // Bodies up to 40 KiB take the paths a partial frame has: small pieces copied into a tail,
+    // pieces of 16 KiB and more kept by reference, a tail sized to a small frame.
+    const body = fc.oneof(fc.uint8Array({ maxLength: 40 }), fc.integer({ min: 0, max: 40_000 }).map((n) => new Uint8Array(n).map((_, i) => (i * 7 + n) & 0xff)));
+    fc.assert(
+      fc.property(fc.array(body, { minLength: 1, maxLength: 6 }), fc.array(fc.nat(), { maxLength: 12 }), fc.boolean(), (bodies, cuts, own) => {
+        const stream = concat(bodies.map(encodeFrame));
+        const hex = (frames: Uint8Array[]) => frames.map((f) => Buffer.from(f).toString('hex'));
+        // As a socket delivers them: each chunk in its own memory, or views into one buffer.
+        const chunks = split(stream, cuts).map((c) => (own ? c.slice() : c));
+        assert.deepEqual(hex(decodeAll(chunks)), hex(bodies));
+      }),
+      { numRuns: 200 },
+    );
+    const bodies = [new Uint8Array(0), new Uint8Array([1, 2, 3]), new Uint8Array(5000).fill(9), new Uint8Array(20_000).map((_, i) => i & 0xff)];
+    const stream = concat(bodies.map(encodeFrame));
+    for (const own of [false, true]) {
+      const bytes = Array.from(stream, (_, i) => (own ? stream.slice(i, i + 1) : stream.subarray(i, i + 1)));
+      assert.deepEqual(decodeAll(bytes).map((f) => [...f]), bodies.map((b) => [...b]));
+    }
+  });
+
+  it('holds what arrived of a frame, not the length it announced: 20 decoders told 64 MiB and given 10 bytes', () => {
+    const decoders = Array.from({ length: 20 }, () => new FrameDecoder());
+    const before = process.memoryUsage().arrayBuffers;
+    for (const dec of decoders) {
+      const chunk = new Uint8Array(14);
+      chunk.set([0, 0, 0, 4]); // 64 MiB
+      dec.push(chunk, () => assert.fail('no frame'));
+    }
+    const grown = process.memoryUsage().arrayBuffers - before;
+    assert.ok(grown < 1024 * 1024, `${grown} bytes of ArrayBuffer for 20 partial frames of 10 bytes`);
+    assert.ok(decoders.every((dec) => dec.pending));
+  });
+
   it('hands out frames that lie inside one chunk without copying', () => {
     const chunk = concat([encodeFrame(new Uint8Array([1, 2])), encodeFrame(new Uint8Array([3]))]);
     const frames: Uint8Array[] = [];
