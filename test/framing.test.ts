@@ -42,7 +42,7 @@ describe('frame decoder', () => {
     );
   });
 
-  it('random bytes never throw anything but PROTOCOL or FRAME_TOO_LARGE (property)', () => {
+  it('random bytes never throw anything but PROTOCOL, FRAME_TOO_LARGE or CLOSED (property)', () => {
     fc.assert(
       fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 10 }), (chunks) => {
         const dec = new FrameDecoder(256);
@@ -59,7 +59,8 @@ describe('frame decoder', () => {
           dec.end();
         } catch (err) {
           assert.ok(err instanceof RpcError, `threw ${err}`);
-          assert.ok(['PROTOCOL', 'FRAME_TOO_LARGE'].includes(err.code), err.code);
+          // CLOSED: the bytes ended inside a frame.
+          assert.ok(['PROTOCOL', 'FRAME_TOO_LARGE', 'CLOSED'].includes(err.code), err.code);
         }
       }),
       { numRuns: 1000 },
@@ -72,13 +73,17 @@ describe('frame decoder', () => {
     assert.throws(() => dec.push(header, () => assert.fail('no frame')), (e: RpcError) => e.code === 'FRAME_TOO_LARGE' && /101/.test(e.message));
   });
 
-  it('reports a stream that ends inside a frame as PROTOCOL', () => {
+  it('reports a stream that ends inside a frame as CLOSED, with the stream error as its cause', () => {
     const dec = new FrameDecoder();
     dec.push(encodeFrame(new Uint8Array(10)).subarray(0, 7), () => assert.fail('no frame'));
-    assert.throws(() => dec.end(), (e: RpcError) => e.code === 'PROTOCOL' && /ended inside a frame/.test(e.message));
+    assert.throws(() => dec.end(), (e: RpcError) => e.code === 'CLOSED' && /ended inside a frame \(3 of 10 bytes\)/.test(e.message) && e.cause === undefined);
     const dec2 = new FrameDecoder();
     dec2.push(new Uint8Array([5, 0]), () => {});
-    assert.throws(() => dec2.end(), (e: RpcError) => e.code === 'PROTOCOL');
+    const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+    assert.throws(() => dec2.end(reset), (e: RpcError) => e.code === 'CLOSED' && e.cause === reset && /ECONNRESET/.test(e.message));
+    const dec3 = new FrameDecoder();
+    dec3.push(encodeFrame(new Uint8Array(3)), () => {});
+    dec3.end(reset); // between frames: nothing to report
   });
 
   it('decodes frames of any size cut at every byte boundary, and at random ones into separate chunks (property)', () => {

@@ -166,13 +166,17 @@ export class FrameDecoder {
     this.#lenFilled = 0;
   }
 
-  /** The stream ended: throws RpcError('PROTOCOL') if it ended inside a frame. */
-  end(): void {
+  /**
+   * The stream ended, by the peer's close or by `cause` (a socket error): throws RpcError('CLOSED')
+   * with that cause if it ended inside a frame.
+   */
+  end(cause?: Error): void {
     if (!this.pending) return;
     const have = this.#want > 0 ? this.#have : this.#lenFilled;
     const want = this.#want > 0 ? this.#want : kLengthBytes;
     this.#reset();
-    throw new RpcError('PROTOCOL', `stream ended inside a frame (${have} of ${want} bytes)`);
+    const how = cause === undefined ? '' : `: ${cause.message}`;
+    throw new RpcError('CLOSED', `the stream ended inside a frame (${have} of ${want} bytes)${how}`, cause === undefined ? {} : { cause });
   }
 }
 
