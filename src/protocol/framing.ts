@@ -30,8 +30,8 @@ export class FrameDecoder {
   #have = 0;
   /**
    * Its bytes so far, in order: chunks kept by reference and filled tails, then the open tail.
-   * Memory follows what arrived, never the length a peer announced: twenty connections announcing
-   * 64 MiB and sending a few bytes each hold a few bytes each, not 1.3 GiB between them.
+   * Memory follows what arrived, never the length a peer announced: otherwise four bytes of a
+   * length prefix would make each connection reserve up to maxFrameBytes.
    */
   readonly #pieces: Uint8Array[] = [];
   #tail: Uint8Array | undefined;
