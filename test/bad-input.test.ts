@@ -1,8 +1,9 @@
 /** Garbage, oversize and truncated frames close only the connection they came on. */
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import path from 'node:path';
 import fc from 'fast-check';
-import { Node, tcp, type RunningNode } from '../src/index.js';
+import { Node, tcp, unix, type RunningNode } from '../src/index.js';
 import { FrameDecoder, encodeFrame } from '../src/protocol/framing.js';
 import {
   HeaderScratch,
@@ -18,7 +19,7 @@ import {
   streamHeader,
 } from '../src/protocol/envelope.js';
 import { createCodec } from '../src/codec/index.js';
-import { startServer, type ChildServer } from './helpers.js';
+import { rejectionOf, sleep, startServer, tempDir, type ChildServer } from './helpers.js';
 
 interface RawResult {
   closed: boolean;
@@ -235,3 +236,67 @@ for (const handler of ['module', 'main'] as const) {
     });
   });
 }
+
+describe('a peer that goes away inside a frame', function () {
+  this.timeout(20_000);
+  let temp: ReturnType<typeof tempDir>;
+  const servers: net.Server[] = [];
+  before(() => {
+    temp = tempDir();
+  });
+  after(async () => {
+    await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+    temp.remove();
+  });
+
+  /**
+   * A raw server that reads the first request, answers it with the first half of a response frame,
+   * waits for that to arrive, then `stop`s the socket.
+   */
+  async function halfAnswering(listen: net.ListenOptions, stop: (socket: net.Socket) => void): Promise<net.Server> {
+    const server = net.createServer((socket) => {
+      const dec = new FrameDecoder();
+      let answered = false;
+      socket.on('error', () => {});
+      socket.on('data', (chunk) =>
+        dec.push(chunk, (body) => {
+          const env = decodeEnvelope(body);
+          if (answered || env.kind !== Kind.Request) return;
+          answered = true;
+          const frame = encodeFrame(encodeResponse(env.id, createCodec().encode({ type: 'Echo', text: 'x'.repeat(100) })));
+          socket.write(frame.subarray(0, frame.length >> 1), () => void sleep(100).then(() => stop(socket)));
+        }),
+      );
+    });
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(listen, resolve));
+    return server;
+  }
+
+  it('a reset mid-frame: the call rejects with CLOSED, its cause the socket error ECONNRESET', async () => {
+    // resetAndDestroy() sends a TCP RST (on a Unix socket it throws ERR_INVALID_HANDLE_TYPE).
+    const server = await halfAnswering({ host: '127.0.0.1', port: 0 }, (socket) => socket.resetAndDestroy());
+    const node = await new Node().connect(tcp({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port })).start();
+    try {
+      const err = await rejectionOf(node.client.call({ type: 'Echo', text: 'x' }, { timeoutMs: 5000 }));
+      assert.equal(err.code, 'CLOSED', `${err.code}: ${err.message}`);
+      assert.match(err.message, /inside a frame/);
+      assert.equal(err.cause?.code, 'ECONNRESET', `cause: ${err.cause}`);
+    } finally {
+      await node.close();
+    }
+  });
+
+  it('a clean end mid-frame: the call rejects with CLOSED', async () => {
+    const socketPath = path.join(temp.dir, 'half.sock');
+    await halfAnswering({ path: socketPath }, (socket) => socket.end());
+    const node = await new Node().connect(unix(socketPath)).start();
+    try {
+      const err = await rejectionOf(node.client.call({ type: 'Echo', text: 'x' }, { timeoutMs: 5000 }));
+      assert.equal(err.code, 'CLOSED', `${err.code}: ${err.message}`);
+      assert.match(err.message, /inside a frame/);
+    } finally {
+      await node.close();
+    }
+  });
+});

@@ -42,7 +42,7 @@ describe('frame decoder', () => {
     );
   });
 
-  it('random bytes never throw anything but PROTOCOL or FRAME_TOO_LARGE (property)', () => {
+  it('random bytes never throw anything but PROTOCOL, FRAME_TOO_LARGE or CLOSED (property)', () => {
     fc.assert(
       fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 10 }), (chunks) => {
         const dec = new FrameDecoder(256);
@@ -59,7 +59,8 @@ describe('frame decoder', () => {
           dec.end();
         } catch (err) {
           assert.ok(err instanceof RpcError, `threw ${err}`);
-          assert.ok(['PROTOCOL', 'FRAME_TOO_LARGE'].includes(err.code), err.code);
+          // CLOSED: the bytes ended inside a frame.
+          assert.ok(['PROTOCOL', 'FRAME_TOO_LARGE', 'CLOSED'].includes(err.code), err.code);
         }
       }),
       { numRuns: 1000 },
@@ -72,13 +73,52 @@ describe('frame decoder', () => {
     assert.throws(() => dec.push(header, () => assert.fail('no frame')), (e: RpcError) => e.code === 'FRAME_TOO_LARGE' && /101/.test(e.message));
   });
 
-  it('reports a stream that ends inside a frame as PROTOCOL', () => {
+  it('reports a stream that ends inside a frame as CLOSED, with the stream error as its cause', () => {
     const dec = new FrameDecoder();
     dec.push(encodeFrame(new Uint8Array(10)).subarray(0, 7), () => assert.fail('no frame'));
-    assert.throws(() => dec.end(), (e: RpcError) => e.code === 'PROTOCOL' && /ended inside a frame/.test(e.message));
+    assert.throws(() => dec.end(), (e: RpcError) => e.code === 'CLOSED' && /ended inside a frame \(3 of 10 bytes\)/.test(e.message) && e.cause === undefined);
     const dec2 = new FrameDecoder();
     dec2.push(new Uint8Array([5, 0]), () => {});
-    assert.throws(() => dec2.end(), (e: RpcError) => e.code === 'PROTOCOL');
+    const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+    assert.throws(() => dec2.end(reset), (e: RpcError) => e.code === 'CLOSED' && e.cause === reset && /ECONNRESET/.test(e.message));
+    const dec3 = new FrameDecoder();
+    dec3.push(encodeFrame(new Uint8Array(3)), () => {});
+    dec3.end(reset); // between frames: nothing to report
+  });
+
+  it('decodes frames of any size cut at every byte boundary, and at random ones into separate chunks (property)', () => {
+    // Bodies up to 40 KiB take the paths a partial frame has: small pieces copied into a tail,
+    // pieces of 16 KiB and more kept by reference, a tail sized to a small frame.
+    const body = fc.oneof(fc.uint8Array({ maxLength: 40 }), fc.integer({ min: 0, max: 40_000 }).map((n) => new Uint8Array(n).map((_, i) => (i * 7 + n) & 0xff)));
+    fc.assert(
+      fc.property(fc.array(body, { minLength: 1, maxLength: 6 }), fc.array(fc.nat(), { maxLength: 12 }), fc.boolean(), (bodies, cuts, own) => {
+        const stream = concat(bodies.map(encodeFrame));
+        const hex = (frames: Uint8Array[]) => frames.map((f) => Buffer.from(f).toString('hex'));
+        // As a socket delivers them: each chunk in its own memory, or views into one buffer.
+        const chunks = split(stream, cuts).map((c) => (own ? c.slice() : c));
+        assert.deepEqual(hex(decodeAll(chunks)), hex(bodies));
+      }),
+      { numRuns: 200 },
+    );
+    const bodies = [new Uint8Array(0), new Uint8Array([1, 2, 3]), new Uint8Array(5000).fill(9), new Uint8Array(20_000).map((_, i) => i & 0xff)];
+    const stream = concat(bodies.map(encodeFrame));
+    for (const own of [false, true]) {
+      const bytes = Array.from(stream, (_, i) => (own ? stream.slice(i, i + 1) : stream.subarray(i, i + 1)));
+      assert.deepEqual(decodeAll(bytes).map((f) => [...f]), bodies.map((b) => [...b]));
+    }
+  });
+
+  it('holds what arrived of a frame, not the length it announced: 20 decoders told 64 MiB and given 10 bytes', () => {
+    const decoders = Array.from({ length: 20 }, () => new FrameDecoder());
+    const before = process.memoryUsage().arrayBuffers;
+    for (const dec of decoders) {
+      const chunk = new Uint8Array(14);
+      chunk.set([0, 0, 0, 4]); // 64 MiB
+      dec.push(chunk, () => assert.fail('no frame'));
+    }
+    const grown = process.memoryUsage().arrayBuffers - before;
+    assert.ok(grown < 1024 * 1024, `${grown} bytes of ArrayBuffer for 20 partial frames of 10 bytes`);
+    assert.ok(decoders.every((dec) => dec.pending));
   });
 
   it('hands out frames that lie inside one chunk without copying', () => {

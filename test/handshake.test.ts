@@ -503,10 +503,10 @@ describe('signed process', function () {
     dirs?.remove();
   });
 
-  /** Runs the client fixture with `binary` and returns what it printed. */
-  async function runClient(binary: string, key: Uint8Array = trusted.raw, target: Record<string, unknown> = { port }): Promise<any> {
+  /** Runs the client fixture with `binary` (its node given `key`, or none when null) and returns what it printed. */
+  async function runClient(binary: string, key: Uint8Array | null = trusted.raw, target: Record<string, unknown> = { port }): Promise<any> {
     const script = new URL('./fixtures/signed-client.js', import.meta.url).pathname;
-    const child = spawn(binary, [script, JSON.stringify({ ...target, key: Buffer.from(key).toString('base64') })], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(binary, [script, JSON.stringify({ ...target, ...(key ? { key: Buffer.from(key).toString('base64') } : {}) })], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout!.on('data', (c) => (out += c));
     await new Promise((resolve) => child.once('exit', resolve));
@@ -518,6 +518,20 @@ describe('signed process', function () {
     assert.equal(result.error, undefined, JSON.stringify(result.error));
     assert.equal(result.peer.auth, 'signed-process');
     assert.equal(result.peer.pid, result.pid);
+  });
+
+  it('a client needs no key: authSignedProcess() with none connects to a signed-process server', async () => {
+    const result = await runClient(signedNode, null);
+    assert.equal(result.error, undefined, JSON.stringify(result.error));
+    assert.equal(result.peer.auth, 'signed-process');
+    assert.equal(result.peer.pid, result.pid);
+  });
+
+  it('a server needs its key: serving with authSignedProcess() and none is refused at start() with INVALID_ARGUMENT', async () => {
+    const err = await rejectionOf(new Node().authSignedProcess().serve(unix(path.join(dirs.dir, 'keyless.sock')), { onRequest: () => 'no' }).start());
+    assert.equal(err.code, 'INVALID_ARGUMENT');
+    assert.match(err.message, /authSignedProcess\(publicKey\)/);
+    assert.equal(fs.existsSync(path.join(dirs.dir, 'keyless.sock')), false, 'nothing was bound');
   });
 
   it('also over a Unix socket and over shm, where the pid comes from SO_PEERCRED', async () => {

@@ -13,6 +13,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -22,6 +23,8 @@ import { Node, RpcError, tcp } from '../src/index.js';
 import { RemoteTask } from '../src/main/remote-task.js';
 import { createCodec, msgpack } from '../src/codec/index.js';
 import { Session } from '../src/session/session.js';
+import { encodeFrame } from '../src/protocol/framing.js';
+import { encodeRequest } from '../src/protocol/envelope.js';
 import { killAllChildren, startServer } from './helpers.js';
 
 v8.setFlagsFromString('--expose-gc');
@@ -66,6 +69,43 @@ describe('memory', function () {
       assert.ok(moreTasks <= 2, `${moreTasks} more connection tasks alive after 100 closed connections`);
       assert.ok(moreRings <= 6, `${moreRings} more SharedArrayBuffers alive after 100 closed connections`);
     } finally {
+      await server.kill('SIGTERM');
+    }
+  });
+
+  it('20 connections that announce a 64 MiB frame and send 10 bytes of it grow the server by far less than 20 x 64 MiB', async function () {
+    if (!fs.existsSync('/proc/self/status')) this.skip();
+    // The server's virtual size, not its RSS or ArrayBuffer figure: the buffer reserved for an
+    // announced length is memory never written (no RSS), allocated in the connection's worker
+    // (not this thread's, nor the server main thread's, ArrayBuffer count).
+    const server = await startServer({ transport: 'tcp', handler: 'module' });
+    const vmSize = () => Number(/VmSize:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${server.pid}/status`, 'utf8'))![1]) * 1024;
+    const sockets: net.Socket[] = [];
+    try {
+      const { port } = server.address as { port: number };
+      const ping = encodeFrame(encodeRequest(1, 0, createCodec().encode({ type: 'Ping' })));
+      const answered = (socket: net.Socket) => new Promise((resolve, reject) => socket.once('data', resolve).once('error', reject));
+      for (let i = 0; i < 20; i++) {
+        const socket = net.connect(port, '127.0.0.1');
+        sockets.push(socket);
+        socket.write(ping);
+        // Served: the connection and its worker exist before the baseline.
+        await answered(socket);
+      }
+      const before = vmSize();
+      const partial = new Uint8Array(14);
+      partial.set([0, 0, 0, 4]); // 64 MiB
+      for (const socket of sockets) socket.write(partial);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      // A well-formed request on a fresh connection is still answered after them.
+      const last = net.connect(port, '127.0.0.1');
+      sockets.push(last);
+      last.write(ping);
+      await answered(last);
+      const grown = vmSize() - before;
+      assert.ok(grown < 64 * 2 ** 20, `the server grew by ${(grown / 2 ** 20).toFixed(0)} MiB of virtual memory`);
+    } finally {
+      for (const socket of sockets) socket.destroy();
       await server.kill('SIGTERM');
     }
   });

@@ -43,6 +43,8 @@ export async function serverHandshake(channel: HandshakeChannel, options: Server
     if (spec.scheme === 'signed-process') {
       pid = await options.peerPid?.();
       if (pid === undefined) throw new RpcError('AUTH_FAILED', "signed-process: the OS does not name the client's process (needs a Unix socket or shm with the native addon built, or TCP over loopback, on Linux)");
+      // Node.start() refuses to serve without a key; a server must never take an unchecked client.
+      if (spec.publicKey === undefined) throw new RpcError('AUTH_FAILED', 'signed-process: this server has no public key to check clients against');
       await verifySignedProcess(pid, spec.publicKey);
     }
     const refusal = options.admit?.();

@@ -20,8 +20,8 @@ export type HandshakeSpec =
   | {
       scheme: 'signed-process';
       timeoutMs: number;
-      /** Server side: the Ed25519 key a client's image must be signed with (raw 32 bytes). */
-      publicKey: Uint8Array;
+      /** The Ed25519 key a client's image must be signed with (raw 32 bytes): a server's; a client uses none. */
+      publicKey?: Uint8Array;
     };
 
 /** Each handshake step's default time limit. */

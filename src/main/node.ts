@@ -615,16 +615,22 @@ export class Node<Req = unknown, Res = unknown> {
   /**
    * Authenticate clients by the program they run (Linux): the server reads the client process's
    * image (its pid from the OS, over shm or loopback TCP) and checks the Ed25519 signature in
-   * `<image>.sig` against `publicKey` (32 raw bytes or base64). As a client this node offers the scheme.
+   * `<image>.sig` against `publicKey` (32 raw bytes or base64), which a node that serves must give.
+   * As a client this node offers the scheme, and needs no key.
    */
-  authSignedProcess(publicKey: string | Uint8Array): this {
-    return this.#setHandshake({ scheme: 'signed-process', timeoutMs: this.#options.handshakeTimeoutMs, publicKey: parsePublicKey(publicKey) });
+  authSignedProcess(publicKey?: string | Uint8Array): this {
+    const spec: HandshakeSpec = { scheme: 'signed-process', timeoutMs: this.#options.handshakeTimeoutMs };
+    if (publicKey !== undefined) spec.publicKey = parsePublicKey(publicKey);
+    return this.#setHandshake(spec);
   }
 
   /** Starts listening and connecting; resolves once both are done, rejects (having cleaned up) otherwise. */
   async start(): Promise<RunningNode<Req, Res>> {
     if (this.#serve.length === 0 && !this.#connect && !this.#waitFor) throw new RpcError('INVALID_ARGUMENT', 'nothing to start: call .serve() and/or .connect() first');
     if (this.#publish && this.#serve.length === 0) throw new RpcError('INVALID_ARGUMENT', 'publish() needs serve(): there is nothing to publish');
+    if (this.#serve.length > 0 && this.#handshake.scheme === 'signed-process' && this.#handshake.publicKey === undefined) {
+      throw new RpcError('INVALID_ARGUMENT', "serving with authSignedProcess() needs the public key clients' images are signed with: authSignedProcess(publicKey)");
+    }
     const discovery = this.#options.discovery ?? new FileDiscovery();
     let unpublish: (() => Promise<void>) | undefined;
     const lease = new PoolLease(this.#options.pool);

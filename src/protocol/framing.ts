@@ -12,11 +12,30 @@ export const kLengthBytes = 4;
 /** Default largest frame body: 64 MiB. */
 export const kDefaultMaxFrameBytes = 64 * 1024 * 1024;
 
+/**
+ * A piece of a partial frame at least this long, filling at least half of its chunk's memory, is
+ * kept by reference until the frame completes; shorter ones are copied into a tail buffer of at
+ * most this size, so a peer that sends a frame a few bytes at a time cannot make us hold an object
+ * per few bytes.
+ */
+const kKeepPieceFrom = 16 * 1024;
+
 export class FrameDecoder {
   readonly #max: number;
-  /** Partial frame being assembled across chunks (allocated once its length is known). */
-  #partial: Uint8Array | undefined;
-  #partialFilled = 0;
+  /**
+   * The partial frame being assembled across chunks: its announced body length (0 when there is
+   * none: an empty frame never spans chunks) and the bytes received so far.
+   */
+  #want = 0;
+  #have = 0;
+  /**
+   * Its bytes so far, in order: chunks kept by reference and filled tails, then the open tail.
+   * Memory follows what arrived, never the length a peer announced: otherwise four bytes of a
+   * length prefix would make each connection reserve up to maxFrameBytes.
+   */
+  readonly #pieces: Uint8Array[] = [];
+  #tail: Uint8Array | undefined;
+  #tailFilled = 0;
   /** Up to three bytes of a length prefix split across chunks. */
   readonly #lenBytes = new Uint8Array(kLengthBytes);
   #lenFilled = 0;
@@ -27,13 +46,14 @@ export class FrameDecoder {
 
   /** True while a frame has been started but not completed. */
   get pending(): boolean {
-    return this.#partial !== undefined || this.#lenFilled > 0;
+    return this.#want > 0 || this.#lenFilled > 0;
   }
 
   /**
-   * Feeds one chunk; calls `onFrame` for every completed body (a view into `chunk` when the frame lies
-   * inside it, else a fresh array). Throws RpcError('FRAME_TOO_LARGE') for a length over the maximum;
-   * after a throw the decoder is unusable (the connection must close).
+   * Feeds one chunk, which the decoder may keep until the frame it holds part of completes (the
+   * stream must not reuse it); calls `onFrame` for every completed body (a view into `chunk` when
+   * the frame lies inside it, else a fresh array). Throws RpcError('FRAME_TOO_LARGE') for a length
+   * over the maximum; after a throw the decoder is unusable (the connection must close).
    */
   push(chunk: Uint8Array, onFrame: (body: Uint8Array) => void): void {
     // A socket's chunks are Node Buffers, whose subarray() and slice() go through Node's
@@ -43,7 +63,7 @@ export class FrameDecoder {
     if (chunk.constructor !== Uint8Array) chunk = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     let at = 0;
     const end = chunk.length;
-    if (this.#partial !== undefined) at = this.#fillPartial(chunk, 0, onFrame);
+    if (this.#want > 0) at = this.#fillPartial(chunk, 0, onFrame);
     while (at < end) {
       let len: number;
       if (this.#lenFilled > 0 || end - at < kLengthBytes) {
@@ -64,35 +84,99 @@ export class FrameDecoder {
         onFrame(chunk.subarray(at, at + len));
         at += len;
       } else {
-        this.#partial = bytesToFill(len);
-        this.#partialFilled = 0;
+        this.#want = len;
+        this.#have = 0;
         at = this.#fillPartial(chunk, at, onFrame);
       }
     }
   }
 
   #fillPartial(chunk: Uint8Array, at: number, onFrame: (body: Uint8Array) => void): number {
-    const partial = this.#partial!;
-    const take = Math.min(partial.length - this.#partialFilled, chunk.length - at);
-    partial.set(chunk.subarray(at, at + take), this.#partialFilled);
-    countCopied(take);
-    this.#partialFilled += take;
-    if (this.#partialFilled === partial.length) {
-      this.#partial = undefined;
-      onFrame(partial);
-    }
+    const take = Math.min(this.#want - this.#have, chunk.length - at);
+    const piece = chunk.subarray(at, at + take);
+    this.#have += take;
+    if (this.#have === this.#want) onFrame(this.#complete(piece));
+    else this.#keep(piece);
     return at + take;
   }
 
-  /** The stream ended: throws RpcError('PROTOCOL') if it ended inside a frame. */
-  end(): void {
-    if (this.pending) {
-      const have = this.#partial ? this.#partialFilled : this.#lenFilled;
-      const want = this.#partial ? this.#partial.length : kLengthBytes;
-      this.#partial = undefined;
-      this.#lenFilled = 0;
-      throw new RpcError('PROTOCOL', `stream ended inside a frame (${have} of ${want} bytes)`);
+  #keep(piece: Uint8Array): void {
+    if (piece.length >= kKeepPieceFrom && piece.length * 2 >= piece.buffer.byteLength) {
+      // Kept by reference: the frame's bytes are copied once, when it completes.
+      this.#closeTail();
+      this.#pieces.push(piece);
+      return;
     }
+    let from = 0;
+    while (from < piece.length) {
+      let tail = this.#tail;
+      if (tail === undefined) {
+        // Sized to what the frame still lacks when that is small, so that a small frame split
+        // across chunks is assembled in place, as its body.
+        const unstored = this.#want - this.#have + piece.length - from;
+        tail = this.#tail = bytesToFill(Math.min(unstored, kKeepPieceFrom));
+        this.#tailFilled = 0;
+      }
+      const n = Math.min(tail.length - this.#tailFilled, piece.length - from);
+      tail.set(piece.subarray(from, from + n), this.#tailFilled);
+      countCopied(n);
+      this.#tailFilled += n;
+      from += n;
+      if (this.#tailFilled === tail.length) this.#closeTail();
+    }
+  }
+
+  #closeTail(): void {
+    if (this.#tail === undefined) return;
+    if (this.#tailFilled > 0) this.#pieces.push(this.#tail.subarray(0, this.#tailFilled));
+    this.#tail = undefined;
+  }
+
+  /** The frame's body: its pieces so far, then `last`, in one array. */
+  #complete(last: Uint8Array): Uint8Array {
+    const want = this.#want;
+    const tail = this.#tail;
+    let body: Uint8Array;
+    if (tail !== undefined && tail.length === want) {
+      // A small frame: the tail was sized to it, and holds all but `last` already.
+      tail.set(last, this.#tailFilled);
+      countCopied(last.length);
+      body = tail;
+    } else {
+      this.#closeTail();
+      body = bytesToFill(want);
+      let at = 0;
+      for (const piece of this.#pieces) {
+        body.set(piece, at);
+        at += piece.length;
+      }
+      body.set(last, at);
+      countCopied(want);
+    }
+    this.#reset();
+    return body;
+  }
+
+  #reset(): void {
+    this.#want = 0;
+    this.#have = 0;
+    this.#pieces.length = 0;
+    this.#tail = undefined;
+    this.#tailFilled = 0;
+    this.#lenFilled = 0;
+  }
+
+  /**
+   * The stream ended, by the peer's close or by `cause` (a socket error): throws RpcError('CLOSED')
+   * with that cause if it ended inside a frame.
+   */
+  end(cause?: Error): void {
+    if (!this.pending) return;
+    const have = this.#want > 0 ? this.#have : this.#lenFilled;
+    const want = this.#want > 0 ? this.#want : kLengthBytes;
+    this.#reset();
+    const how = cause === undefined ? '' : `: ${cause.message}`;
+    throw new RpcError('CLOSED', `the stream ended inside a frame (${have} of ${want} bytes)${how}`, cause === undefined ? {} : { cause });
   }
 }
 

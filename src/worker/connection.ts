@@ -294,7 +294,8 @@ export class Connection {
     let reason = this.#closing;
     if (reason === undefined) {
       try {
-        this.#decoder.end();
+        // A reset or a close inside a frame is still the peer going away, not malformed input.
+        this.#decoder.end(error);
         reason = error
           ? new RpcError('CLOSED', `connection lost: ${error.message}`, { cause: error })
           : new RpcError('CLOSED', this.framesIn === 0 && !this.#host.readsWaitForWrites && this.peer.transport === 'tcp'
