@@ -63,10 +63,10 @@ export function compareRuns(before: RunResults, after: RunResults): Comparison {
   }
   const nowIds = new Set(now.map((f) => f.id));
   const notes: string[] = [];
+  // Runs kept before the machine was recorded still have their CPUs and node: compare those then.
+  const both = before.machine !== undefined && after.machine !== undefined;
   const describe = (r: RunResults) =>
-    r.machine === undefined
-      ? `${r.cpus.length} x ${r.cpus[0] ?? 'unknown CPU'}, node ${r.node}`
-      : `${r.machine.cpuCount} x ${r.machine.cpuModel}, node ${r.machine.node}, kernel ${r.machine.kernel}`;
+    `${r.cpus.length} x ${r.cpus[0] ?? 'unknown CPU'}, node ${r.node}${both ? `, kernel ${r.machine!.kernel}` : ''}`;
   if (describe(before) !== describe(after)) notes.push(`different machines: before ${describe(before)}; after ${describe(after)}`);
   if (before.quick !== after.quick) notes.push(`before was a ${before.quick ? 'quick' : 'full'} run, after a ${after.quick ? 'quick' : 'full'} one: rounds differ in number and length`);
   return {
