@@ -5,15 +5,18 @@
  * vscode-jsonrpc; peers.ts), a payload sweep (sweep.ts), the cost of TLS on tcp (tls.ts), the view codec's copies (view.ts)
  * one client process with many connections (fanout.ts) and one server under many connections,
  * with its memory (scale.ts).
- * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,handshake,busy,peers,sweep,tls,view,fanout,scale] [--soak-minutes N]`.
+ * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,handshake,busy,peers,sweep,tls,view,fanout,scale] [--soak-minutes N] [--compare old.json]`,
+ * or `node dist/bench/run.js --compare old.json [--to new.json]` to compare two kept runs without measuring.
  *
- * Progress goes to stderr, the table to stdout, raw figures to bench/results/latest.json.
+ * Progress goes to stderr, the table and the which-transport table to stdout, raw figures to
+ * bench/results/latest.json (and a copy kept as bench/results/runs/<date>-<commit>.json), the
+ * chart to latest.svg and the page with both tables to latest.html.
  * Each transport's subjects are measured in interleaved rounds (see lib/rounds.ts); every
  * figure is the median of rounds, and every ratio compares figures from this same run.
  * Exits non-zero, with a message, when a server child does not come up or a scenario stalls.
  */
 
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { busyHostRows, runBusyHost, type BusyHostResult } from './busy-host.js';
@@ -34,7 +37,10 @@ import { Progress } from './lib/progress.js';
 import { grpcEveryTransportRows, peersRows, runPeers, type PeersResult, type SectionRate } from './peers.js';
 import { runSweep, sweepRows, type SweepConfig, type SweepResult } from './sweep.js';
 import { runTls, tlsRows, tlsWarnings, type TlsResult } from './tls.js';
-import { renderChart } from './lib/chart.js';
+import { renderHtml, renderSvg } from './lib/chart/page.js';
+import { compareRuns, formatComparison } from './lib/compare.js';
+import { commitId, machineInfo, runFileName, type GroupResult, type RunResults } from './lib/results.js';
+import { formatWhich, whichTransport } from './lib/which.js';
 import { pathRows } from './lib/bounds.js';
 import { startSocketChain } from './lib/socket-chain.js';
 
@@ -125,6 +131,29 @@ const fanoutConfig: BenchConfig = quick ? { ...config, rounds: 2, warmupMs: 100,
 const kUnstableSpread = 1.5;
 
 const resultsUrl = new URL('../../bench/results/latest.json', import.meta.url);
+const repoDir = fileURLToPath(new URL('../..', import.meta.url));
+
+/** The value after `flag`, if given; a flag given without one is an error. */
+function flagValue(flag: string): string | undefined {
+  const i = process.argv.indexOf(flag);
+  if (i < 0) return undefined;
+  const value = process.argv[i + 1];
+  if (value === undefined || value.startsWith('--')) {
+    process.stderr.write(`${flag} takes a results file (bench/results/runs/*.json)\n`);
+    process.exit(2);
+  }
+  return value;
+}
+/** `--compare old.json`: report each figure's change against that run. */
+const compareWith = flagValue('--compare');
+/** `--to new.json`: the run compared (default latest.json); only without a run. */
+const compareTo = flagValue('--to');
+/** `--compare` alone measures nothing: it compares the last run (or --to's) with the file; `--quick` or `--only` run first. */
+const compareOnly = compareWith !== undefined && !quick && !process.argv.includes('--only');
+if (compareTo !== undefined && !compareOnly) {
+  process.stderr.write('--to compares two kept runs without running: give it with --compare and without --quick or --only\n');
+  process.exit(2);
+}
 
 /** Expected seconds per section (quick, full): only the progress bar's proportions. */
 const kSectionSeconds: Record<Section, [number, number]> = {
@@ -151,11 +180,6 @@ function log(line: string): void {
 function section(name: Section): true {
   progress.section(name);
   return true;
-}
-
-interface GroupResult {
-  transport: SocketKind;
-  subjects: Array<{ key: string; label: string; summary: SubjectSummary }>;
 }
 
 /** Ours' x64 figure (worker handler) from each section that measured one, for the grpc-js comparison of every transport. */
@@ -447,12 +471,12 @@ async function main(): Promise<number> {
   out.push(...warnings);
   if (api === undefined) out.push('ours: runtime not available yet - only the raw baselines were measured.');
   for (const reason of skipped) out.push(`skipped: ${reason}`);
-  out.push(`finished in ${elapsedSec.toFixed(1)} s; raw results in ${fileURLToPath(resultsUrl)}`, '');
-  process.stdout.write(out.join('\n'));
 
-  await mkdir(new URL('.', resultsUrl), { recursive: true });
-  const json = {
+  await mkdir(new URL('runs/', resultsUrl), { recursive: true });
+  const json: RunResults = {
     date: new Date().toISOString(),
+    commit: commitId(repoDir),
+    machine: machineInfo(),
     node: process.version,
     platform: `${process.platform} ${process.arch}`,
     cpus: cpu.map((c) => c.model.trim()),
@@ -484,16 +508,40 @@ async function main(): Promise<number> {
     scale,
     rows: rows.filter((r) => r !== null),
   };
-  await writeFile(resultsUrl, `${JSON.stringify(json, null, 2)}\n`);
+  json.which = whichTransport(json);
+  const keptUrl = new URL(`runs/${runFileName(json)}`, resultsUrl);
+  const text = `${JSON.stringify(json, null, 2)}\n`;
+  await writeFile(resultsUrl, text);
+  await writeFile(keptUrl, text);
   const chartUrl = new URL('latest.svg', resultsUrl);
-  await writeFile(chartUrl, renderChart(json.rows, sweep, `ogurpchik bench, ${quick ? 'quick' : 'full'} run, ${json.date.slice(0, 10)}, node ${process.version}, ${cpu.length} CPUs`));
-  process.stdout.write(`chart: ${fileURLToPath(chartUrl)}\n`);
+  const pageUrl = new URL('latest.html', resultsUrl);
+  await writeFile(chartUrl, renderSvg(json));
+  await writeFile(pageUrl, renderHtml(json));
+  out.push(
+    '',
+    formatWhich(json.which),
+    '',
+    `finished in ${elapsedSec.toFixed(1)} s; raw results in ${fileURLToPath(resultsUrl)}, kept as ${fileURLToPath(keptUrl)}`,
+    `chart: ${fileURLToPath(chartUrl)}; page with the tables: ${fileURLToPath(pageUrl)}`,
+    '',
+  );
+  process.stdout.write(out.join('\n'));
+  if (compareWith !== undefined) process.stdout.write(`\n${await comparison(compareWith, fileURLToPath(keptUrl), json)}`);
   return 0;
+}
+
+/** The change report of `after` (given, or read from `afterFile`) against the run kept in `beforeFile`. */
+async function comparison(beforeFile: string, afterFile: string, after?: RunResults): Promise<string> {
+  const read = async (file: string) => JSON.parse(await readFile(file, 'utf8')) as RunResults;
+  return formatComparison(compareRuns(await read(beforeFile), after ?? (await read(afterFile))), { before: beforeFile, after: afterFile });
 }
 
 let exitCode = 1;
 try {
-  exitCode = await main();
+  if (compareOnly) {
+    process.stdout.write(await comparison(compareWith, compareTo ?? fileURLToPath(resultsUrl)));
+    exitCode = 0;
+  } else exitCode = await main();
 } catch (err) {
   process.stderr.write(`\nbench failed: ${(err as Error).message}\n`);
 } finally {
