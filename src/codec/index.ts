@@ -56,7 +56,7 @@ export interface Codec {
   decodeError(bytes: Uint8Array): unknown;
 }
 
-/** MessagePack via msgpackr (the default): binary-safe, fast, keeps Uint8Array, Date, Map, Set, bigint. */
+/** MessagePack via msgpackr (the default): binary-safe, fast; keeps Uint8Array, Date, bigint and undefined (a Map arrives as an object, a Set as an array: docs/PROTOCOL.md §7). */
 export function msgpack(): CodecDescriptor {
   return { kind: 'msgpack' };
 }
