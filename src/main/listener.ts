@@ -10,6 +10,9 @@
 import { RpcError, messageOf } from '../errors.js';
 import { listenerRestart, logger } from '../observe.js';
 import { formatAddress, type Address, type TransportDescriptor } from '../transport/descriptors.js';
+import { shmControlPath } from '../transport/shm.js';
+import { removeStaleSocket } from '../transport/socket-file.js';
+import { isNamedPipe } from '../transport/unix.js';
 import { RemoteTask, type RemoteTaskOptions, type TaskRunner } from './remote-task.js';
 
 /** One listener in RunningNode.stats(). Counts run from the start of its current worker task. */
@@ -110,9 +113,12 @@ export class SupervisedListener implements ServedAddress {
       if (this.#timer !== undefined) clearTimeout(this.#timer);
       this.#wakeSleeper?.();
       await this.#restarting;
-      // Nothing is left behind even when the task's thread has to be killed: libuv unlinks a
-      // listening socket's path when its handle closes, which a dying thread's handles do.
       await this.#task.close();
+      // A socket file is linked into place after its bind (listenSocketFile), so libuv, which
+      // unlinks only the path it bound, does not remove it when a killed thread's handles close:
+      // what nothing answers on any more is removed here (a new owner's live socket stays).
+      const file = socketFileOf(this.#options.transport);
+      if (file !== undefined) await removeStaleSocket(file).catch(() => {});
     })();
     return this.#closing;
   }
@@ -165,6 +171,13 @@ export class SupervisedListener implements ServedAddress {
       this.#wakeSleeper = undefined;
     });
   }
+}
+
+/** The socket file a listener on `transport` puts in place, if any. */
+function socketFileOf(transport: TransportDescriptor): string | undefined {
+  if (transport.kind === 'unix') return isNamedPipe(transport.path) ? undefined : transport.path;
+  if (transport.kind === 'shm') return shmControlPath(transport.name);
+  return undefined;
 }
 
 /** `transport` bound to what its first start bound: the port the kernel picked for port 0. */
