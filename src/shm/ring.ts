@@ -527,8 +527,8 @@ export class RingReader {
   private readonly maxCont: number;
   private readonly signal: RingSignal;
   private readonly handlers: RingHandlers;
-  private readonly spinMicros: number;
-  private readonly pollMs: number;
+  private spinMicros: number;
+  private pollMs: number;
   private readonly keepAlive: boolean;
   /**
    * performance.now() until which the loop looks once per turn instead of sleeping: pollMicros
@@ -571,6 +571,12 @@ export class RingReader {
   /** How many times the read loop has gone to sleep (waited on the signal): what the idle strategy saves. */
   get sleeps(): number {
     return this.#sleeps;
+  }
+
+  /** Changes spinMicros and pollMicros (see RingReaderOptions); they apply from the loop's next look. */
+  setWindows(options: { spinMicros: number; pollMicros: number }): void {
+    this.spinMicros = options.spinMicros;
+    this.pollMs = options.pollMicros / 1000;
   }
 
   /** Starts the async read loop; never blocks the event loop (waits with RingSignal#wait). */
