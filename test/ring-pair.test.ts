@@ -93,6 +93,7 @@ describe('shared ring pair', function () {
     const all = await clients(file, 16);
     const pairOf = async (n: RunningNode<any, any>) => (await n.stats()).endpoints[0].ringPair;
     const pair = await pairOf(all[0]);
+    assert.equal(typeof pair, 'number');
     assert.equal(await pairOf(stuck), pair, 'the paused connection shares the pair');
 
     // 16 MiB toward a peer that reads nothing: far over any socket buffer.
@@ -125,6 +126,7 @@ describe('shared ring pair', function () {
     nodes.push(server);
     const all = await clients(file, 32);
     const pair = (await all[0].stats()).endpoints[0].ringPair;
+    assert.equal(typeof pair, 'number');
     for (const c of all) assert.equal((await c.stats()).endpoints[0].ringPair, pair);
     // Streams in flight on every connection (an item every 10 ms, for 10 s).
     const streams = all.slice(1).map(async (c) => {

@@ -16,6 +16,7 @@ import { RpcError } from '../errors.js';
 import { Kind } from '../protocol/envelope.js';
 import { decodeControl, type ConnOpenRecord, type HubOffer } from '../protocol/control.js';
 import { RingReader, RingWriter, createRing } from '../shm/ring.js';
+import { weighShared } from '../shm/weigh.js';
 import type { PeerInfo } from '../types.js';
 
 /** A task whose connections ride a hub. */
@@ -49,6 +50,9 @@ export function unregisterTask(key: number): void {
 /** A fresh pair to offer in a task's spec (see the file comment). */
 export function offerHub(ringBytes: number): HubOffer {
   const offer: HubOffer = { id: ++lastHubId, owner: threadId, toWorker: createRing(ringBytes), toMain: createRing(ringBytes) };
+  // Most offers go unused (their thread has a pair already): weighed, they are collected soon.
+  weighShared(offer.toWorker);
+  weighShared(offer.toMain);
   hubs.set(offer.id, new MainHub(offer));
   return offer;
 }

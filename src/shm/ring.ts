@@ -547,6 +547,8 @@ export class RingReader {
   private paused = false;
   private stopped = false;
   private sleeping = false;
+  /** expectWithin() has woken the sleeping loop already. */
+  private wakeSent = false;
   private resumeWake: (() => void) | null = null;
   #sleeps = 0;
 
@@ -617,7 +619,11 @@ export class RingReader {
   expectWithin(ms: number): void {
     this.pollUntil = Math.max(this.pollUntil, performance.now() + ms);
     // Only this side waits on the tail word, so this notify can only wake our own parked loop.
-    if (this.sleeping) this.signal.notify(this.ctl, kTailIndex);
+    // Once: a ring shared by many connections hears from all of them before the loop wakes.
+    if (this.sleeping && !this.wakeSent) {
+      this.wakeSent = true;
+      this.signal.notify(this.ctl, kTailIndex);
+    }
   }
 
   /** Stops the loop for good (does not close the writer side; undelivered records stay in the ring). */
@@ -774,6 +780,7 @@ export class RingReader {
         if (seen === head) {
           this.#sleeps++;
           this.sleeping = true;
+          this.wakeSent = false;
           await this.signal.wait(ctl, kTailIndex, seen, kWaitForever);
           this.sleeping = false;
         }
