@@ -11,7 +11,7 @@ export interface PeerInfo {
   auth: 'none' | 'version' | 'hmac' | 'signed-process';
   /** The peer's process id, when the OS told us (never taken from the wire). */
   pid?: number;
-  /** Connection id, unique within its node. */
+  /** Connection id, unique among the connections its pool thread hosts for this thread (its ring pair). */
   connectionId: number;
   /** When the connection is a TLS session: what TLS says of the peer. */
   tls?: TlsPeerInfo;

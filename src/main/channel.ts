@@ -73,6 +73,11 @@ export interface EndpointStats extends EndpointInfo {
   /** Frames received and sent on its current connection (0 while it has none). */
   framesIn: number;
   framesOut: number;
+  /**
+   * The main↔worker ring pair its current connection rides (undefined while it has none): every
+   * connection that one pool thread hosts for this thread shares one.
+   */
+  ringPair?: number;
 }
 
 /** Where a client's endpoints come from when it found its server through discovery. */
@@ -205,8 +210,9 @@ export class Channel {
   stats(): Promise<EndpointStats[]> {
     return Promise.all(
       this.#endpoints.map(async (e) => {
+        const ringPair = e.state === 'ready' ? e.task!.ringPair : undefined;
         const task = e.state === 'ready' ? await e.task!.stats() : undefined;
-        return { ...infoOf(e), framesIn: task?.framesIn ?? 0, framesOut: task?.framesOut ?? 0 };
+        return { ...infoOf(e), framesIn: task?.framesIn ?? 0, framesOut: task?.framesOut ?? 0, ...(ringPair !== undefined ? { ringPair } : {}) };
       }),
     );
   }

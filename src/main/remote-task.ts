@@ -1,6 +1,7 @@
 /**
- * The main thread's side of one connection task: its comlink control proxy, its rings, and a call
- * session per relayed connection. Every session settles when the task ends, however it ends.
+ * The main thread's side of one connection task: its comlink control proxy, the ring pair it
+ * shares with the other tasks of its worker thread (./hub.ts), and a call session per relayed
+ * connection. Every session settles when the task ends, however it ends.
  */
 import { MessageChannel } from 'node:worker_threads';
 import * as Comlink from 'comlink';
@@ -8,14 +9,14 @@ import { deferred, type Deferred } from '../deferred.js';
 import { RpcError, fromWireError, messageOf, sendsStacks, toWireError, type RemoteStacks, type WireError } from '../errors.js';
 import { createCodec, type Codec, type CodecDescriptor, type DecodeLimits } from '../codec/index.js';
 import { Kind } from '../protocol/envelope.js';
-import { decodeControl, encodeControl, kClientConnectionId, type HandlerSpec, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
+import { decodeControl, encodeControl, kHubWord, kThreadWord, type HandlerSpec, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
 import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
-import { RingReader, RingWriter, createRing } from '../shm/ring.js';
 import type { HandshakeSpec } from '../handshake/spec.js';
 import { formatAddress, type Address, type TransportDescriptor } from '../transport/descriptors.js';
 import type { Handler, PeerInfo } from '../types.js';
 import { connectionClose, connectionOpen, logger } from '../observe.js';
+import { discardOffer, hubById, offerHub, registerTask, unregisterTask, type HubTask, type MainHub } from './hub.js';
 
 const log = logger('connection');
 
@@ -71,7 +72,7 @@ export interface RemoteTaskOptions {
 }
 
 
-export class RemoteTask {
+export class RemoteTask implements HubTask {
   /** The bound address (listeners). */
   address: Address | undefined;
   readonly #codec: Codec;
@@ -83,8 +84,13 @@ export class RemoteTask {
   /** Set by drain(): sessions stop taking calls and close their connection once they have answered the rest. */
   #draining = false;
   readonly #control: Comlink.Remote<TaskControl>;
-  readonly #toWorker: RingWriter;
-  readonly #fromWorker: RingReader;
+  /** This task's number among the process's tasks (TaskSpec.key). */
+  readonly #key: number;
+  /** The ring pair offered in the spec; the worker may have joined another. */
+  readonly #offerId: number;
+  /** The ring pair the task's worker joined, once known (#bindHub). */
+  #hub: MainHub | undefined;
+  readonly ringWindows: { spinMicros: number; pollMicros: number };
   readonly #ended: Promise<void>;
   #endReason: RpcError | undefined;
   readonly #runner: TaskRunner;
@@ -92,8 +98,8 @@ export class RemoteTask {
   readonly #maxFrameBytes: number;
   readonly #maxConcurrentCalls: number;
   readonly #sendStacks: boolean;
-  /** Where the task stores the threadId of its worker as it starts (0 until then). */
-  readonly #thread = new Int32Array(new SharedArrayBuffer(4));
+  /** Where the task stores the threadId of its worker and the id of its ring pair as it starts (0 until then). */
+  readonly #thread = new Int32Array(new SharedArrayBuffer(8));
 
   private constructor(runner: TaskRunner, options: RemoteTaskOptions) {
     this.#runner = runner;
@@ -106,8 +112,10 @@ export class RemoteTask {
     this.#handler = typeof options.handler === 'object' ? options.handler : undefined;
     const handlerSpec: HandlerSpec =
       typeof options.handler === 'string' ? { kind: 'module', url: options.handler } : options.handler ? { kind: 'main' } : { kind: 'none' };
-    const toWorker = createRing(options.ringBytes);
-    const toMain = createRing(options.ringBytes);
+    this.ringWindows = { spinMicros: options.spinMicros, pollMicros: options.pollMicros };
+    this.#key = registerTask(this);
+    const offer = offerHub(options.ringBytes);
+    this.#offerId = offer.id;
     const { port1, port2 } = new MessageChannel();
     const spec: TaskSpec = {
       role: options.role,
@@ -129,21 +137,20 @@ export class RemoteTask {
       clientPollMicros: options.clientPollMicros,
       keepAliveMs: options.keepAliveMs,
       connectTimeoutMs: options.connectTimeoutMs,
-      toWorker,
-      toMain,
+      key: this.#key,
+      hub: offer,
       thread: this.#thread,
       port: port2,
     };
-    this.#toWorker = new RingWriter(toWorker);
-    this.#fromWorker = new RingReader(toMain, { onMessage: (tag, bytes) => this.#onMessage(tag, bytes) }, { spinMicros: options.spinMicros, pollMicros: options.pollMicros });
     this.#control = Comlink.wrap<TaskControl>(nodeEndpoint(port1));
-    if (options.role === 'connect') this.#client = this.#open(kClientConnectionId, undefined);
+    // Its ring id comes with ConnOpen or ready(), whichever this thread hears first.
+    if (options.role === 'connect') this.#client = this.#open(0, undefined);
     this.#ended = runner.run(spec).then(
-      () => this.#end(new RpcError('CLOSED', 'the connection was closed')),
-      (err: Error) => this.#end(RpcError.is(err) ? err : new RpcError('CLOSED', `the connection worker exited: ${err?.message ?? err}`, { cause: err })),
+      () => this.#end(new RpcError('CLOSED', 'the connection was closed'), false),
+      // A task that ran and then failed: its thread died (or was terminated), and its ring pair with it.
+      (err: Error) => this.#end(RpcError.is(err) ? err : new RpcError('CLOSED', `the connection worker exited: ${err?.message ?? err}`, { cause: err }), true),
     );
     this.#ended.finally(() => port1.close());
-    this.#fromWorker.start();
   }
 
   /** Starts a task and waits until it listens or is connected; rejects with the task's error. */
@@ -159,6 +166,17 @@ export class RemoteTask {
       if (ms > 0) timer = setTimeout(() => resolve('late'), ms);
     });
     const ready = await Promise.race([task.#control.ready(), ended, late]).finally(() => clearTimeout(timer));
+    if (ready !== 'late') {
+      const hub = task.#bindHub();
+      // Its connection's id, if no ConnOpen said it yet: routed before the pair is read, so that
+      // records already waiting in it (an isolate sends no ConnOpen) find their session.
+      if (hub !== undefined && ready.ok && ready.connectionId !== undefined) task.#bindClient(hub, ready.connectionId);
+      hub?.adopt();
+      if (hub === undefined && ready.ok) {
+        await task.close();
+        throw task.#endReason ?? new RpcError('CLOSED', 'the connection task ended before it was ready');
+      }
+    }
     if (ready === 'late') {
       await task.close();
       const what = options.role === 'listen' ? `listening on ${formatAddress(options.transport)}` : `connecting to ${formatAddress(options.transport)}`;
@@ -187,6 +205,11 @@ export class RemoteTask {
     return this.#endReason;
   }
 
+  /** The id of the ring pair its connections ride (shared with the other tasks of its worker thread); undefined until known and once ended. */
+  get ringPair(): number | undefined {
+    return this.#endReason === undefined ? this.#hub?.id : undefined;
+  }
+
   /** What the task has carried since it started; undefined once it has ended (or ends meanwhile). */
   async stats(): Promise<TaskStats | undefined> {
     if (this.#endReason !== undefined) return undefined;
@@ -198,7 +221,7 @@ export class RemoteTask {
       // A task whose thread is stuck (a handler in an endless loop) never answers close(): the
       // runner kills that thread after the timeout, so close() always ends.
       const runner = this.#runner;
-      const timer = runner.kill ? setTimeout(() => runner.kill!(Atomics.load(this.#thread, 0) || undefined), this.#closeTimeoutMs) : undefined;
+      const timer = runner.kill ? setTimeout(() => runner.kill!(Atomics.load(this.#thread, kThreadWord) || undefined), this.#closeTimeoutMs) : undefined;
       await Promise.race([this.#control.close().catch(() => {}), this.#ended]);
       await this.#ended;
       if (timer !== undefined) clearTimeout(timer);
@@ -206,37 +229,69 @@ export class RemoteTask {
     await this.#ended;
   }
 
+  /**
+   * The ring pair the task's worker joined, once the worker has stored its id; the offer goes if
+   * it was not the one. Undefined before the task ran, or when the pair has closed already.
+   */
+  #bindHub(): MainHub | undefined {
+    if (this.#hub === undefined) {
+      const id = Atomics.load(this.#thread, kHubWord);
+      if (id === 0) return undefined;
+      if (id !== this.#offerId) discardOffer(this.#offerId);
+      this.#hub = hubById(id);
+      this.#hub?.join(this);
+    }
+    return this.#hub;
+  }
+
+  /** A connect task's connection has ring id `connId` (ready() said so before its ConnOpen came). */
+  #bindClient(hub: MainHub, connId: number): void {
+    const client = this.#client;
+    if (client === undefined || client.peer.connectionId !== 0) return;
+    client.peer.connectionId = connId;
+    this.#sessions.set(connId, client);
+    hub.route(connId, this);
+  }
+
   #open(connId: number, peer: PeerInfo | undefined): Session {
+    const info = peer ?? { transport: 'unknown', auth: 'none', connectionId: connId };
     const session = new Session({
       codec: this.#codec,
-      peer: peer ?? { transport: 'unknown', auth: 'none', connectionId: connId },
+      peer: info,
       handler: this.#handler,
       send: (head, payload) => {
-        if (!this.#toWorker.write2(connId, head, payload)) return this.#toWorker.flushed();
+        // The id as it is now: a client's is learnt after its session was made.
+        const id = info.connectionId;
+        const ring = this.#hub?.toWorker;
+        if (ring === undefined) throw new RpcError('CLOSED', 'the connection is not open');
+        if (!ring.write2(id, head, payload)) return ring.flushed();
         // Gone out, but its peer reads slower than we write: who waits for room (a stream's next
         // item, notify) waits until that connection drains. A plain answer never waits.
-        return this.#paused.get(connId)?.promise;
+        return this.#paused.get(id)?.promise;
       },
       maxFrameBytes: this.#maxFrameBytes,
       maxConcurrentCalls: this.#maxConcurrentCalls,
       sendStacks: this.#sendStacks,
     });
-    this.#sessions.set(connId, session);
+    if (connId !== 0) this.#sessions.set(connId, session);
     if (this.#draining) this.#drainSession(connId, session);
     return session;
   }
 
-  #onMessage(connId: number, bytes: Uint8Array): void {
+  opened(hub: MainHub, connId: number, peer: PeerInfo): void {
+    if (this.#bindHub() !== hub) return;
+    const existing = this.#sessions.get(connId);
+    if (existing) Object.assign(existing.peer, peer);
+    else if (this.#client !== undefined && this.#client.peer.connectionId === 0) {
+      Object.assign(this.#client.peer, peer);
+      this.#sessions.set(connId, this.#client);
+    } else this.#open(connId, peer);
+    log('open #%d %s %s', connId, peer.transport, peer.address ?? '');
+    if (connectionOpen.hasSubscribers) connectionOpen.publish({ peer });
+  }
+
+  record(connId: number, bytes: Uint8Array): void {
     const kind = bytes[0];
-    if (kind === Kind.ConnOpen) {
-      const peer = decodeControl(bytes) as PeerInfo;
-      const existing = this.#sessions.get(connId);
-      if (existing) Object.assign(existing.peer, peer);
-      else this.#open(connId, peer);
-      log('open #%d %s %s', connId, peer.transport, peer.address ?? '');
-      if (connectionOpen.hasSubscribers) connectionOpen.publish({ peer });
-      return;
-    }
     const session = this.#sessions.get(connId);
     if (session === undefined) return;
     if (kind === Kind.ConnPaused) {
@@ -284,7 +339,7 @@ export class RemoteTask {
       if (!this.#sessions.has(connId)) return;
       // Behind the connection's last answers in the ring, so they leave before it closes.
       try {
-        this.#toWorker.write(connId, encodeControl(Kind.CloseConn, toWireError(new RpcError('CLOSED', 'the server closed'))));
+        this.#hub!.toWorker.write(connId, encodeControl(Kind.CloseConn, toWireError(new RpcError('CLOSED', 'the server closed'))));
       } catch {
         // the ring is closed: the task is ending, and the connection with it
       }
@@ -298,25 +353,22 @@ export class RemoteTask {
     paused.resolve();
   }
 
-  #end(ended: RpcError): void {
+  #end(ended: RpcError, threadDied: boolean): void {
+    const hub = this.#bindHub();
+    if (hub === undefined) discardOffer(this.#offerId);
     // What the worker wrote before its task ended (why a connection closed, the last replies) can
     // still be in the ring, the task's end having overtaken it: deliver it first, or a client
     // refused for a reason (HANDSHAKE_FAILED, say) would learn only "the connection was closed".
-    try {
-      while (this.#fromWorker.drain() > 0);
-    } catch {
-      // a corrupt ring: every session closes below anyway
-    }
+    hub?.adopt();
+    hub?.drain();
+    // Every task of that thread ends too (each told by its own runner); none can use the pair now.
+    if (threadDied) hub?.dead();
+    hub?.leave(this);
+    unregisterTask(this.#key);
     // A connect task ends with its one connection: that connection's reason is the task's.
     const reason = this.#client?.closedWith ?? ended;
     this.#endReason = reason;
     log('task ended: %s %s', reason.code, reason.message);
-    this.#fromWorker.stop();
-    try {
-      this.#toWorker.close();
-    } catch {
-      // already closed
-    }
     for (const session of this.#sessions.values()) session.close(reason);
     this.#sessions.clear();
     for (const connId of [...this.#paused.keys()]) this.#resume(connId);

@@ -1,13 +1,15 @@
 /**
  * The control plane between the main thread and a connection worker: the task a worker runs for one
  * listener or connection, and the object it exposes back over comlink. Data never travels here; it
- * rides the task's rings (see src/shm/ring.ts), as envelope bodies tagged with a connection id.
+ * rides the ring pair the task's pool thread shares with the main thread (see src/shm/ring.ts), as
+ * envelope bodies tagged with a connection id unique within that pair.
  */
 import type { CodecDescriptor, DecodeLimits } from '../codec/index.js';
 import type { RemoteStacks, WireError } from '../errors.js';
 import type { HandshakeSpec } from '../handshake/spec.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { MessagePort } from 'node:worker_threads';
+import type { PeerInfo } from '../types.js';
 
 /** Where a connection's requests and events are served. */
 export type HandlerSpec =
@@ -54,16 +56,46 @@ export interface TaskSpec {
   keepAliveMs: number;
   /** Connect only: give up with UNAVAILABLE when the transport has not connected within this long (0: wait as long as the OS does). */
   connectTimeoutMs: number;
-  /** Main → worker ring and worker → main ring. */
-  toWorker: SharedArrayBuffer;
-  toMain: SharedArrayBuffer;
   /**
-   * One shared word: the task's first act is to store its worker's threadId there, before it
-   * loads anything, so the main thread can terminate that thread if the task never answers.
+   * The task's number, unique in the main thread's process: the ConnOpen record of each of its
+   * connections carries it, so the main thread knows whose connection a new ring id is.
+   */
+  key: number;
+  /** The ring pair offered for this task's thread (see HubOffer). */
+  hub: HubOffer;
+  /**
+   * Two shared words, stored by the task's first act, before it loads anything: its worker's
+   * threadId (word kThreadWord), so the main thread can terminate that thread if the task never
+   * answers; and the id of the ring pair it joined (word kHubWord).
    */
   thread: Int32Array;
   /** The comlink endpoint for `TaskControl`; moved into the task. */
   port: MessagePort;
+}
+
+/**
+ * A ring pair between the main thread and whichever pool thread runs the task. The worker adopts
+ * it only when its thread has no ring pair with that main thread yet; otherwise the task joins the
+ * thread's existing one and this offer is dropped. Either way the task stores the id it joined.
+ */
+export interface HubOffer {
+  /** The ring pair's id, unique in the main thread's process. */
+  id: number;
+  /** The main thread that offers it (its threadId): a pool thread keeps one ring pair per owner. */
+  owner: number;
+  /** Main → worker ring and worker → main ring. */
+  toWorker: SharedArrayBuffer;
+  toMain: SharedArrayBuffer;
+}
+
+/** Words of TaskSpec.thread. */
+export const kThreadWord = 0;
+export const kHubWord = 1;
+
+/** What a ConnOpen record says: whose connection it is (TaskSpec.key), and its peer. */
+export interface ConnOpenRecord {
+  key: number;
+  peer: PeerInfo;
 }
 
 export type ReadyResult = { ok: true; address?: Address; connectionId?: number } | { ok: false; error: WireError };
@@ -97,7 +129,7 @@ export interface TaskControl {
   stats(): TaskStats;
 }
 
-/** Connection id the single connection of a `connect` task gets. */
+/** Connection id of an isolate plugin's single connection (its ring pair is its own). */
 export const kClientConnectionId = 1;
 
 const kControlEncoder = new TextEncoder();

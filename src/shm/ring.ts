@@ -527,8 +527,8 @@ export class RingReader {
   private readonly maxCont: number;
   private readonly signal: RingSignal;
   private readonly handlers: RingHandlers;
-  private readonly spinMicros: number;
-  private readonly pollMs: number;
+  private spinMicros: number;
+  private pollMs: number;
   private readonly keepAlive: boolean;
   /**
    * performance.now() until which the loop looks once per turn instead of sleeping: pollMicros
@@ -547,6 +547,8 @@ export class RingReader {
   private paused = false;
   private stopped = false;
   private sleeping = false;
+  /** expectWithin() has woken the sleeping loop already. */
+  private wakeSent = false;
   private resumeWake: (() => void) | null = null;
   #sleeps = 0;
 
@@ -571,6 +573,12 @@ export class RingReader {
   /** How many times the read loop has gone to sleep (waited on the signal): what the idle strategy saves. */
   get sleeps(): number {
     return this.#sleeps;
+  }
+
+  /** Changes spinMicros and pollMicros (see RingReaderOptions); they apply from the loop's next look. */
+  setWindows(options: { spinMicros: number; pollMicros: number }): void {
+    this.spinMicros = options.spinMicros;
+    this.pollMs = options.pollMicros / 1000;
   }
 
   /** Starts the async read loop; never blocks the event loop (waits with RingSignal#wait). */
@@ -611,7 +619,11 @@ export class RingReader {
   expectWithin(ms: number): void {
     this.pollUntil = Math.max(this.pollUntil, performance.now() + ms);
     // Only this side waits on the tail word, so this notify can only wake our own parked loop.
-    if (this.sleeping) this.signal.notify(this.ctl, kTailIndex);
+    // Once: a ring shared by many connections hears from all of them before the loop wakes.
+    if (this.sleeping && !this.wakeSent) {
+      this.wakeSent = true;
+      this.signal.notify(this.ctl, kTailIndex);
+    }
   }
 
   /** Stops the loop for good (does not close the writer side; undelivered records stay in the ring). */
@@ -768,6 +780,7 @@ export class RingReader {
         if (seen === head) {
           this.#sleeps++;
           this.sleeping = true;
+          this.wakeSent = false;
           await this.signal.wait(ctl, kTailIndex, seen, kWaitForever);
           this.sleeping = false;
         }

@@ -1,14 +1,16 @@
 /**
  * The entry of a plugin's own worker thread (isolate transport). There is no socket: the plugin's
  * handler is served by a call session bound directly to the rings shared with the host's main
- * thread, so a call costs one thread hop each way.
+ * thread, so a call costs one thread hop each way. The thread has no other task: it always adopts
+ * its spec's ring pair, and its one connection has id kClientConnectionId there (announced by
+ * ready(), not by a ConnOpen record).
  */
 import { workerData } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import { RpcError, sendsStacks, toWireError } from '../errors.js';
 import { createCodec } from '../codec/index.js';
 import { Kind } from '../protocol/envelope.js';
-import { encodeControl, kClientConnectionId, type ReadyResult, type TaskControl, type TaskSpec } from '../protocol/control.js';
+import { encodeControl, kClientConnectionId, kHubWord, type ReadyResult, type TaskControl, type TaskSpec } from '../protocol/control.js';
 import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
 import { RingReader, RingWriter } from '../shm/ring.js';
@@ -22,7 +24,8 @@ interface PluginModule {
 }
 
 const spec = workerData as TaskSpec;
-const toMain = new RingWriter(spec.toMain);
+Atomics.store(spec.thread, kHubWord, spec.hub.id);
+const toMain = new RingWriter(spec.hub.toMain);
 const codec = createCodec(spec.codec, spec.decodeLimits);
 let session: Session | undefined;
 let finished = false;
@@ -31,7 +34,7 @@ let messagesIn = 0;
 let messagesOut = 0;
 
 const fromMain = new RingReader(
-  spec.toWorker,
+  spec.hub.toWorker,
   {
     onMessage: (_tag, bytes) => {
       messagesIn++;

@@ -1,7 +1,7 @@
 /**
  * One long-lived piscina task: a listener with its accepted connections, or one outgoing
  * connection. It exposes `TaskControl` to the main thread over comlink and moves envelope bodies
- * to and from the main thread through its two rings.
+ * to and from the main thread through the ring pair its thread shares with it (./hub.ts).
  */
 import { threadId } from 'node:worker_threads';
 import * as Comlink from 'comlink';
@@ -11,10 +11,9 @@ import { clientHandshake } from '../handshake/client.js';
 import { serverHandshake } from '../handshake/server.js';
 import { loopbackTcpPeerPid } from '../handshake/signed-process.js';
 import { Kind } from '../protocol/envelope.js';
-import { decodeControl, encodeControl, kClientConnectionId, type ReadyResult, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
+import { decodeControl, encodeControl, kHubWord, kThreadWord, type ConnOpenRecord, type ReadyResult, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
 import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
-import { RingReader, RingWriter } from '../shm/ring.js';
 import { adapterFor, adapterOptions, type AdapterContext } from '../transport/adapters.js';
 import { formatAddress, type Address, type TcpDescriptor } from '../transport/descriptors.js';
 import type { ByteStream, StreamListener } from '../transport/types.js';
@@ -22,13 +21,14 @@ import type { Handler, PeerInfo } from '../types.js';
 import { deferred, type Deferred } from '../deferred.js';
 import { AwakeWindow } from './awake.js';
 import { Connection, type ConnectionHost } from './connection.js';
+import { WorkerHub, type HubMember } from './hub.js';
 
 const kPausedBody = Uint8Array.of(Kind.ConnPaused);
 const kResumedBody = Uint8Array.of(Kind.ConnResumed);
 /** What a custom adapter's connect() must resolve with (ByteStream's methods the connection calls). */
 const kStreamMethods = ['start', 'write', 'pause', 'resume', 'end', 'destroy'] as const;
 
-export class ConnectionTask implements ConnectionHost {
+export class ConnectionTask implements ConnectionHost, HubMember {
   readonly codec: Codec;
   readonly maxFrameBytes: number;
   readonly sendStacks: boolean;
@@ -38,10 +38,9 @@ export class ConnectionTask implements ConnectionHost {
   readonly #connections = new Map<number, Connection>();
   /** Accepted connections still in their handshake: not yet known to the main thread or a session. */
   readonly #handshaking = new Set<Connection>();
-  readonly #dirty = new Set<Connection>();
-  readonly #toMain: RingWriter;
-  readonly #fromMain: RingReader;
-  #flushScheduled = false;
+  /** The ring pair this thread shares with the main thread, which this task's connections ride. */
+  readonly #hub: WorkerHub;
+  readonly ringWindows: { spinMicros: number; pollMicros: number };
   /** After the peer's bytes, this worker's loop stays awake for the poll window (see ./awake.ts). */
   readonly #awake: AwakeWindow;
   #keepAliveTimer: ReturnType<typeof setInterval> | undefined;
@@ -50,7 +49,6 @@ export class ConnectionTask implements ConnectionHost {
   readonly #clientPollMs: number;
   #handler: Handler | undefined;
   #listener: StreamListener | undefined;
-  #nextId = kClientConnectionId;
   /** Places among maxConnections: this task's own count, or the one its address's tasks share. */
   readonly #slots: ConnectionSlots;
   /** For stats(): connections that went live, and the frames of those that have closed. */
@@ -70,7 +68,7 @@ export class ConnectionTask implements ConnectionHost {
 
   constructor(spec: TaskSpec) {
     this.#spec = spec;
-    Atomics.store(spec.thread, 0, threadId);
+    Atomics.store(spec.thread, kThreadWord, threadId);
     this.codec = createCodec(spec.codec, spec.decodeLimits);
     this.maxFrameBytes = spec.maxFrameBytes;
     this.sendStacks = sendsStacks(spec.remoteStacks, spec.transport.kind);
@@ -80,27 +78,21 @@ export class ConnectionTask implements ConnectionHost {
     this.#slots = new ConnectionSlots(spec.maxConnections, spec.shared);
     // A stream over shm rings polls them itself (its reader has the same window).
     this.#awake = new AwakeWindow(spec.transport.kind === 'shm' ? 0 : spec.peerPollMicros);
-    this.#toMain = new RingWriter(spec.toMain);
     // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
     this.#relayed = spec.role === 'connect' || spec.handler.kind === 'main';
     const clientPollMicros = spec.role === 'connect' ? spec.clientPollMicros : 0;
     this.#clientPollMs = clientPollMicros / 1000;
-    this.#fromMain = new RingReader(spec.toWorker, {
-      onMessage: (tag, bytes, owned) => {
-        const conn = this.#connections.get(tag);
-        if (conn === undefined) return;
-        if (bytes[0] === Kind.CloseConn) this.#closeFromMain(conn, bytes);
-        else conn.send(bytes, owned);
-      },
-      onBatch: () => this.#flushAll(),
-    }, {
+    this.ringWindows = {
       spinMicros: spec.spinMicros,
       // A client's worker also looks on after the caller's messages: its calls come in bursts.
       pollMicros: Math.max(spec.pollMicros, clientPollMicros),
-    });
+    };
+    this.#hub = WorkerHub.join(spec.hub, this);
+    Atomics.store(spec.thread, kHubWord, this.#hub.id);
     if (this.#relayed) {
-      this.relay = (connId, body) => this.#toMain.write(connId, body);
-      this.relayFlushed = () => this.#toMain.flushed();
+      const toMain = this.#hub.toMain;
+      this.relay = (connId, body) => toMain.write(connId, body);
+      this.relayFlushed = () => toMain.flushed();
     }
     this.#ready = this.#open();
     if (spec.keepAliveMs > 0) {
@@ -110,7 +102,6 @@ export class ConnectionTask implements ConnectionHost {
         for (const conn of this.#connections.values()) conn.keepAlive(now, interval);
       }, Math.max(1, Math.floor(interval / 2)));
     }
-    this.#fromMain.start();
     const control: TaskControl = {
       ready: () => this.#ready,
       close: () => this.close(),
@@ -130,15 +121,19 @@ export class ConnectionTask implements ConnectionHost {
   }
 
   markDirty(conn: Connection): void {
-    this.#dirty.add(conn);
-    if (this.#flushScheduled) return;
-    this.#flushScheduled = true;
-    // One write per connection per event-loop turn, however many frames the turn produced.
-    setImmediate(() => this.#flushAll());
+    this.#hub.markDirty(conn);
+  }
+
+  /** A record from the main thread for connection `id` of this task. */
+  fromMain(id: number, bytes: Uint8Array, owned: boolean): void {
+    const conn = this.#connections.get(id);
+    if (conn === undefined) return;
+    if (bytes[0] === Kind.CloseConn) this.#closeFromMain(conn, bytes);
+    else conn.send(bytes, owned);
   }
 
   closed(conn: Connection, reason: RpcError): void {
-    this.#dirty.delete(conn);
+    this.#hub.forget(conn);
     // Never opened (refused, or its handshake failed): nobody else knew of it, nobody is told.
     if (!this.#release(conn)) return;
     this.#closedFramesIn += conn.framesIn;
@@ -166,8 +161,8 @@ export class ConnectionTask implements ConnectionHost {
       ]);
       await listenerClosed;
       if (this.#keepAliveTimer !== undefined) clearInterval(this.#keepAliveTimer);
-      this.#toMain.close();
-      this.#fromMain.stop();
+      // After the records of its connections' closes: the last task to leave closes the pair.
+      this.#hub.leave(this);
       // Let comlink's reply to close() leave before the port goes away.
       setImmediate(() => {
         this.#spec.port.close();
@@ -212,7 +207,7 @@ export class ConnectionTask implements ConnectionHost {
     this.#awake.heard();
     // A client's worker hands the server's answers to the caller, whose next calls usually follow
     // within tens of µs: look for them rather than sleep and be woken (see clientPollMicros).
-    if (this.#clientPollMs > 0) this.#fromMain.expectWithin(this.#clientPollMs);
+    if (this.#clientPollMs > 0) this.#hub.expectWithin(this.#clientPollMs);
   }
 
   #adapterContext(): AdapterContext {
@@ -392,7 +387,7 @@ export class ConnectionTask implements ConnectionHost {
   }
 
   #newConnection(stream: ByteStream): Connection {
-    const id = this.#nextId++;
+    const id = this.#hub.open(this);
     const peer: PeerInfo = {
       transport: this.#spec.transport.kind === 'custom' ? this.#spec.transport.name : this.#spec.transport.kind,
       auth: 'none',
@@ -409,7 +404,8 @@ export class ConnectionTask implements ConnectionHost {
     this.#connections.set(conn.id, conn);
     this.#accepted++;
     if (this.#relayed) {
-      this.#control(conn.id, Kind.ConnOpen, conn.peer);
+      const open: ConnOpenRecord = { key: this.#spec.key, peer: conn.peer };
+      this.#control(conn.id, Kind.ConnOpen, open);
     } else {
       conn.attach(
         new Session({
@@ -431,28 +427,22 @@ export class ConnectionTask implements ConnectionHost {
 
   #control(connId: number, kind: number, value: unknown): void {
     try {
-      this.#toMain.write(connId, encodeControl(kind, value));
+      this.#hub.toMain.write(connId, encodeControl(kind, value));
     } catch {
       // the ring is closed: the main side is gone or closing
     }
   }
 
-  #flushAll(): void {
-    this.#flushScheduled = false;
-    for (const conn of this.#dirty) conn.flush();
-    this.#dirty.clear();
-  }
-
   /**
    * A relayed connection's stream went over its write limit or drained: the main thread holds
    * back that connection's waiting sends (see Kind.ConnPaused). The ring from the main thread
-   * keeps flowing: it carries every other connection of the task too, and holding it for one
+   * keeps flowing: it carries every other connection of this thread too, and holding it for one
    * peer that stopped reading stalled the answers to all of them.
    */
   writableChanged(conn: Connection, writable: boolean): void {
     if (!this.#relayed || !this.#connections.has(conn.id)) return;
     try {
-      this.#toMain.write(conn.id, writable ? kResumedBody : kPausedBody);
+      this.#hub.toMain.write(conn.id, writable ? kResumedBody : kPausedBody);
     } catch {
       // the ring is closed: the main side is gone or closing
     }

@@ -1,0 +1,124 @@
+/**
+ * The ring pair this pool thread shares with one main thread: every connection it hosts for that
+ * thread (of all its tasks, client connections and served ones alike) rides it, each record
+ * tagged with an id unique within the pair. A burst of calls over many connections is then one
+ * batch and one wake-up per direction, as it is over one connection.
+ */
+import type { HubOffer } from '../protocol/control.js';
+import { RingReader, RingWriter } from '../shm/ring.js';
+import type { Connection } from './connection.js';
+
+/** A task that hosts connections on a hub. */
+export interface HubMember {
+  /** A record from the main thread for this member's connection `id`. */
+  fromMain(id: number, bytes: Uint8Array, owned: boolean): void;
+  /** The idle windows this member asks of the ring it reads (the hub takes the widest). */
+  readonly ringWindows: { spinMicros: number; pollMicros: number };
+}
+
+/** This thread's hubs, by the main thread (threadId) they serve. */
+const hubs = new Map<number, WorkerHub>();
+
+export class WorkerHub {
+  /** The id the main thread gave the ring pair when it offered it. */
+  readonly id: number;
+  /** To the main thread; members write their connections' records here. */
+  readonly toMain: RingWriter;
+  readonly #fromMain: RingReader;
+  readonly #owner: number;
+  readonly #members = new Set<HubMember>();
+  readonly #routes = new Map<number, HubMember>();
+  readonly #dirty = new Set<Connection>();
+  #flushScheduled = false;
+  #nextId = 1;
+
+  /**
+   * Joins `member` to this thread's hub for the offering main thread, adopting `offer` when there
+   * is none yet (else the offer goes unused). The caller stores the returned hub's id in its
+   * TaskSpec.thread, which is how the main thread learns which pair carries the task.
+   */
+  static join(offer: HubOffer, member: HubMember): WorkerHub {
+    let hub = hubs.get(offer.owner);
+    if (hub === undefined) {
+      hub = new WorkerHub(offer);
+      hubs.set(offer.owner, hub);
+    }
+    hub.#members.add(member);
+    hub.#retune();
+    return hub;
+  }
+
+  private constructor(offer: HubOffer) {
+    this.id = offer.id;
+    this.#owner = offer.owner;
+    this.toMain = new RingWriter(offer.toMain);
+    this.#fromMain = new RingReader(offer.toWorker, {
+      onMessage: (id, bytes, owned) => this.#routes.get(id)?.fromMain(id, bytes, owned),
+      // One write per dirty connection per batch, whichever task it belongs to.
+      onBatch: () => this.#flush(),
+    });
+    this.#fromMain.start();
+  }
+
+  /** A fresh id for a connection of `member`; records from the main thread for it go to the member until forget(). */
+  open(member: HubMember): number {
+    let id = this.#nextId;
+    // u32 tags: after 2^32 connections on one pair, skip ids still in use.
+    while (this.#routes.has(id)) id = id >= 0xffffffff ? 1 : id + 1;
+    this.#nextId = id >= 0xffffffff ? 1 : id + 1;
+    this.#routes.set(id, member);
+    return id;
+  }
+
+  /** Connection `conn` has closed: nothing more for it. */
+  forget(conn: Connection): void {
+    this.#routes.delete(conn.id);
+    this.#dirty.delete(conn);
+  }
+
+  markDirty(conn: Connection): void {
+    this.#dirty.add(conn);
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    // One write per connection per event-loop turn, however many frames the turn produced.
+    setImmediate(() => this.#flush());
+  }
+
+  /** The main thread is expected to write within `ms` (see RingReader#expectWithin). */
+  expectWithin(ms: number): void {
+    this.#fromMain.expectWithin(ms);
+  }
+
+  /**
+   * `member` has ended: its connections' ids are forgotten, and the last member to leave closes
+   * the pair (after the records already written), which tells the main thread to drop its end.
+   */
+  leave(member: HubMember): void {
+    if (!this.#members.delete(member)) return;
+    for (const [id, m] of this.#routes) if (m === member) this.#routes.delete(id);
+    if (this.#members.size > 0) {
+      this.#retune();
+      return;
+    }
+    if (hubs.get(this.#owner) === this) hubs.delete(this.#owner);
+    this.#dirty.clear();
+    this.toMain.close();
+    this.#fromMain.stop();
+  }
+
+  #retune(): void {
+    let spinMicros = 0;
+    let pollMicros = 0;
+    for (const m of this.#members) {
+      spinMicros = Math.max(spinMicros, m.ringWindows.spinMicros);
+      pollMicros = Math.max(pollMicros, m.ringWindows.pollMicros);
+    }
+    this.#fromMain.setWindows({ spinMicros, pollMicros });
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    for (const conn of this.#dirty) conn.flush();
+    this.#dirty.clear();
+  }
+}
