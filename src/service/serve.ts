@@ -81,7 +81,3 @@ function findMethod(target: object, name: string): ((...args: unknown[]) => unkn
   }
   return undefined;
 }
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof (value as PromiseLike<unknown>).then === 'function';
-}

@@ -122,13 +122,6 @@ export function initRing(sab: SharedArrayBuffer): void {
   Atomics.store(ctl, kMagicIndex, kRingMagic);
 }
 
-/** The data-area size `createRing(capacity)` would choose. */
-export function ringCapacityFor(capacity: number): number {
-  let cap = kMinRingCapacity;
-  while (cap < capacity) cap *= 2;
-  return cap;
-}
-
 /** Checks that `sab` holds a ring made by createRing (or a peer speaking the same layout); returns its capacity. */
 function ringCapacity(sab: SharedArrayBuffer): number {
   if (!(sab instanceof SharedArrayBuffer) || sab.byteLength < kRingHeaderBytes + kMinRingCapacity) {
