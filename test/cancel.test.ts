@@ -119,7 +119,7 @@ describe('a deadline longer than a timer holds', function () {
       peer: { transport: 'test', auth: 'none', connectionId: 1 },
       send: (head, payload) => void answers.push(Buffer.concat([head, payload])),
       handler: {
-        async onRequest(req: unknown, ctx) {
+        async onRequest(_req: unknown, ctx) {
           signal = ctx.signal;
           await sleep(50);
           return { aborted: ctx.signal.aborted, deadline: ctx.deadline !== undefined };

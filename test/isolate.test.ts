@@ -41,7 +41,7 @@ describe('isolate() plugins', function () {
       assert.equal(poolHolders(), before, 'the isolate-only node holds no pool');
     }
     {
-      await using server = await new Node().serve(tcp('127.0.0.1:0'), { onRequest: (r: unknown) => r }).start();
+      await using _server = await new Node().serve(tcp('127.0.0.1:0'), { onRequest: (r: unknown) => r }).start();
       assert.equal(poolHolders(), before + 1, 'a node with a listener holds the pool');
     }
     assert.equal(poolHolders(), before, 'and lets it go on close');

@@ -143,7 +143,7 @@ describe('docs/PROTOCOL.md matches the code', () => {
     const s = new Session({
       codec: json,
       peer: { transport: 'tcp', auth: 'none', connectionId: 1 },
-      send: (head, payload) => void sent.push(Buffer.from(payload).toString()),
+      send: (_head, payload) => void sent.push(Buffer.from(payload).toString()),
       handler: {
         onRequest(req: any) {
           throw req === 'busy' ? new RpcError('BUSY', 'x') : new TypeError('x');

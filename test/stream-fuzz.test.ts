@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { RpcError } from '../src/index.js';
 import { createCodec } from '../src/codec/index.js';
-import { Kind, StreamDir, HeaderScratch, creditHeader, idHeader, openHeader, requestHeader, streamHeader } from '../src/protocol/envelope.js';
+import { Kind, HeaderScratch, creditHeader, idHeader, openHeader, requestHeader, streamHeader } from '../src/protocol/envelope.js';
 import { Session } from '../src/session/session.js';
 
 const codec = createCodec();

@@ -37,8 +37,4 @@ export class IsolateRunner implements TaskRunner {
   kill(): void {
     void this.#worker?.terminate();
   }
-
-  closeTimeoutMs(spec: { transport: IsolateDescriptor }): number {
-    return spec.transport.closeTimeoutMs;
-  }
 }

@@ -93,11 +93,6 @@ export function headerBytes(kind: Kind): number {
   return kHeader[kind];
 }
 
-/** Largest id we hand out: ids stay exact in a JS number. */
-export const kMaxId = Number.MAX_SAFE_INTEGER;
-/** Largest deadline that fits the u32 field. */
-export const kMaxDeadlineMs = 0xffffffff;
-
 // Hot path: hand-written byte reads and writes; a DataView per frame would allocate.
 function writeU64(b: Uint8Array, at: number, v: number): void {
   const lo = v >>> 0;

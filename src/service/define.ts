@@ -1,9 +1,9 @@
 /** One typed definition of a service, used on both sides: `svc.serve(impl)` and `svc.proxy(client)`. */
 import { RpcError } from '../errors.js';
-import type { CallOptions, Handler, PeerClient } from '../types.js';
+import type { CallOptions, Handler, PeerClient, ServiceFactory } from '../types.js';
 import { createProxy } from './proxy.js';
 import { serveMethods } from './serve.js';
-import type { ServiceFactory, ServiceImpl, ServiceProxy } from './types.js';
+import type { ServiceImpl, ServiceProxy } from './types.js';
 
 /** A service described by the interface `Api`; `name`, when given, travels with every call and is checked by the server. */
 export interface ServiceDefinition<Api> {

@@ -7,7 +7,8 @@ import { RpcError, type ErrorCode } from '../errors.js';
 import { checkServiceOption, parseMethodCall, quote } from '../protocol/method-call.js';
 import { kRefusal } from '../session/session.js';
 import type { CallContext, Handler } from '../types.js';
-import type { ServiceFactory, ServiceImpl } from './types.js';
+import type { ServiceFactory } from '../types.js';
+import type { ServiceImpl } from './types.js';
 
 export interface ServeMethodsOptions {
   /** The service's name: a call naming another service is refused with UNIMPLEMENTED (a call naming none is served). */
@@ -79,8 +80,4 @@ function findMethod(target: object, name: string): ((...args: unknown[]) => unkn
     if (descriptor !== undefined) return typeof descriptor.value === 'function' ? descriptor.value : undefined;
   }
   return undefined;
-}
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof (value as PromiseLike<unknown>).then === 'function';
 }

@@ -3,7 +3,7 @@
  * promise of the awaited result) and what an implementation must provide. No codegen: `Api` is
  * only a type; at run time a proxy sends `{ method, args }` (src/protocol/method-call.ts).
  */
-import type { CallContext, StreamOptions } from '../types.js';
+import type { StreamOptions } from '../call-options.js';
 
 type AnyFunction = (...args: any[]) => any;
 type IsAny<T> = 0 extends 1 & T ? true : false;
@@ -89,9 +89,6 @@ export type ServiceImpl<Api> = {
 
 /** One method of an implementation: `Api`'s parameters, its awaited result or a promise of it. */
 type ImplMethod<Api, K extends MethodName<Api>> = (...args: MethodParams<Api, K>) => MethodResult<Api, K> | PromiseLike<MethodResult<Api, K>>;
-
-/** Builds the implementation per request, so its methods can use the request's `ctx` (peer, signal, deadline, client). */
-export type ServiceFactory<Impl> = (ctx: CallContext) => Impl;
 
 /** An `Api` with no declared methods: every name is a method taking anything and resolving with `unknown`. */
 export type UntypedApi = Record<string, (...args: any[]) => unknown>;

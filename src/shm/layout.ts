@@ -59,7 +59,6 @@ export const kMinRingCapacity = 4096;
 /** Payload lengths live in 29 bits of a record header; 1 GiB keeps every record far below that. */
 export const kMaxRingCapacity = 2 ** 30;
 
-export const kRecordAlign = 8;
 export const kRecordHeaderBytes = 8;
 export const kFirstHeaderBytes = 16;
 export const kKindBits = 3;

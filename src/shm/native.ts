@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { RpcError } from '../errors.js';
-import type { RingSignal } from './ring.js';
+import type { RingSignal } from './signal.js';
 
 /** What every native failure carries: `code` is the errno name ('ENOENT'), `errno` its negated number (Node's convention). Bad arguments are TypeErrors with code 'EINVAL'. */
 export interface NativeError extends Error {

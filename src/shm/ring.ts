@@ -40,6 +40,8 @@ import {
 } from './layout.js';
 
 export { kRingHeaderBytes } from './layout.js';
+import type { RingSignal } from './signal.js';
+export type { RingSignal } from './signal.js';
 
 /**
  * No timeout on waits: the sleeping-flag handshake cannot lose a wake-up, and in Node every
@@ -75,14 +77,6 @@ type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { as
 const atomicsWithWaitAsync = Atomics as unknown as {
   waitAsync(view: Int32Array, index: number, value: number, timeoutMs?: number): WaitAsyncResult;
 };
-
-/** How a side sleeps and wakes the other. Default: Atomics.waitAsync / Atomics.notify (same process). Later a native futex implements it for cross-process rings. */
-export interface RingSignal {
-  /** Resolves when `view[index]` may no longer equal `expected`, or after timeoutMs (the ring passes Infinity: its watchdog is the safety net). Must never block the event loop. */
-  wait(view: Int32Array, index: number, expected: number, timeoutMs: number): Promise<void>;
-  /** Wakes the (single) waiter on `view[index]`, if any. */
-  notify(view: Int32Array, index: number): void;
-}
 
 /** Same-process signal: Atomics.waitAsync parks a promise, not the thread. */
 export const atomicsSignal: RingSignal = {
@@ -126,13 +120,6 @@ export function initRing(sab: SharedArrayBuffer): void {
   ctl[kHeaderBytesIndex] = kRingHeaderBytes;
   // The magic goes last: a peer that maps the segment early sees no ring until it is complete.
   Atomics.store(ctl, kMagicIndex, kRingMagic);
-}
-
-/** The data-area size `createRing(capacity)` would choose. */
-export function ringCapacityFor(capacity: number): number {
-  let cap = kMinRingCapacity;
-  while (cap < capacity) cap *= 2;
-  return cap;
 }
 
 /** Checks that `sab` holds a ring made by createRing (or a peer speaking the same layout); returns its capacity. */

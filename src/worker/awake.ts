@@ -1,8 +1,8 @@
 /**
  * A connection worker's awake window: after the peer's bytes arrive, the worker keeps its event
  * loop turning (one immediate per turn) for a while instead of sleeping in its poll for I/O, so
- * the next bytes, the peer's or the main thread's, are taken without a thread wake-up (~25-50 µs
- * each on this VM). The socket-side counterpart of a ring reader's poll window
+ * the next bytes, the peer's or the main thread's, are taken without a thread wake-up (its cost:
+ * docs/PERFORMANCE.md). The socket-side counterpart of a ring reader's poll window
  * (NodeOptions.pollMicros); nothing is held meanwhile: timers and I/O run between turns.
  */
 export class AwakeWindow {
