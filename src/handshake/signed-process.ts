@@ -4,7 +4,7 @@
  * `<image path>.sig` against the configured public key. The process start time is read before and
  * after, so a pid reused by another process in between is caught. Linux only.
  */
-import { ed25519 } from '@noble/curves/ed25519.js';
+import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import { RpcError } from '../errors.js';
 import { processStartTime } from '../shm/native.js';
@@ -18,13 +18,40 @@ export function parsePublicKey(key: string | Uint8Array): Uint8Array {
   return Uint8Array.from(raw);
 }
 
-/** Checks a detached Ed25519 signature (@noble/curves: audited, and the same code on every platform); false for any malformed input. */
-export function verifyEd25519(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
+/** A raw 32-byte Ed25519 public key as a KeyObject; undefined if it is not one. */
+function ed25519Key(publicKey: Uint8Array): crypto.KeyObject | undefined {
   try {
-    return ed25519.verify(signature, message, publicKey);
+    return crypto.createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(publicKey).toString('base64url') }, format: 'jwk' });
+  } catch {
+    return undefined;
+  }
+}
+
+/** Checks a detached Ed25519 signature (OpenSSL, through node:crypto); false for any malformed input. */
+export function verifyEd25519(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
+  const key = ed25519Key(publicKey);
+  if (key === undefined) return false;
+  try {
+    return crypto.verify(null, message, key, signature);
   } catch {
     return false;
   }
+}
+
+/**
+ * verifyEd25519 off the calling thread (libuv's pool): an image is ~100 MB, and hashing it on the
+ * connection worker's own thread held every other connection of that worker for as long.
+ */
+function verifyEd25519Async(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): Promise<boolean> {
+  const key = ed25519Key(publicKey);
+  if (key === undefined) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    try {
+      crypto.verify(null, message, key, signature, (err, ok) => resolve(err === null && ok));
+    } catch {
+      resolve(false);
+    }
+  });
 }
 
 /** A signature file holds 64 raw bytes or their base64. */
@@ -62,7 +89,7 @@ export async function verifySignedProcess(pid: number, publicKey: Uint8Array): P
   const cacheKey = `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}:${signature.toString('hex')}:${Buffer.from(publicKey).toString('hex')}`;
   if (!verified.has(cacheKey)) {
     const bytes = await fs.readFile(`/proc/${pid}/exe`);
-    if (!verifyEd25519(signature, bytes, publicKey)) throw fail(`the signature in ${image}.sig does not match its image and the configured key`);
+    if (!(await verifyEd25519Async(signature, bytes, publicKey))) throw fail(`the signature in ${image}.sig does not match its image and the configured key`);
     verified.add(cacheKey);
   }
   if (processStartTime(pid) !== startedBefore) throw fail('the pid was reused by another process during the check');
