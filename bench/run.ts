@@ -216,17 +216,17 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
         }
       }
       // The default client window off (info rows): what the client worker's poll window gives.
-      log(`${transport}: starting ours server (worker handler, client with clientPollMicros 0)`);
+      log(`${transport}: starting ours server (worker handler, client with idle 'sleep')`);
       try {
         subjects.push(await startOursClientSleeping(api, { transport, dir }));
       } catch (err) {
         if (!(err instanceof OursUnavailableError)) throw err;
-        skipped.push(`${transport} clientPollMicros 0: ${err.message}`);
+        skipped.push(`${transport} client idle 'sleep': ${err.message}`);
       }
     }
     // The whole bare path ours takes (main <-> worker <-> socket): the floor of ours' round trip
     // and the ceiling of its calls/s. (The thread hop alone is measured in the shm and isolate
-    // sections, and the opt-in peerPollMicros in the shm and busy-host ones: with five subjects a
+    // sections, and the opt-in idle 'latency' in the shm and busy-host ones: with five subjects a
     // section, tcp and unix together stay under two minutes.)
     chain = await startSocketChain(transport, dir);
     const measured = [...subjects, chain];
