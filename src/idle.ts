@@ -52,7 +52,7 @@ const kTuningFields = ['spinMicros', 'pollMicros', 'peerPollMicros', 'clientPoll
 
 /** Checks NodeOptions.idle and idleTuning; throws RpcError INVALID_ARGUMENT on an unknown preset, field or a value outside 0..1e6. */
 export function checkIdle(idle: unknown, tuning: unknown): { idle: IdlePreset; tuning: IdleTuning } {
-  const preset = idle ?? kDefaultIdle;
+  const preset = idle === undefined ? kDefaultIdle : idle;
   if (typeof preset !== 'string' || !Object.hasOwn(kIdlePresets, preset)) {
     throw new RpcError('INVALID_ARGUMENT', `idle must be one of ${Object.keys(kIdlePresets).map((k) => `'${k}'`).join(', ')}, got ${String(idle)}`);
   }
