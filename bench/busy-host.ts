@@ -17,7 +17,7 @@ import type { OursApi } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib/rounds.js';
 import type { Subject } from './lib/subject.js';
 import { atMost, type ResultRow } from './lib/table.js';
-import { OursUnavailableError, kPeerPollMicros, startOursSubject } from './ours.js';
+import { OursUnavailableError, kPeerPollIdle, startOursSubject } from './ours.js';
 import { startGrpc, startJsonRpc, startZmq } from './peers.js';
 import { startRawSubject } from './raw.js';
 
@@ -39,9 +39,9 @@ export interface BusyHostResult {
   sliceMs: number;
   worker?: SubjectSummary;
   main?: SubjectSummary;
-  /** The worker handler with a client whose connection worker sleeps at once (clientPollMicros 0). */
+  /** The worker handler with a client whose connection worker sleeps at once (client idle 'sleep'). */
   workerClientSleeps?: SubjectSummary;
-  /** The worker handler over shm: defaults, and peerPollMicros kPeerPollMicros on both ends. */
+  /** The worker handler over shm: defaults, and idle kPeerPollIdle on both ends. */
   shm?: SubjectSummary;
   shmPoll?: SubjectSummary;
   /** The floor: a raw echo server in a worker thread of a busy process. */
@@ -85,7 +85,7 @@ export async function runBusyHost(
     // 2-core machine, which measures the scheduler, not a busy host.
     for (const mode of ['worker', 'main', 'workerClientSleeps'] as const) {
       const handler = mode === 'main' ? 'main' : 'worker';
-      const what = mode === 'workerClientSleeps' ? `${handler} handler, client with clientPollMicros 0` : `${handler} handler`;
+      const what = mode === 'workerClientSleeps' ? `${handler} handler, client with idle 'sleep'` : `${handler} handler`;
       log(`busy host: starting ours unix server (${what}, ${kBusySliceMs} ms slices)`);
       let subject: Subject;
       try {
@@ -95,7 +95,7 @@ export async function runBusyHost(
           dir,
           busySliceMs: kBusySliceMs,
           name: `busy-${mode}`,
-          ...(mode === 'workerClientSleeps' ? { clientPollMicros: 0 } : {}),
+          ...(mode === 'workerClientSleeps' ? { clientIdle: 'sleep' as const } : {}),
         });
       } catch (err) {
         if (!(err instanceof OursUnavailableError)) throw err;
@@ -110,8 +110,8 @@ export async function runBusyHost(
       result.skipped.push('shm: the native addon is not built');
       return result;
     }
-    for (const peerPollMicros of [undefined, kPeerPollMicros]) {
-      const what = peerPollMicros === undefined ? 'defaults' : `peerPollMicros ${peerPollMicros}`;
+    for (const idle of [undefined, kPeerPollIdle]) {
+      const what = idle === undefined ? 'defaults' : `idle '${idle}'`;
       log(`busy host: starting ours shm server (worker handler, ${what}, ${kBusySliceMs} ms slices)`);
       let subject: Subject;
       try {
@@ -121,14 +121,14 @@ export async function runBusyHost(
           dir,
           busySliceMs: kBusySliceMs,
           shmName: `bench-${process.pid}-busy-${++serial}`,
-          ...(peerPollMicros === undefined ? {} : { peerPollMicros }),
+          ...(idle === undefined ? {} : { idle }),
         });
       } catch (err) {
         if (!(err instanceof OursUnavailableError)) throw err;
         result.skipped.push(`shm ${what}: ${err.message}`);
         continue;
       }
-      result[peerPollMicros === undefined ? 'shm' : 'shmPoll'] = await measureAlone(subject);
+      result[idle === undefined ? 'shm' : 'shmPoll'] = await measureAlone(subject);
     }
     return result;
   } finally {
@@ -161,11 +161,11 @@ export function busyHostRows(result: BusyHostResult): ResultRow[] {
     });
   }
   if (result.workerClientSleeps !== undefined) {
-    rows.push({ scenario: scenario('worker handler, clientPollMicros 0'), transport: 'unix', ...pooledOf(result.workerClientSleeps), verdict: 'info' });
+    rows.push({ scenario: scenario("worker handler, client idle 'sleep'"), transport: 'unix', ...pooledOf(result.workerClientSleeps), verdict: 'info' });
   }
   for (const [summary, label] of [
     [result.shm, 'worker handler'],
-    [result.shmPoll, `worker handler, peerPollMicros ${kPeerPollMicros} both ends`],
+    [result.shmPoll, `worker handler, idle '${kPeerPollIdle}' both ends`],
   ] as const) {
     if (summary === undefined) continue;
     rows.push({ scenario: scenario(label), transport: 'shm', ...pooledOf(summary), verdict: 'info' });

@@ -20,7 +20,7 @@
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { createRing, RingWriter } from '../src/shm/ring.js';
-import { kDefaultClientPollMicros } from '../src/main/node.js';
+import { kIdlePresets } from '../src/idle.js';
 import { makeTempDir, removeTempDir, startServerChild, type ServerChild } from './lib/children.js';
 import { median, pipelined, withDeadline } from './lib/measure.js';
 import type { OursApi, OursRunning } from './lib/ours-api.js';
@@ -80,7 +80,7 @@ async function openChain(server: ServerChild, connections: number): Promise<Open
   const fromMain = createRing(kRingCapacity);
   const toMain = createRing(kRingCapacity);
   const worker = new Worker(new URL('./mux-relay-worker.js', import.meta.url), {
-    workerData: { fromMain, toMain, address: { path: a.path }, connections, pollMicros: kDefaultClientPollMicros },
+    workerData: { fromMain, toMain, address: { path: a.path }, connections, pollMicros: kIdlePresets.balanced.clientPollMicros },
   });
   const endWorker = workerEnder(worker);
   // The tag picks the socket (tag % connections): consecutive calls go to consecutive sockets.

@@ -18,7 +18,8 @@ import type { OursApi, OursClient, OursRunning } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type Measured, type SubjectSummary } from './lib/rounds.js';
 import { kPayloadBytes } from './lib/subject.js';
 import { atMost, comparisonRows, type ResultRow } from './lib/table.js';
-import { kDefaultPollMicros } from '../src/main/node.js';
+import { kIdlePresets } from '../src/idle.js';
+import type { OursNodeOptions } from './lib/ours-api.js';
 import { ceilingRow, floorRows, startThreadHop } from './lib/thread-hop.js';
 
 /** DESIGN §6 worker-isolate targets, relative to comlink in the same run. */
@@ -59,14 +60,14 @@ async function firstCall(subject: IsolateSubject): Promise<IsolateSubject> {
   }
 }
 
-/** Ours with the default idle strategy, with the spin strategy, or sleeping at once (pollMicros 0). */
+/** Ours with the default idle policy, with the busy-poll alone, or sleeping at once (idle 'sleep'). */
 type OursVariant = 'default' | 'spin' | 'block';
 
-const kVariants: Record<OursVariant, { key: string; label: string; options: Record<string, number> }> = {
+const kVariants: Record<OursVariant, { key: string; label: string; options: OursNodeOptions }> = {
   default: { key: 'ours-isolate', label: 'ours isolate', options: {} },
   // pollMicros 0: the busy-poll alone, not the poll window before it.
-  spin: { key: 'ours-isolate-spin', label: `ours isolate, spinMicros ${kSpinMicros}`, options: { spinMicros: kSpinMicros, pollMicros: 0 } },
-  block: { key: 'ours-isolate-block', label: 'ours isolate, pollMicros 0 (sleeps at once)', options: { pollMicros: 0 } },
+  spin: { key: 'ours-isolate-spin', label: `ours isolate, idleTuning.spinMicros ${kSpinMicros}`, options: { idleTuning: { spinMicros: kSpinMicros, pollMicros: 0 } } },
+  block: { key: 'ours-isolate-block', label: "ours isolate, idle 'sleep' (sleeps at once)", options: { idle: 'sleep' } },
 };
 
 async function startOursIsolate(api: OursApi, variant: OursVariant): Promise<IsolateSubject> {
@@ -191,14 +192,14 @@ export async function runIsolate(
     subjects.push(await startComlink(log));
     if (api?.isolate !== undefined) await tryStart('ours isolate', () => startOursIsolate(api, 'default'));
     // Without the poll window: every message pays a sleep and a wake-up (shown for comparison).
-    if (api?.isolate !== undefined) await tryStart('ours isolate pollMicros 0', () => startOursIsolate(api, 'block'));
+    if (api?.isolate !== undefined) await tryStart("ours isolate idle 'sleep'", () => startOursIsolate(api, 'block'));
     // The spin strategy: both threads busy-poll their ring before sleeping (opt-in: it burns cores).
     if (api?.isolate !== undefined) await tryStart('ours isolate spin', () => startOursIsolate(api, 'spin'));
     await tryStart('birpc', () => startBirpc(log));
     await tryStart('piscina (default options)', () => startPiscina(undefined));
     await tryStart("piscina (atomics: 'disabled')", () => startPiscina('disabled'));
     // The bare ring ping-pong under ours: the floor of its round trip, the ceiling of its calls/s.
-    await tryStart('thread hop', () => startThreadHop(kIsolateTransport, { pollMicros: kDefaultPollMicros }));
+    await tryStart('thread hop', () => startThreadHop(kIsolateTransport, { pollMicros: kIdlePresets.balanced.isolatePollMicros }));
     const summaries = await measureInterleaved(subjects, config, { pipelined: true, log });
     result.subjects = subjects.map((s) => ({ key: s.key, label: s.label, summary: summaries.get(s)! }));
     return result;
@@ -235,7 +236,7 @@ function spinRow(result: IsolateResult): ResultRow[] {
   const us = spin.summary.roundTrip.medianUs;
   return [
     {
-      scenario: `  spin strategy rt, main <-> plugin thread (spinMicros ${kSpinMicros})`,
+      scenario: `  spin strategy rt, main <-> plugin thread (idleTuning.spinMicros ${kSpinMicros})`,
       transport: kIsolateTransport,
       medianUs: us,
       p99Us: spin.summary.roundTrip.p99Us,

@@ -2,8 +2,8 @@
  * ogurpchik echo server (a child process of the bench).
  * Usage: `node ours-server.js --kind tcp|unix|shm [--path <socket>] [--name <shm service>]
  *         [--capacity <shm ring bytes>] [--tls-cert <pem file> --tls-key <pem file>]
- *         --handler worker|main [--busy-slice-ms <ms>] [--peer-poll-micros <µs>] [--threads <n>]`.
- *         With --tls-*, tcp runs inside TLS; --peer-poll-micros sets NodeOptions.peerPollMicros;
+ *         --handler worker|main [--busy-slice-ms <ms>] [--idle sleep|balanced|latency|spin] [--threads <n>]`.
+ *         With --tls-*, tcp runs inside TLS; --idle sets NodeOptions.idle;
  *         --threads serves the address from that many pool threads (ServeOptions.threads).
  * `--handler worker` serves the echo module inside the connection worker; `main` serves the same
  * object on this process's main thread. `--busy-slice-ms` keeps the main thread busy in CPU
@@ -15,7 +15,7 @@
 import { parseArgs } from 'node:util';
 import { handler as echo } from './echo-handler.js';
 import { busySlices, sliceMsOf } from './lib/busy.js';
-import { loadOurs, type OursRunning } from './lib/ours-api.js';
+import { loadOurs, type OursIdle, type OursRunning } from './lib/ours-api.js';
 
 const { values } = parseArgs({
   options: {
@@ -27,7 +27,7 @@ const { values } = parseArgs({
     'busy-slice-ms': { type: 'string' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
-    'peer-poll-micros': { type: 'string' },
+    idle: { type: 'string' },
     threads: { type: 'string' },
   },
 });
@@ -76,9 +76,9 @@ else if (values.kind === 'shm' && values.name !== undefined) {
 const serving =
   values.handler === 'main' ? echo : new URL('./echo-handler.js', import.meta.url);
 try {
-  const peerPollMicros = values['peer-poll-micros'];
+  const idle = values.idle as OursIdle | undefined;
   const threads = values.threads === undefined ? {} : { threads: Number(values.threads) };
-  running = await new api.Node(peerPollMicros === undefined ? {} : { peerPollMicros: Number(peerPollMicros) }).serve(transport, serving, threads).start();
+  running = await new api.Node(idle === undefined ? {} : { idle }).serve(transport, serving, threads).start();
 } catch (err) {
   fail(`ours server start() failed: ${(err as Error).message}`);
 }

@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import { ChildStartError, startServerChild } from './lib/children.js';
 import { withDeadline } from './lib/measure.js';
-import { transportFor, type OursAddress, type OursApi, type OursRunning } from './lib/ours-api.js';
+import { transportFor, type OursAddress, type OursApi, type OursIdle, type OursNodeOptions, type OursRunning } from './lib/ours-api.js';
 import { kPayloadBytes, type Subject, type TransportKind } from './lib/subject.js';
 
 export type HandlerMode = 'worker' | 'main';
@@ -33,10 +33,10 @@ export interface OursSubjectOptions {
   tls?: { certFile: string; keyFile: string; ca: string };
   /** Overrides the label shown in the table. */
   label?: string;
-  /** NodeOptions.peerPollMicros of both the server and the client (default: the runtime's). */
-  peerPollMicros?: number;
-  /** NodeOptions.clientPollMicros of the client (default: the runtime's). */
-  clientPollMicros?: number;
+  /** NodeOptions.idle of both the server and the client (default: the runtime's). */
+  idle?: OursIdle;
+  /** NodeOptions.idle of the client alone, over `idle` (default: the runtime's). */
+  clientIdle?: OursIdle;
 }
 
 const kConnectTimeoutMs = 10_000;
@@ -47,33 +47,33 @@ const handlerLabel: Record<HandlerMode, string> = {
   main: 'main-thread handler',
 };
 
-/** The opt-in window measured beside the defaults (NodeOptions.peerPollMicros on both ends): about an shm round trip here. */
-export const kPeerPollMicros = 200;
+/** The opt-in preset measured beside the defaults (NodeOptions.idle on both ends): it adds a peer poll window on both ends. */
+export const kPeerPollIdle: OursIdle = 'latency';
 /** The key of that subject: sections show it beside their targets, not against them. */
 export const kPeerPollKey = 'ours-worker-peer-poll';
 
-/** Ours with a worker handler and the opt-in peer poll window on both ends. */
-export function startOursPeerPolling(api: OursApi, options: Omit<OursSubjectOptions, 'handler' | 'name' | 'label' | 'peerPollMicros'>): Promise<Subject> {
+/** Ours with a worker handler and the opt-in 'latency' preset on both ends. */
+export function startOursPeerPolling(api: OursApi, options: Omit<OursSubjectOptions, 'handler' | 'name' | 'label' | 'idle'>): Promise<Subject> {
   return startOursSubject(api, {
     ...options,
     handler: 'worker',
     name: kPeerPollKey,
-    peerPollMicros: kPeerPollMicros,
-    label: `ours worker handler, peerPollMicros ${kPeerPollMicros} both ends`,
+    idle: kPeerPollIdle,
+    label: `ours worker handler, idle '${kPeerPollIdle}' both ends`,
   });
 }
 
-/** The key of ours with a client worker that sleeps at once (clientPollMicros 0): shown beside the targets, not against them. */
+/** The key of ours with a client whose connection worker sleeps at once (client idle 'sleep'): shown beside the targets, not against them. */
 export const kClientSleepsKey = 'ours-worker-client-sleeps';
 
-/** Ours with a worker handler and a client whose connection worker sleeps at once (the default before clientPollMicros). */
-export function startOursClientSleeping(api: OursApi, options: Omit<OursSubjectOptions, 'handler' | 'name' | 'label' | 'clientPollMicros'>): Promise<Subject> {
+/** Ours with a worker handler and a client whose connection worker sleeps at once (idle 'sleep': the default before the client poll window). */
+export function startOursClientSleeping(api: OursApi, options: Omit<OursSubjectOptions, 'handler' | 'name' | 'label' | 'clientIdle'>): Promise<Subject> {
   return startOursSubject(api, {
     ...options,
     handler: 'worker',
     name: kClientSleepsKey,
-    clientPollMicros: 0,
-    label: 'ours worker handler, clientPollMicros 0 (client worker sleeps at once)',
+    clientIdle: 'sleep',
+    label: "ours worker handler, client idle 'sleep' (client worker sleeps at once)",
   });
 }
 
@@ -89,7 +89,7 @@ export async function startOursSubject(api: OursApi, options: OursSubjectOptions
   }
   if (options.busySliceMs !== undefined) args.push('--busy-slice-ms', String(options.busySliceMs));
   if (options.tls !== undefined) args.push('--tls-cert', options.tls.certFile, '--tls-key', options.tls.keyFile);
-  if (options.peerPollMicros !== undefined) args.push('--peer-poll-micros', String(options.peerPollMicros));
+  if (options.idle !== undefined) args.push('--idle', options.idle);
 
   let server;
   try {
@@ -107,10 +107,8 @@ export async function startOursSubject(api: OursApi, options: OursSubjectOptions
       ...(options.shmCapacity === undefined ? {} : { shmCapacity: options.shmCapacity }),
       ...(options.tls === undefined ? {} : { tls: { ca: options.tls.ca } }),
     };
-    const nodeOptions = {
-      ...(options.peerPollMicros === undefined ? {} : { peerPollMicros: options.peerPollMicros }),
-      ...(options.clientPollMicros === undefined ? {} : { clientPollMicros: options.clientPollMicros }),
-    };
+    const clientIdle = options.clientIdle ?? options.idle;
+    const nodeOptions: OursNodeOptions = clientIdle === undefined ? {} : { idle: clientIdle };
     running = await connectWithin(api, server.address, descriptorOptions, nodeOptions, kConnectTimeoutMs);
   } catch (err) {
     await server.stop();
@@ -148,7 +146,7 @@ async function connectWithin(
   api: OursApi,
   address: OursAddress,
   descriptorOptions: { shmCapacity?: number; tls?: Record<string, unknown> },
-  nodeOptions: { peerPollMicros?: number; clientPollMicros?: number },
+  nodeOptions: OursNodeOptions,
   ms: number,
 ): Promise<OursRunning> {
   let timer: NodeJS.Timeout | undefined;

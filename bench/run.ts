@@ -2,10 +2,10 @@
  * The benchmark suite, part 1: raw `net` ping-pong baselines and ogurpchik over TCP and Unix
  * sockets, shared memory against raw unix and memcpy (shm.ts), the worker isolate against comlink,
  * birpc and piscina (isolate.ts), the busy-host case, the peers users pick today (fork IPC, grpc-js,
- * vscode-jsonrpc; peers.ts), a payload sweep (sweep.ts), the cost of TLS on tcp (tls.ts), the view codec's copies (view.ts)
+ * vscode-jsonrpc; peers.ts), a payload sweep (sweep.ts), the cost of TLS on tcp (tls.ts), the view codec's copies (view.ts), the idle policy's presets (idle.ts)
  * one client process with many connections (fanout.ts) and one server under many connections,
  * with its memory (scale.ts).
- * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,handshake,busy,peers,sweep,tls,view,fanout,scale] [--soak-minutes N] [--compare old.json]`,
+ * Usage: `node dist/bench/run.js [--quick] [--only tcp,unix,shm,isolate,handshake,busy,peers,sweep,tls,view,fanout,scale,idle] [--soak-minutes N] [--compare old.json]`,
  * or `node dist/bench/run.js --compare old.json [--to new.json]` to compare two kept runs without measuring.
  *
  * Progress goes to stderr, the table and the which-transport table to stdout, raw figures to
@@ -31,6 +31,7 @@ import { startRawSubject } from './raw.js';
 import { runShm, shmRows, type ShmResult } from './shm.js';
 import { handshakeRows, runHandshake, type HandshakeResult } from './handshake.js';
 import { runView, viewRows, type ViewResult } from './view.js';
+import { idleRows, runIdle, type IdleResult } from './idle.js';
 import { fanoutRows, runFanout, type FanoutResult } from './fanout.js';
 import { kPerConnection, kScaleThreads, runScale, scaleRows, type ScaleConfig, type ScaleResult } from './scale.js';
 import { Progress } from './lib/progress.js';
@@ -49,7 +50,7 @@ const kRoundTripRatioMax = 1.5;
 const kCallsPerSecRatioMin = 1.5;
 
 const quick = process.argv.includes('--quick');
-const kSections = ['tcp', 'unix', 'shm', 'isolate', 'handshake', 'busy', 'peers', 'sweep', 'tls', 'view', 'fanout', 'scale'] as const;
+const kSections = ['tcp', 'unix', 'shm', 'isolate', 'handshake', 'busy', 'peers', 'sweep', 'tls', 'view', 'fanout', 'scale', 'idle'] as const;
 type Section = (typeof kSections)[number];
 /** `--only a,b`: run just those sections (for working on one); the default runs all. */
 const only = ((): ReadonlySet<Section> => {
@@ -73,6 +74,10 @@ const only = ((): ReadonlySet<Section> => {
 const config: BenchConfig = quick
   ? { rounds: 4, warmupMs: 50, durationMs: 200, maxSamples: 200_000, inflight: 64 }
   : { rounds: 5, warmupMs: 200, durationMs: 900, maxSamples: 200_000, inflight: 64 };
+/** The idle section: one server and client per preset, so few short rounds (quick: under ~30 s in all). */
+const idleConfig: BenchConfig = quick
+  ? { ...config, rounds: 2, warmupMs: 50, durationMs: 300 }
+  : { ...config, rounds: 3, warmupMs: 200, durationMs: 1000 };
 /** The busy host's p99 needs many 20 ms slices per round, so its rounds are longer and fewer. */
 const busyConfig: BenchConfig = quick
   ? { ...config, rounds: 3, warmupMs: 100, durationMs: 500 }
@@ -169,6 +174,7 @@ const kSectionSeconds: Record<Section, [number, number]> = {
   view: [1, 2],
   fanout: [15, 60],
   scale: [16, 100],
+  idle: [25, 45],
 };
 const progress = new Progress(kSections.filter((s) => only.has(s)).map((name) => ({ name, seconds: kSectionSeconds[name][quick ? 0 : 1] })));
 
@@ -216,17 +222,17 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
         }
       }
       // The default client window off (info rows): what the client worker's poll window gives.
-      log(`${transport}: starting ours server (worker handler, client with clientPollMicros 0)`);
+      log(`${transport}: starting ours server (worker handler, client with idle 'sleep')`);
       try {
         subjects.push(await startOursClientSleeping(api, { transport, dir }));
       } catch (err) {
         if (!(err instanceof OursUnavailableError)) throw err;
-        skipped.push(`${transport} clientPollMicros 0: ${err.message}`);
+        skipped.push(`${transport} client idle 'sleep': ${err.message}`);
       }
     }
     // The whole bare path ours takes (main <-> worker <-> socket): the floor of ours' round trip
     // and the ceiling of its calls/s. (The thread hop alone is measured in the shm and isolate
-    // sections, and the opt-in peerPollMicros in the shm and busy-host ones: with five subjects a
+    // sections, and the opt-in idle 'latency' in the shm and busy-host ones: with five subjects a
     // section, tcp and unix together stay under two minutes.)
     chain = await startSocketChain(transport, dir);
     const measured = [...subjects, chain];
@@ -357,6 +363,12 @@ async function main(): Promise<number> {
   let viewResult: ViewResult | undefined;
   if (only.has('view') && section('view')) viewResult = await runView({ requests: quick ? 10 : 40 }, log);
 
+  let idle: IdleResult | undefined;
+  if (api !== undefined && only.has('idle') && section('idle')) {
+    idle = await runIdle(api, idleConfig, log);
+    skipped.push(...idle.skipped);
+  }
+
   let fanout: FanoutResult | undefined;
   if (only.has('fanout') && section('fanout')) {
     fanout = await runFanout(api, fanoutConfig, log);
@@ -389,6 +401,7 @@ async function main(): Promise<number> {
   const tlsTable = tls === undefined ? [] : tlsRows(tls, tlsConfig.inflight);
   if (tlsTable.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...tlsTable);
   if (viewResult !== undefined) rows.push(...(rows.length > 0 ? [null] : []), ...viewRows(viewResult));
+  if (idle !== undefined && idle.cases.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...idleRows(idle, idleConfig.inflight));
   if (fanout !== undefined && fanout.rates.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...fanoutRows(fanout, fanoutConfig.inflight));
   if (scale !== undefined && scale.rates.length > 0) rows.push(...(rows.length > 0 ? [null] : []), ...scaleRows(scale));
   const elapsedSec = (performance.now() - started) / 1000;
@@ -439,6 +452,12 @@ async function main(): Promise<number> {
       : [
           'view rows: receive + handle one 1 MiB request through the runtime\'s framing (64 KiB chunks), session and, for a main-thread handler, the 1 MiB ring; ' +
             'copied B/req = payload bytes the runtime copied (frame assembly, ring, decode); ratio = copies / msgpack copies',
+        ]),
+    ...(idle === undefined
+      ? []
+      : [
+          `idle rows: NodeOptions.idle on both ends, ours worker handler over unix, server in a child process (${idleConfig.rounds} rounds of ${idleConfig.durationMs} ms); ` +
+            'client CPU = this process\'s CPU (every thread) over the rt and x rows / calls made; silent = its CPU in 1 s with the client connected and no calls; ratio vs idle \'balanced\' (the default)',
         ]),
     ...(fanout === undefined
       ? []
@@ -504,6 +523,7 @@ async function main(): Promise<number> {
     sweep,
     tls,
     view: viewResult,
+    idle,
     fanout,
     scale,
     rows: rows.filter((r) => r !== null),

@@ -24,7 +24,7 @@ import { kDefaultRingBytes as kOursRingBytes } from '../src/main/node.js';
 import { pathRows } from './lib/bounds.js';
 import { kChainLabels, startRingChain } from './lib/ring-chain.js';
 import { kThreadHopLabel, startThreadHop, type ThreadHopSubject } from './lib/thread-hop.js';
-import { OursUnavailableError, kClientSleepsKey, kPeerPollKey, kPeerPollMicros, startOursClientSleeping, startOursPeerPolling, startOursSubject } from './ours.js';
+import { OursUnavailableError, kClientSleepsKey, kPeerPollIdle, kPeerPollKey, startOursClientSleeping, startOursPeerPolling, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
 
 /** DESIGN §6 shm targets, relative to the raw Unix ping-pong / memcpy of the same run. */
@@ -122,18 +122,18 @@ export async function runShm(
     if (ours.length > 0) {
       // The opt-in poll window on both ends, for machines with cores to spare (info rows; the busy-host section shows its cost).
       const shmName = `${token}${++serviceCounter}`;
-      log(`shm: starting ours server (worker handler, peerPollMicros ${kPeerPollMicros}, service ${shmName})`);
+      log(`shm: starting ours server (worker handler, idle '${kPeerPollIdle}', service ${shmName})`);
       polling = await startOursPeerPolling(api, { transport: 'shm', dir, shmName, shmCapacity: kShmCapacity }).catch((err: Error) => {
         if (!(err instanceof OursUnavailableError)) throw err;
-        result.skipped.push(`shm peerPollMicros ${kPeerPollMicros}: ${err.message}`);
+        result.skipped.push(`shm idle '${kPeerPollIdle}': ${err.message}`);
         return undefined;
       });
       // The default client window off (info rows): what the client worker's poll window gives.
       const sleepName = `${token}${++serviceCounter}`;
-      log(`shm: starting ours server (worker handler, client with clientPollMicros 0, service ${sleepName})`);
+      log(`shm: starting ours server (worker handler, client with idle 'sleep', service ${sleepName})`);
       sleeping = await startOursClientSleeping(api, { transport: 'shm', dir, shmName: sleepName, shmCapacity: kShmCapacity }).catch((err: Error) => {
         if (!(err instanceof OursUnavailableError)) throw err;
-        result.skipped.push(`shm clientPollMicros 0: ${err.message}`);
+        result.skipped.push(`shm client idle 'sleep': ${err.message}`);
         return undefined;
       });
       log('shm: starting raw unix server (baseline)');

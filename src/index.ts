@@ -1,5 +1,7 @@
 export { Node, RunningNode, Client } from './main/node.js';
 export type { NodeOptions, ServeOptions, ConnectOptions, HandlerInput, AuthHmacOptions, PublishOptions, CloseOptions, NodeStats } from './main/node.js';
+export { kIdlePresets } from './idle.js';
+export type { IdlePreset, IdleTuning, IdleWindows, IdlePresetWindows } from './idle.js';
 export type { ListenerStats } from './main/listener.js';
 export type { BalancePolicy, ClientState, ClientStateEvent, EndpointInfo, EndpointState, EndpointStats, ReconnectOptions } from './main/channel.js';
 export type { HandshakeScheme } from './handshake/spec.js';

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Node, RpcError, custom, isolate, tcp, unix } from '../src/index.js';
-import { kDefaultPollMicros, kDefaultClientPollMicros, pollWindows } from '../src/main/node.js';
+import { idleWindows, kIdlePresets } from '../src/idle.js';
 import { rejectionOf, sleep, startServer, tempDir } from './helpers.js';
 
 const echoModule = new URL('./fixtures/echo-handler.js', import.meta.url);
@@ -29,7 +29,11 @@ describe('Node builder', function () {
       () => new Node({ pool: { threads: 1.5 } }),
       () => new Node({ pool: { tasksPerThread: 0 } }),
       () => new Node({ keepAliveMs: '5' as never }),
-      () => new Node({ spinMicros: '5' as never }),
+      () => new Node({ idleTuning: { spinMicros: '5' as never } }),
+      () => new Node({ idle: 'fast' as never }),
+      () => new Node({ idle: null as never }),
+      () => new Node({ idleTuning: 5 as never }),
+      () => new Node({ idleTuning: { pollMicro: 5 } as never }),
       () => isolate(echoModule, { closeTimeoutMs: -1 }),
       () => isolate(echoModule, { closeTimeoutMs: Infinity }),
       () => isolate(42 as never),
@@ -84,9 +88,9 @@ describe('Node builder', function () {
     assert.equal((await rejectionOf(node.client.call({ type: 'Ping' }))).code, 'CLOSED');
   });
 
-  it('the opt-in spin strategy still delivers every call (spinMicros)', async () => {
-    const node = await new Node({ spinMicros: 50 }).serve(tcp('127.0.0.1:0'), { onRequest: (r: unknown) => r }).start();
-    const client = await new Node({ spinMicros: 50 }).connect<number, number>(tcp(node.addresses[0] as { host: string; port: number })).start();
+  it("the opt-in spin strategy still delivers every call (idleTuning.spinMicros)", async () => {
+    const node = await new Node({ idleTuning: { spinMicros: 50 } }).serve(tcp('127.0.0.1:0'), { onRequest: (r: unknown) => r }).start();
+    const client = await new Node({ idleTuning: { spinMicros: 50 } }).connect<number, number>(tcp(node.addresses[0] as { host: string; port: number })).start();
     try {
       const results = await Promise.all(Array.from({ length: 200 }, (_, i) => client.client.call(i)));
       assert.deepEqual(results, Array.from({ length: 200 }, (_, i) => i));
@@ -95,13 +99,13 @@ describe('Node builder', function () {
       await client.close();
       await node.close();
     }
-    assert.throws(() => new Node({ spinMicros: -1 }), (e: RpcError) => e.code === 'INVALID_ARGUMENT');
+    assert.throws(() => new Node({ idleTuning: { spinMicros: -1 } }), (e: RpcError) => e.code === 'INVALID_ARGUMENT');
   });
 
-  it('the poll windows (pollMicros, peerPollMicros: default 0 on sockets) and none all deliver every call; bad values are refused', async () => {
+  it('the poll windows (idleTuning.pollMicros, peerPollMicros: default 0 on sockets) and none all deliver every call; bad values are refused', async () => {
     for (const pollMicros of [undefined, 0, 2000]) {
-      const node = await new Node({ pollMicros, peerPollMicros: pollMicros }).serve(tcp('127.0.0.1:0'), { onRequest: (r: unknown) => r }).start();
-      const client = await new Node({ pollMicros, peerPollMicros: pollMicros }).connect<number, number>(tcp(node.addresses[0] as { host: string; port: number })).start();
+      const node = await new Node({ idleTuning: { pollMicros, peerPollMicros: pollMicros } }).serve(tcp('127.0.0.1:0'), { onRequest: (r: unknown) => r }).start();
+      const client = await new Node({ idleTuning: { pollMicros, peerPollMicros: pollMicros } }).connect<number, number>(tcp(node.addresses[0] as { host: string; port: number })).start();
       try {
         const results = await Promise.all(Array.from({ length: 200 }, (_, i) => client.client.call(i)));
         assert.deepEqual(results, Array.from({ length: 200 }, (_, i) => i));
@@ -112,31 +116,32 @@ describe('Node builder', function () {
       }
     }
     for (const bad of [-1, Number.NaN, 2e6]) {
-      assert.throws(() => new Node({ pollMicros: bad }), (e: RpcError) => e.code === 'INVALID_ARGUMENT');
+      assert.throws(() => new Node({ idleTuning: { pollMicros: bad } }), (e: RpcError) => e.code === 'INVALID_ARGUMENT');
     }
   });
 
-  it('poll windows: isolates 50 µs on their rings by default, client connections clientPollMicros; pollMicros for the main-thread rings, peerPollMicros for the worker\'s peer side; bad values refused', () => {
-    const relay = kDefaultClientPollMicros;
+  it("poll windows ('balanced'): isolates 50 µs on their rings, client connections clientPollMicros; idleTuning's pollMicros for the main-thread rings, peerPollMicros for the worker's peer side; bad values refused", () => {
+    const relay = kIdlePresets.balanced.clientPollMicros;
     assert.equal(relay, 100);
-    assert.deepEqual(pollWindows('isolate', undefined, undefined, undefined), { pollMicros: kDefaultPollMicros, peerPollMicros: 0, clientPollMicros: 0 });
-    for (const kind of ['tcp', 'unix', 'shm', 'vsock', 'custom'] as const) assert.deepEqual(pollWindows(kind, undefined, undefined, undefined), { pollMicros: 0, peerPollMicros: 0, clientPollMicros: relay });
-    assert.deepEqual(pollWindows('shm', undefined, 200, undefined), { pollMicros: 0, peerPollMicros: 200, clientPollMicros: relay });
-    assert.deepEqual(pollWindows('tcp', 30, 200, 0), { pollMicros: 30, peerPollMicros: 200, clientPollMicros: 0 });
-    assert.deepEqual(pollWindows('isolate', 0, 200, 80), { pollMicros: 0, peerPollMicros: 0, clientPollMicros: 0 }, 'an isolate has no peer side');
-    assert.equal(kDefaultPollMicros, 50);
+    const none = { spinMicros: 0 };
+    assert.deepEqual(idleWindows('isolate', 'balanced'), { ...none, pollMicros: kIdlePresets.balanced.isolatePollMicros, peerPollMicros: 0, clientPollMicros: 0 });
+    for (const kind of ['tcp', 'unix', 'shm', 'vsock', 'custom'] as const) assert.deepEqual(idleWindows(kind, 'balanced'), { ...none, pollMicros: 0, peerPollMicros: 0, clientPollMicros: relay });
+    assert.deepEqual(idleWindows('shm', 'balanced', { peerPollMicros: 200 }), { ...none, pollMicros: 0, peerPollMicros: 200, clientPollMicros: relay });
+    assert.deepEqual(idleWindows('tcp', 'balanced', { pollMicros: 30, peerPollMicros: 200, clientPollMicros: 0 }), { ...none, pollMicros: 30, peerPollMicros: 200, clientPollMicros: 0 });
+    assert.deepEqual(idleWindows('isolate', 'balanced', { pollMicros: 0, peerPollMicros: 200, clientPollMicros: 80 }), { ...none, pollMicros: 0, peerPollMicros: 0, clientPollMicros: 0 }, 'an isolate has no peer side');
+    assert.equal(kIdlePresets.balanced.isolatePollMicros, 50);
     for (const bad of [-1, Number.NaN, 2e6]) {
-      assert.throws(() => new Node({ peerPollMicros: bad }), (e: RpcError) => e.code === 'INVALID_ARGUMENT');
-      assert.throws(() => new Node({ clientPollMicros: bad }), (e: RpcError) => e.code === 'INVALID_ARGUMENT' && /clientPollMicros/.test(e.message));
+      assert.throws(() => new Node({ idleTuning: { peerPollMicros: bad } }), (e: RpcError) => e.code === 'INVALID_ARGUMENT');
+      assert.throws(() => new Node({ idleTuning: { clientPollMicros: bad } }), (e: RpcError) => e.code === 'INVALID_ARGUMENT' && /clientPollMicros/.test(e.message));
     }
   });
 
-  it('clientPollMicros: calls work with and without the window, and once calls stop the client\'s worker stops looking (no CPU spent idle)', async function () {
+  it('idleTuning.clientPollMicros: calls work with and without the window, and once calls stop the client\'s worker stops looking (no CPU spent idle)', async function () {
     this.timeout(20_000);
     const server = await new Node().serve(tcp('127.0.0.1:0'), echoModule).start();
     try {
       for (const clientPollMicros of [undefined, 0, 500]) {
-        const client = await new Node(clientPollMicros === undefined ? {} : { clientPollMicros }).connect<any, any>(tcp(server.addresses[0] as { host: string; port: number })).start();
+        const client = await new Node(clientPollMicros === undefined ? {} : { idleTuning: { clientPollMicros } }).connect<any, any>(tcp(server.addresses[0] as { host: string; port: number })).start();
         try {
           for (let i = 0; i < 50; i++) assert.equal(await client.client.call(i), i);
           assert.deepEqual(await Promise.all(Array.from({ length: 64 }, (_, i) => client.client.call(i))), Array.from({ length: 64 }, (_, i) => i));

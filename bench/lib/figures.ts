@@ -64,9 +64,9 @@ export function figuresOf(r: RunResults): Figure[] {
     const kinds: Array<[string, SubjectSummary | undefined]> = [
       ['ours worker handler', busy.worker],
       ['ours main-thread handler', busy.main],
-      ['ours worker handler, clientPollMicros 0', busy.workerClientSleeps],
+      ["ours worker handler, client idle 'sleep'", busy.workerClientSleeps],
       ['ours worker handler over shm', busy.shm],
-      ['ours worker handler over shm, peerPollMicros', busy.shmPoll],
+      ["ours worker handler over shm, idle 'latency'", busy.shmPoll],
       ['floor (raw echo in a worker thread)', busy.floor],
       ...busy.peers.map((p): [string, SubjectSummary] => [p.label, p.summary]),
     ];

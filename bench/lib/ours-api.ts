@@ -40,8 +40,17 @@ export interface OursBuilder {
   start(): Promise<OursRunning>;
 }
 
+/** The NodeOptions the bench sets: the idle policy (NodeOptions.idle, idleTuning). */
+export interface OursNodeOptions {
+  idle?: OursIdle;
+  idleTuning?: { spinMicros?: number; pollMicros?: number; peerPollMicros?: number; clientPollMicros?: number };
+}
+
+/** NodeOptions.idle's presets. */
+export type OursIdle = 'sleep' | 'balanced' | 'latency' | 'spin';
+
 export interface OursApi {
-  Node: new (options?: { spinMicros?: number; pollMicros?: number; peerPollMicros?: number; clientPollMicros?: number }) => OursBuilder;
+  Node: new (options?: OursNodeOptions) => OursBuilder;
   /** `options.tls`: TLS settings (PEM text or files), as in the real `tcp()`. */
   tcp(address: string, options?: { tls?: Record<string, unknown> }): unknown;
   unix(path: string): unknown;

@@ -16,6 +16,7 @@ import type { ShmResult } from '../shm.js';
 import type { SweepConfig, SweepResult } from '../sweep.js';
 import type { TlsResult } from '../tls.js';
 import type { ViewResult } from '../view.js';
+import type { IdleResult } from '../idle.js';
 import type { BenchConfig, SubjectSummary } from './rounds.js';
 import type { SocketKind } from './subject.js';
 import type { ResultRow } from './table.js';
@@ -77,6 +78,8 @@ export interface RunResults {
   sweep?: SweepResult;
   tls?: TlsResult;
   view?: ViewResult;
+  /** The idle policy's presets (bench/idle.ts). */
+  idle?: IdleResult;
   fanout?: FanoutResult;
   scale?: ScaleResult;
   rows: ResultRow[];

@@ -13,7 +13,7 @@
 import { Worker } from 'node:worker_threads';
 import { futexSignal, loadNative } from '../../src/shm/native.js';
 import { createRing, initRing, kRingHeaderBytes, RingWriter, type RingReaderOptions } from '../../src/shm/ring.js';
-import { kDefaultClientPollMicros } from '../../src/main/node.js';
+import { kIdlePresets } from '../../src/idle.js';
 import { ringCaller, workerEnder } from './ring-caller.js';
 import type { Subject } from './subject.js';
 import { startServerChild, type ServerChild } from './children.js';
@@ -53,7 +53,7 @@ export async function startRingChain(kind: ChainKind, token: string): Promise<Su
   if (kind === 'via-worker') {
     const fromMain = createRing(kCapacity);
     const toMain = createRing(kCapacity);
-    endWorker = workerEnder(new Worker(new URL('../ring-relay-worker.js', import.meta.url), { workerData: { fromMain, toMain, toPeer: c2s, fromPeer: s2c, pollMicros: kDefaultClientPollMicros } }));
+    endWorker = workerEnder(new Worker(new URL('../ring-relay-worker.js', import.meta.url), { workerData: { fromMain, toMain, toPeer: c2s, fromPeer: s2c, pollMicros: kIdlePresets.balanced.clientPollMicros } }));
     writer = new RingWriter(fromMain);
     replies = toMain;
   } else {

@@ -8,7 +8,7 @@
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { createRing, RingWriter } from '../../src/shm/ring.js';
-import { kDefaultClientPollMicros } from '../../src/main/node.js';
+import { kIdlePresets } from '../../src/idle.js';
 import { startServerChild } from './children.js';
 import { ringCaller, workerEnder } from './ring-caller.js';
 import type { SocketKind, Subject } from './subject.js';
@@ -31,7 +31,7 @@ export async function startSocketChain(transport: SocketKind, dir: string): Prom
   }
   const fromMain = createRing(kCapacity);
   const toMain = createRing(kCapacity);
-  const endWorker = workerEnder(new Worker(new URL('../socket-relay-worker.js', import.meta.url), { workerData: { fromMain, toMain, address, pollMicros: kDefaultClientPollMicros } }));
+  const endWorker = workerEnder(new Worker(new URL('../socket-relay-worker.js', import.meta.url), { workerData: { fromMain, toMain, address, pollMicros: kIdlePresets.balanced.clientPollMicros } }));
   const caller = ringCaller(new RingWriter(fromMain), toMain);
   await caller.call();
   let closing: Promise<void> | undefined;

@@ -25,7 +25,7 @@ export interface ThreadHopSubject {
 export const kThreadHopLabel = 'thread hop (ring ping-pong main <-> worker)';
 
 export interface ThreadHopOptions {
-  /** The poll window of ours' default for the section's connections (0 for sockets and shm, kDefaultPollMicros for isolates). */
+  /** The poll window of ours' default for the section's connections (0 for sockets and shm, kIdlePresets.balanced.isolatePollMicros for isolates). */
   pollMicros: number;
   /** Busy-poll on both sides (default 0). */
   spinMicros?: number;

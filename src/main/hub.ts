@@ -75,6 +75,8 @@ export interface RingPairInfo {
   tasks: number;
   /** Connections riding it now. */
   connections: number;
+  /** The idle windows this end's reader uses now (the widest its tasks ask for), and how often it has spun and slept. */
+  reader: { spinMicros: number; pollMicros: number; spins: number; sleeps: number };
 }
 
 /** The ring pairs this thread shares with worker threads now (for tests and debugging). */
@@ -158,7 +160,9 @@ export class MainHub {
   }
 
   info(): RingPairInfo {
-    return { id: this.id, tasks: this.#members.size, connections: this.#routes.size };
+    const r = this.#fromWorker;
+    const reader = r === undefined ? { ...this.#windows(), spins: 0, sleeps: 0 } : { ...r.windows, spins: r.spins, sleeps: r.sleeps };
+    return { id: this.id, tasks: this.#members.size, connections: this.#routes.size, reader };
   }
 
   #windows(): { spinMicros: number; pollMicros: number } {

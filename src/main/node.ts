@@ -4,6 +4,7 @@
  */
 import { RpcError, type RemoteStacks } from '../errors.js';
 import { checkInteger, kMaxTimerMs, timeLimit } from '../limits.js';
+import { checkIdle, idleWindows, type IdlePreset, type IdleTuning } from '../idle.js';
 import { kMaxRingCapacity } from '../shm/layout.js';
 import { msgpack, type CodecDescriptor, type DecodeLimits } from '../codec/index.js';
 import { resolveDecodeLimits } from '../codec/budget.js';
@@ -32,28 +33,6 @@ const kDefaultConnectTimeoutMs = 10_000;
 export const kDefaultRingBytes = 1024 * 1024;
 /** How long close() waits for a stuck connection worker before terminating it. */
 const kDefaultCloseTimeoutMs = 5000;
-/** See NodeOptions.pollMicros: the default for isolates. */
-export const kDefaultPollMicros = 50;
-/** NodeOptions.clientPollMicros by default. */
-export const kDefaultClientPollMicros = 100;
-
-/**
- * The poll windows of a connection over `kind`, from NodeOptions.pollMicros, peerPollMicros and
- * clientPollMicros: by default an isolate's rings have one, and a client connection's worker.
- */
-export function pollWindows(
-  kind: TransportDescriptor['kind'],
-  pollMicros: number | undefined,
-  peerPollMicros: number | undefined,
-  clientPollMicros: number | undefined,
-): { pollMicros: number; peerPollMicros: number; clientPollMicros: number } {
-  return {
-    pollMicros: pollMicros ?? (kind === 'isolate' ? kDefaultPollMicros : 0),
-    peerPollMicros: kind === 'isolate' ? 0 : (peerPollMicros ?? 0),
-    clientPollMicros: kind === 'isolate' ? 0 : (clientPollMicros ?? kDefaultClientPollMicros),
-  };
-}
-
 /**
  * How long start() waits for a listener or connection to be ready (0: no limit, when
  * connectTimeoutMs is 0). A listener: connectTimeoutMs, for its handler module to load and its
@@ -66,12 +45,6 @@ function readyTimeout(role: 'listen' | 'connect', transport: TransportDescriptor
   if (role === 'listen') return connectTimeoutMs;
   const connect = transport.kind === 'vsock' ? Math.max(transport.connectTimeoutMs, connectTimeoutMs) : connectTimeoutMs;
   return connect + handshakeTimeoutMs + 1000;
-}
-
-/** An idle-strategy option in µs: undefined, or from 0 to 1e6. */
-function checkMicros(name: string, value: number | undefined): number | undefined {
-  if (value !== undefined && !(typeof value === 'number' && value >= 0 && value <= 1_000_000)) throw new RpcError('INVALID_ARGUMENT', `${name} must be from 0 to 1e6, got ${value}`);
-  return value;
 }
 
 function checkPoolOptions(pool: PoolOptions): void {
@@ -97,51 +70,15 @@ export interface NodeOptions {
   /** Size of each ring between the main thread and a connection worker (default 1 MiB; larger messages are chunked). */
   ringBytes?: number;
   /**
-   * Opt-in: after the main thread or a connection worker drains its ring, busy-poll this many µs
-   * for more before sleeping (default 0). Saves a thread wake-up per hop, so it cuts round trips,
-   * but each waiting side burns a core for that long: only for machines with cores to spare.
-   * The main thread's event loop does not run while it spins.
+   * How the threads that carry this node's connections wait for traffic (default 'balanced'):
+   * 'sleep' sleeps at once (least CPU), 'balanced' polls briefly while traffic flows (isolates,
+   * a client's connection worker), 'latency' also polls the peer and every main <-> worker ring
+   * (for cores to spare), 'spin' also busy-polls every ring (dedicated machines only). The
+   * windows of each preset are kIdlePresets; see docs/PERFORMANCE.md.
    */
-  spinMicros?: number;
-  /**
-   * The poll window between the main thread and a connection worker or isolate: after a message
-   * arrives on that ring, its reader keeps looking for the next one once per event-loop turn for
-   * this many µs before it sleeps (0 sleeps at once). Nothing is held meanwhile: timers, I/O and
-   * other work run between looks. A reply or a next call within the window costs no thread
-   * wake-up; the price is at most this much CPU after each burst of traffic, taken from whatever
-   * else wants the core. Default: 50 for isolates (a plugin answers within a few µs: a round trip
-   * of ~5 µs instead of ~45-65 µs here), 0 for every other connection, made or served. On a
-   * 2-core machine a client's window took the core a busy host's connection worker needed (its
-   * p99 went from 0.19 to 0.6-3 ms); with cores to spare, a window about as long as the
-   * transport's round trip pays (tcp: 1.37x a raw socket's round trip with 50 on the client,
-   * against ~2x without). See also `peerPollMicros`.
-   */
-  pollMicros?: number;
-  /**
-   * The poll window of a connection worker on what it reads from its peer: its shm ring from the
-   * other process, or its socket (the worker's event loop stays awake after the peer's bytes).
-   * The next message within the window costs the worker no wake-up. Default 0 (none). Measured
-   * on this 2-core VM: over shm, 200 on both ends cut a worker handler's round trip from ~170 µs
-   * to ~45 µs (only the caller's main thread still sleeps); but with the serving process's main
-   * thread busy, the same window on both ends took a worker handler's p99 from ~0.2 ms to
-   * 1-4 ms, because the polling workers took the core the others needed. For machines with cores
-   * to spare. Isolates have no peer side: it does not apply to them.
-   */
-  peerPollMicros?: number;
-  /**
-   * The poll window of a client connection's worker (each connection `connect()` makes over tcp,
-   * unix, shm, vsock or a custom transport): after the server's bytes arrive, and after each
-   * message from the caller's thread, the worker keeps its event loop turning and looks at the
-   * caller's ring once per turn for this many µs before it sleeps. A caller that calls again as
-   * its answers arrive then hands the worker its next call without waking it (and without paying
-   * the wake-up itself), and the server's answer finds the worker awake: on this project's 2-core
-   * VM a 16-byte round trip over unix went from ~2x a raw socket's to ~0.6-0.7x, and calls/s with
-   * 64 in flight from ~1.3x to ~1.5-2x, while a busy host's worker handler kept p99 ≤ 0.4 ms.
-   * The price: after each burst of traffic the worker's thread spends up to this much CPU
-   * looking. Default 100; 0 sleeps at once. Served connections never poll this way (see
-   * peerPollMicros); isolates have their own window (pollMicros).
-   */
-  clientPollMicros?: number;
+  idle?: IdlePreset;
+  /** Advanced: windows in µs (0 to 1e6) that replace the preset's own: { spinMicros, pollMicros, peerPollMicros, clientPollMicros } (see IdleWindows). */
+  idleTuning?: IdleTuning;
   /**
    * How long `close()` waits for a connection worker to close its listeners and connections before
    * it terminates that worker thread, in ms (default 5000). Only a worker whose event loop is stuck
@@ -457,11 +394,9 @@ interface ConnectSpec {
 }
 
 export class Node<Req = unknown, Res = unknown> {
-  readonly #options: Required<Omit<NodeOptions, 'pool' | 'discovery' | 'pollMicros' | 'peerPollMicros' | 'clientPollMicros'>> & Pick<NodeOptions, 'pool' | 'discovery'>;
-  /** As given: the defaults depend on the transport (pollWindows). */
-  readonly #pollMicros: number | undefined;
-  readonly #peerPollMicros: number | undefined;
-  readonly #clientPollMicros: number | undefined;
+  readonly #options: Required<Omit<NodeOptions, 'pool' | 'discovery' | 'idleTuning'>> & Pick<NodeOptions, 'pool' | 'discovery'>;
+  /** NodeOptions.idleTuning, checked: the windows depend on the transport too (idleWindows). */
+  readonly #idleTuning: IdleTuning;
   readonly #serve: ServeSpec[] = [];
   #connect: ConnectSpec | undefined;
   #publish: { name: string; instance: string | undefined } | undefined;
@@ -474,10 +409,8 @@ export class Node<Req = unknown, Res = unknown> {
   constructor(options: NodeOptions = {}) {
     const maxFrameBytes = checkInteger('maxFrameBytes', options.maxFrameBytes, { fallback: kDefaultMaxFrameBytes, min: 16, max: 0xffffffff });
     const ringBytes = checkInteger('ringBytes', options.ringBytes, { fallback: kDefaultRingBytes, min: 1, max: kMaxRingCapacity });
-    const spinMicros = checkMicros('spinMicros', options.spinMicros) ?? 0;
-    this.#pollMicros = checkMicros('pollMicros', options.pollMicros);
-    this.#peerPollMicros = checkMicros('peerPollMicros', options.peerPollMicros);
-    this.#clientPollMicros = checkMicros('clientPollMicros', options.clientPollMicros);
+    const { idle, tuning } = checkIdle(options.idle, options.idleTuning);
+    this.#idleTuning = tuning;
     const handshakeTimeoutMs = checkInteger('handshakeTimeoutMs', options.handshakeTimeoutMs, { fallback: kDefaultHandshakeTimeoutMs, min: 1, max: kMaxTimerMs });
     const keepAliveMs = checkInteger('keepAliveMs', options.keepAliveMs, { fallback: 0, min: 0, max: kMaxTimerMs });
     const connectTimeoutMs = checkInteger('connectTimeoutMs', options.connectTimeoutMs, { fallback: kDefaultConnectTimeoutMs, min: 0, max: kMaxTimerMs });
@@ -488,7 +421,7 @@ export class Node<Req = unknown, Res = unknown> {
       throw new RpcError('INVALID_ARGUMENT', `remoteStacks must be 'local', 'always' or 'never', got ${String(remoteStacks)}`);
     }
     const decodeLimits = resolveDecodeLimits(options.decodeLimits);
-    this.#options = { maxFrameBytes, decodeLimits, ringBytes, spinMicros, handshakeTimeoutMs, keepAliveMs, connectTimeoutMs, closeTimeoutMs, remoteStacks, pool: options.pool, discovery: options.discovery };
+    this.#options = { maxFrameBytes, decodeLimits, ringBytes, idle, handshakeTimeoutMs, keepAliveMs, connectTimeoutMs, closeTimeoutMs, remoteStacks, pool: options.pool, discovery: options.discovery };
   }
 
   /** Listens on `transport`, or on each of several (`serve([tcp(a), unix(b)], handler)`), and answers with `handler`. */
@@ -636,13 +569,13 @@ export class Node<Req = unknown, Res = unknown> {
     const lease = new PoolLease(this.#options.pool);
     const listeners: ServedAddress[] = [];
     let channel: Channel | undefined;
-    const { maxFrameBytes, decodeLimits, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, handshakeTimeoutMs, closeTimeoutMs, remoteStacks } = this.#options;
-    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, handshakeTimeoutMs, maxFrameBytes, decodeLimits, ringBytes, spinMicros, keepAliveMs, connectTimeoutMs, closeTimeoutMs, remoteStacks };
+    const { maxFrameBytes, decodeLimits, ringBytes, idle, keepAliveMs, connectTimeoutMs, handshakeTimeoutMs, closeTimeoutMs, remoteStacks } = this.#options;
+    const base = { oneToOne: this.#oneToOne, handshake: this.#handshake, handshakeTimeoutMs, maxFrameBytes, decodeLimits, ringBytes, keepAliveMs, connectTimeoutMs, closeTimeoutMs, remoteStacks };
     try {
       for (const { transport, handler, options } of this.#serve) {
         const listening: RemoteTaskOptions = {
           ...base,
-          ...pollWindows(transport.kind, this.#pollMicros, this.#peerPollMicros, this.#clientPollMicros),
+          idle: idleWindows(transport.kind, idle, this.#idleTuning),
           role: 'listen',
           transport,
           readyTimeoutMs: readyTimeout('listen', transport, connectTimeoutMs, handshakeTimeoutMs),
@@ -702,7 +635,7 @@ export class Node<Req = unknown, Res = unknown> {
           // An in-process isolate plugin is code this process loaded itself: there is nothing to authenticate.
           const handshake: HandshakeSpec = transport.kind === 'isolate' ? { scheme: 'none' } : base.handshake;
           const readyTimeoutMs = readyTimeout('connect', transport, connectTimeoutMs, handshakeTimeoutMs);
-          return RemoteTask.start(runner, { ...base, ...pollWindows(transport.kind, this.#pollMicros, this.#peerPollMicros, this.#clientPollMicros), handshake, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs, readyTimeoutMs });
+          return RemoteTask.start(runner, { ...base, idle: idleWindows(transport.kind, idle, this.#idleTuning), handshake, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs, readyTimeoutMs });
         };
         channel = new Channel(transports, { open, reconnect: reconnectOptions(options.reconnect), balance: options.balance ?? 'round-robin', resolver });
         await channel.start();

@@ -13,6 +13,7 @@ import { decodeControl, encodeControl, kHubWord, kThreadWord, type HandlerSpec, 
 import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
 import type { HandshakeSpec } from '../handshake/spec.js';
+import type { IdleWindows } from '../idle.js';
 import { formatAddress, type Address, type TransportDescriptor } from '../transport/descriptors.js';
 import type { Handler, PeerInfo } from '../types.js';
 import { connectionClose, connectionOpen, logger } from '../observe.js';
@@ -53,12 +54,8 @@ export interface RemoteTaskOptions {
   /** Listeners of serve(..., { threads }): the listening socket they share and their shared count of clients (TaskSpec.shared). */
   shared?: TaskSpec['shared'];
   ringBytes: number;
-  spinMicros: number;
-  pollMicros: number;
-  /** Poll window of what the worker reads from its peer: its shm ring, or its socket (the loop stays awake). */
-  peerPollMicros: number;
-  /** Connect only: NodeOptions.clientPollMicros. */
-  clientPollMicros: number;
+  /** NodeOptions.idle and idleTuning, resolved for this task's transport. */
+  idle: IdleWindows;
   keepAliveMs: number;
   connectTimeoutMs: number;
   /** How long close() waits for the task to stop before the runner kills its thread. */
@@ -112,7 +109,7 @@ export class RemoteTask implements HubTask {
     this.#handler = typeof options.handler === 'object' ? options.handler : undefined;
     const handlerSpec: HandlerSpec =
       typeof options.handler === 'string' ? { kind: 'module', url: options.handler } : options.handler ? { kind: 'main' } : { kind: 'none' };
-    this.ringWindows = { spinMicros: options.spinMicros, pollMicros: options.pollMicros };
+    this.ringWindows = { spinMicros: options.idle.spinMicros, pollMicros: options.idle.pollMicros };
     this.#key = registerTask(this);
     const offer = offerHub(options.ringBytes);
     this.#offerId = offer.id;
@@ -131,10 +128,7 @@ export class RemoteTask implements HubTask {
       maxConcurrentCalls: this.#maxConcurrentCalls,
       maxConnections: options.oneToOne ? 1 : (options.maxConnections ?? Infinity),
       ...(options.shared !== undefined ? { shared: options.shared } : {}),
-      spinMicros: options.spinMicros,
-      pollMicros: options.pollMicros,
-      peerPollMicros: options.peerPollMicros,
-      clientPollMicros: options.clientPollMicros,
+      idle: options.idle,
       keepAliveMs: options.keepAliveMs,
       connectTimeoutMs: options.connectTimeoutMs,
       key: this.#key,

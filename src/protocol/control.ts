@@ -7,6 +7,7 @@
 import type { CodecDescriptor, DecodeLimits } from '../codec/index.js';
 import type { RemoteStacks, WireError } from '../errors.js';
 import type { HandshakeSpec } from '../handshake/spec.js';
+import type { IdleWindows } from '../idle.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { MessagePort } from 'node:worker_threads';
 import type { PeerInfo } from '../types.js';
@@ -44,14 +45,8 @@ export interface TaskSpec {
   shared?: { listenFd: number; connections: Int32Array; member: number };
   /** Listener only: the most calls one connection may have served at once (Infinity: no limit). */
   maxConcurrentCalls: number;
-  /** Busy-poll this long for ring traffic before sleeping (0: never spin). */
-  spinMicros: number;
-  /** Keep looking for ring traffic once per event-loop turn this long after the last message before sleeping (0: sleep at once). */
-  pollMicros: number;
-  /** The same window for what this worker reads from its peer: its shm ring, or its socket (the loop stays awake). */
-  peerPollMicros: number;
-  /** Connect only: after the peer's bytes and after each message from the main thread, look for the main thread's next message this long before sleeping (0: sleep at once). */
-  clientPollMicros: number;
+  /** NodeOptions.idle and idleTuning, resolved for this task's transport (clientPollMicros applies to connect tasks only). */
+  idle: IdleWindows;
   /** Ping a connection silent for this long and close it if the next interval passes without a word (0: off). */
   keepAliveMs: number;
   /** Connect only: give up with UNAVAILABLE when the transport has not connected within this long (0: wait as long as the OS does). */

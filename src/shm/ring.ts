@@ -538,6 +538,7 @@ export class RingReader {
   private wakeSent = false;
   private resumeWake: (() => void) | null = null;
   #sleeps = 0;
+  #spins = 0;
 
   constructor(sab: SharedArrayBuffer, handlers: RingHandlers, options: RingReaderOptions = {}) {
     const cap = ringCapacity(sab);
@@ -560,6 +561,16 @@ export class RingReader {
   /** How many times the read loop has gone to sleep (waited on the signal): what the idle strategy saves. */
   get sleeps(): number {
     return this.#sleeps;
+  }
+
+  /** How many times the read loop has busy-polled (spinMicros) before sleeping. */
+  get spins(): number {
+    return this.#spins;
+  }
+
+  /** The spinMicros and pollMicros the loop uses now. */
+  get windows(): { spinMicros: number; pollMicros: number } {
+    return { spinMicros: this.spinMicros, pollMicros: this.pollMs * 1000 };
   }
 
   /** Changes spinMicros and pollMicros (see RingReaderOptions); they apply from the loop's next look. */
@@ -782,6 +793,7 @@ export class RingReader {
 
   /** Busy-polls the tail word for up to spinMicros; true when a record arrived. */
   private spin(): boolean {
+    this.#spins++;
     const end = performance.now() + this.spinMicros / 1000;
     do {
       if (Atomics.load(this.ctl, kTailIndex) !== this.head) return true;

@@ -1,6 +1,7 @@
 /** Turns a descriptor into its adapter, inside the connection worker. */
 import { RpcError } from '../errors.js';
 import type { TransportDescriptor } from './descriptors.js';
+import type { IdleWindows } from '../idle.js';
 import { shmTransport, type ShmAdapterOptions } from './shm.js';
 import { tcpTransport, type TcpAdapterOptions } from './tcp.js';
 import type { TransportAdapter } from './types.js';
@@ -41,9 +42,8 @@ export async function adapterFor(d: TransportDescriptor): Promise<TransportAdapt
 export interface AdapterContext {
   /** Time limit of a transport's own handshake (TLS), ms. */
   handshakeTimeoutMs: number;
-  /** Idle strategy of rings the adapter reads (shm). */
-  pollMicros: number;
-  spinMicros: number;
+  /** The task's idle windows: an adapter's rings (shm) poll for peerPollMicros and spin for spinMicros. */
+  idle: IdleWindows;
   /** tcp and unix listeners of serve(..., { threads }): the shared listening socket to adopt a duplicate of, instead of binding. */
   listenFd?: number;
 }
@@ -53,6 +53,6 @@ export function adapterOptions(d: TransportDescriptor, context: AdapterContext):
   const adopt = context.listenFd === undefined ? {} : { listenFd: context.listenFd };
   if (d.kind === 'tcp') return { ...d, handshakeTimeoutMs: context.handshakeTimeoutMs, ...adopt } satisfies TcpAdapterOptions;
   if (d.kind === 'unix') return { ...d, ...adopt } satisfies UnixAdapterOptions;
-  if (d.kind === 'shm') return { ...d, pollMicros: context.pollMicros, spinMicros: context.spinMicros } satisfies ShmAdapterOptions;
+  if (d.kind === 'shm') return { ...d, pollMicros: context.idle.peerPollMicros, spinMicros: context.idle.spinMicros } satisfies ShmAdapterOptions;
   return d.kind === 'custom' ? d.options : d;
 }

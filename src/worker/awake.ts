@@ -3,7 +3,7 @@
  * loop turning (one immediate per turn) for a while instead of sleeping in its poll for I/O, so
  * the next bytes, the peer's or the main thread's, are taken without a thread wake-up (its cost:
  * docs/PERFORMANCE.md). The socket-side counterpart of a ring reader's poll window
- * (NodeOptions.pollMicros); nothing is held meanwhile: timers and I/O run between turns.
+ * (IdleWindows.pollMicros); nothing is held meanwhile: timers and I/O run between turns.
  */
 export class AwakeWindow {
   readonly #windowMs: number;

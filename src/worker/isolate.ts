@@ -45,7 +45,7 @@ const fromMain = new RingReader(
       }
     },
   },
-  { spinMicros: spec.spinMicros, pollMicros: spec.pollMicros },
+  { spinMicros: spec.idle.spinMicros, pollMicros: spec.idle.pollMicros },
 );
 
 async function open(): Promise<ReadyResult> {

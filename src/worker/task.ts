@@ -45,7 +45,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
   readonly #awake: AwakeWindow;
   #keepAliveTimer: ReturnType<typeof setInterval> | undefined;
   readonly #relayed: boolean;
-  /** NodeOptions.clientPollMicros in ms for a client connection (connect), else 0. */
+  /** IdleWindows.clientPollMicros in ms for a client connection (connect), else 0. */
   readonly #clientPollMs: number;
   #handler: Handler | undefined;
   #listener: StreamListener | undefined;
@@ -77,15 +77,15 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     this.#done = new Promise((resolve) => (this.#finish = resolve));
     this.#slots = new ConnectionSlots(spec.maxConnections, spec.shared);
     // A stream over shm rings polls them itself (its reader has the same window).
-    this.#awake = new AwakeWindow(spec.transport.kind === 'shm' ? 0 : spec.peerPollMicros);
+    this.#awake = new AwakeWindow(spec.transport.kind === 'shm' ? 0 : spec.idle.peerPollMicros);
     // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
     this.#relayed = spec.role === 'connect' || spec.handler.kind === 'main';
-    const clientPollMicros = spec.role === 'connect' ? spec.clientPollMicros : 0;
+    const clientPollMicros = spec.role === 'connect' ? spec.idle.clientPollMicros : 0;
     this.#clientPollMs = clientPollMicros / 1000;
     this.ringWindows = {
-      spinMicros: spec.spinMicros,
+      spinMicros: spec.idle.spinMicros,
       // A client's worker also looks on after the caller's messages: its calls come in bursts.
-      pollMicros: Math.max(spec.pollMicros, clientPollMicros),
+      pollMicros: Math.max(spec.idle.pollMicros, clientPollMicros),
     };
     this.#hub = WorkerHub.join(spec.hub, this);
     Atomics.store(spec.thread, kHubWord, this.#hub.id);
@@ -212,7 +212,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
 
   #adapterContext(): AdapterContext {
     const spec = this.#spec;
-    return { handshakeTimeoutMs: spec.handshakeTimeoutMs, pollMicros: spec.peerPollMicros, spinMicros: spec.spinMicros, listenFd: spec.shared?.listenFd };
+    return { handshakeTimeoutMs: spec.handshakeTimeoutMs, idle: spec.idle, listenFd: spec.shared?.listenFd };
   }
 
   async #open(): Promise<ReadyResult> {
