@@ -69,18 +69,18 @@ const only = ((): ReadonlySet<Section> => {
 // places the two processes, and it flips between rounds), so more, shorter rounds make the
 // median of rounds land on the majority mode.
 // Full: 5 rounds × 10 figures × (0.2 + 0.9) s ≈ 55 s of tcp/unix, ≈ 11 s busy host, plus
-// process start-ups: well inside the 2-minute budget. Quick (4 rounds of 0.05 + 0.2 s): ≈ 15 s of
-// tcp/unix, and the whole quick run about 50 s, under the 60 s it must stay within.
+// process start-ups: well inside the 2-minute budget. Quick (3 rounds of 0.05 + 0.2 s): ≈ 11 s of
+// tcp/unix; the whole quick run stays under two minutes.
 const config: BenchConfig = quick
-  ? { rounds: 4, warmupMs: 50, durationMs: 200, maxSamples: 200_000, inflight: 64 }
+  ? { rounds: 3, warmupMs: 50, durationMs: 200, maxSamples: 200_000, inflight: 64 }
   : { rounds: 5, warmupMs: 200, durationMs: 900, maxSamples: 200_000, inflight: 64 };
-/** The idle section: one server and client per preset, so few short rounds (quick: under ~30 s in all). */
+/** The idle section: one server and client per preset, so few short rounds (quick: one round, ≈ 10 s in all). */
 const idleConfig: BenchConfig = quick
-  ? { ...config, rounds: 2, warmupMs: 50, durationMs: 300 }
+  ? { ...config, rounds: 1, warmupMs: 50, durationMs: 300 }
   : { ...config, rounds: 2, warmupMs: 200, durationMs: 900 };
 /** The busy host's p99 needs many 20 ms slices per round, so its rounds are longer and fewer. */
 const busyConfig: BenchConfig = quick
-  ? { ...config, rounds: 3, warmupMs: 100, durationMs: 500 }
+  ? { ...config, rounds: 2, warmupMs: 100, durationMs: 500 }
   : { ...config, rounds: 3, warmupMs: 200, durationMs: 1500 };
 /**
  * The isolate section runs four in-process subjects (ours, comlink, two piscina pools); three
@@ -89,14 +89,14 @@ const busyConfig: BenchConfig = quick
 const isolateConfig: BenchConfig = { ...config, rounds: quick ? 2 : 3 };
 /**
  * shm: raw unix and two ours subjects, then the 1 MiB echo (memcpy and two echoes) in rounds of
- * the same length. Quick: 3 rounds ≈ 9 s; full: 5 rounds ≈ 50 s.
+ * the same length. Quick: 2 rounds ≈ 13 s; full: 5 rounds ≈ 50 s.
  */
-const shmConfig: BenchConfig = quick ? { ...config, rounds: 3 } : config;
+const shmConfig: BenchConfig = quick ? { ...config, rounds: 2 } : config;
 /**
- * peers: ours unix, fork IPC, grpc-js tcp and unix, 16 bytes. Quick: 3 shorter rounds ≈ 7 s;
+ * peers: ours unix, fork IPC, grpc-js tcp and unix, 16 bytes. Quick: 2 shorter rounds ≈ 10 s;
  * full: 5 rounds ≈ 45 s.
  */
-const peersConfig: BenchConfig = quick ? { ...config, rounds: 3, durationMs: 180 } : config;
+const peersConfig: BenchConfig = quick ? { ...config, rounds: 2, durationMs: 180 } : config;
 /**
  * sweep: 5 sizes × 3 subjects, one call in flight. Quick: 2 rounds of 30 + 120 ms ≈ 6 s;
  * full: 3 rounds of 100 + 600 ms ≈ 32 s.
@@ -111,15 +111,15 @@ const sweepConfig: SweepConfig = quick
 const tlsConfig: BenchConfig = quick ? { ...config, rounds: 3 } : config;
 /**
  * scale: 4 connection counts × 3 servers per round, then 1,000 idle connections and the soak.
- * Quick: 2 rounds of 0.1 + 0.4 s and a 6 s soak ≈ 16 s; full: 3 rounds of 0.3 + 1.2 s and a
+ * Quick: 1 round of 0.1 + 0.4 s and a 3 s soak ≈ 12 s; full: 3 rounds of 0.3 + 1.2 s and a
  * 30 s soak ≈ 70 s (the whole full run stays under 12 minutes). `--soak-minutes 10` runs the
  * soak DESIGN §6 asks for; a shorter one is printed as info.
  */
 const scaleConfig: ScaleConfig = {
-  ...(quick ? { rounds: 2, warmupMs: 100, durationMs: 400 } : { rounds: 3, warmupMs: 300, durationMs: 1200 }),
+  ...(quick ? { rounds: 1, warmupMs: 100, durationMs: 400 } : { rounds: 3, warmupMs: 300, durationMs: 1200 }),
   soakMinutes: ((): number => {
     const i = process.argv.indexOf('--soak-minutes');
-    if (i < 0) return quick ? 0.1 : 0.5;
+    if (i < 0) return quick ? 0.05 : 0.5;
     const n = Number(process.argv[i + 1]);
     if (!(n > 0 && n <= 24 * 60)) {
       process.stderr.write('--soak-minutes takes a number of minutes from 0 to 1440\n');
@@ -130,9 +130,9 @@ const scaleConfig: ScaleConfig = {
 };
 /**
  * fanout: 4 connection counts × 3 clients per round, each opened and closed around its turn.
- * Quick: 2 rounds of 0.1 + 0.3 s ≈ 15 s; full: 3 rounds of 0.2 + 0.9 s ≈ 60 s.
+ * Quick: 1 round of 0.1 + 0.3 s ≈ 10 s; full: 3 rounds of 0.2 + 0.9 s ≈ 60 s.
  */
-const fanoutConfig: BenchConfig = quick ? { ...config, rounds: 2, warmupMs: 100, durationMs: 300 } : { ...config, rounds: 3 };
+const fanoutConfig: BenchConfig = quick ? { ...config, rounds: 1, warmupMs: 100, durationMs: 300 } : { ...config, rounds: 3 };
 /** A subject whose rounds differ by more than this factor gets a warning under the table. */
 const kUnstableSpread = 1.5;
 
