@@ -7,22 +7,14 @@
  */
 
 import { parseArgs } from 'node:util';
-import { busySlices, sliceMsOf } from './lib/busy.js';
+import { busyReporter } from './lib/busy.js';
 import * as grpc from '@grpc/grpc-js';
 import { kGrpcEchoService } from './grpc-service.js';
 
 const { values } = parseArgs({ options: { kind: { type: 'string' }, path: { type: 'string' }, 'busy-slice-ms': { type: 'string' } } });
 
-let busyStarted = false;
 /** Prints one JSON line; once the address is out, `--busy-slice-ms` starts keeping this main thread busy. */
-function report(line: object): void {
-  process.stdout.write(`${JSON.stringify(line)}\n`);
-  const sliceMs = sliceMsOf(values['busy-slice-ms']);
-  if (sliceMs > 0 && !('error' in line) && !busyStarted) {
-    busyStarted = true;
-    busySlices(sliceMs);
-  }
-}
+const report = busyReporter(values['busy-slice-ms']);
 
 const server = new grpc.Server();
 server.addService(kGrpcEchoService, {

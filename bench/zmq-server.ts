@@ -6,20 +6,12 @@
  * Prints its address as one JSON line when bound; stops on SIGTERM or when the parent goes.
  */
 import { parseArgs } from 'node:util';
-import { busySlices, sliceMsOf } from './lib/busy.js';
+import { busyReporter } from './lib/busy.js';
 
 const { values } = parseArgs({ options: { kind: { type: 'string' }, path: { type: 'string' }, 'busy-slice-ms': { type: 'string' } } });
 
-let busyStarted = false;
 /** Prints one JSON line; once the address is out, `--busy-slice-ms` starts keeping this main thread busy. */
-function report(line: object): void {
-  process.stdout.write(`${JSON.stringify(line)}\n`);
-  const sliceMs = sliceMsOf(values['busy-slice-ms']);
-  if (sliceMs > 0 && !('error' in line) && !busyStarted) {
-    busyStarted = true;
-    busySlices(sliceMs);
-  }
-}
+const report = busyReporter(values['busy-slice-ms']);
 
 let zmq: typeof import('zeromq');
 try {

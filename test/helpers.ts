@@ -125,3 +125,14 @@ export function signedNodeCopy(dir: string, privateKey: KeyObject): string {
   fs.writeFileSync(`${signedNode}.sig`, sign(null, fs.readFileSync(signedNode), privateKey).toString('base64'));
   return signedNode;
 }
+
+/** `p`, or a rejection saying `what` did not happen within `ms`. */
+export async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -9,23 +9,13 @@ import net from 'node:net';
 import path from 'node:path';
 import { Node, unix, type RunningNode } from '../src/index.js';
 import { ringPairs } from '../src/main/hub.js';
-import { tempDir } from './helpers.js';
+import { tempDir, within } from './helpers.js';
 import { waitUntil } from './endpoints-helpers.js';
 
 const kConnections = 64;
 /** One pool thread, so every connection of this process lands on the same one. */
 const kPool = { threads: 1 };
 const kCrashHandler = new URL('./fixtures/crash-handler.js', import.meta.url);
-
-async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 describe('shared ring pair', function () {
   this.timeout(60_000);

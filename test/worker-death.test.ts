@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Node, isolate, shm, tcp, unix, type Address, type RpcError, type RunningNode, type TransportDescriptor } from '../src/index.js';
 import { shmControlPath } from '../src/transport/shm.js';
-import { killAllChildren, rejectionOf, startServer, tempDir, type ChildServer } from './helpers.js';
+import { killAllChildren, rejectionOf, startServer, tempDir, within, type ChildServer } from './helpers.js';
 
 /** The transport that reaches `address` (as a server's `addresses` lists it). */
 function reach(address: Address): TransportDescriptor {
@@ -18,16 +18,6 @@ function reach(address: Address): TransportDescriptor {
   if (address.kind === 'unix') return unix(address.path);
   if (address.kind === 'shm') return shm(address.name);
   throw new Error(`no client for ${address.kind}`);
-}
-
-async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 describe('listener restart', function () {

@@ -25,3 +25,19 @@ export function sliceMsOf(value: string | undefined): number {
   if (!(ms >= 0)) throw new Error(`--busy-slice-ms takes a number of ms, got ${value}`);
   return ms;
 }
+
+/**
+ * A server child's report(): prints one JSON line; once its address is out (a line without
+ * `error`), a `--busy-slice-ms` above 0 starts keeping this main thread busy.
+ */
+export function busyReporter(sliceMsArg: string | undefined): (line: object) => void {
+  let started = false;
+  return (line) => {
+    process.stdout.write(`${JSON.stringify(line)}\n`);
+    const sliceMs = sliceMsOf(sliceMsArg);
+    if (sliceMs > 0 && !('error' in line) && !started) {
+      started = true;
+      busySlices(sliceMs);
+    }
+  };
+}
