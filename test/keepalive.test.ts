@@ -1,5 +1,6 @@
 /** Keepalive: a peer that stops answering is detected; a quiet but healthy one is not. */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
 import { Node, tcp } from '../src/index.js';
 import { createCodec } from '../src/codec/index.js';
@@ -31,6 +32,15 @@ function bodiesOf(socket: net.Socket): Uint8Array[] {
   return bodies;
 }
 
+/** A process's state letter from /proc/<pid>/stat ('T' once stopped). */
+function processState(pid: number): string | undefined {
+  try {
+    return /\) (\S)/.exec(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
 async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> {
   for (const t0 = Date.now(); !ok(); await sleep(5)) if (Date.now() - t0 > ms) throw new Error(`${what} within ${ms} ms`);
 }
@@ -44,6 +54,8 @@ describe('keepalive', function () {
     try {
       assert.deepEqual(await node.client.call({ type: 'Ping' }), { type: 'Pong' });
       process.kill(server.pid, 'SIGSTOP'); // the kernel keeps the socket open; nobody answers
+      // kill() only queues the signal: until the process shows as stopped, it may still answer.
+      await until('the server stopped', () => processState(server.pid) === 'T', 2000);
       const t0 = Date.now();
       const err = await rejectionOf(node.client.call({ type: 'Ping' }));
       const took = Date.now() - t0;
