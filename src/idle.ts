@@ -82,3 +82,17 @@ export function idleWindows(kind: string, preset: IdlePreset, tuning: IdleTuning
     clientPollMicros: isolate ? 0 : (tuning.clientPollMicros ?? p.clientPollMicros),
   };
 }
+
+/** A ring reader's windows. */
+export type RingWindows = Pick<IdleWindows, 'spinMicros' | 'pollMicros'>;
+
+/** The widest windows any of `members` asks of a ring they share (none: sleep at once). */
+export function widestWindows(members: Iterable<{ readonly ringWindows: RingWindows }>): RingWindows {
+  let spinMicros = 0;
+  let pollMicros = 0;
+  for (const m of members) {
+    spinMicros = Math.max(spinMicros, m.ringWindows.spinMicros);
+    pollMicros = Math.max(pollMicros, m.ringWindows.pollMicros);
+  }
+  return { spinMicros, pollMicros };
+}

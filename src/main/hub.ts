@@ -13,6 +13,7 @@
  */
 import { threadId } from 'node:worker_threads';
 import { RpcError } from '../errors.js';
+import { widestWindows, type RingWindows } from '../idle.js';
 import { Kind } from '../protocol/envelope.js';
 import { decodeControl, type ConnOpenRecord, type HubOffer } from '../protocol/control.js';
 import { RingReader, RingWriter, createRing } from '../shm/ring.js';
@@ -22,7 +23,7 @@ import type { PeerInfo } from '../types.js';
 /** A task whose connections ride a hub. */
 export interface HubTask {
   /** The idle windows this task asks of the ring it reads (the hub takes the widest). */
-  readonly ringWindows: { spinMicros: number; pollMicros: number };
+  readonly ringWindows: RingWindows;
   /** Its connection `connId` opened on `hub` (the ConnOpen record): records with that id are this task's until ConnClosed. */
   opened(hub: MainHub, connId: number, peer: PeerInfo): void;
   /** Any other record of one of its connections (ConnClosed included, the last). */
@@ -165,14 +166,8 @@ export class MainHub {
     return { id: this.id, tasks: this.#members.size, connections: this.#routes.size, reader };
   }
 
-  #windows(): { spinMicros: number; pollMicros: number } {
-    let spinMicros = 0;
-    let pollMicros = 0;
-    for (const t of this.#members) {
-      spinMicros = Math.max(spinMicros, t.ringWindows.spinMicros);
-      pollMicros = Math.max(pollMicros, t.ringWindows.pollMicros);
-    }
-    return { spinMicros, pollMicros };
+  #windows(): RingWindows {
+    return widestWindows(this.#members);
   }
 
   #close(): void {

@@ -4,6 +4,7 @@
  * tagged with an id unique within the pair. A burst of calls over many connections is then one
  * batch and one wake-up per direction, as it is over one connection.
  */
+import { widestWindows, type RingWindows } from '../idle.js';
 import type { HubOffer } from '../protocol/control.js';
 import { RingReader, RingWriter } from '../shm/ring.js';
 import type { Connection } from './connection.js';
@@ -13,7 +14,7 @@ export interface HubMember {
   /** A record from the main thread for this member's connection `id`. */
   fromMain(id: number, bytes: Uint8Array, owned: boolean): void;
   /** The idle windows this member asks of the ring it reads (the hub takes the widest). */
-  readonly ringWindows: { spinMicros: number; pollMicros: number };
+  readonly ringWindows: RingWindows;
 }
 
 /** This thread's hubs, by the main thread (threadId) they serve. */
@@ -107,13 +108,7 @@ export class WorkerHub {
   }
 
   #retune(): void {
-    let spinMicros = 0;
-    let pollMicros = 0;
-    for (const m of this.#members) {
-      spinMicros = Math.max(spinMicros, m.ringWindows.spinMicros);
-      pollMicros = Math.max(pollMicros, m.ringWindows.pollMicros);
-    }
-    this.#fromMain.setWindows({ spinMicros, pollMicros });
+    this.#fromMain.setWindows(widestWindows(this.#members));
   }
 
   #flush(): void {
