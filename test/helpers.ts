@@ -4,6 +4,9 @@ import { sign, type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type net from 'node:net';
+import { Kind, decodeEnvelope } from '../src/protocol/envelope.js';
+import { FrameDecoder } from '../src/protocol/framing.js';
 import type { Address, RpcError, RunningNode } from '../src/index.js';
 import { LineQueue } from './lines.js';
 
@@ -135,4 +138,26 @@ export async function within<T>(ms: number, what: string, p: Promise<T>): Promis
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * For a hand-written server: the ids of the calls (Request and Open) the client sends on
+ * `socket`, filled as its frames arrive; resolves once the first has come, or after `waitMs`.
+ */
+export async function callIdsOf(socket: net.Socket, options: { maxFrameBytes?: number; waitMs: number }): Promise<number[]> {
+  const calls: number[] = [];
+  const decoder = new FrameDecoder(options.maxFrameBytes);
+  socket.on('error', () => {});
+  socket.on('data', (chunk) => {
+    try {
+      decoder.push(chunk, (body) => {
+        const env = decodeEnvelope(body);
+        if (env.kind === Kind.Request || env.kind === Kind.Open) calls.push(env.id);
+      });
+    } catch {
+      // the client speaks the protocol; if not, the assertions on its calls will say so
+    }
+  });
+  for (let i = 0; i < options.waitMs / 2 && calls.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 2));
+  return calls;
 }

@@ -10,11 +10,12 @@ import net from 'node:net';
 import fc from 'fast-check';
 import { Node, RpcError, json, msgpack, tcp } from '../src/index.js';
 import { errorCodes } from '../src/errors.js';
-import { FrameDecoder, encodeFrame } from '../src/protocol/framing.js';
+import { encodeFrame } from '../src/protocol/framing.js';
 import { HeaderScratch, Kind, decodeEnvelope, encodeClose, encodeError, encodeResponse, streamHeader } from '../src/protocol/envelope.js';
 import { createCodec, type Codec } from '../src/codec/index.js';
 import { deferred } from '../src/deferred.js';
 import { Session } from '../src/session/session.js';
+import { callIdsOf } from './helpers.js';
 
 type CodecName = 'msgpack' | 'json';
 const kCodes: ReadonlySet<string> = new Set(errorCodes);
@@ -116,20 +117,7 @@ interface Script {
 
 /** Plays `script` on one accepted socket; resolves once it has done all it will. */
 async function play(socket: net.Socket, script: Script): Promise<void> {
-  const calls: number[] = [];
-  const decoder = new FrameDecoder(Infinity);
-  socket.on('error', () => {});
-  socket.on('data', (chunk) => {
-    try {
-      decoder.push(chunk, (body) => {
-        const env = decodeEnvelope(body);
-        if (env.kind === Kind.Request || env.kind === Kind.Open) calls.push(env.id);
-      });
-    } catch {
-      // the client speaks the protocol; if not, the assertions on its calls will say so
-    }
-  });
-  for (let i = 0; i < 200 && calls.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 2));
+  const calls = await callIdsOf(socket, { maxFrameBytes: Infinity, waitMs: 400 });
   const picked = (pick: number) => (calls.length === 0 ? 1 : calls[pick % calls.length]);
   for (const a of script.answers) {
     if (socket.destroyed) return;

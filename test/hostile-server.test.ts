@@ -12,12 +12,11 @@ import fc from 'fast-check';
 import { Node, RpcError, tcp, type RunningNode } from '../src/index.js';
 import { errorCodes } from '../src/errors.js';
 import { createCodec } from '../src/codec/index.js';
-import { FrameDecoder, encodeFrame } from '../src/protocol/framing.js';
+import { encodeFrame } from '../src/protocol/framing.js';
 import {
   HeaderScratch,
   Kind,
   creditHeader,
-  decodeEnvelope,
   encodeClose,
   encodeError,
   encodeEvent,
@@ -26,6 +25,7 @@ import {
   encodeResponse,
   streamHeader,
 } from '../src/protocol/envelope.js';
+import { callIdsOf } from './helpers.js';
 
 const codec = createCodec();
 const kCodes: ReadonlySet<string> = new Set(errorCodes);
@@ -113,21 +113,8 @@ function bodyOf(a: Act, calls: number[]): Uint8Array | undefined {
 
 /** Plays `script` on one accepted socket: each act after a turn of the loop, so the client's frames keep arriving meanwhile. */
 async function play(socket: net.Socket, script: Script): Promise<void> {
-  const calls: number[] = [];
-  const decoder = new FrameDecoder();
-  socket.on('error', () => {});
-  socket.on('data', (chunk) => {
-    try {
-      decoder.push(chunk, (body) => {
-        const env = decodeEnvelope(body);
-        if (env.kind === Kind.Request || env.kind === Kind.Open) calls.push(env.id);
-      });
-    } catch {
-      // the client speaks the protocol; if not, the assertions on its calls will say so
-    }
-  });
   // Let the client's first calls arrive.
-  for (let i = 0; i < 100 && calls.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 2));
+  const calls = await callIdsOf(socket, { waitMs: 200 });
   for (const a of script.acts) {
     if (socket.destroyed) return;
     const body = bodyOf(a, calls);
