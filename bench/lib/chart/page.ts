@@ -12,7 +12,8 @@ import { escape, kFont } from './svg.js';
 
 const kGap = 16;
 
-function caption(r: RunResults): string {
+/** One line naming the run: quick or full, when, which commit, on what machine. */
+export function caption(r: RunResults): string {
   const machine = r.machine === undefined ? `${r.cpus.length} CPUs, node ${r.node}` : `${r.machine.cpuCount} x ${r.machine.cpuModel}, node ${r.machine.node}, kernel ${r.machine.kernel}`;
   return `ogurpchik bench, ${r.quick ? 'quick' : 'full'} run, ${r.date.slice(0, 16).replace('T', ' ')} UTC${r.commit === undefined ? '' : `, commit ${r.commit}`}; ${machine}`;
 }
