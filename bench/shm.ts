@@ -20,7 +20,7 @@ import type { OursApi } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib/rounds.js';
 import type { Subject } from './lib/subject.js';
 import { atLeast, comparisonRows, type ResultRow } from './lib/table.js';
-import { kDefaultRingBytes as kOursRingBytes } from '../src/main/node.js';
+import { kDefaultRingBytes as kOursRingBytes } from '../src/main/options.js';
 import { pathRows } from './lib/bounds.js';
 import { kChainLabels, startRingChain } from './lib/ring-chain.js';
 import { kThreadHopLabel, startThreadHop, type ThreadHopSubject } from './lib/thread-hop.js';

@@ -1,5 +1,8 @@
-export { Node, RunningNode, Client } from './main/node.js';
-export type { NodeOptions, ServeOptions, ConnectOptions, HandlerInput, AuthHmacOptions, PublishOptions, CloseOptions, NodeStats } from './main/node.js';
+export { Node } from './main/node.js';
+export { RunningNode } from './main/running-node.js';
+export { Client } from './main/client.js';
+export type { NodeStats } from './main/running-node.js';
+export type { NodeOptions, ServeOptions, ConnectOptions, WaitForOptions, HandlerInput, AuthHmacOptions, PublishOptions, CloseOptions } from './main/options.js';
 export { kIdlePresets } from './idle.js';
 export type { IdlePreset, IdleTuning, IdleWindows, IdlePresetWindows } from './idle.js';
 export type { ListenerStats } from './main/listener.js';
@@ -23,7 +26,6 @@ export { EtcdDiscovery } from './discovery/etcd.js';
 export { RegistryDiscovery } from './discovery/registry.js';
 export type { EtcdDiscoveryOptions } from './discovery/etcd.js';
 export type { DiscoveryBackend, Topology, StoredRecord, ServiceEntry, TransportKind, InstanceOptions, RecordsListener } from './discovery/types.js';
-export type { WaitForOptions } from './main/node.js';
 export { serveMethods } from './service/serve.js';
 export type { ServeMethodsOptions } from './service/serve.js';
 export { defineService } from './service/define.js';
