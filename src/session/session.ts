@@ -15,11 +15,17 @@ import {
   checkEnvelope,
   creditHeader,
   encodePong,
+  creditOf,
+  deadlineMsOf,
+  dirOf,
   envelopeId,
   idHeader,
   kindHeader,
+  openCreditOf,
+  openFlagsOf,
   openHeader,
-  readU32LE,
+  payloadOf,
+  payloadStart,
   requestHeader,
   HeaderScratch,
   headerBytes,
@@ -374,12 +380,12 @@ export class Session implements PeerClient {
       case Kind.Response: {
         const p = this.#settle(envelopeId(body));
         if (p === undefined) {
-          this.#answerOut(envelopeId(body), body.subarray(9), false);
+          this.#answerOut(envelopeId(body), payloadOf(body), false);
           return; // or a late reply to a call that timed out or was cancelled
         }
         let value: unknown;
         try {
-          value = this.#decode(body, 9);
+          value = this.#decode(body, payloadStart(body));
         } catch (err) {
           this.#fail(envelopeId(body), p, undecodable(err));
           return;
@@ -391,35 +397,35 @@ export class Session implements PeerClient {
       case Kind.Error: {
         const p = this.#settle(envelopeId(body));
         if (p === undefined) {
-          this.#answerOut(envelopeId(body), body.subarray(9), true);
+          this.#answerOut(envelopeId(body), payloadOf(body), true);
           return;
         }
-        this.#fail(envelopeId(body), p, this.#decodeError(body.subarray(9)));
+        this.#fail(envelopeId(body), p, this.#decodeError(payloadOf(body)));
         return;
       }
       case Kind.Request:
-        this.#serve(envelopeId(body), readU32LE(body, 9), 0, 0, body, 13);
+        this.#serve(envelopeId(body), deadlineMsOf(body), 0, 0, body, payloadStart(body));
         return;
       case Kind.Event:
-        this.#event(body.subarray(1));
+        this.#event(payloadOf(body));
         return;
       case Kind.Cancel:
         this.#serving.get(envelopeId(body))?.abort(new RpcError('CANCELLED', 'the caller cancelled the call'));
         return;
       case Kind.Open:
-        this.#serve(envelopeId(body), readU32LE(body, 9), body[13], readU32LE(body, 14), body, 18);
+        this.#serve(envelopeId(body), deadlineMsOf(body), openFlagsOf(body), openCreditOf(body), body, payloadStart(body));
         return;
       case Kind.Item:
-        if (body[9] === StreamDir.Down) this.#resultItem(envelopeId(body), body.subarray(10));
-        else this.#requestItem(envelopeId(body), body.subarray(10));
+        if (dirOf(body) === StreamDir.Down) this.#resultItem(envelopeId(body), payloadOf(body));
+        else this.#requestItem(envelopeId(body), payloadOf(body));
         return;
       case Kind.End:
-        if (body[9] === StreamDir.Down) this.#resultEnd(envelopeId(body));
+        if (dirOf(body) === StreamDir.Down) this.#resultEnd(envelopeId(body));
         else this.#serving.get(envelopeId(body))?.requestStream?.end();
         return;
       case Kind.Credit:
-        if (body[9] === StreamDir.Down) this.#serving.get(envelopeId(body))?.resultFlow?.add(readU32LE(body, 10));
-        else this.#outgoing.get(envelopeId(body))?.upload?.add(readU32LE(body, 10));
+        if (dirOf(body) === StreamDir.Down) this.#serving.get(envelopeId(body))?.resultFlow?.add(creditOf(body));
+        else this.#outgoing.get(envelopeId(body))?.upload?.add(creditOf(body));
         return;
       case Kind.Ping:
         this.#sendSafely(encodePong(body), kEmpty);
@@ -427,7 +433,7 @@ export class Session implements PeerClient {
       case Kind.Pong:
         return;
       case Kind.Close:
-        this.close(this.#decodeError(body.subarray(1), true));
+        this.close(this.#decodeError(payloadOf(body), true));
         return;
       default:
         throw new RpcError('PROTOCOL', `envelope kind ${kind} is not valid here`);
