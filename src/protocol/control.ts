@@ -11,6 +11,7 @@ import type { IdleWindows } from '../idle.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { MessagePort } from 'node:worker_threads';
 import type { PeerInfo } from '../types.js';
+import { kKindBytes } from './envelope.js';
 
 /** Where a connection's requests and events are served. */
 export type HandlerSpec =
@@ -160,14 +161,14 @@ const kControlDecoder = new TextDecoder();
 /** A control record for a task's ring: the kind byte, then `value` as JSON. */
 export function encodeControl(kind: ControlKind, value: unknown): Uint8Array {
   const text = kControlEncoder.encode(JSON.stringify(value));
-  const body = new Uint8Array(1 + text.length);
+  const body = new Uint8Array(kKindBytes + text.length);
   body[0] = kind;
-  body.set(text, 1);
+  body.set(text, kKindBytes);
   return body;
 }
 
 /** The JSON value of a control record made by encodeControl (a view into the ring is fine). */
 export function decodeControl(body: Uint8Array): unknown {
   // A copy: TextDecoder refuses views of shared memory.
-  return JSON.parse(kControlDecoder.decode(body.slice(1)));
+  return JSON.parse(kControlDecoder.decode(body.slice(kKindBytes)));
 }

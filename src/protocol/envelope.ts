@@ -75,6 +75,9 @@ export type StreamDir = (typeof StreamDir)[keyof typeof StreamDir];
 /** Header bytes before the payload, per kind (index = kind). */
 const kHeader = [0, 13, 9, 9, 1, 9, 9, 9, 1, 18, 10, 10, 14];
 
+/** The kind byte that leads every body, and every control record in a ring (see ControlKind in control.ts). */
+export const kKindBytes = 1;
+
 // Where each header field sits, after the kind byte at 0.
 /** u64: the call id (Request, Response, Error, Cancel, Open, Item, End, Credit), or a Ping's or Pong's token. */
 const kIdAt = 1;
