@@ -14,8 +14,8 @@
 import { threadId } from 'node:worker_threads';
 import { RpcError } from '../errors.js';
 import { widestWindows, type RingWindows } from '../idle.js';
-import { Kind } from '../protocol/envelope.js';
-import { decodeControl, type ConnOpenRecord, type HubOffer } from '../protocol/control.js';
+import { kindOf } from '../protocol/envelope.js';
+import { ControlKind, decodeControl, type ConnOpenRecord, type HubOffer } from '../protocol/control.js';
 import { RingReader, RingWriter, createRing } from '../shm/ring.js';
 import { weighShared } from '../shm/weigh.js';
 import type { PeerInfo } from '../types.js';
@@ -183,7 +183,7 @@ export class MainHub {
   #onMessage(connId: number, bytes: Uint8Array): void {
     this.#delivering++;
     try {
-      if (bytes[0] === Kind.ConnOpen) {
+      if (kindOf(bytes) === ControlKind.ConnOpen) {
         const open = decodeControl(bytes) as ConnOpenRecord;
         const task = tasks.get(open.key);
         if (task === undefined) return;
@@ -193,7 +193,7 @@ export class MainHub {
       }
       const task = this.#routes.get(connId);
       if (task === undefined) return;
-      if (bytes[0] === Kind.ConnClosed) this.#routes.delete(connId);
+      if (kindOf(bytes) === ControlKind.ConnClosed) this.#routes.delete(connId);
       task.record(connId, bytes);
     } finally {
       this.#delivering--;

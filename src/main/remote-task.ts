@@ -8,8 +8,8 @@ import * as Comlink from 'comlink';
 import { deferred, type Deferred } from '../deferred.js';
 import { RpcError, fromWireError, messageOf, sendsStacks, toWireError, type RemoteStacks, type WireError } from '../errors.js';
 import { createCodec, type Codec, type CodecDescriptor, type DecodeLimits } from '../codec/index.js';
-import { Kind } from '../protocol/envelope.js';
-import { decodeControl, encodeControl, kHubWord, kThreadWord, type HandlerSpec, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
+import { kindOf } from '../protocol/envelope.js';
+import { ControlKind, decodeControl, encodeControl, kHubWord, kThreadWord, type HandlerSpec, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
 import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
 import type { HandshakeSpec } from '../handshake/spec.js';
@@ -75,7 +75,7 @@ export class RemoteTask implements HubTask {
   readonly #codec: Codec;
   readonly #handler: Handler | undefined;
   readonly #sessions = new Map<number, Session>();
-  /** Connections whose stream is over its write limit (Kind.ConnPaused): their sends wait on it. */
+  /** Connections whose stream is over its write limit (ControlKind.ConnPaused): their sends wait on it. */
   readonly #paused = new Map<number, Deferred>();
   #client: Session | undefined;
   /** Set by drain(): sessions stop taking calls and close their connection once they have answered the rest. */
@@ -285,18 +285,18 @@ export class RemoteTask implements HubTask {
   }
 
   record(connId: number, bytes: Uint8Array): void {
-    const kind = bytes[0];
+    const kind = kindOf(bytes);
     const session = this.#sessions.get(connId);
     if (session === undefined) return;
-    if (kind === Kind.ConnPaused) {
+    if (kind === ControlKind.ConnPaused) {
       if (!this.#paused.has(connId)) this.#paused.set(connId, deferred());
       return;
     }
-    if (kind === Kind.ConnResumed) {
+    if (kind === ControlKind.ConnResumed) {
       this.#resume(connId);
       return;
     }
-    if (kind === Kind.ConnClosed) {
+    if (kind === ControlKind.ConnClosed) {
       this.#sessions.delete(connId);
       this.#resume(connId);
       const reason = fromWireError(decodeControl(bytes) as WireError);
@@ -333,7 +333,7 @@ export class RemoteTask implements HubTask {
       if (!this.#sessions.has(connId)) return;
       // Behind the connection's last answers in the ring, so they leave before it closes.
       try {
-        this.#hub!.toWorker.write(connId, encodeControl(Kind.CloseConn, toWireError(new RpcError('CLOSED', 'the server closed'))));
+        this.#hub!.toWorker.write(connId, encodeControl(ControlKind.CloseConn, toWireError(new RpcError('CLOSED', 'the server closed'))));
       } catch {
         // the ring is closed: the task is ending, and the connection with it
       }

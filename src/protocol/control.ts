@@ -11,6 +11,7 @@ import type { IdleWindows } from '../idle.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { MessagePort } from 'node:worker_threads';
 import type { PeerInfo } from '../types.js';
+import { kKindBytes } from './envelope.js';
 
 /** Where a connection's requests and events are served. */
 export type HandlerSpec =
@@ -127,20 +128,47 @@ export interface TaskControl {
 /** Connection id of an isolate plugin's single connection (its ring pair is its own). */
 export const kClientConnectionId = 1;
 
+/**
+ * Kinds of the control records between a connection worker and the main thread. They never travel
+ * on the wire, but they share the rings with envelope bodies, tagged with the same connection ids:
+ * a record's first byte (kindOf) is all that tells one from the other, so these stay at 0x80 and
+ * up, where no wire Kind is (and checkEnvelope refuses them from a peer).
+ */
+export const ControlKind = {
+  /** Worker → main: a connection opened; payload = JSON ConnOpenRecord. */
+  ConnOpen: 0x80,
+  /** Worker → main: a connection closed; payload = JSON WireError. */
+  ConnClosed: 0x81,
+  /**
+   * Worker → main: a connection's stream is over its write limit (its peer reads slower than we
+   * answer); what waits for room on it (a stream's next item, notify) holds back until
+   * ConnResumed. No payload. Other connections of the task carry on.
+   */
+  ConnPaused: 0x82,
+  /** Worker → main: the connection's stream drained below its limit. No payload. */
+  ConnResumed: 0x83,
+  /**
+   * Main → worker: close this connection, telling the peer why; payload = JSON WireError. It rides
+   * the ring behind the connection's last answers, so they go out first.
+   */
+  CloseConn: 0x84,
+} as const;
+export type ControlKind = (typeof ControlKind)[keyof typeof ControlKind];
+
 const kControlEncoder = new TextEncoder();
 const kControlDecoder = new TextDecoder();
 
-/** A control record for a task's ring (Kind 0x80 and up, see envelope.ts): the kind byte, then `value` as JSON. */
-export function encodeControl(kind: number, value: unknown): Uint8Array {
+/** A control record for a task's ring: the kind byte, then `value` as JSON. */
+export function encodeControl(kind: ControlKind, value: unknown): Uint8Array {
   const text = kControlEncoder.encode(JSON.stringify(value));
-  const body = new Uint8Array(1 + text.length);
+  const body = new Uint8Array(kKindBytes + text.length);
   body[0] = kind;
-  body.set(text, 1);
+  body.set(text, kKindBytes);
   return body;
 }
 
 /** The JSON value of a control record made by encodeControl (a view into the ring is fine). */
 export function decodeControl(body: Uint8Array): unknown {
   // A copy: TextDecoder refuses views of shared memory.
-  return JSON.parse(kControlDecoder.decode(body.slice(1)));
+  return JSON.parse(kControlDecoder.decode(body.slice(kKindBytes)));
 }

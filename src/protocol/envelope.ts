@@ -18,8 +18,12 @@
  * `dir` says whose stream: 0 = the caller's request stream (up), 1 = the callee's result stream
  * (down). The id is always the caller's call id, so `dir` also says which end's table it names.
  *
- * All integers little-endian. Kinds 0x80 and up never travel on the wire: they are the runtime's own
- * control records between a connection worker and the main thread.
+ * All integers little-endian. Any other kind byte from a peer is a PROTOCOL error (checkEnvelope);
+ * the runtime's in-process records, which share a ring with these bodies, are ControlKind
+ * (src/protocol/control.ts).
+ *
+ * Every byte offset of this layout is written here only: the header writers and the named readers
+ * below share the field positions, and nothing else in src/ indexes into a body.
  */
 import { RpcError } from '../errors.js';
 
@@ -39,23 +43,6 @@ export const Kind = {
   Item: 10,
   End: 11,
   Credit: 12,
-  /** Control (worker → main): a connection opened; payload = JSON PeerInfo. */
-  ConnOpen: 0x80,
-  /** Control (worker → main): a connection closed; payload = JSON WireError. */
-  ConnClosed: 0x81,
-  /**
-   * Control (worker → main): a connection's stream is over its write limit (its peer reads
-   * slower than we answer); what waits for room on it (a stream's next item, notify) holds back
-   * until ConnResumed. No payload. Other connections of the task carry on.
-   */
-  ConnPaused: 0x82,
-  /** Control (worker → main): the connection's stream drained below its limit. No payload. */
-  ConnResumed: 0x83,
-  /**
-   * Control (main → worker): close this connection, telling the peer why; payload = JSON
-   * WireError. It rides the ring behind the connection's last answers, so they go out first.
-   */
-  CloseConn: 0x84,
 } as const;
 export type Kind = (typeof Kind)[keyof typeof Kind];
 
@@ -87,6 +74,23 @@ export type StreamDir = (typeof StreamDir)[keyof typeof StreamDir];
 
 /** Header bytes before the payload, per kind (index = kind). */
 const kHeader = [0, 13, 9, 9, 1, 9, 9, 9, 1, 18, 10, 10, 14];
+
+/** The kind byte that leads every body, and every control record in a ring (see ControlKind in control.ts). */
+export const kKindBytes = 1;
+
+// Where each header field sits, after the kind byte at 0.
+/** u64: the call id (Request, Response, Error, Cancel, Open, Item, End, Credit), or a Ping's or Pong's token. */
+const kIdAt = 1;
+/** u32: a Request's or Open's relative deadline. */
+const kDeadlineAt = 9;
+/** u8: an Open's flags. */
+const kFlagsAt = 13;
+/** u32: the credit an Open grants the callee's result stream. */
+const kOpenCreditAt = 14;
+/** u8: an Item's, End's or Credit's stream direction. */
+const kDirAt = 9;
+/** u32: a Credit's n. */
+const kCreditAt = 10;
 
 /** Header length of a body of each kind (kHeader[kind]); the payload follows it. */
 export function headerBytes(kind: Kind): number {
@@ -161,15 +165,15 @@ export function encodeCancel(id: number): Uint8Array {
 
 /** A Ping or Pong with `token`, any u64 (a number up to 2^53-1, or a bigint). */
 export function encodePing(kind: typeof Kind.Ping | typeof Kind.Pong, token: number | bigint): Uint8Array {
-  const out = new Uint8Array(9);
+  const out = new Uint8Array(kHeader[kind]);
   out[0] = kind;
-  new DataView(out.buffer).setBigUint64(1, BigInt(token), true);
+  new DataView(out.buffer).setBigUint64(kIdAt, BigInt(token), true);
   return out;
 }
 
 /** The Pong that answers `ping` (a checked Ping body): its token copied as bytes, whatever u64 it is. */
 export function encodePong(ping: Uint8Array): Uint8Array {
-  const out = ping.slice(0, 9);
+  const out = ping.slice(0, kHeader[Kind.Ping]);
   out[0] = Kind.Pong;
   return out;
 }
@@ -180,50 +184,102 @@ export function encodeClose(payload: Uint8Array): Uint8Array {
 
 /** The kind byte of a body, after checking the body is long enough for that kind's header. */
 export function checkEnvelope(body: Uint8Array): Kind {
-  const kind = body.length > 0 ? body[0] : 0;
+  const kind = body.length > 0 ? kindOf(body) : 0;
   const header = kHeader[kind];
   if (header === undefined || header === 0) throw new RpcError('PROTOCOL', `unknown envelope kind ${kind}`);
   if (body.length < header) throw new RpcError('PROTOCOL', `envelope of kind ${kind} is ${body.length} bytes, shorter than its ${header}-byte header`);
   if ((kind === Kind.Cancel || kind === Kind.Ping || kind === Kind.Pong || kind === Kind.End || kind === Kind.Credit) && body.length !== header) {
     throw new RpcError('PROTOCOL', `envelope of kind ${kind} has trailing bytes`);
   }
-  if (kind === Kind.Open && (body[13] & ~3) !== 0) throw new RpcError('PROTOCOL', `Open envelope has unknown flags ${body[13]}`);
-  if ((kind === Kind.Item || kind === Kind.End || kind === Kind.Credit) && body[9] > 1) {
-    throw new RpcError('PROTOCOL', `stream direction ${body[9]} is neither 0 nor 1`);
+  if (kind === Kind.Open && (openFlagsOf(body) & ~3) !== 0) throw new RpcError('PROTOCOL', `Open envelope has unknown flags ${openFlagsOf(body)}`);
+  if ((kind === Kind.Item || kind === Kind.End || kind === Kind.Credit) && body[kDirAt] > 1) {
+    throw new RpcError('PROTOCOL', `stream direction ${body[kDirAt]} is neither 0 nor 1`);
   }
   return kind as Kind;
 }
 
-/** The id of a body whose kind carries one (Request, Response, Error, Cancel, Open, Item, End, Credit); a Ping's token is no id. */
-export function envelopeId(body: Uint8Array): number {
-  return readU64(body, 1);
+// The readers of a body's fields. Hot path: each is one read at a fixed place (inlined), no
+// envelope object. All but kindOf take a body checkEnvelope passed, of a kind that has the field.
+
+/** The first byte, unchecked: a Kind in a frame body, or in a ring record possibly a ControlKind (see control.ts). */
+export function kindOf(body: Uint8Array): number {
+  return body[0];
 }
 
-/** Parses a frame body. Throws RpcError('PROTOCOL') on anything malformed; payloads are views into `body`. */
+/** The id of a body whose kind carries one (Request, Response, Error, Cancel, Open, Item, End, Credit); a Ping's token is no id. */
+export function envelopeId(body: Uint8Array): number {
+  return readU64(body, kIdAt);
+}
+
+/** A Request's or Open's deadline, ms from its arrival (0 = none). */
+export function deadlineMsOf(body: Uint8Array): number {
+  return readU32(body, kDeadlineAt);
+}
+
+/** An Open's flags (OpenFlag bits). */
+export function openFlagsOf(body: Uint8Array): number {
+  return body[kFlagsAt];
+}
+
+/** The credit an Open grants the callee's result stream. */
+export function openCreditOf(body: Uint8Array): number {
+  return readU32(body, kOpenCreditAt);
+}
+
+/** Whose stream an Item, End or Credit is about. */
+export function dirOf(body: Uint8Array): StreamDir {
+  return body[kDirAt] as StreamDir;
+}
+
+/** A Credit's n: the items its sender takes more (0 = stop). */
+export function creditOf(body: Uint8Array): number {
+  return readU32(body, kCreditAt);
+}
+
+/** A Ping's or Pong's token, any u64. */
+export function tokenOf(body: Uint8Array): bigint {
+  return new DataView(body.buffer, body.byteOffset + kIdAt, 8).getBigUint64(0, true);
+}
+
+/** Where a body's payload starts: its kind's header length. */
+export function payloadStart(body: Uint8Array): number {
+  return kHeader[body[0]];
+}
+
+/** A body's payload (a view into it; empty for a kind without one). */
+export function payloadOf(body: Uint8Array): Uint8Array {
+  return body.subarray(kHeader[body[0]]);
+}
+
+/**
+ * Parses a frame body into the Envelope union, with the readers above. Throws RpcError('PROTOCOL')
+ * on anything malformed; payloads are views into `body`. The runtime reads fields in place
+ * instead; this is the one spelled-out shape, for tests and tools.
+ */
 export function decodeEnvelope(body: Uint8Array): Envelope {
   const kind = checkEnvelope(body);
   switch (kind) {
     case Kind.Request:
-      return { kind, id: readU64(body, 1), deadlineMs: readU32(body, 9), payload: body.subarray(13) };
+      return { kind, id: envelopeId(body), deadlineMs: deadlineMsOf(body), payload: payloadOf(body) };
     case Kind.Response:
     case Kind.Error:
-      return { kind, id: readU64(body, 1), payload: body.subarray(9) };
+      return { kind, id: envelopeId(body), payload: payloadOf(body) };
     case Kind.Event:
     case Kind.Close:
-      return { kind, payload: body.subarray(1) };
+      return { kind, payload: payloadOf(body) };
     case Kind.Cancel:
-      return { kind, id: readU64(body, 1) };
+      return { kind, id: envelopeId(body) };
     case Kind.Ping:
     case Kind.Pong:
-      return { kind, token: new DataView(body.buffer, body.byteOffset + 1, 8).getBigUint64(0, true) };
+      return { kind, token: tokenOf(body) };
     case Kind.Open:
-      return { kind, id: readU64(body, 1), deadlineMs: readU32(body, 9), flags: body[13], credit: readU32(body, 14), payload: body.subarray(18) };
+      return { kind, id: envelopeId(body), deadlineMs: deadlineMsOf(body), flags: openFlagsOf(body), credit: openCreditOf(body), payload: payloadOf(body) };
     case Kind.Item:
-      return { kind, id: readU64(body, 1), dir: body[9] as StreamDir, payload: body.subarray(10) };
+      return { kind, id: envelopeId(body), dir: dirOf(body), payload: payloadOf(body) };
     case Kind.End:
-      return { kind, id: readU64(body, 1), dir: body[9] as StreamDir };
+      return { kind, id: envelopeId(body), dir: dirOf(body) };
     case Kind.Credit:
-      return { kind, id: readU64(body, 1), dir: body[9] as StreamDir, credit: readU32(body, 10) };
+      return { kind, id: envelopeId(body), dir: dirOf(body), credit: creditOf(body) };
     default:
       throw new RpcError('PROTOCOL', `unknown envelope kind ${kind}`);
   }
@@ -248,54 +304,51 @@ export class HeaderScratch {
 export function requestHeader(scratch: HeaderScratch, id: number, deadlineMs: number): Uint8Array {
   const b = scratch.bytes;
   b[0] = Kind.Request;
-  writeU64(b, 1, id);
-  writeU32(b, 9, deadlineMs);
-  return scratch.view(13);
+  writeU64(b, kIdAt, id);
+  writeU32(b, kDeadlineAt, deadlineMs);
+  return scratch.view(kHeader[Kind.Request]);
 }
 
 /** Header of a Response, Error or Cancel. */
 export function idHeader(scratch: HeaderScratch, kind: Kind, id: number): Uint8Array {
   const b = scratch.bytes;
   b[0] = kind;
-  writeU64(b, 1, id);
-  return scratch.view(9);
+  writeU64(b, kIdAt, id);
+  return scratch.view(kHeader[kind]);
 }
 
 /** Header of an Open (a streaming call). */
 export function openHeader(scratch: HeaderScratch, id: number, deadlineMs: number, flags: number, credit: number): Uint8Array {
   const b = scratch.bytes;
   b[0] = Kind.Open;
-  writeU64(b, 1, id);
-  writeU32(b, 9, deadlineMs);
-  b[13] = flags;
-  writeU32(b, 14, credit);
-  return scratch.view(18);
+  writeU64(b, kIdAt, id);
+  writeU32(b, kDeadlineAt, deadlineMs);
+  b[kFlagsAt] = flags;
+  writeU32(b, kOpenCreditAt, credit);
+  return scratch.view(kHeader[Kind.Open]);
 }
 
 /** Header of an Item or End. */
 export function streamHeader(scratch: HeaderScratch, kind: typeof Kind.Item | typeof Kind.End, id: number, dir: StreamDir): Uint8Array {
   const b = scratch.bytes;
   b[0] = kind;
-  writeU64(b, 1, id);
-  b[9] = dir;
-  return scratch.view(10);
+  writeU64(b, kIdAt, id);
+  b[kDirAt] = dir;
+  return scratch.view(kHeader[kind]);
 }
 
 /** A whole Credit body (it has no payload). */
 export function creditHeader(scratch: HeaderScratch, id: number, dir: StreamDir, credit: number): Uint8Array {
   const b = scratch.bytes;
   b[0] = Kind.Credit;
-  writeU64(b, 1, id);
-  b[9] = dir;
-  writeU32(b, 10, credit);
-  return scratch.view(14);
+  writeU64(b, kIdAt, id);
+  b[kDirAt] = dir;
+  writeU32(b, kCreditAt, credit);
+  return scratch.view(kHeader[Kind.Credit]);
 }
 
 /** Header of an Event or Close. */
 export function kindHeader(scratch: HeaderScratch, kind: Kind): Uint8Array {
   scratch.bytes[0] = kind;
-  return scratch.view(1);
+  return scratch.view(kHeader[kind]);
 }
-
-/** Reads a u32 at `at` (for callers that parse headers in place). */
-export { readU32 as readU32LE };

@@ -9,8 +9,7 @@ import { workerData } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import { RpcError, sendsStacks, toWireError } from '../errors.js';
 import { createCodec } from '../codec/index.js';
-import { Kind } from '../protocol/envelope.js';
-import { encodeControl, kClientConnectionId, kHubWord, type ReadyResult, type TaskControl, type TaskSpec } from '../protocol/control.js';
+import { ControlKind, encodeControl, kClientConnectionId, kHubWord, type ReadyResult, type TaskControl, type TaskSpec } from '../protocol/control.js';
 import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
 import { RingReader, RingWriter } from '../shm/ring.js';
@@ -86,7 +85,7 @@ async function close(reason = new RpcError('CLOSED', 'the host closed the plugin
   finished = true;
   session?.close(reason);
   try {
-    toMain.write(kClientConnectionId, encodeControl(Kind.ConnClosed, toWireError(reason)));
+    toMain.write(kClientConnectionId, encodeControl(ControlKind.ConnClosed, toWireError(reason)));
     toMain.close();
   } catch {
     // the host side is gone

@@ -10,8 +10,8 @@ import { createCodec, type Codec } from '../codec/index.js';
 import { clientHandshake } from '../handshake/client.js';
 import { serverHandshake } from '../handshake/server.js';
 import { loopbackTcpPeerPid } from '../handshake/signed-process.js';
-import { Kind } from '../protocol/envelope.js';
-import { decodeControl, encodeControl, kHubWord, kThreadWord, type ConnOpenRecord, type ReadyResult, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
+import { kindOf } from '../protocol/envelope.js';
+import { ControlKind, decodeControl, encodeControl, kHubWord, kThreadWord, type ConnOpenRecord, type ReadyResult, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
 import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
 import { adapterFor, adapterOptions, type AdapterContext } from '../transport/adapters.js';
@@ -23,8 +23,8 @@ import { AwakeWindow } from './awake.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import { WorkerHub, type HubMember } from './hub.js';
 
-const kPausedBody = Uint8Array.of(Kind.ConnPaused);
-const kResumedBody = Uint8Array.of(Kind.ConnResumed);
+const kPausedBody = Uint8Array.of(ControlKind.ConnPaused);
+const kResumedBody = Uint8Array.of(ControlKind.ConnResumed);
 /** What a custom adapter's connect() must resolve with (ByteStream's methods the connection calls). */
 const kStreamMethods = ['start', 'write', 'pause', 'resume', 'end', 'destroy'] as const;
 
@@ -128,7 +128,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
   fromMain(id: number, bytes: Uint8Array, owned: boolean): void {
     const conn = this.#connections.get(id);
     if (conn === undefined) return;
-    if (bytes[0] === Kind.CloseConn) this.#closeFromMain(conn, bytes);
+    if (kindOf(bytes) === ControlKind.CloseConn) this.#closeFromMain(conn, bytes);
     else conn.send(bytes, owned);
   }
 
@@ -138,7 +138,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     if (!this.#release(conn)) return;
     this.#closedFramesIn += conn.framesIn;
     this.#closedFramesOut += conn.framesOut;
-    if (this.#relayed) this.#control(conn.id, Kind.ConnClosed, toWireError(reason));
+    if (this.#relayed) this.#control(conn.id, ControlKind.ConnClosed, toWireError(reason));
     this.#settleDrain();
     if (this.#spec.role === 'connect' || (this.#closing && this.#connections.size === 0)) void this.close();
   }
@@ -193,7 +193,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     return this.#listenerClosed;
   }
 
-  /** Kind.CloseConn from the main thread: the connection's session there has sent all it will; close it and tell the peer why. */
+  /** ControlKind.CloseConn from the main thread: the connection's session there has sent all it will; close it and tell the peer why. */
   #closeFromMain(conn: Connection, bytes: Uint8Array): void {
     conn.close(fromWireError(decodeControl(bytes) as WireError), true);
   }
@@ -405,7 +405,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     this.#accepted++;
     if (this.#relayed) {
       const open: ConnOpenRecord = { key: this.#spec.key, peer: conn.peer };
-      this.#control(conn.id, Kind.ConnOpen, open);
+      this.#control(conn.id, ControlKind.ConnOpen, open);
     } else {
       conn.attach(
         new Session({
@@ -425,7 +425,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     }
   }
 
-  #control(connId: number, kind: number, value: unknown): void {
+  #control(connId: number, kind: ControlKind, value: unknown): void {
     try {
       this.#hub.toMain.write(connId, encodeControl(kind, value));
     } catch {
@@ -435,7 +435,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
 
   /**
    * A relayed connection's stream went over its write limit or drained: the main thread holds
-   * back that connection's waiting sends (see Kind.ConnPaused). The ring from the main thread
+   * back that connection's waiting sends (see ControlKind.ConnPaused). The ring from the main thread
    * keeps flowing: it carries every other connection of this thread too, and holding it for one
    * peer that stopped reading stalled the answers to all of them.
    */
