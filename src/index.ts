@@ -13,7 +13,7 @@ export type { HandshakeScheme } from './handshake/spec.js';
 export type { PoolOptions } from './main/pool.js';
 export { tcp, unix, shm, custom, isolate, vsock } from './transport/descriptors.js';
 export type { TlsOptions, TlsSettings } from './transport/tls-options.js';
-export type { Address, TransportDescriptor, TcpDescriptor, TcpOptions, PeerUidOptions, UnixDescriptor, CustomDescriptor, ShmDescriptor, IsolateDescriptor, VsockDescriptor } from './transport/descriptors.js';
+export type { Address, TransportDescriptor, TcpDescriptor, TcpOptions, PeerUidOptions, ShmOptions, VsockOptions, IsolateOptions, UnixDescriptor, CustomDescriptor, ShmDescriptor, IsolateDescriptor, VsockDescriptor } from './transport/descriptors.js';
 export type { ByteStream, StreamEvents, StreamListener, TransportAdapter } from './transport/types.js';
 export { msgpack, json, view } from './codec/index.js';
 export { View } from './codec/view.js';
