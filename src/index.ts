@@ -6,12 +6,14 @@ export type { NodeOptions, ServeOptions, ConnectOptions, WaitForOptions, Handler
 export { kIdlePresets } from './idle.js';
 export type { IdlePreset, IdleTuning, IdleWindows, IdlePresetWindows } from './idle.js';
 export type { ListenerStats } from './main/listener.js';
-export type { BalancePolicy, ClientState, ClientStateEvent, EndpointInfo, EndpointState, EndpointStats, ReconnectOptions } from './main/channel.js';
+export type { ClientState, ClientStateEvent, EndpointInfo, EndpointState, EndpointStats } from './main/endpoint.js';
+export type { BalancePolicy } from './main/balance.js';
+export type { ReconnectOptions } from './main/reconnect.js';
 export type { HandshakeScheme } from './handshake/spec.js';
 export type { PoolOptions } from './main/pool.js';
 export { tcp, unix, shm, custom, isolate, vsock } from './transport/descriptors.js';
 export type { TlsOptions, TlsSettings } from './transport/tls-options.js';
-export type { Address, TransportDescriptor, TcpDescriptor, TcpOptions, PeerUidOptions, UnixDescriptor, CustomDescriptor, ShmDescriptor, IsolateDescriptor, VsockDescriptor } from './transport/descriptors.js';
+export type { Address, TransportDescriptor, TcpDescriptor, TcpOptions, PeerUidOptions, ShmOptions, VsockOptions, IsolateOptions, UnixDescriptor, CustomDescriptor, ShmDescriptor, IsolateDescriptor, VsockDescriptor } from './transport/descriptors.js';
 export type { ByteStream, StreamEvents, StreamListener, TransportAdapter } from './transport/types.js';
 export { msgpack, json, view } from './codec/index.js';
 export { View } from './codec/view.js';

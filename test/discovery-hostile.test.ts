@@ -7,7 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
-import { FileDiscovery, kMaxRecordBytes } from '../src/discovery/files.js';
+import { FileDiscovery } from '../src/discovery/files.js';
+import { kMaxRecordBytes } from '../src/discovery/safe-files.js';
 import { Node, RpcError } from '../src/index.js';
 import { rejectionOf } from './helpers.js';
 

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { FileDiscovery, Node, RpcError, isolate, tcp, unix, type ClientStateEvent, type RunningNode, type TransportDescriptor } from '../src/index.js';
-import { backoffDelay, reconnectOptions } from '../src/main/channel.js';
+import { backoffDelay, reconnectOptions } from '../src/main/reconnect.js';
 import { freePort, killInstances, startInstance, waitUntil } from './endpoints-helpers.js';
 import { rejectionOf, sleep, tempDir } from './helpers.js';
 

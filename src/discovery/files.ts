@@ -8,15 +8,12 @@
  * vsock clients) live beside them in `hosts/<vm>.json`, `{"cid":3}`.
  *
  * The directory is trusted only when no one but this user (or root) can write into it, and even
- * then nothing in it is taken on trust: a record is read only from a regular file of bounded size,
- * opened without following a symbolic link and without blocking, so a FIFO, a device, a symlink to
- * somewhere else or a huge file there counts as absent instead of hanging or misleading a reader.
+ * then nothing in it is taken on trust (src/discovery/safe-files.ts).
  */
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { RpcError } from '../errors.js';
-import { perUserTempDir, untrustedDir } from '../private-dir.js';
+import { perUserTempDir } from '../private-dir.js';
 import { checkVmName } from '../transport/descriptors.js';
 import {
   asStoredRecord,
@@ -36,22 +33,15 @@ import {
   type StoredRecord,
   type Topology,
 } from './types.js';
+import { ensureTrustedDir, trustedDir, trustedHostsDir, UntrustedFiles, writeAtomically } from './safe-files.js';
 
 /** How often waitFor looks again when the watcher says nothing (watchers miss events on some filesystems). */
 const kPollMs = 100;
 /** How often a long-lived watch looks again: mainly to notice an owner that died without removing its record. */
 const kWatchPollMs = 250;
-/** The largest record or host entry read: a record is a few hundred bytes, so a bigger file is not one. */
-export const kMaxRecordBytes = 64 * 1024;
 
-const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
-// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, holding a libuv thread
-// for good; O_NOFOLLOW: a symlink at a record's path fails (ELOOP) instead of being read.
-const kReadFlags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK;
-// O_EXCL never opens what is already there (a planted symlink included), so the temp file is ours.
-const kWriteFlags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW;
-
-export function defaultDiscoveryDir(): string {
+/** $XDG_RUNTIME_DIR/ogurpchik, else the per-user temp directory. */
+function defaultDiscoveryDir(): string {
   const runtime = process.env.XDG_RUNTIME_DIR;
   return runtime ? path.join(runtime, 'ogurpchik') : perUserTempDir();
 }
@@ -59,11 +49,11 @@ export function defaultDiscoveryDir(): string {
 export class FileDiscovery implements DiscoveryBackend {
   /** The directory holding the records. */
   readonly dir: string;
-  /** What was skipped in the directory and warned about once: `<file>: <why>`. */
-  readonly #warned = new Set<string>();
+  readonly #untrusted: UntrustedFiles;
 
   constructor(options: { dir?: string } = {}) {
     this.dir = options.dir ?? defaultDiscoveryDir();
+    this.#untrusted = new UntrustedFiles(this.dir);
   }
 
   /** `<name>.json` for the exclusive record, `<name>@<instance>.json` for one instance's ('@' never occurs in a name). */
@@ -72,38 +62,10 @@ export class FileDiscovery implements DiscoveryBackend {
     return path.join(this.dir, `${base}.json`);
   }
 
-  /** Creates the directory (0700) when missing, and checks it may be trusted. */
-  async #ensureDir(): Promise<void> {
-    try {
-      await fs.promises.mkdir(this.dir, { recursive: true, mode: 0o700 });
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      if (e.code === 'EEXIST' || e.code === 'ENOTDIR') throw notADirectory(this.dir, err);
-      throw new RpcError('UNAVAILABLE', `cannot create the discovery directory ${this.dir}: ${e.message}`, { cause: err });
-    }
-    await this.#trustedDir();
-  }
-
-  /** Whether the directory exists; throws when it is not one or is not to be trusted. */
-  async #trustedDir(): Promise<boolean> {
-    let st: fs.Stats;
-    try {
-      st = await fs.promises.stat(this.dir);
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      if (e.code === 'ENOENT') return false;
-      if (e.code === 'ENOTDIR') throw notADirectory(this.dir, err);
-      throw new RpcError('UNAVAILABLE', `cannot read the discovery directory ${this.dir}: ${e.message}`, { cause: err });
-    }
-    if (!st.isDirectory()) throw notADirectory(this.dir);
-    checkTrusted('discovery directory', this.dir, st);
-    return true;
-  }
-
   async publish(name: string, topology: Topology, options: InstanceOptions = {}): Promise<void> {
     const instance = options.instance;
     const file = this.#file(name, instance);
-    await this.#ensureDir();
+    await ensureTrustedDir(this.dir);
     // An exclusive name and instances of it exclude each other; instances coexist.
     for (const entry of await this.#entries(name)) {
       const ours = ownRecord(entry.record, options.owner);
@@ -127,7 +89,7 @@ export class FileDiscovery implements DiscoveryBackend {
 
   async unpublish(name: string, options: InstanceOptions = {}): Promise<void> {
     const file = this.#file(name, options.instance);
-    if (!(await this.#trustedDir())) return;
+    if (!(await trustedDir(this.dir))) return;
     const existing = await this.#read(file);
     if (existing !== undefined && ownRecord(existing, options.owner)) await fs.promises.rm(file, { force: true });
   }
@@ -214,7 +176,7 @@ export class FileDiscovery implements DiscoveryBackend {
           }
         });
     };
-    this.#ensureDir().then(
+    ensureTrustedDir(this.dir).then(
       () => {
         if (stopped) return;
         try {
@@ -237,7 +199,7 @@ export class FileDiscovery implements DiscoveryBackend {
 
   /** The names of the regular files in the directory that may hold records, sorted; anything else there is skipped (and warned about once). */
   async #files(): Promise<string[]> {
-    if (!(await this.#trustedDir())) return [];
+    if (!(await trustedDir(this.dir))) return [];
     let dirents: fs.Dirent[];
     try {
       dirents = await fs.promises.readdir(this.dir, { withFileTypes: true });
@@ -248,7 +210,7 @@ export class FileDiscovery implements DiscoveryBackend {
     for (const d of dirents) {
       if (!d.name.endsWith('.json')) continue;
       if (d.isFile()) out.push(d.name);
-      else this.#skip(d.name, d.isSymbolicLink() ? 'is a symbolic link' : 'is not a regular file');
+      else this.#untrusted.skip(d.name, d.isSymbolicLink() ? 'is a symbolic link' : 'is not a regular file');
     }
     return out.sort();
   }
@@ -274,38 +236,23 @@ export class FileDiscovery implements DiscoveryBackend {
     return path.join(this.dir, 'hosts', `${encodeURIComponent(checkVmName(vm))}.json`);
   }
 
-  /** Checks the `hosts` subdirectory as the directory itself, and that it is no symlink (O_NOFOLLOW guards only a path's last part). */
-  async #trustedHostsDir(file: string): Promise<boolean> {
-    const dir = path.dirname(file);
-    let st: fs.Stats;
-    try {
-      st = await fs.promises.lstat(dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw new RpcError('UNAVAILABLE', `cannot read the host entries directory ${dir}: ${(err as Error).message}`, { cause: err });
-    }
-    if (!st.isDirectory()) throw notADirectory(dir);
-    checkTrusted('host entries directory', dir, st);
-    return true;
-  }
-
   /** Records the vsock CID of VM `vm` (its host entry), for self-managed `vsock({ vm, port })` clients. */
   async registerHost(vm: string, cid: number): Promise<void> {
     checkCid(cid);
     const file = this.#hostFile(vm);
-    await this.#ensureDir();
+    await ensureTrustedDir(this.dir);
     await fs.promises.mkdir(path.dirname(file), { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'EEXIST') throw new RpcError('UNAVAILABLE', `cannot create ${path.dirname(file)}: ${err.message}`, { cause: err });
     });
-    await this.#trustedHostsDir(file);
+    await trustedHostsDir(path.dirname(file));
     await writeAtomically(file, JSON.stringify({ cid }));
   }
 
   /** The vsock CID recorded for VM `vm`, or undefined when there is none (or it is unreadable). */
   async lookupHost(vm: string): Promise<number | undefined> {
     const file = this.#hostFile(vm);
-    if (!(await this.#trustedDir()) || !(await this.#trustedHostsDir(file))) return undefined;
-    const text = await this.#readText(file);
+    if (!(await trustedDir(this.dir)) || !(await trustedHostsDir(path.dirname(file)))) return undefined;
+    const text = await this.#untrusted.readText(file);
     try {
       return text === undefined ? undefined : parseCid((JSON.parse(text) as { cid?: unknown } | null)?.cid);
     } catch {
@@ -323,7 +270,7 @@ export class FileDiscovery implements DiscoveryBackend {
 
   /** Reads and checks one record file; anything unreadable, malformed or not a file counts as absent. */
   async #read(file: string): Promise<StoredRecord | undefined> {
-    const text = await this.#readText(file);
+    const text = await this.#untrusted.readText(file);
     if (text === undefined) return undefined;
     try {
       return asStoredRecord(JSON.parse(text));
@@ -331,102 +278,10 @@ export class FileDiscovery implements DiscoveryBackend {
       return undefined;
     }
   }
-
-  /**
-   * The text of `file` if it is a regular file (not a symlink) of this user or root, with one
-   * link, of at most kMaxRecordBytes; else undefined, with a warning once for what should not be there. Never blocks:
-   * a FIFO opens at once (O_NONBLOCK) and is turned away by its fstat.
-   */
-  async #readText(file: string): Promise<string | undefined> {
-    let fh: fs.promises.FileHandle;
-    try {
-      fh = await fs.promises.open(file, kReadFlags);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ELOOP' || code === 'EMLINK') this.#skip(file, 'is a symbolic link');
-      else if (code !== 'ENOENT') this.#skip(file, `cannot be opened (${code})`);
-      return undefined;
-    }
-    try {
-      const st = await fh.stat();
-      if (!st.isFile()) return this.#skip(file, 'is not a regular file');
-      const uid = process.getuid?.();
-      if (uid !== undefined && st.uid !== uid && st.uid !== 0) return this.#skip(file, `is owned by uid ${st.uid}, not by uid ${uid} or root`);
-      // A record is renamed into place, so it has one name; another is a file living elsewhere too.
-      if (st.nlink !== 1) return this.#skip(file, `has ${st.nlink} hard links`);
-      if (st.size > kMaxRecordBytes) return this.#skip(file, `is larger than ${kMaxRecordBytes} bytes`);
-      // One byte more than fstat said: a file that grew meanwhile is being written, not a record.
-      const buf = Buffer.allocUnsafe(st.size + 1);
-      let n = 0;
-      while (n < buf.length) {
-        const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
-        if (bytesRead === 0) break;
-        n += bytesRead;
-      }
-      return n > st.size ? undefined : buf.toString('utf8', 0, n);
-    } catch {
-      return undefined;
-    } finally {
-      await fh.close().catch(() => {});
-    }
-  }
-
-  /** Warns once per file and reason about something skipped in the directory; returns undefined (absent). */
-  #skip(file: string, why: string): undefined {
-    const name = path.isAbsolute(file) ? path.relative(this.dir, file) : file;
-    const key = `${name}: ${why}`;
-    if (this.#warned.has(key)) return undefined;
-    // Bounded: a directory filling with junk must not grow this set without end.
-    if (this.#warned.size >= 1024) return undefined;
-    this.#warned.add(key);
-    process.emitWarning(`ogurpchik: discovery skips ${path.join(this.dir, name)}: it ${why}`, { code: 'OGURPCHIK_DISCOVERY_SKIPPED' });
-    return undefined;
-  }
-}
-
-/** Refuses a directory another user could write into: it must belong to this user or root and not be group- or world-writable (as ssh's StrictModes asks). */
-function checkTrusted(what: string, dir: string, st: fs.Stats): void {
-  if (untrustedDir(st) === undefined) return;
-  const uid = process.getuid!();
-  const found = `owner uid ${st.uid}, mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}`;
-  const required = `it must be owned by uid ${uid}${uid === 0 ? '' : ' or root'} and not writable by group or others (chmod go-w; the default directory is created 0700)`;
-  throw new RpcError('INVALID_ARGUMENT', `${what} ${dir} is not safe (${found}): ${required}`);
-}
-
-function notADirectory(dir: string, cause?: unknown): RpcError {
-  return new RpcError('INVALID_ARGUMENT', `discovery directory ${dir} is not a directory (something else is at that path)`, cause === undefined ? undefined : { cause });
 }
 
 function asRpcError(err: unknown, what: string): RpcError {
   return RpcError.is(err) ? err : new RpcError('UNAVAILABLE', `${what}: ${(err as Error)?.message ?? err}`, { cause: err });
-}
-
-/** Writes `file` as a whole: a fresh temp file (O_EXCL, 0600) beside it, then a rename, which replaces whatever non-directory was at `file` rather than writing through it. */
-async function writeAtomically(file: string, text: string): Promise<void> {
-  let tmp = '';
-  let fh: fs.promises.FileHandle | undefined;
-  for (let attempt = 0; fh === undefined; attempt++) {
-    tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
-    try {
-      fh = await fs.promises.open(tmp, kWriteFlags, 0o600);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST' && attempt < 3) continue;
-      throw new RpcError('UNAVAILABLE', `cannot write ${file}: ${(err as Error).message}`, { cause: err });
-    }
-  }
-  try {
-    try {
-      await fh.writeFile(text);
-    } finally {
-      await fh.close();
-    }
-    await fs.promises.rename(tmp, file);
-  } catch (err) {
-    await fs.promises.rm(tmp, { force: true }).catch(() => {});
-    const e = err as NodeJS.ErrnoException;
-    const why = e.code === 'EISDIR' || e.code === 'ENOTEMPTY' || e.code === 'EEXIST' ? 'a directory is in the way' : e.message;
-    throw new RpcError('UNAVAILABLE', `cannot write ${file}: ${why}`, { cause: err });
-  }
 }
 
 /** `svc.json` → { name: 'svc' }, `svc@a-1.json` → { name: 'svc', instance: 'a-1' }; undefined for anything else. */

@@ -45,10 +45,6 @@ function localCid(): number {
   }
 }
 
-/**
- * The transport to reach a published record (its first address), refusing one whose transport or
- * codec kind is not what this client speaks (it could not talk to it).
- */
 /** What a client speaks: a record of another kind is refused; `tls` is how it reaches a record of kind tls. */
 export interface ExpectedKinds {
   transport: TransportKind;
@@ -56,6 +52,10 @@ export interface ExpectedKinds {
   tls?: TlsSettings;
 }
 
+/**
+ * The transport to reach a published record (its first address), refusing one whose transport or
+ * codec kind is not what this client speaks (it could not talk to it).
+ */
 export function transportFromRecord(name: string, record: StoredRecord, expected: ExpectedKinds): TransportDescriptor {
   checkKinds(name, record, expected);
   return transportFor(record.transport_kind, record.map['0'] ?? Object.values(record.map)[0], expected.tls);

@@ -1,14 +1,10 @@
 /**
- * The client side of a node: one or more endpoints, each served by one connection task at a time,
- * with optional reconnection (exponential backoff with jitter), load spreading over the ready
- * endpoints, and, for a client that found its server through discovery, endpoints that follow the
- * published records. `Client` sends everything through `use()`, the one place that picks a ready
- * session, so every kind of call (call, notify, and whatever comes next) gets the same behaviour.
- *
- * An endpoint's life: idle → connecting → ready; a failed attempt goes to transient-failure and
- * tries again after a delay; a ready connection that drops goes to transient-failure and tries again
- * at once (or after a delay, when it had not lived for `maxDelayMs`). Without `reconnect`, a failure
- * or drop is final: the endpoint goes to closed and stays there.
+ * The client side of a node: its endpoints (src/main/endpoint.ts), each served by one connection
+ * task at a time, with optional reconnection (src/main/reconnect.ts), load spreading over the ready
+ * endpoints (src/main/balance.ts), and, for a client that found its server through discovery,
+ * endpoints that follow the published records. `Client` sends everything through `use()`, the one
+ * place that picks a ready session, so every kind of call (call, notify, and whatever comes next)
+ * gets the same behaviour.
  */
 import { EventEmitter } from 'node:events';
 import { RpcError } from '../errors.js';
@@ -16,69 +12,14 @@ import type { Session } from '../session/session.js';
 import { formatAddress, type TransportDescriptor } from '../transport/descriptors.js';
 import type { CallOptions } from '../types.js';
 import { logger } from '../observe.js';
-import { isTimerMs, timeLimit } from '../limits.js';
+import { timeLimit } from '../limits.js';
+import { Balancer, type BalancePolicy } from './balance.js';
+import { clientState, describeEndpoints, Endpoint, type ClientState, type ClientStateEvent, type EndpointInfo, type EndpointState, type EndpointStats } from './endpoint.js';
+import { ReadyWaiters } from './ready-wait.js';
+import { backoffDelay, type ReconnectOptions } from './reconnect.js';
 import type { RemoteTask } from './remote-task.js';
 
 const log = logger('client');
-
-/** Where one endpoint is: `ready` ones take calls. */
-export type EndpointState = 'idle' | 'connecting' | 'ready' | 'transient-failure' | 'closed';
-
-/**
- * The client as a whole: `ready` when any endpoint is, else `connecting` when any is, else
- * `transient-failure` when any is waiting to retry; `idle` with no endpoint (discovery lists none
- * right now); `closed` once closed, or when every endpoint is closed for good (no reconnect).
- */
-export type ClientState = EndpointState;
-
-/** How calls are spread over the ready endpoints. */
-export type BalancePolicy = 'round-robin' | 'least-in-flight';
-
-/** Opt-in reconnection: a lost or failed connection is tried again, after delays that grow exponentially, with jitter. */
-export interface ReconnectOptions {
-  /** Delay before the retry that follows the first failed attempt, in ms (default 100). */
-  initialDelayMs?: number;
-  /** Largest delay between attempts, in ms (default 5000). A connection that drops sooner than this after it came up counts as a failed attempt. */
-  maxDelayMs?: number;
-  /** Each further failed attempt multiplies the delay by this (default 2; at least 1). */
-  multiplier?: number;
-  /** Each delay is moved at random by up to this fraction of itself, either way (default 0.2; 0 to 1), then capped at maxDelayMs. */
-  jitter?: number;
-  /** Calls made while no connection is ready wait for one (up to their timeoutMs) instead of failing with UNAVAILABLE (default false; a call's own `waitForReady` wins). */
-  waitForReady?: boolean;
-}
-
-/** The payload of a client's `state` event: one endpoint changed state. */
-export interface ClientStateEvent {
-  /** The endpoint, as an address (`127.0.0.1:4000`, a socket path, `shm:<name>`). */
-  endpoint: string;
-  state: EndpointState;
-  previous: EndpointState;
-  /** The client's state after this change. */
-  client: ClientState;
-  /** Why, for `transient-failure` and `closed` (the connection's close reason or the attempt's error). */
-  error?: RpcError;
-}
-
-/** One endpoint as `client.endpoints` reports it. */
-export interface EndpointInfo {
-  endpoint: string;
-  state: EndpointState;
-  /** Calls in flight on its connection. */
-  pending: number;
-}
-
-/** One endpoint in RunningNode.stats(): its EndpointInfo, and the frames of its current connection. */
-export interface EndpointStats extends EndpointInfo {
-  /** Frames received and sent on its current connection (0 while it has none). */
-  framesIn: number;
-  framesOut: number;
-  /**
-   * The main↔worker ring pair its current connection rides (undefined while it has none): every
-   * connection that one pool thread hosts for this thread shares one.
-   */
-  ringPair?: number;
-}
 
 /** Where a client's endpoints come from when it found its server through discovery. */
 export interface Resolver {
@@ -88,6 +29,7 @@ export interface Resolver {
   watch(onChange: (transports: TransportDescriptor[]) => void, onError: (err: RpcError) => void): () => void;
 }
 
+/** How a Channel opens connections, and what it does when they fail. */
 export interface ChannelOptions {
   /** Starts one connection task to `transport`; resolves once connected (handshake done), rejects with why not. */
   open(transport: TransportDescriptor): Promise<RemoteTask>;
@@ -99,74 +41,18 @@ export interface ChannelOptions {
 }
 
 /** An idempotent call is sent at most this many times in all. */
-export const kMaxCallAttempts = 5;
+const kMaxCallAttempts = 5;
 
-const kReconnectDefaults: Required<ReconnectOptions> = { initialDelayMs: 100, maxDelayMs: 5000, multiplier: 2, jitter: 0.2, waitForReady: false };
-
-/** Checks reconnect options and fills in the defaults; `true` means all defaults, `false`/undefined no reconnect. */
-export function reconnectOptions(value: ReconnectOptions | boolean | undefined): Required<ReconnectOptions> | undefined {
-  if (value === undefined || value === false) return undefined;
-  if (value === true) return { ...kReconnectDefaults };
-  if (value === null || typeof value !== 'object') throw new RpcError('INVALID_ARGUMENT', 'reconnect takes true or an options object');
-  const o = { ...kReconnectDefaults, ...Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) } as Required<ReconnectOptions>;
-  if (!isTimerMs(o.initialDelayMs)) throw new RpcError('INVALID_ARGUMENT', `reconnect.initialDelayMs must be from 0 to 2^31-1, got ${o.initialDelayMs}`);
-  if (!isTimerMs(o.maxDelayMs) || o.maxDelayMs < o.initialDelayMs) {
-    throw new RpcError('INVALID_ARGUMENT', `reconnect.maxDelayMs must be from initialDelayMs (${o.initialDelayMs}) to 2^31-1, got ${o.maxDelayMs}`);
-  }
-  if (!(Number.isFinite(o.multiplier) && o.multiplier >= 1)) throw new RpcError('INVALID_ARGUMENT', `reconnect.multiplier must be at least 1, got ${o.multiplier}`);
-  if (!(o.jitter >= 0 && o.jitter <= 1)) throw new RpcError('INVALID_ARGUMENT', `reconnect.jitter must be from 0 to 1, got ${o.jitter}`);
-  if (typeof o.waitForReady !== 'boolean') throw new RpcError('INVALID_ARGUMENT', `reconnect.waitForReady must be a boolean, got ${o.waitForReady}`);
-  return o;
-}
-
-/** The delay before the retry that follows `failures` consecutive failed attempts (1 or more). */
-export function backoffDelay(failures: number, o: Required<ReconnectOptions>, random: () => number = Math.random): number {
-  const base = Math.min(o.maxDelayMs, o.initialDelayMs * o.multiplier ** Math.max(0, failures - 1));
-  return Math.max(0, Math.min(o.maxDelayMs, Math.round(base * (1 + o.jitter * (2 * random() - 1)))));
-}
-
-class Endpoint {
-  readonly key: string;
-  state: EndpointState = 'idle';
-  /** The task of the current connection, while ready. */
-  task: RemoteTask | undefined;
-  /** The attempt in progress. */
-  opening: Promise<void> | undefined;
-  timer: ReturnType<typeof setTimeout> | undefined;
-  /** Consecutive failed attempts (a connection that dropped young counts as one): sets the next delay. */
-  failures = 0;
-  readyAt = 0;
-  /** Why it last failed or closed. */
-  error: RpcError | undefined;
-  /** Still named by discovery; an endpoint that is not is never reconnected. */
-  wanted = true;
-  /** Taken out of the channel's list. */
-  removed = false;
-
-  constructor(readonly transport: TransportDescriptor) {
-    this.key = formatAddress(transport);
-  }
-
-  get session(): Session | undefined {
-    return this.state === 'ready' ? this.task!.clientSession : undefined;
-  }
-}
-
-/** An endpoint as `client.endpoints` reports it. */
-function infoOf(e: Endpoint): EndpointInfo {
-  return { endpoint: e.key, state: e.state, pending: e.session?.pendingCount ?? 0 };
-}
-
+/** A client's endpoints and the calls it sends through them; it owns, and closes, every connection task it opens. */
 export class Channel {
   readonly #open: ChannelOptions['open'];
   readonly #reconnect: Required<ReconnectOptions> | undefined;
-  readonly #balance: BalancePolicy;
+  readonly #balancer: Balancer;
   readonly #resolver: Resolver | undefined;
   readonly #endpoints: Endpoint[] = [];
   readonly #events = new EventEmitter();
   /** Calls waiting for a ready endpoint: woken on every change that may let them go on. */
-  readonly #waiters = new Set<() => void>();
-  #cursor = 0;
+  readonly #waiters = new ReadyWaiters();
   #waiting = 0;
   #state: ClientState = 'idle';
   #closed: RpcError | undefined;
@@ -177,7 +63,7 @@ export class Channel {
   constructor(transports: TransportDescriptor[], options: ChannelOptions) {
     this.#open = options.open;
     this.#reconnect = options.reconnect;
-    this.#balance = options.balance;
+    this.#balancer = new Balancer(options.balance);
     this.#resolver = options.reconnect ? options.resolver : undefined;
     for (const t of transports) this.#endpoints.push(new Endpoint(t));
   }
@@ -203,7 +89,7 @@ export class Channel {
   }
 
   get endpoints(): EndpointInfo[] {
-    return this.#endpoints.map(infoOf);
+    return this.#endpoints.map((e) => e.info());
   }
 
   /** Each endpoint with the frames of its current connection (asks each connection's worker). */
@@ -212,7 +98,7 @@ export class Channel {
       this.#endpoints.map(async (e) => {
         const ringPair = e.state === 'ready' ? e.task!.ringPair : undefined;
         const task = e.state === 'ready' ? await e.task!.stats() : undefined;
-        return { ...infoOf(e), framesIn: task?.framesIn ?? 0, framesOut: task?.framesOut ?? 0, ...(ringPair !== undefined ? { ringPair } : {}) };
+        return { ...e.info(), framesIn: task?.framesIn ?? 0, framesOut: task?.framesOut ?? 0, ...(ringPair !== undefined ? { ringPair } : {}) };
       }),
     );
   }
@@ -243,7 +129,7 @@ export class Channel {
    */
   use<T>(options: CallOptions | undefined, run: (session: Session, options: CallOptions | undefined) => Promise<T>): Promise<T> {
     if (options?.idempotent !== true) {
-      const session = this.#pick(undefined);
+      const session = this.#balancer.pick(this.#endpoints, undefined);
       if (session !== undefined) return run(session, options);
     }
     return this.#useSlowly(options, run);
@@ -251,7 +137,7 @@ export class Channel {
 
   /** The session `use()` would run a plain call on (no options), if one is ready now. */
   readySession(): Session | undefined {
-    return this.#pick(undefined);
+    return this.#balancer.pick(this.#endpoints, undefined);
   }
 
   /** Resolves once no call of this client is in flight or waiting for a connection (a graceful close; polled, it is no hot path). */
@@ -264,7 +150,7 @@ export class Channel {
     this.#closing ??= (async () => {
       this.#closed = new RpcError('CLOSED', 'the client was closed');
       this.#stopWatch?.();
-      this.#wake();
+      this.#waiters.wake();
       for (const e of this.#endpoints) {
         clearTimeout(e.timer);
         e.timer = undefined;
@@ -320,70 +206,16 @@ export class Channel {
     try {
       for (;;) {
         this.#sweep();
-        const session = this.#pick(tried);
+        const session = this.#balancer.pick(this.#endpoints, tried);
         if (session !== undefined) return session;
         const final = this.#finalReason();
         if (final !== undefined) throw final;
         if (!(options?.waitForReady ?? this.#reconnect?.waitForReady ?? false)) throw this.#unavailable();
-        await this.#nextChange(options, deadline);
+        await this.#waiters.next(options, deadline, () => describeEndpoints(this.#endpoints));
       }
     } finally {
       this.#waiting--;
     }
-  }
-
-  /** Resolves at the next change that may give a call a session; rejects at the deadline or on abort. */
-  #nextChange(options: CallOptions | undefined, deadline: number | undefined): Promise<void> {
-    const signal = options?.signal;
-    return new Promise((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const done = (err?: RpcError) => {
-        this.#waiters.delete(wake);
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        if (err) reject(err);
-        else resolve();
-      };
-      const wake = () => done();
-      const onAbort = () => done(cancelled(signal!));
-      if (signal?.aborted) return onAbort();
-      this.#waiters.add(wake);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      if (deadline !== undefined) {
-        timer = setTimeout(() => done(new RpcError('TIMEOUT', `no connection was ready within the call's ${options?.timeoutMs} ms (${this.#describe()})`)), Math.max(0, deadline - performance.now()));
-      }
-    });
-  }
-
-  #wake(): void {
-    const waiters = [...this.#waiters];
-    this.#waiters.clear();
-    for (const wake of waiters) wake();
-  }
-
-  /** The next ready endpoint's session by the balance policy, skipping `exclude` and connections that just closed. */
-  #pick(exclude: Set<Session> | undefined): Session | undefined {
-    const list = this.#endpoints;
-    const n = list.length;
-    let best: Session | undefined;
-    let bestAt = 0;
-    for (let i = 0; i < n; i++) {
-      const at = (this.#cursor + i) % n;
-      const session = list[at].session;
-      // A closed session not yet noticed by its endpoint (its task is still ending): #sweep handles it.
-      if (session === undefined || session.closedWith !== undefined || exclude?.has(session)) continue;
-      if (this.#balance === 'round-robin') {
-        this.#cursor = (at + 1) % n;
-        return session;
-      }
-      if (best === undefined || session.pendingCount < best.pendingCount) {
-        best = session;
-        bestAt = at;
-      }
-    }
-    // Least-in-flight breaks ties round-robin: the cursor moves past the one chosen.
-    if (best !== undefined) this.#cursor = (bestAt + 1) % n;
-    return best;
   }
 
   /** Notices ready endpoints whose connection closed before their task ended. */
@@ -408,12 +240,7 @@ export class Channel {
 
   #unavailable(): RpcError {
     const cause = this.#endpoints.find((e) => e.error !== undefined)?.error;
-    return new RpcError('UNAVAILABLE', `no connection is ready (${this.#describe()})`, cause ? { cause } : {});
-  }
-
-  #describe(): string {
-    if (this.#endpoints.length === 0) return 'no endpoint is known';
-    return this.#endpoints.map((e) => `${e.key} ${e.state}${e.error ? `: ${e.error.code}` : ''}`).join(', ');
+    return new RpcError('UNAVAILABLE', `no connection is ready (${describeEndpoints(this.#endpoints)})`, cause ? { cause } : {});
   }
 
   /** One connection attempt; never rejects. */
@@ -437,7 +264,7 @@ export class Channel {
       e.task = task;
       e.readyAt = performance.now();
       this.#set(e, 'ready');
-      this.#wake();
+      this.#waiters.wake();
       void task.ended.then(() => this.#lost(e, task));
     })();
     e.opening = attempt;
@@ -470,7 +297,7 @@ export class Channel {
     if (!this.#reconnect || !e.wanted) {
       if (e.wanted) this.#set(e, 'closed', reason);
       else this.#remove(e);
-      this.#wake();
+      this.#waiters.wake();
       return;
     }
     this.#set(e, 'transient-failure', reason);
@@ -523,13 +350,13 @@ export class Channel {
     if (at >= 0) this.#endpoints.splice(at, 1);
     this.#set(e, 'closed', e.error);
     log('endpoint %s dropped: discovery no longer lists it', e.key);
-    this.#wake();
+    this.#waiters.wake();
   }
 
   #set(e: Endpoint, state: EndpointState, error?: RpcError): void {
     const previous = e.state;
     e.state = state;
-    this.#state = this.#aggregate();
+    this.#state = clientState(this.#endpoints, this.#closed !== undefined);
     if (previous === state) return;
     log('%s: %s -> %s%s', e.key, previous, state, error ? ` (${error.code}: ${error.message})` : '');
     if (this.#events.listenerCount('state') === 0) return;
@@ -544,22 +371,6 @@ export class Channel {
       }
     }
   }
-
-  #aggregate(): ClientState {
-    if (this.#closed) return 'closed';
-    const states = new Set(this.#endpoints.map((e) => e.state));
-    if (states.has('ready')) return 'ready';
-    if (states.has('connecting')) return 'connecting';
-    if (states.has('transient-failure')) return 'transient-failure';
-    if (states.has('closed')) return 'closed';
-    return 'idle';
-  }
-}
-
-function cancelled(signal: AbortSignal): RpcError {
-  const reason = signal.reason;
-  if (RpcError.is(reason) && reason.code === 'CANCELLED') return reason;
-  return new RpcError('CANCELLED', 'the call was cancelled', reason === undefined ? {} : { cause: reason });
 }
 
 /**

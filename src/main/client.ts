@@ -3,7 +3,8 @@ import { RpcError } from '../errors.js';
 import type { CallOptions, PeerClient, StreamOptions } from '../types.js';
 import { createProxy } from '../service/proxy.js';
 import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js';
-import type { Channel, ClientState, ClientStateEvent, EndpointInfo } from './channel.js';
+import type { Channel } from './channel.js';
+import type { ClientState, ClientStateEvent, EndpointInfo } from './endpoint.js';
 
 /**
  * Calls the server(s) this node connected to: one or more endpoints, each one connection, calls

@@ -20,7 +20,8 @@ import { IsolateRunner } from './isolate-runner.js';
 import { RemoteTask, type RemoteTaskOptions } from './remote-task.js';
 import { SupervisedListener, type ServedAddress } from './listener.js';
 import { ListenerGroup } from './listener-group.js';
-import { Channel, reconnectOptions } from './channel.js';
+import { Channel } from './channel.js';
+import { reconnectOptions } from './reconnect.js';
 import { RunningNode } from './running-node.js';
 import { checkClientOptions, checkHandler, checkServeOptions, resolveNodeOptions, type AuthHmacOptions, type ConnectOptions, type HandlerInput, type NodeOptions, type PublishOptions, type ResolvedNodeOptions, type ServeOptions, type WaitForOptions } from './options.js';
 

@@ -14,7 +14,8 @@ import type { DiscoveryBackend, TransportKind } from '../discovery/types.js';
 import type { TlsOptions } from '../transport/tls-options.js';
 import type { Handler } from '../types.js';
 import type { PoolOptions } from './pool.js';
-import { reconnectOptions, type BalancePolicy, type ReconnectOptions } from './channel.js';
+import type { BalancePolicy } from './balance.js';
+import { reconnectOptions, type ReconnectOptions } from './reconnect.js';
 
 /** How long a connection attempt may take before it fails with UNAVAILABLE, unless the node says otherwise. */
 const kDefaultConnectTimeoutMs = 10_000;

@@ -4,7 +4,8 @@ import { checkInteger, kMaxTimerMs } from '../limits.js';
 import type { Address } from '../transport/descriptors.js';
 import type { PoolLease } from './pool.js';
 import type { ListenerStats, ServedAddress } from './listener.js';
-import type { Channel, EndpointStats } from './channel.js';
+import type { Channel } from './channel.js';
+import type { EndpointStats } from './endpoint.js';
 import { Client } from './client.js';
 import type { CloseOptions } from './options.js';
 

@@ -6,14 +6,11 @@
 import { RpcError, type ErrorCode } from '../errors.js';
 import { checkServiceOption, parseMethodCall, quote } from '../protocol/method-call.js';
 import { kRefusal } from '../session/session.js';
-import type { CallContext, Handler } from '../types.js';
-import type { ServiceFactory } from '../types.js';
-import type { ServiceImpl } from './types.js';
+import type { CallContext, Handler, ServiceFactory } from '../types.js';
+import type { ProxyOptions, ServiceImpl } from './types.js';
 
-export interface ServeMethodsOptions {
-  /** The service's name: a call naming another service is refused with UNIMPLEMENTED (a call naming none is served). */
-  service?: string;
-}
+/** Options of serveMethods: the name of the service it serves (the same option as a proxy's, see `ProxyOptions.service`). */
+export type ServeMethodsOptions = Pick<ProxyOptions, 'service'>;
 
 /**
  * A Handler whose `onRequest` calls `impl`'s method named by the request, with the request's

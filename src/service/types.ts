@@ -48,7 +48,10 @@ export type StreamingMethodPending = never;
 
 /** Options of a proxy: which service it calls, and defaults for each call's options (`window` applies to `$stream` calls). */
 export interface ProxyOptions extends StreamOptions {
-  /** Sent with every call (`service` on the wire); a server that serves another service refuses with UNIMPLEMENTED. */
+  /**
+   * The service's name: a proxy sends it with every call (`service` on the wire); serveMethods
+   * refuses a call naming another service with UNIMPLEMENTED (a call naming none is served).
+   */
   service?: string;
 }
 

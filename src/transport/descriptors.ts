@@ -16,12 +16,10 @@ export interface TcpDescriptor {
   tls?: TlsSettings;
 }
 
-export interface UnixDescriptor {
+export interface UnixDescriptor extends PeerUidOptions {
   kind: 'unix';
   /** A filesystem path, or a Windows named pipe path (`\\.\pipe\name`). */
   path: string;
-  /** Connecting: see `PeerUidOptions`. */
-  peerUid?: number | 'any';
 }
 
 export interface CustomDescriptor {
@@ -34,35 +32,25 @@ export interface CustomDescriptor {
   name: string;
 }
 
-export interface ShmDescriptor {
+export interface ShmDescriptor extends ShmOptions {
   kind: 'shm';
   /** Service name: letters, digits, '.', '_' and '-'. */
   name: string;
-  /** Bytes of each ring's data area (a power of two; larger messages are chunked through it). */
+  /** `ShmOptions.capacity` rounded up to a power of two. */
   capacity: number;
-  /** Connecting: see `PeerUidOptions`. */
-  peerUid?: number | 'any';
 }
 
-export interface IsolateDescriptor {
+export interface IsolateDescriptor extends IsolateOptions {
   kind: 'isolate';
   /** URL of the plugin module: it exports `handler` (and optionally `onConnect(host)`). */
   module: string;
-  /** Limits for the plugin's worker thread (heap sizes, stack), as for `new Worker`. */
-  resourceLimits?: { maxOldGenerationSizeMb?: number; maxYoungGenerationSizeMb?: number; codeRangeSizeMb?: number; stackSizeMb?: number };
-  /** How long `close()` waits for the plugin to stop before terminating its thread (default 2000 ms). */
+  /** `IsolateOptions.closeTimeoutMs`, its default filled in. */
   closeTimeoutMs: number;
 }
 
-export interface VsockDescriptor {
+export interface VsockDescriptor extends VsockOptions {
   kind: 'vsock';
-  /** Connecting: the peer's CID. Serving: the local CID to bind (VMADDR_CID_ANY, 0xFFFFFFFF, when omitted). */
-  cid?: number;
-  /** Connecting, self-managed: the VM whose CID the node's discovery backend holds (its host entry), looked up by start(). */
-  vm?: string;
-  /** Port; 0 when serving lets the kernel pick one. */
-  port: number;
-  /** How long a connect may take before it fails (ms). */
+  /** `VsockOptions.connectTimeoutMs`, its default filled in. */
   connectTimeoutMs: number;
 }
 
@@ -93,7 +81,7 @@ export function tcp(address: string | { host?: string; port: number }, options: 
   return d;
 }
 
-function tcpAddress(address: string | { host?: string; port: number }): TcpDescriptor {
+function tcpAddress(address: Parameters<typeof tcp>[0]): TcpDescriptor {
   if (typeof address === 'object' && address !== null) {
     const shown = JSON.stringify({ host: address.host, port: address.port });
     if (address.host !== undefined && (typeof address.host !== 'string' || address.host.length === 0)) {
@@ -158,13 +146,19 @@ export function moduleHref(module: string | URL, what = 'a module'): string {
   return /^[a-z][a-z0-9+.-]*:/i.test(module) && !/^[a-z]:\\/i.test(module) ? module : pathToFileURL(module).href;
 }
 
+/** Options of `shm()`. */
+export interface ShmOptions extends PeerUidOptions {
+  /** Bytes of each ring's data area, from 1 to 2^30, rounded up to a power of two of at least 4096 (default 1 MiB); larger messages are chunked through it. */
+  capacity?: number;
+}
+
 /**
  * Cross-process shared memory: a pair of rings in POSIX shared memory per connection, signalled
  * with a native futex; a Unix control socket beside them does the rendezvous and notices a dead
  * peer (0600 from its creation; a client accepts only a server running as `peerUid`, default its
  * own uid). Needs the native addon (built by `npm ci`); throws NATIVE_MISSING without it.
  */
-export function shm(name: string, options: { capacity?: number } & PeerUidOptions = {}): ShmDescriptor {
+export function shm(name: string, options: ShmOptions = {}): ShmDescriptor {
   if (typeof name !== 'string' || !/^[A-Za-z0-9._-]{1,100}$/.test(name)) {
     throw new RpcError('INVALID_ARGUMENT', `shm name must be 1-100 letters, digits, '.', '_' or '-', got ${JSON.stringify(name)}`);
   }
@@ -181,7 +175,19 @@ export function shm(name: string, options: { capacity?: number } & PeerUidOption
 /** VMADDR_CID_ANY: a server bound to it accepts on whatever CID this machine has. */
 export const kVsockCidAny = 0xffffffff;
 /** The default connect timeout of vsock(), as the kernel's own (2 s). */
-export const kVsockConnectTimeoutMs = 2000;
+const kVsockConnectTimeoutMs = 2000;
+
+/** The address and options of `vsock()`. */
+export interface VsockOptions {
+  /** Connecting: the peer's CID. Serving: the local CID to bind (VMADDR_CID_ANY, 0xFFFFFFFF, when omitted). */
+  cid?: number;
+  /** Connecting, self-managed: the VM whose CID the node's discovery backend holds (its host entry), looked up by start(). */
+  vm?: string;
+  /** Port; 0 when serving lets the kernel pick one. */
+  port: number;
+  /** How long a connect may take before it fails (ms; default 2000, as the kernel's own). */
+  connectTimeoutMs?: number;
+}
 
 /**
  * VSOCK, the host <-> VM socket family (Linux AF_VSOCK). Connect: `vsock({ cid, port })`, or
@@ -190,7 +196,7 @@ export const kVsockConnectTimeoutMs = 2000;
  * native addon (its relay thread owns the socket; Node cannot wrap one); throws NATIVE_MISSING
  * without it.
  */
-export function vsock(address: { cid?: number; vm?: string; port: number; connectTimeoutMs?: number }): VsockDescriptor {
+export function vsock(address: VsockOptions): VsockDescriptor {
   if (typeof address !== 'object' || address === null) throw new RpcError('INVALID_ARGUMENT', 'vsock() takes { cid?, vm?, port, connectTimeoutMs? }');
   const { cid, vm, port } = address;
   const u32 = (n: unknown) => typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= 0xffffffff;
@@ -217,16 +223,21 @@ export function checkVmName(vm: string): string {
   return vm;
 }
 
+/** Options of `isolate()`. */
+export interface IsolateOptions {
+  /** Limits for the plugin's worker thread (heap sizes, stack), as for `new Worker`. */
+  resourceLimits?: { maxOldGenerationSizeMb?: number; maxYoungGenerationSizeMb?: number; codeRangeSizeMb?: number; stackSizeMb?: number };
+  /** How long `close()` waits for the plugin to stop before terminating its thread (default 2000 ms). */
+  closeTimeoutMs?: number;
+}
+
 /**
  * An in-process plugin isolated in its own worker thread: `connect(isolate(pluginUrl))` starts the
  * module in a new thread, and the node's client calls its `handler`; the plugin calls back through
  * `ctx.client` (or the client given to its `onConnect`). Traffic rides shared-memory rings; a
  * plugin that throws at load, exits, runs out of memory or spins forever never takes the host down.
  */
-export function isolate(
-  module: string | URL,
-  options: { resourceLimits?: IsolateDescriptor['resourceLimits']; closeTimeoutMs?: number } = {},
-): IsolateDescriptor {
+export function isolate(module: string | URL, options: IsolateOptions = {}): IsolateDescriptor {
   const closeTimeoutMs = checkInteger('isolate closeTimeoutMs', options.closeTimeoutMs, { fallback: 2000, min: 1, max: kMaxTimerMs });
   const d: IsolateDescriptor = { kind: 'isolate', module: moduleHref(module, 'isolate() module'), closeTimeoutMs };
   if (options.resourceLimits) d.resourceLimits = options.resourceLimits;
