@@ -1,5 +1,6 @@
 /** The `Client` a running node calls its servers with: a thin face over its channel of endpoints. */
 import { RpcError } from '../errors.js';
+import { callOptionsError } from '../call-options.js';
 import type { CallOptions, PeerClient, StreamOptions } from '../types.js';
 import { createProxy } from '../service/proxy.js';
 import type { ProxyOptions, ServiceProxy, UntypedApi } from '../service/types.js';
@@ -27,6 +28,9 @@ export class Client<Req = unknown, Res = unknown, Ev = unknown> implements PeerC
     // The plain call skips use()'s closure: one allocation fewer on the hottest path.
     const session = options === undefined ? this.#channel.readySession() : undefined;
     if (session !== undefined) return session.call(request);
+    // Checked before an endpoint is picked or waited for: bad options fail at once, whatever the connections do.
+    const refused = callOptionsError(options);
+    if (refused !== undefined) return Promise.reject(refused);
     return this.#channel.use(options, (s, o) => s.call(request, o));
   }
 
@@ -36,6 +40,8 @@ export class Client<Req = unknown, Res = unknown, Ev = unknown> implements PeerC
    * The endpoint is picked like a call's; no endpoint ready makes the first `next()` reject.
    */
   stream<Item = Res>(request: Req | AsyncIterable<Req>, options?: StreamOptions): AsyncIterableIterator<Item> {
+    const refused = callOptionsError(options, true);
+    if (refused !== undefined) return deferredIterator(Promise.reject(refused));
     return deferredIterator(this.#channel.use(options, async (session, o) => session.stream(request, o as StreamOptions | undefined)));
   }
 

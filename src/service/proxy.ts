@@ -3,8 +3,9 @@
  * `call()`. `Api` exists only as a type, so the proxy knows no names in advance: a JS Proxy turns
  * any name it is asked for into a method, except the names it keeps for itself.
  */
-import { RpcError } from '../errors.js';
+import { RpcError, messageOf } from '../errors.js';
 import { checkServiceOption, methodCall } from '../protocol/method-call.js';
+import { callOptionsError } from '../call-options.js';
 import type { PeerClient, StreamOptions } from '../types.js';
 import type { ProxyOptions, ServiceProxy, UntypedApi } from './types.js';
 
@@ -18,11 +19,21 @@ export function createProxy<Api = UntypedApi>(client: Pick<PeerClient, 'call' | 
   if (client === null || typeof client !== 'object' || typeof client.call !== 'function') {
     throw new RpcError('INVALID_ARGUMENT', 'a proxy needs a client with call(): a Client, ctx.client or a PeerClient');
   }
-  const callOptions: StreamOptions = {};
-  if (options.timeoutMs !== undefined) callOptions.timeoutMs = options.timeoutMs;
-  if (options.signal !== undefined) callOptions.signal = options.signal;
-  if (options.window !== undefined) callOptions.window = options.window;
-  const $with = (more: StreamOptions): ServiceProxy<Api> => createProxy<Api>(client, { ...options, ...more, service });
+  // Refused here, once, rather than by every call the proxy makes.
+  const refused = callOptionsError(options, true);
+  if (refused !== undefined) throw refused;
+  // Every call option travels to each call (idempotent, waitForReady too), `service` in the payload.
+  let callOptions: StreamOptions;
+  try {
+    const { service: _service, ...rest } = options as ProxyOptions;
+    callOptions = rest;
+  } catch (err) {
+    throw new RpcError('INVALID_ARGUMENT', `the proxy's options could not be read: ${messageOf(err)}`, { cause: err });
+  }
+  const $with = (more: StreamOptions): ServiceProxy<Api> => {
+    if (more !== undefined && (more === null || typeof more !== 'object')) throw new RpcError('INVALID_ARGUMENT', '$with() takes an options object');
+    return createProxy<Api>(client, { ...options, ...more, service });
+  };
   let $stream: object | undefined;
   const own = {
     $with: () => $with,

@@ -18,7 +18,10 @@ function isRefusal(err: unknown): boolean {
   return (err as { [kRefusal]?: unknown } | null | undefined)?.[kRefusal] === true;
 }
 
-/** The Error payload that tells the caller of `err`; `stacks`: whether it carries the stack (see sendsStacks in errors.ts). */
+/**
+ * The Error payload that tells the caller of `err`; `stacks`: whether it carries the stack (see
+ * sendsStacks in errors.ts). Never throws: a call waits on it, and nothing else would answer.
+ */
 export function encodeErrorPayload(codec: Codec, err: unknown, origin: ErrorOrigin, stacks: boolean): Uint8Array {
   let read: WireError;
   try {
@@ -28,14 +31,46 @@ export function encodeErrorPayload(codec: Codec, err: unknown, origin: ErrorOrig
     // session (every call on the connection) carries on.
     read = { code: 'REMOTE', name: 'Error', message: `the handler threw an error that cannot be read: ${messageOf(readErr)}` };
   }
-  // A handler's refusal (see kRefusal) is sent as the runtime's: the caller sees its code.
-  const wire: ErrorPayload = { ...read, origin: origin === 'handler' && isRefusal(err) ? 'runtime' : origin };
+  // An error's name, message and stack are whatever was assigned to them (a bigint, a cycle): the
+  // peer takes an error only with string ones, and a codec may not carry the rest.
+  const wire: ErrorPayload = {
+    ...read,
+    name: asText(read.name, 'Error'),
+    message: asText(read.message, ''),
+    // A handler's refusal (see kRefusal) is sent as the runtime's: the caller sees its code.
+    origin: origin === 'handler' && isRefusal(err) ? 'runtime' : origin,
+  };
+  if (wire.stack !== undefined && typeof wire.stack !== 'string') delete wire.stack;
   try {
     return codec.encodeError(wire);
   } catch {
     // Own properties the codec cannot carry: send the error without them.
-    const { data: _dropped, cause: _cause, ...plain } = wire;
+  }
+  const { data: _dropped, cause: _cause, ...plain } = wire;
+  try {
     return codec.encodeError(plain);
+  } catch {
+    // What is left the codec refused too (a third party's `remote`, say): its strings alone.
+  }
+  try {
+    return codec.encodeError({ code: wire.code, name: wire.name, message: wire.message, origin: wire.origin });
+  } catch {
+    // Nothing this codec makes can say it: an empty payload, which the caller fails to decode
+    // (PROTOCOL), still settles its call.
+    return kNoPayload;
+  }
+}
+
+const kNoPayload = new Uint8Array(0);
+
+/** `value` if it is a string, else its string form (`fallback` when it has none). */
+function asText(value: unknown, fallback: string): string {
+  if (typeof value === 'string') return value;
+  if (value === undefined || value === null) return fallback;
+  try {
+    return String(value);
+  } catch {
+    return fallback;
   }
 }
 

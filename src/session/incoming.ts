@@ -14,6 +14,7 @@ import { Inbox, Outflow, isAsyncIterable, kDefaultWindow, pump } from './streams
 
 /** Where a Response's payload starts: its codec header (a bin's) goes there. */
 const kResponseHeaderBytes = headerBytes(Kind.Response);
+const kErrorHeaderBytes = headerBytes(Kind.Error);
 
 /** The errors a session made for events it could not decode (as opposed to what a handler threw). */
 const undecodableEvents = new WeakSet<object>();
@@ -243,15 +244,19 @@ export class Incoming {
     );
   }
 
+  /** Answers call `id` with `err`. Never throws: it runs where nothing would catch it (a handler's promise settling). */
   #sendError(id: number, err: unknown, origin: ErrorOrigin): void {
     const link = this.#link;
-    const payload = encodeErrorPayload(link.codec, err, origin, this.#sendStacks);
+    let payload = encodeErrorPayload(link.codec, err, origin, this.#sendStacks);
+    // An error too large to send (a huge message or data) is replaced, as an oversize answer is: the caller still hears.
+    const tooLarge = link.tooLarge(kErrorHeaderBytes + payload.length, "the handler's error");
+    if (tooLarge !== undefined) payload = encodeErrorPayload(link.codec, tooLarge, 'runtime', false);
     link.sendSafely(idHeader(link.scratch, Kind.Error, id), payload);
   }
 
   /** A handler's single answer, or the promise of one. */
   #settleResult(id: number, call: Serving, result: unknown): void {
-    if (result !== null && typeof (result as PromiseLike<unknown>)?.then === 'function') {
+    if (isThenable(result)) {
       (result as PromiseLike<unknown>).then(
         (value) => this.#finish(id, call, value, undefined),
         (err) => this.#finish(id, call, undefined, err ?? new Error('handler rejected with ' + err)),
@@ -289,26 +294,37 @@ export class Incoming {
       return;
     }
     const link = this.#link;
-    // Bytes go out as they are, behind their codec header (see Outgoing.call).
-    const n = link.codec.bytesHeader(value, link.scratch.bytes, kResponseHeaderBytes);
-    if (n > 0) {
+    let n: number;
+    let payload: Uint8Array | undefined;
+    try {
+      // Bytes go out as they are, behind their codec header (see Outgoing.call).
+      n = link.codec.bytesHeader(value, link.scratch.bytes, kResponseHeaderBytes);
+      if (n === 0) payload = link.codec.encode(value);
+    } catch (encodeErr) {
+      // Said as the answer's fault: the caller would otherwise take it for its own request's.
+      this.#sendError(id, new RpcError('INVALID_ARGUMENT', `the handler's answer cannot be sent: ${messageOf(encodeErr)}`), 'runtime');
+      return;
+    }
+    if (payload === undefined) {
       const tooLarge = link.tooLarge(kResponseHeaderBytes + n + (value as Uint8Array).length, "the handler's answer");
       if (tooLarge !== undefined) return this.#sendError(id, tooLarge, 'runtime');
       idHeader(link.scratch, Kind.Response, id);
       link.sendSafely(link.scratch.view(kResponseHeaderBytes + n), value as Uint8Array);
       return;
     }
-    let payload: Uint8Array;
-    try {
-      payload = link.codec.encode(value);
-    } catch (encodeErr) {
-      // Said as the answer's fault: the caller would otherwise take it for its own request's.
-      this.#sendError(id, new RpcError('INVALID_ARGUMENT', `the handler's answer cannot be sent: ${messageOf(encodeErr)}`), 'runtime');
-      return;
-    }
     const tooLarge = link.tooLarge(kResponseHeaderBytes + payload.length, "the handler's answer");
     if (tooLarge !== undefined) return this.#sendError(id, tooLarge, 'runtime');
     link.sendSafely(idHeader(link.scratch, Kind.Response, id), payload);
+  }
+}
+
+/** Never throws: a value whose `then` cannot be read (a hostile Proxy) is an answer, which its encoding then refuses. */
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  if (value === null || (typeof value !== 'object' && typeof value !== 'function')) return false;
+  try {
+    return typeof (value as PromiseLike<unknown>).then === 'function';
+  } catch {
+    return false;
   }
 }
 

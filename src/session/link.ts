@@ -4,7 +4,7 @@
  * whether the session has closed.
  */
 import type { Codec } from '../codec/index.js';
-import { RpcError } from '../errors.js';
+import { RpcError, messageOf } from '../errors.js';
 import { HeaderScratch, Kind, creditHeader, idHeader, streamHeader, type StreamDir } from '../protocol/envelope.js';
 import { countCopied } from '../observe.js';
 
@@ -120,4 +120,10 @@ export class Link {
 export function asRpcError(err: unknown): RpcError {
   if (RpcError.is(err)) return err;
   return new RpcError('CLOSED', (err as Error)?.message ?? String(err), { cause: err });
+}
+
+/** Why a value of ours cannot go out (the codec's INVALID_ARGUMENT, FRAME_TOO_LARGE): an RpcError as it is, anything else INVALID_ARGUMENT. */
+export function unsendable(err: unknown): RpcError {
+  if (RpcError.is(err)) return err;
+  return new RpcError('INVALID_ARGUMENT', `the value cannot be sent: ${messageOf(err)}`, { cause: err });
 }

@@ -4,18 +4,19 @@
  * leaves the table through #take, and one we give up on (deadline, signal, a consumer that stopped,
  * a bad answer) through #giveUp, which tells the callee with Cancel.
  */
-import { RpcError } from '../errors.js';
+import { RpcError, messageOf } from '../errors.js';
 import { Kind, OpenFlag, StreamDir, headerBytes, openHeader, payloadStart, requestHeader } from '../protocol/envelope.js';
 import type { CallOptions, PeerInfo, StreamOptions } from '../types.js';
 import { callEnd, callError, callStart } from '../observe.js';
-import { badTimeLimit, isTimerMs } from '../limits.js';
+import { callOptionsError } from '../call-options.js';
 import { decodeErrorPayload, undecodable } from './error-payload.js';
 import { IdTable } from './id-table.js';
-import { asRpcError, kEmpty, type Link } from './link.js';
-import { Inbox, Outflow, isAsyncIterable, kDefaultWindow, kMaxWindow, pump } from './streams.js';
+import { kEmpty, unsendable, type Link } from './link.js';
+import { Inbox, Outflow, isAsyncIterable, kDefaultWindow, pump } from './streams.js';
 
 /** Where a Request's payload starts: its codec header (a bin's) goes there. */
 const kRequestHeaderBytes = headerBytes(Kind.Request);
+const kOpenHeaderBytes = headerBytes(Kind.Open);
 
 /**
  * One promise executor for every call: it leaves the promise's resolvers in these two slots, read
@@ -75,22 +76,23 @@ export class Outgoing {
   call(request: unknown, options?: CallOptions): Promise<any> {
     const link = this.#link;
     if (link.closed) return Promise.reject(link.closed);
+    const refused = callOptionsError(options);
+    if (refused) return Promise.reject(refused);
     if (isAsyncIterable(request)) return this.#callWithStream(request, options);
     const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(cancelled(signal));
-    const refused = checkCallOptions(options);
-    if (refused) return Promise.reject(refused);
     const timeoutMs = options?.timeoutMs;
     const deadline = deadlineOf(timeoutMs);
     let payload: Uint8Array = kEmpty;
-    // Bytes go out as they are, behind their codec header: copied once, where they are sent.
-    const binHeader = link.codec.bytesHeader(request, link.scratch.bytes, kRequestHeaderBytes);
-    const direct = binHeader > 0;
+    let direct: boolean;
     try {
+      // Bytes go out as they are, behind their codec header: copied once, where they are sent.
+      const binHeader = link.codec.bytesHeader(request, link.scratch.bytes, kRequestHeaderBytes);
+      direct = binHeader > 0;
       if (direct) link.checkSize(kRequestHeaderBytes + binHeader + (request as Uint8Array).length, 'a request');
       else link.checkSize(kRequestHeaderBytes + (payload = link.codec.encode(request)).length, 'a request');
     } catch (err) {
-      return Promise.reject(err);
+      return Promise.reject(unsendable(err));
     }
     const id = this.#nextId++;
     const promise = new Promise(takeResolvers);
@@ -111,31 +113,24 @@ export class Outgoing {
         link.sendSafely(requestHeader(link.scratch, id, deadline), payload);
       }
     } catch (err) {
-      // The call rejects, as a throw inside a promise executor would make it (a signal that is
-      // not an AbortSignal, say); its listener was never added, only its timer may need clearing.
-      this.#calls.delete(id);
-      if (call.timer !== undefined) clearTimeout(call.timer);
-      call.reject!(RpcError.is(err) ? err : new RpcError('INVALID_ARGUMENT', `the call could not be made: ${(err as Error)?.message ?? err}`, { cause: err }));
+      this.#unmake(id, call, err);
     }
     return promise;
   }
 
   /** See Session.stream. */
   stream(request: unknown, options?: StreamOptions): AsyncIterableIterator<any> {
+    // Refused as call() refuses, but through the iterator: its first next() rejects.
+    const refused = this.#link.closed ?? callOptionsError(options, true);
     const id = this.#nextId++;
-    const window = options?.window ?? kDefaultWindow;
-    const windowOk = Number.isInteger(window) && window >= 1 && window <= kMaxWindow;
+    const window = refused === undefined ? (options?.window ?? kDefaultWindow) : kDefaultWindow;
     const inbox = new Inbox({
-      window: windowOk ? window : kDefaultWindow,
+      window,
       grant: (n) => {
         if (this.#calls.has(id)) this.#link.sendCredit(id, StreamDir.Down, n);
       },
       onReturn: () => this.#giveUp(id, undefined),
     });
-    const refused =
-      this.#link.closed ??
-      checkCallOptions(options) ??
-      (windowOk ? undefined : new RpcError('INVALID_ARGUMENT', `window must be an integer from 1 to ${kMaxWindow}, got ${window}`));
     if (refused !== undefined) {
       inbox.fail(refused, false);
       return inbox;
@@ -144,15 +139,18 @@ export class Outgoing {
     return inbox;
   }
 
+  /** A call whose request is a stream (its options already checked). */
   #callWithStream(request: AsyncIterable<unknown>, options: CallOptions | undefined): Promise<unknown> {
-    const refused = checkCallOptions(options);
-    if (refused !== undefined) return Promise.reject(refused);
-    return new Promise((resolve, reject) => {
-      this.#open(this.#nextId++, request, options, { inbox: undefined, resolve, reject, upload: undefined, opened: true, timer: undefined, signal: options?.signal, onAbort: undefined, t0: 0 }, 0);
-    });
+    const promise = new Promise(takeResolvers);
+    this.#open(this.#nextId++, request, options, { inbox: undefined, resolve: takenResolve, reject: takenReject, upload: undefined, opened: true, timer: undefined, signal: options?.signal, onAbort: undefined, t0: 0 }, 0);
+    return promise;
   }
 
-  /** Sends an Open for `call` (registered under `id`) and starts its request stream, if any. */
+  /**
+   * Sends an Open for `call` (registered under `id`) and starts its request stream, if any. Its
+   * options were checked; a request refused here (unencodable, over maxFrameBytes) fails as
+   * call()'s would, before anything is armed or sent.
+   */
   #open(id: number, request: unknown, options: CallOptions | undefined, call: OutCall, window: number): void {
     const link = this.#link;
     const signal = options?.signal;
@@ -162,33 +160,49 @@ export class Outgoing {
     }
     const upload = isAsyncIterable(request) ? request : undefined;
     let payload: Uint8Array = kEmpty;
-    if (upload === undefined) {
-      try {
-        payload = link.codec.encode(request);
-      } catch (err) {
-        this.#reject(id, call, asRpcError(err));
-        return;
-      }
+    try {
+      if (upload === undefined) payload = link.codec.encode(request);
+      link.checkSize(kOpenHeaderBytes + payload.length, 'a request');
+    } catch (err) {
+      this.#reject(id, call, unsendable(err));
+      return;
     }
     const timeoutMs = options?.timeoutMs;
     const deadline = deadlineOf(timeoutMs);
-    this.#arm(id, call, timeoutMs, deadline);
-    // The Open goes out before any item: the callee learns of the credit it grants only from it.
-    call.upload = upload === undefined ? undefined : new Outflow(0);
-    this.#calls.set(id, call);
-    const flags = (call.inbox ? OpenFlag.ResultStream : 0) | (upload ? OpenFlag.RequestStream : 0);
-    link.sendSafely(openHeader(link.scratch, id, deadline, flags, call.inbox ? window : 0), payload);
+    try {
+      this.#arm(id, call, timeoutMs, deadline);
+      // The Open goes out before any item: the callee learns of the credit it grants only from it.
+      call.upload = upload === undefined ? undefined : new Outflow(0);
+      this.#calls.set(id, call);
+      const flags = (call.inbox ? OpenFlag.ResultStream : 0) | (upload ? OpenFlag.RequestStream : 0);
+      link.sendSafely(openHeader(link.scratch, id, deadline, flags, call.inbox ? window : 0), payload);
+    } catch (err) {
+      this.#unmake(id, call, err);
+      return;
+    }
     if (upload !== undefined && this.#calls.get(id) === call) this.#upload(id, call, upload);
   }
 
-  /** Starts call `id`'s deadline timer and listens to its signal: either gives the call up. */
+  /**
+   * Undoes a call that threw while it was being made (a signal whose addEventListener throws):
+   * out of the table, its timer and listener gone, rejected as a throw in a promise executor would.
+   */
+  #unmake(id: number, call: OutCall, err: unknown): void {
+    if (this.#calls.get(id) === call) this.#calls.delete(id);
+    stop(call);
+    this.#reject(id, call, RpcError.is(err) ? err : new RpcError('INVALID_ARGUMENT', `the call could not be made: ${messageOf(err)}`, { cause: err }));
+  }
+
+  /** Listens to call `id`'s signal and starts its deadline timer: either gives the call up. */
   #arm(id: number, call: OutCall, timeoutMs: number | undefined, deadline: number): void {
-    if (deadline > 0) call.timer = setTimeout(() => this.#giveUp(id, new RpcError('TIMEOUT', `call timed out after ${timeoutMs} ms`)), timeoutMs);
+    // The listener first: a signal that throws when listened to leaves no timer behind.
     const signal = call.signal;
     if (signal) {
-      call.onAbort = () => this.#giveUp(id, cancelled(signal));
-      signal.addEventListener('abort', call.onAbort, { once: true });
+      const onAbort = () => this.#giveUp(id, cancelled(signal));
+      signal.addEventListener('abort', onAbort, { once: true });
+      call.onAbort = onAbort;
     }
+    if (deadline > 0) call.timer = setTimeout(() => this.#giveUp(id, new RpcError('TIMEOUT', `call timed out after ${timeoutMs} ms`)), timeoutMs);
   }
 
   /** Sends our request stream while the callee grants credit; ends it with End, or cancels the call if the source throws. */
@@ -314,13 +328,6 @@ function stop(call: OutCall): void {
 /** The deadline a call sends for a `timeoutMs` checkCallOptions passed: whole ms, at least 1; 0 for none (undefined, Infinity). */
 function deadlineOf(timeoutMs: number | undefined): number {
   return timeoutMs === undefined || timeoutMs === Infinity ? 0 : Math.max(1, Math.ceil(timeoutMs));
-}
-
-/** The options error a call would reject with, if any. */
-function checkCallOptions(options: CallOptions | undefined): RpcError | undefined {
-  const timeoutMs = options?.timeoutMs;
-  if (timeoutMs !== undefined && timeoutMs !== Infinity && !isTimerMs(timeoutMs)) return badTimeLimit('timeoutMs', timeoutMs);
-  return undefined;
 }
 
 function cancelled(signal: AbortSignal): RpcError {

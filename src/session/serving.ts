@@ -9,8 +9,8 @@ import type { Inbox, Outflow } from './streams.js';
 
 /**
  * One request being served, and the handler's `ctx`. The AbortController behind `ctx.signal` is
- * made only when a handler reads `signal`: most never do, and one per call was the largest single
- * cost of serving a small request (measured: 13% of a server worker's CPU).
+ * made only when a handler reads `signal`: most handlers never do, and making one for every call
+ * would cost each small request more than anything else its serving does (docs/PERFORMANCE.md).
  */
 export class Serving implements CallContext {
   readonly peer: PeerInfo;

@@ -26,7 +26,7 @@ import {
 import type { CallOptions, Handler, PeerClient, PeerInfo, StreamOptions } from '../types.js';
 import { decodeErrorPayload } from './error-payload.js';
 import { Incoming } from './incoming.js';
-import { Link, kEmpty, type SendBody } from './link.js';
+import { Link, kEmpty, unsendable, type SendBody } from './link.js';
 import { Outgoing } from './outgoing.js';
 
 export type { SendBody } from './link.js';
@@ -113,7 +113,12 @@ export class Session implements PeerClient {
   async notify(event: unknown): Promise<void> {
     const link = this.#link;
     if (link.closed) throw link.closed;
-    const payload = link.codec.encode(event);
+    let payload: Uint8Array;
+    try {
+      payload = link.codec.encode(event);
+    } catch (err) {
+      throw unsendable(err);
+    }
     const head = kindHeader(link.scratch, Kind.Event);
     link.checkSize(head.length + payload.length, 'an event');
     await link.send(head, payload);

@@ -9,8 +9,6 @@ import { RpcError } from '../errors.js';
 
 /** Items a receiver lets the sender have in flight, unless the caller says otherwise. */
 export const kDefaultWindow = 32;
-/** Largest window a caller may ask for (it bounds memory: items are not bounded in size). */
-export const kMaxWindow = 65536;
 
 export interface InboxOptions {
   /** Credit granted when the stream opened: the most items that may arrive unread. */
@@ -253,6 +251,12 @@ export async function pump(source: AsyncIterable<unknown>, flow: Outflow, send: 
   }
 }
 
+/** Never throws: a value whose reading throws (a hostile Proxy, a getter) is not a stream, and whoever encodes it next says why. */
 export function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
-  return value !== null && typeof value === 'object' && typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function';
+  if (value === null || typeof value !== 'object') return false;
+  try {
+    return typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function';
+  } catch {
+    return false;
+  }
 }
