@@ -3,9 +3,10 @@
  * fast path between the main thread and a connection worker (and, with a native futex as the
  * `RingSignal`, between processes). Layout and record format: ./layout.ts.
  *
- * Hot path rules: every view is made once per ring, a message that fits in one record costs no
- * allocation on the writer side and one subarray on the reader side, each side publishes its
- * position with one Atomics.store per record and wakes the other only when it sleeps.
+ * Hot path rules: every view is made once per ring, a message that fits in one record (any that
+ * fits in the ring) costs no allocation on the writer side and one subarray on the reader side,
+ * each side publishes its position with one Atomics.store per record and wakes the other only
+ * when it sleeps.
  */
 
 import { RpcError } from '../errors.js';
@@ -37,6 +38,7 @@ import {
   kVersionIndex,
   kWriterWaitingIndex,
   maxRecordBytes,
+  maxWholeRecordBytes,
 } from './layout.js';
 
 export { kRingHeaderBytes } from './layout.js';
@@ -210,7 +212,7 @@ export class RingWriter {
     this.capacity = cap;
     this.mask = cap - 1;
     const maxRecord = maxRecordBytes(cap);
-    this.maxWhole = maxRecord - kRecordHeaderBytes;
+    this.maxWhole = maxWholeRecordBytes(cap) - kRecordHeaderBytes;
     this.maxFirst = maxRecord - kFirstHeaderBytes;
     this.maxCont = maxRecord - kRecordHeaderBytes;
     this.signal = options.signal ?? atomicsSignal;
@@ -392,12 +394,24 @@ export class RingWriter {
       }
       const rec = (hdr + len + 7) & ~7;
       let off = tail & this.mask;
-      const toEnd = cap - off;
+      let toEnd = cap - off;
       // A record never straddles the end: if it does not fit before it, a pad fills the rest.
-      const need = rec <= toEnd ? rec : toEnd + rec;
+      let need = rec <= toEnd ? rec : toEnd + rec;
       if (need > cap - ((tail - this.headCache) | 0)) {
         this.headCache = Atomics.load(this.ctl, kHeadIndex);
-        if (need > cap - ((tail - this.headCache) | 0)) break;
+        const free = cap - ((tail - this.headCache) | 0);
+        if (need > free) {
+          // A whole record larger than the space behind the pad can fit only once the reader has
+          // passed the pad: write the pad alone now (if it fits) and wait for that.
+          if (rec <= toEnd || rec <= cap - toEnd || toEnd > free) break;
+          words[off >> 2] = (toEnd << kKindBits) | kKindPad;
+          words[(off >> 2) + 1] = 0;
+          tail = (tail + toEnd) | 0;
+          off = 0;
+          toEnd = cap;
+          need = rec;
+          if (need > cap - ((tail - this.headCache) | 0)) break;
+        }
       }
       if (rec > toEnd) {
         words[off >> 2] = (toEnd << kKindBits) | kKindPad;
@@ -476,7 +490,7 @@ export class RingWriter {
 
 export interface RingHandlers {
   /**
-   * One message. `owned` false: `bytes` is a view into the ring (the message fit in one record),
+   * One message. `owned` false: `bytes` is a view into the ring (a message that fits in the ring comes as one record),
    * valid only during this call; copy to keep it. `owned` true: a fresh array the reader
    * reassembled from fragments, the handler's to keep. Throwing stops the reader (see onError).
    */
@@ -511,6 +525,7 @@ export class RingReader {
   private readonly bytes: Uint8Array;
   private readonly capacity: number;
   private readonly mask: number;
+  private readonly maxWhole: number;
   private readonly maxCont: number;
   private readonly signal: RingSignal;
   private readonly handlers: RingHandlers;
@@ -548,6 +563,7 @@ export class RingReader {
     this.bytes = new Uint8Array(sab, kRingHeaderBytes, cap);
     this.capacity = cap;
     this.mask = cap - 1;
+    this.maxWhole = maxWholeRecordBytes(cap) - kRecordHeaderBytes;
     this.maxCont = maxRecordBytes(cap) - kRecordHeaderBytes;
     this.signal = options.signal ?? atomicsSignal;
     this.handlers = handlers;
@@ -663,7 +679,7 @@ export class RingReader {
         const len = word0 >>> kKindBits;
         n++;
         if (kind === kKindWhole) {
-          if (len > this.maxCont) throw corrupt(head, 'whole record too long');
+          if (len > this.maxWhole || kRecordHeaderBytes + len > this.capacity - off) throw corrupt(head, 'whole record too long');
           const start = off + kRecordHeaderBytes;
           next = (head + ((kRecordHeaderBytes + len + 7) & ~7)) | 0;
           messages++;
