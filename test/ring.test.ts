@@ -73,14 +73,14 @@ function countingSignal(): { signal: RingSignal; counts: { waits: number; notifi
 }
 
 /** Main-thread ends of an echo worker: `writer` feeds it, `handlers` receive its echoes. */
-function startEcho(capacity: number, handlers: RingHandlers) {
+function startEcho(capacity: number, handlers: RingHandlers, writerSignal?: RingSignal) {
   const input = createRing(capacity);
   const output = createRing(capacity);
   const worker = new Worker(kWorkerUrl, { workerData: { input, output } });
   const exited = once(worker, 'exit') as Promise<[number]>;
   const failed = once(worker, 'error').then(([err]) => Promise.reject(err as Error));
   failed.catch(() => {});
-  const writer = new RingWriter(input);
+  const writer = new RingWriter(input, { signal: writerSignal });
   const reader = new RingReader(output, handlers);
   reader.start();
   return { writer, reader, worker, exited, failed };
@@ -518,6 +518,46 @@ describe('shm ring', function () {
       { numRuns: 40 },
     );
     assert.ok(fragmented > 10 && inPlace > 100, `fragmented ${fragmented}, in place ${inPlace}`);
+  });
+
+  it('a writer blocked on a full ring is woken once half the ring is free, not at each record the reader frees', async function () {
+    this.timeout(5000);
+    const { signal, counts } = countingSignal();
+    const cap = 4096;
+    const sab = createRing(cap);
+    const writer = new RingWriter(sab);
+    const got: number[] = [];
+    const reader = new RingReader(sab, { onMessage: (tag) => void got.push(tag) }, { signal });
+    // 16 records of 256 bytes fill the ring; the 17th waits.
+    for (let i = 0; i < 16; i++) assert.equal(writer.write(i, pattern(i, 248)), true);
+    assert.equal(writer.write(16, pattern(16, 248)), false);
+    for (let i = 0; i < 7; i++) assert.equal(reader.drain(1), 1);
+    assert.equal(counts.notifies, 0, 'seven records freed, under half the ring: the writer sleeps on');
+    assert.equal(reader.drain(1), 1);
+    assert.equal(counts.notifies, 1, 'the eighth frees half the ring: one wake-up');
+    await writer.flushed();
+    while (reader.drain() > 0);
+    assert.deepEqual(got, Array.from({ length: 17 }, (_, i) => i));
+    assert.equal(counts.notifies, 1);
+  });
+
+  it('streams a message 16x the ring to a worker with a writer wake-up per half ring, not per fragment', async function () {
+    this.timeout(10000);
+    const cap = 1 << 16;
+    const size = 16 * cap;
+    let received: Uint8Array | undefined;
+    const { signal, counts } = countingSignal();
+    const echo = startEcho(cap, { onMessage: (_tag, bytes) => void (received = bytes) }, signal);
+    const writer = echo.writer;
+    writer.write(7, pattern(7, size));
+    await writer.flushed();
+    await until(() => received !== undefined, 5000, 'the echo');
+    checkPattern(7, size, received!);
+    // Fragments are a quarter of the ring (64 of them); half-ring strides are 32.
+    assert.ok(counts.waits <= 34, `the writer slept ${counts.waits} times`);
+    writer.close();
+    assert.deepEqual(await echo.exited, [0]);
+    echo.reader.stop();
   });
 
   it('pollMicros: a message within the window after the last one costs no sleep; the event loop keeps turning; then it sleeps', async function () {

@@ -15,10 +15,12 @@
  * of `tail`, the reader loads writer-waiting after every advance of `head`; both loads then hit a
  * line the checking side owns anyway, and the flag itself is written only around a sleep.
  *
- * The two flag words are 0 while their side is awake; a side about to sleep stores the position
- * it has seen, | 1 (positions are 8-aligned, so that is never 0): the reader its head, the writer
- * the head it found too close to its tail. The other side notifies only when that position is
- * behind its own, which keeps a stale wake-up from consuming the flag of the next sleep.
+ * The two flag words are 0 while their side is awake; a side about to sleep stores a position,
+ * | 1 (positions are 8-aligned, so that is never 0): the reader the head it has seen, and it is
+ * woken once the tail is past it; the writer the head at which the room it waits for is free
+ * (half the ring, or its next record's room if larger), and it is woken once the head reaches it.
+ * Waking only then keeps a stale wake-up from consuming the flag of the next sleep, and lets a
+ * message larger than the ring stream in half-ring strides rather than a wake-up per fragment.
  *
  * Positions are u32 byte counters that wrap mod 2^32 (kept as int32 in JS); `pos & (capacity-1)`
  * is the offset in the data area, `(tail - head) | 0` the bytes in use.

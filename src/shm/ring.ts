@@ -57,7 +57,7 @@ const kWaitForever = Infinity;
  * between publishing and notifying) and then wakes it. Costs one timer tick a second, not one per wait.
  */
 const kWatchdogMs = 1000;
-/** `parkedAt` while not parked: odd, so never a position (positions are 8-aligned). */
+/** `parkedFor` while not parked: odd, so never a position (positions are 8-aligned). */
 const kNotParked = 1;
 /**
  * Records the reader consumes before it yields to the event loop, so a flood cannot starve the
@@ -193,12 +193,14 @@ export class RingWriter {
   /** Progress out-params of put(), fields so the hot path returns a boolean and allocates nothing. */
   private putPos = 0;
   private putStarted = false;
+  /** Free bytes the record put() stopped at needs (its pad included; may exceed the capacity). */
+  private putNeed = 0;
   private queue: Pending[] = [];
   private queueHead = 0;
   private queued = 0;
   private pumping = false;
-  /** The head the pump sleeps on, for the watchdog; kNotParked while awake. */
-  private parkedAt = kNotParked;
+  /** The head position the parked pump waits for, for the watchdog; kNotParked while awake. */
+  private parkedFor = kNotParked;
   private closing = false;
   private destroyed = false;
   private flushWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
@@ -341,21 +343,29 @@ export class RingWriter {
     this.pumping = true;
     const ctl = this.ctl;
     const alive = watchdog(() => {
-      if (this.parkedAt !== kNotParked && Atomics.load(ctl, kHeadIndex) !== this.parkedAt) this.signal.notify(ctl, kHeadIndex);
+      if (this.parkedFor !== kNotParked && ((Atomics.load(ctl, kHeadIndex) - this.parkedFor) | 0) >= 0) this.signal.notify(ctl, kHeadIndex);
     }, true);
     try {
       while (!this.flushQueue() && !this.destroyed) {
-        const seen = this.headCache; // flushQueue just reloaded it and found too little space
-        // Announce "waiting at head = seen" (seen | 1: positions are 8-aligned, so never 0).
+        // Ask to be woken once half the ring is free (or the next record's room, if larger), not
+        // at the first record the reader frees: a message larger than the ring then streams in
+        // half-ring strides, a wake-up each, instead of a wake-up per fragment on both sides.
+        const half = this.capacity >>> 1;
+        // At most the capacity: a pad and a record larger than that need an empty ring first.
+        const want = this.putNeed <= half ? half : this.putNeed < this.capacity ? this.putNeed : this.capacity;
+        const target = (this.tail + want - this.capacity) | 0;
+        // Announce "waiting for head = target" (target | 1: positions are 8-aligned, so never 0).
         // Dekker with the reader, which stores head and then loads this word: all accesses are
-        // seq-cst, so either our load below sees its new head (we retry at once), or its load
-        // comes after our store and it notifies. A notify landing before wait() parks is not
-        // lost: wait() returns at once when the head word no longer equals `seen`.
-        Atomics.store(ctl, kWriterWaitingIndex, seen | 1);
-        if (Atomics.load(ctl, kHeadIndex) === seen) {
-          this.parkedAt = seen;
+        // seq-cst, so either our load below sees a head at the target (we retry at once), or its
+        // load comes after our store and it notifies once its head reaches the target. A notify
+        // landing before wait() parks is not lost: wait() returns at once when the head word no
+        // longer equals `seen`.
+        Atomics.store(ctl, kWriterWaitingIndex, target | 1);
+        const seen = Atomics.load(ctl, kHeadIndex);
+        if (((seen - target) | 0) < 0) {
+          this.parkedFor = target;
           await this.signal.wait(ctl, kHeadIndex, seen, kWaitForever);
-          this.parkedAt = kNotParked;
+          this.parkedFor = kNotParked;
         }
         Atomics.store(ctl, kWriterWaitingIndex, 0);
       }
@@ -403,13 +413,14 @@ export class RingWriter {
         if (need > free) {
           // A whole record larger than the space behind the pad can fit only once the reader has
           // passed the pad: write the pad alone now (if it fits) and wait for that.
+          this.putNeed = need;
           if (rec <= toEnd || rec <= cap - toEnd || toEnd > free) break;
           words[off >> 2] = (toEnd << kKindBits) | kKindPad;
           words[(off >> 2) + 1] = 0;
           tail = (tail + toEnd) | 0;
           off = 0;
           toEnd = cap;
-          need = rec;
+          need = this.putNeed = rec;
           if (need > cap - ((tail - this.headCache) | 0)) break;
         }
       }
@@ -460,6 +471,7 @@ export class RingWriter {
     // Offsets are 8-aligned, so at least 8 bytes remain before the end: never a pad here.
     if (kRecordHeaderBytes > cap - ((tail - this.headCache) | 0)) {
       this.headCache = Atomics.load(this.ctl, kHeadIndex);
+      this.putNeed = kRecordHeaderBytes;
       if (kRecordHeaderBytes > cap - ((tail - this.headCache) | 0)) return false;
     }
     const w = (tail & this.mask) >> 2;
@@ -746,11 +758,11 @@ export class RingReader {
     this.head = head;
     Atomics.store(ctl, kHeadIndex, head);
     // Dekker with the writer's "store waiting; load head" (RingWriter#pump), checked per record so
-    // a blocked writer restarts as soon as space frees up. The word holds the head the writer saw
-    // (| 1); if that is our new head it waits for space we have not freed yet: leave it set (see
-    // RingWriter#publish for why clearing it would lose the next wake-up).
+    // a blocked writer restarts as soon as the space it asked for is free. The word holds the head
+    // position it waits for (| 1); until our head reaches it, leave it set: clearing it would lose
+    // the wake-up the writer is owed when it does.
     const waiting = Atomics.load(ctl, kWriterWaitingIndex);
-    if (waiting !== 0 && waiting !== (head | 1) && Atomics.compareExchange(ctl, kWriterWaitingIndex, waiting, 0) === waiting) {
+    if (waiting !== 0 && ((head - (waiting & ~1)) | 0) >= 0 && Atomics.compareExchange(ctl, kWriterWaitingIndex, waiting, 0) === waiting) {
       this.signal.notify(ctl, kHeadIndex);
     }
   }
