@@ -13,6 +13,7 @@ import { RpcError } from '../errors.js';
 import { bytesToFill } from '../bytes.js';
 import { countCopied } from '../observe.js';
 import { weighShared } from './weigh.js';
+import { copyBytes } from './copy.js';
 import {
   kCapacityIndex,
   kClosedIndex,
@@ -159,7 +160,8 @@ function copyInto(out: Uint8Array, dst: number, src: Uint8Array, from: number, n
   if (n <= kShortCopy) {
     for (let i = 0; i < n; i++) out[dst + i] = src[from + i];
   } else {
-    out.set(from === 0 && n === src.length ? src : src.subarray(from, from + n), dst);
+    // A payload behind odd-length headers lands misaligned: copyBytes keeps that at memcpy speed.
+    copyBytes(out, dst, src, from, n);
   }
 }
 
@@ -700,7 +702,7 @@ export class RingReader {
           const asm = this.asm;
           if (asm === null || len > this.maxCont || this.asmPos + len > asm.length) throw corrupt(head, 'stray continuation');
           const start = off + kRecordHeaderBytes;
-          asm.set(bytes.subarray(start, start + len), this.asmPos);
+          copyBytes(asm, this.asmPos, bytes, start, len);
           countCopied(len);
           this.asmPos += len;
           next = (head + ((kRecordHeaderBytes + len + 7) & ~7)) | 0;
