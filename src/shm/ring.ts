@@ -504,9 +504,10 @@ export class RingWriter {
 
 export interface RingHandlers {
   /**
-   * One message. `owned` false: `bytes` is a view into the ring (a message that fits in the ring comes as one record),
-   * valid only during this call; copy to keep it. `owned` true: a fresh array the reader
-   * reassembled from fragments, the handler's to keep. Throwing stops the reader (see onError).
+   * One message. `owned` false: `bytes` is a view into the ring (a message that fits in the ring
+   * comes as one record), valid only during this call; copy to keep it. `owned` true: a fresh
+   * array the reader reassembled from fragments, the handler's to keep. Throwing stops the reader
+   * (see onError).
    */
   onMessage(tag: number, bytes: Uint8Array, owned: boolean): void;
   /** After each drained batch (lets the consumer flush a corked socket once per batch). */
