@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import fc from 'fast-check';
 import { RpcError } from '../src/errors.js';
-import { kClosedIndex, kReaderSleepingIndex, kTailIndex } from '../src/shm/layout.js';
+import { kClosedIndex, kHeadIndex, kReaderSleepingIndex, kTailIndex, kVersionIndex } from '../src/shm/layout.js';
 import {
   atomicsSignal,
   createRing,
@@ -73,14 +73,14 @@ function countingSignal(): { signal: RingSignal; counts: { waits: number; notifi
 }
 
 /** Main-thread ends of an echo worker: `writer` feeds it, `handlers` receive its echoes. */
-function startEcho(capacity: number, handlers: RingHandlers) {
+function startEcho(capacity: number, handlers: RingHandlers, writerSignal?: RingSignal) {
   const input = createRing(capacity);
   const output = createRing(capacity);
   const worker = new Worker(kWorkerUrl, { workerData: { input, output } });
   const exited = once(worker, 'exit') as Promise<[number]>;
   const failed = once(worker, 'error').then(([err]) => Promise.reject(err as Error));
   failed.catch(() => {});
-  const writer = new RingWriter(input);
+  const writer = new RingWriter(input, { signal: writerSignal });
   const reader = new RingReader(output, handlers);
   reader.start();
   return { writer, reader, worker, exited, failed };
@@ -399,25 +399,165 @@ describe('shm ring', function () {
     reader.stop();
   });
 
-  it('tells onMessage whether it may keep the bytes: a whole record is a view into the ring, a reassembled message is its own', () => {
-    const sab = createRing(4096);
+  it('tells onMessage whether it may keep the bytes: a message that fits in the ring is a view into it, a larger one is reassembled, its own', () => {
+    const cap = 4096;
+    const sab = createRing(cap);
     const writer = new RingWriter(sab);
     const got: Array<{ owned: boolean; shared: boolean; length: number }> = [];
-    const reader = new RingReader(sab, { onMessage: (_tag, bytes, owned) => void got.push({ owned, shared: bytes.buffer === sab, length: bytes.length }) });
-    writer.write(1, pattern(1, 100));
-    reader.drain();
-    // Larger than one record: it goes in fragments, written as the reader frees space.
-    const big = pattern(2, 3000);
-    writer.write(2, big);
-    // Alternate until the whole message is through (bounded: a bug must fail, not spin).
-    for (let i = 0; i < 100 && got.length < 2; i++) {
-      reader.drain();
-      writer.flushQueue();
+    const reader = new RingReader(sab, {
+      onMessage(tag, bytes, owned) {
+        checkPattern(tag, bytes.length, bytes);
+        got.push({ owned, shared: bytes.buffer === sab, length: bytes.length });
+      },
+    });
+    // Larger than a quarter of the ring (once the largest record), then the largest whole record,
+    // then one byte more than that, which must go in fragments.
+    const sizes = [100, 3000, cap - 8, cap - 7];
+    for (const [tag, size] of sizes.entries()) {
+      writer.write(tag, pattern(tag, size));
+      // Alternate until it is through (bounded: a bug must fail, not spin).
+      for (let i = 0; i < 100 && got.length <= tag; i++) {
+        reader.drain();
+        writer.flushQueue();
+      }
     }
     assert.deepEqual(got, [
       { owned: false, shared: true, length: 100 },
-      { owned: true, shared: false, length: 3000 },
+      { owned: false, shared: true, length: 3000 },
+      { owned: false, shared: true, length: cap - 8 },
+      { owned: true, shared: false, length: cap - 7 },
     ]);
+  });
+
+  it('a whole record too large for the room behind its pad waits for the reader to pass the pad, then goes in place', () => {
+    const cap = 4096;
+    const sab = createRing(cap);
+    const ctl = new Int32Array(sab);
+    const writer = new RingWriter(sab);
+    const got: Array<{ tag: number; owned: boolean }> = [];
+    const reader = new RingReader(sab, {
+      onMessage(tag, bytes, owned) {
+        checkPattern(tag, bytes.length, bytes);
+        got.push({ tag, owned });
+      },
+    });
+    // Tail just past the middle: 2104 bytes of room before the end, 2048 behind it once read.
+    assert.equal(writer.write(0, pattern(0, 2040)), true);
+    assert.equal(reader.drain(), 1);
+    assert.equal(Atomics.load(ctl, kTailIndex), 2048);
+    // 3000 bytes fit neither before the end nor behind the pad: only the pad goes now.
+    assert.equal(writer.write(1, pattern(1, 3000)), false);
+    assert.equal(Atomics.load(ctl, kTailIndex), cap, 'the pad alone is published');
+    assert.equal(writer.flushQueue(), false, 'the record waits while the reader has not passed the pad');
+    assert.equal(reader.drain(), 1, 'the reader passes the pad');
+    assert.equal(writer.flushQueue(), true);
+    assert.equal(reader.drain(), 1);
+    assert.deepEqual(got, [
+      { tag: 0, owned: false },
+      { tag: 1, owned: false },
+    ]);
+  });
+
+  it('messages of random sizes up to 3x the ring arrive byte-exact and in order under a slow reader, each one that fits as a view (fast-check)', async function () {
+    this.timeout(60000);
+    const cap = 4096;
+    const maxWhole = cap - 8;
+    const size = fc.oneof(
+      fc.integer({ min: 0, max: 3 * cap }),
+      fc.integer({ min: 0, max: 600 }),
+      fc.constantFrom(0, 1, cap / 4 - 8, cap / 4 - 7, cap / 2 - 8, cap / 2 + 1, maxWhole - 1, maxWhole, maxWhole + 1, cap, 2 * cap + 3, 3 * cap),
+    );
+    const message = fc.record({ size, split: fc.double({ min: 0, max: 1, noNaN: true }), stall: fc.constantFrom(0, 0, 0, 1, 2) });
+    let fragmented = 0;
+    let inPlace = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(message, { minLength: 1, maxLength: 40 }), async (messages) => {
+        const sab = createRing(cap);
+        const writer = new RingWriter(sab);
+        let received = 0;
+        let failure: unknown;
+        let closed = false;
+        const reader = new RingReader(sab, {
+          onMessage(tag, bytes, owned) {
+            try {
+              assert.equal(tag, received, 'in order');
+              const m = messages[tag];
+              checkPattern(tag, m.size, bytes);
+              assert.equal(owned, m.size > maxWhole, `message ${tag} of ${m.size} bytes: owned ${owned}`);
+              if (owned) fragmented++;
+              else inPlace++;
+            } catch (err) {
+              failure ??= err;
+            }
+            received++;
+            // A slow reader: it stops for a timer or a loop turn now and then, while the writer is blocked.
+            if (messages[tag].stall !== 0) {
+              reader.pause();
+              if (messages[tag].stall === 1) setTimeout(() => reader.resume(), 1);
+              else setImmediate(() => reader.resume());
+            }
+          },
+          onClose: () => void (closed = true),
+          onError: (err) => void (failure ??= err),
+        });
+        reader.start();
+        for (const [tag, m] of messages.entries()) {
+          const msg = pattern(tag, m.size);
+          const k = Math.floor(m.split * m.size);
+          writer.write2(tag, msg.subarray(0, k), msg.subarray(k));
+          // The writer's caller reuses its buffers at once: what was queued must have been copied.
+          msg.fill(0xee);
+        }
+        writer.close();
+        await writer.flushed();
+        await until(() => closed || failure !== undefined, 10000, 'every message and the close record');
+        reader.stop();
+        if (failure !== undefined) throw failure;
+        assert.equal(received, messages.length);
+      }),
+      { numRuns: 40 },
+    );
+    assert.ok(fragmented > 10 && inPlace > 100, `fragmented ${fragmented}, in place ${inPlace}`);
+  });
+
+  it('a writer blocked on a full ring is woken once half the ring is free, not at each record the reader frees', async function () {
+    this.timeout(5000);
+    const { signal, counts } = countingSignal();
+    const cap = 4096;
+    const sab = createRing(cap);
+    const writer = new RingWriter(sab);
+    const got: number[] = [];
+    const reader = new RingReader(sab, { onMessage: (tag) => void got.push(tag) }, { signal });
+    // 16 records of 256 bytes fill the ring; the 17th waits.
+    for (let i = 0; i < 16; i++) assert.equal(writer.write(i, pattern(i, 248)), true);
+    assert.equal(writer.write(16, pattern(16, 248)), false);
+    for (let i = 0; i < 7; i++) assert.equal(reader.drain(1), 1);
+    assert.equal(counts.notifies, 0, 'seven records freed, under half the ring: the writer sleeps on');
+    assert.equal(reader.drain(1), 1);
+    assert.equal(counts.notifies, 1, 'the eighth frees half the ring: one wake-up');
+    await writer.flushed();
+    while (reader.drain() > 0);
+    assert.deepEqual(got, Array.from({ length: 17 }, (_, i) => i));
+    assert.equal(counts.notifies, 1);
+  });
+
+  it('streams a message 16x the ring to a worker with a writer wake-up per half ring, not per fragment', async function () {
+    this.timeout(10000);
+    const cap = 1 << 16;
+    const size = 16 * cap;
+    let received: Uint8Array | undefined;
+    const { signal, counts } = countingSignal();
+    const echo = startEcho(cap, { onMessage: (_tag, bytes) => void (received = bytes) }, signal);
+    const writer = echo.writer;
+    writer.write(7, pattern(7, size));
+    await writer.flushed();
+    await until(() => received !== undefined, 5000, 'the echo');
+    checkPattern(7, size, received!);
+    // Fragments are a quarter of the ring (64 of them); half-ring strides are 32.
+    assert.ok(counts.waits <= 34, `the writer slept ${counts.waits} times`);
+    writer.close();
+    assert.deepEqual(await echo.exited, [0]);
+    echo.reader.stop();
   });
 
   it('pollMicros: a message within the window after the last one costs no sleep; the event loop keeps turning; then it sleeps', async function () {
@@ -553,5 +693,30 @@ describe('shm ring', function () {
     const reader = new RingReader(sab, { onMessage: () => void delivered++ });
     assert.throws(() => reader.drain(), (e: unknown) => RpcError.is(e) && e.code === 'PROTOCOL');
     assert.equal(delivered, 0);
+  });
+
+  it('rejects with PROTOCOL a whole record that would run past the end of the data area, or is longer than the ring', function () {
+    for (const { at, len } of [
+      { at: 4000, len: 200 },
+      { at: 0, len: 4096 },
+    ]) {
+      const sab = createRing(4096);
+      const ctl = new Int32Array(sab);
+      new Int32Array(sab, kRingHeaderBytes)[at >> 2] = (len << 3) | 1;
+      Atomics.store(ctl, kHeadIndex, at);
+      Atomics.store(ctl, kTailIndex, at + 8 + len);
+      let delivered = 0;
+      const reader = new RingReader(sab, { onMessage: () => void delivered++ });
+      assert.throws(() => reader.drain(), (e: unknown) => RpcError.is(e) && e.code === 'PROTOCOL' && /whole record too long/.test(e.message), `at ${at}, ${len} bytes`);
+      assert.equal(delivered, 0);
+    }
+  });
+
+  it('refuses a ring laid out by the previous ring version (its reader would refuse whole records over a quarter of the ring)', function () {
+    const sab = createRing(4096);
+    new Int32Array(sab)[kVersionIndex] = 1;
+    for (const make of [() => new RingWriter(sab), () => new RingReader(sab, { onMessage() {} })]) {
+      assert.throws(make, (e: unknown) => RpcError.is(e) && e.code === 'INVALID_ARGUMENT' && /version/.test(e.message));
+    }
   });
 });

@@ -6,6 +6,7 @@
 import { Packr } from 'msgpackr';
 import { RpcError } from '../errors.js';
 import { countCopied } from '../observe.js';
+import { copyOut } from '../shm/copy.js';
 import { View, viewBytes } from './view.js';
 import { resolveDecodeLimits, scanJson, scanMsgpack, unscannedBytes, type DecodeLimits, type ResolvedDecodeLimits } from './budget.js';
 
@@ -208,7 +209,10 @@ class MsgpackCodec implements Codec {
         if (len === n - header) {
           const max = this.#limits.maxBinaryBytes;
           if (len > max) throw new RpcError('FRAME_TOO_LARGE', `payload refused before decoding: a binary of ${len} bytes exceeds decodeLimits.maxBinaryBytes (${max})`, { data: { limit: 'maxBinaryBytes', length: len, max } });
-          return owned ? bytes.subarray(s + header) : Uint8Array.prototype.slice.call(bytes, s + header);
+          if (owned) return bytes.subarray(s + header);
+          // From a ring view: slice() of shared memory is slow; a large one is copied with set().
+          if (len >= kBinFastMax && bytes.buffer instanceof SharedArrayBuffer) return copyOut(bytes, s + header);
+          return Uint8Array.prototype.slice.call(bytes, s + header);
         }
       }
     }
@@ -277,7 +281,7 @@ class JsonCodec implements Codec {
     countCopied(bytes.length);
     try {
       // TextDecoder refuses views of shared memory; copy those out first.
-      const own = bytes.buffer instanceof SharedArrayBuffer ? bytes.slice() : bytes;
+      const own = bytes.buffer instanceof SharedArrayBuffer ? copyOut(bytes) : bytes;
       return JSON.parse(this.#decoder.decode(own));
     } catch (cause) {
       throw new RpcError('PROTOCOL', `payload is not valid JSON: ${(cause as Error).message}`, { cause });

@@ -15,10 +15,12 @@
  * of `tail`, the reader loads writer-waiting after every advance of `head`; both loads then hit a
  * line the checking side owns anyway, and the flag itself is written only around a sleep.
  *
- * The two flag words are 0 while their side is awake; a side about to sleep stores the position
- * it has seen, | 1 (positions are 8-aligned, so that is never 0): the reader its head, the writer
- * the head it found too close to its tail. The other side notifies only when that position is
- * behind its own, which keeps a stale wake-up from consuming the flag of the next sleep.
+ * The two flag words are 0 while their side is awake; a side about to sleep stores a position,
+ * | 1 (positions are 8-aligned, so that is never 0): the reader the head it has seen, and it is
+ * woken once the tail is past it; the writer the head at which the room it waits for is free
+ * (half the ring, or its next record's room if larger), and it is woken once the head reaches it.
+ * Waking only then keeps a stale wake-up from consuming the flag of the next sleep, and lets a
+ * message larger than the ring stream in half-ring strides rather than a wake-up per fragment.
  *
  * Positions are u32 byte counters that wrap mod 2^32 (kept as int32 in JS); `pos & (capacity-1)`
  * is the offset in the data area, `(tail - head) | 0` the bytes in use.
@@ -36,10 +38,18 @@
  * A pad record fills the data area up to its end (the next record starts at offset 0); its
  * length field holds the bytes skipped, header included. A close record (8 bytes, no payload)
  * is the writer's last record.
+ *
+ * A message goes as one whole record whenever that record fits in the data area (up to 256 MiB),
+ * so the reader hands it on as a view where it lies, however large: reassembling fragments costs
+ * a fresh buffer per message, and fresh pages fault in on first touch, which for a MiB costs far
+ * more than the copy itself. Only a message larger than that goes as a first fragment and
+ * continuations of at most maxRecordBytes() each, so the writer can stream it while the reader
+ * drains it.
  */
 
 export const kRingMagic = 0x4f475252; // 'OGRR'
-export const kRingVersion = 1;
+/** 2: whole records up to the capacity (1 kept them to a quarter, and its reader refuses larger ones). */
+export const kRingVersion = 2;
 
 /** Int32 word indexes of the control words. */
 export const kMagicIndex = 0;
@@ -71,10 +81,19 @@ export const kKindPad = 4;
 export const kKindClose = 5;
 
 /**
- * Largest record (header + payload + padding) for a data area of `capacity` bytes. At most half
- * the capacity is required for progress: when the ring is empty a record must fit even after a
- * pad to the end. A quarter lets the writer fill one fragment while the reader drains another.
+ * Largest fragment record (header + payload + padding) for a data area of `capacity` bytes: a
+ * quarter lets the writer fill one fragment while the reader drains another.
  */
 export function maxRecordBytes(capacity: number): number {
   return capacity >>> 2;
+}
+
+/**
+ * Largest whole record. Any record up to the capacity makes progress: a writer that finds no room
+ * before the end writes the pad alone and waits for the reader to pass it. The cap keeps every
+ * length field (a pad's is below its record's) within its 29 bits.
+ */
+export const kMaxWholeRecordBytes = 2 ** 28;
+export function maxWholeRecordBytes(capacity: number): number {
+  return capacity < kMaxWholeRecordBytes ? capacity : kMaxWholeRecordBytes;
 }

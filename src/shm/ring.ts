@@ -3,15 +3,17 @@
  * fast path between the main thread and a connection worker (and, with a native futex as the
  * `RingSignal`, between processes). Layout and record format: ./layout.ts.
  *
- * Hot path rules: every view is made once per ring, a message that fits in one record costs no
- * allocation on the writer side and one subarray on the reader side, each side publishes its
- * position with one Atomics.store per record and wakes the other only when it sleeps.
+ * Hot path rules: every view is made once per ring, a message that fits in one record (any that
+ * fits in the ring) costs no allocation on the writer side and one subarray on the reader side,
+ * each side publishes its position with one Atomics.store per record and wakes the other only
+ * when it sleeps.
  */
 
 import { RpcError } from '../errors.js';
 import { bytesToFill } from '../bytes.js';
 import { countCopied } from '../observe.js';
 import { weighShared } from './weigh.js';
+import { copyBytes } from './copy.js';
 import {
   kCapacityIndex,
   kClosedIndex,
@@ -37,6 +39,7 @@ import {
   kVersionIndex,
   kWriterWaitingIndex,
   maxRecordBytes,
+  maxWholeRecordBytes,
 } from './layout.js';
 
 export { kRingHeaderBytes } from './layout.js';
@@ -55,7 +58,7 @@ const kWaitForever = Infinity;
  * between publishing and notifying) and then wakes it. Costs one timer tick a second, not one per wait.
  */
 const kWatchdogMs = 1000;
-/** `parkedAt` while not parked: odd, so never a position (positions are 8-aligned). */
+/** `parkedFor` while not parked: odd, so never a position (positions are 8-aligned). */
 const kNotParked = 1;
 /**
  * Records the reader consumes before it yields to the event loop, so a flood cannot starve the
@@ -157,7 +160,8 @@ function copyInto(out: Uint8Array, dst: number, src: Uint8Array, from: number, n
   if (n <= kShortCopy) {
     for (let i = 0; i < n; i++) out[dst + i] = src[from + i];
   } else {
-    out.set(from === 0 && n === src.length ? src : src.subarray(from, from + n), dst);
+    // A payload behind odd-length headers lands misaligned: copyBytes keeps that at memcpy speed.
+    copyBytes(out, dst, src, from, n);
   }
 }
 
@@ -191,12 +195,14 @@ export class RingWriter {
   /** Progress out-params of put(), fields so the hot path returns a boolean and allocates nothing. */
   private putPos = 0;
   private putStarted = false;
+  /** Free bytes the record put() stopped at needs (its pad included; may exceed the capacity). */
+  private putNeed = 0;
   private queue: Pending[] = [];
   private queueHead = 0;
   private queued = 0;
   private pumping = false;
-  /** The head the pump sleeps on, for the watchdog; kNotParked while awake. */
-  private parkedAt = kNotParked;
+  /** The head position the parked pump waits for, for the watchdog; kNotParked while awake. */
+  private parkedFor = kNotParked;
   private closing = false;
   private destroyed = false;
   private flushWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
@@ -210,7 +216,7 @@ export class RingWriter {
     this.capacity = cap;
     this.mask = cap - 1;
     const maxRecord = maxRecordBytes(cap);
-    this.maxWhole = maxRecord - kRecordHeaderBytes;
+    this.maxWhole = maxWholeRecordBytes(cap) - kRecordHeaderBytes;
     this.maxFirst = maxRecord - kFirstHeaderBytes;
     this.maxCont = maxRecord - kRecordHeaderBytes;
     this.signal = options.signal ?? atomicsSignal;
@@ -339,21 +345,29 @@ export class RingWriter {
     this.pumping = true;
     const ctl = this.ctl;
     const alive = watchdog(() => {
-      if (this.parkedAt !== kNotParked && Atomics.load(ctl, kHeadIndex) !== this.parkedAt) this.signal.notify(ctl, kHeadIndex);
+      if (this.parkedFor !== kNotParked && ((Atomics.load(ctl, kHeadIndex) - this.parkedFor) | 0) >= 0) this.signal.notify(ctl, kHeadIndex);
     }, true);
     try {
       while (!this.flushQueue() && !this.destroyed) {
-        const seen = this.headCache; // flushQueue just reloaded it and found too little space
-        // Announce "waiting at head = seen" (seen | 1: positions are 8-aligned, so never 0).
+        // Ask to be woken once half the ring is free (or the next record's room, if larger), not
+        // at the first record the reader frees: a message larger than the ring then streams in
+        // half-ring strides, a wake-up each, instead of a wake-up per fragment on both sides.
+        const half = this.capacity >>> 1;
+        // At most the capacity: a pad and a record larger than that need an empty ring first.
+        const want = this.putNeed <= half ? half : this.putNeed < this.capacity ? this.putNeed : this.capacity;
+        const target = (this.tail + want - this.capacity) | 0;
+        // Announce "waiting for head = target" (target | 1: positions are 8-aligned, so never 0).
         // Dekker with the reader, which stores head and then loads this word: all accesses are
-        // seq-cst, so either our load below sees its new head (we retry at once), or its load
-        // comes after our store and it notifies. A notify landing before wait() parks is not
-        // lost: wait() returns at once when the head word no longer equals `seen`.
-        Atomics.store(ctl, kWriterWaitingIndex, seen | 1);
-        if (Atomics.load(ctl, kHeadIndex) === seen) {
-          this.parkedAt = seen;
+        // seq-cst, so either our load below sees a head at the target (we retry at once), or its
+        // load comes after our store and it notifies once its head reaches the target. A notify
+        // landing before wait() parks is not lost: wait() returns at once when the head word no
+        // longer equals `seen`.
+        Atomics.store(ctl, kWriterWaitingIndex, target | 1);
+        const seen = Atomics.load(ctl, kHeadIndex);
+        if (((seen - target) | 0) < 0) {
+          this.parkedFor = target;
           await this.signal.wait(ctl, kHeadIndex, seen, kWaitForever);
-          this.parkedAt = kNotParked;
+          this.parkedFor = kNotParked;
         }
         Atomics.store(ctl, kWriterWaitingIndex, 0);
       }
@@ -392,12 +406,25 @@ export class RingWriter {
       }
       const rec = (hdr + len + 7) & ~7;
       let off = tail & this.mask;
-      const toEnd = cap - off;
+      let toEnd = cap - off;
       // A record never straddles the end: if it does not fit before it, a pad fills the rest.
-      const need = rec <= toEnd ? rec : toEnd + rec;
+      let need = rec <= toEnd ? rec : toEnd + rec;
       if (need > cap - ((tail - this.headCache) | 0)) {
         this.headCache = Atomics.load(this.ctl, kHeadIndex);
-        if (need > cap - ((tail - this.headCache) | 0)) break;
+        const free = cap - ((tail - this.headCache) | 0);
+        if (need > free) {
+          // A whole record larger than the space behind the pad can fit only once the reader has
+          // passed the pad: write the pad alone now (if it fits) and wait for that.
+          this.putNeed = need;
+          if (rec <= toEnd || rec <= cap - toEnd || toEnd > free) break;
+          words[off >> 2] = (toEnd << kKindBits) | kKindPad;
+          words[(off >> 2) + 1] = 0;
+          tail = (tail + toEnd) | 0;
+          off = 0;
+          toEnd = cap;
+          need = this.putNeed = rec;
+          if (need > cap - ((tail - this.headCache) | 0)) break;
+        }
       }
       if (rec > toEnd) {
         words[off >> 2] = (toEnd << kKindBits) | kKindPad;
@@ -446,6 +473,7 @@ export class RingWriter {
     // Offsets are 8-aligned, so at least 8 bytes remain before the end: never a pad here.
     if (kRecordHeaderBytes > cap - ((tail - this.headCache) | 0)) {
       this.headCache = Atomics.load(this.ctl, kHeadIndex);
+      this.putNeed = kRecordHeaderBytes;
       if (kRecordHeaderBytes > cap - ((tail - this.headCache) | 0)) return false;
     }
     const w = (tail & this.mask) >> 2;
@@ -476,9 +504,10 @@ export class RingWriter {
 
 export interface RingHandlers {
   /**
-   * One message. `owned` false: `bytes` is a view into the ring (the message fit in one record),
-   * valid only during this call; copy to keep it. `owned` true: a fresh array the reader
-   * reassembled from fragments, the handler's to keep. Throwing stops the reader (see onError).
+   * One message. `owned` false: `bytes` is a view into the ring (a message that fits in the ring
+   * comes as one record), valid only during this call; copy to keep it. `owned` true: a fresh
+   * array the reader reassembled from fragments, the handler's to keep. Throwing stops the reader
+   * (see onError).
    */
   onMessage(tag: number, bytes: Uint8Array, owned: boolean): void;
   /** After each drained batch (lets the consumer flush a corked socket once per batch). */
@@ -511,6 +540,7 @@ export class RingReader {
   private readonly bytes: Uint8Array;
   private readonly capacity: number;
   private readonly mask: number;
+  private readonly maxWhole: number;
   private readonly maxCont: number;
   private readonly signal: RingSignal;
   private readonly handlers: RingHandlers;
@@ -548,6 +578,7 @@ export class RingReader {
     this.bytes = new Uint8Array(sab, kRingHeaderBytes, cap);
     this.capacity = cap;
     this.mask = cap - 1;
+    this.maxWhole = maxWholeRecordBytes(cap) - kRecordHeaderBytes;
     this.maxCont = maxRecordBytes(cap) - kRecordHeaderBytes;
     this.signal = options.signal ?? atomicsSignal;
     this.handlers = handlers;
@@ -663,7 +694,7 @@ export class RingReader {
         const len = word0 >>> kKindBits;
         n++;
         if (kind === kKindWhole) {
-          if (len > this.maxCont) throw corrupt(head, 'whole record too long');
+          if (len > this.maxWhole || kRecordHeaderBytes + len > this.capacity - off) throw corrupt(head, 'whole record too long');
           const start = off + kRecordHeaderBytes;
           next = (head + ((kRecordHeaderBytes + len + 7) & ~7)) | 0;
           messages++;
@@ -672,7 +703,7 @@ export class RingReader {
           const asm = this.asm;
           if (asm === null || len > this.maxCont || this.asmPos + len > asm.length) throw corrupt(head, 'stray continuation');
           const start = off + kRecordHeaderBytes;
-          asm.set(bytes.subarray(start, start + len), this.asmPos);
+          copyBytes(asm, this.asmPos, bytes, start, len);
           countCopied(len);
           this.asmPos += len;
           next = (head + ((kRecordHeaderBytes + len + 7) & ~7)) | 0;
@@ -730,11 +761,11 @@ export class RingReader {
     this.head = head;
     Atomics.store(ctl, kHeadIndex, head);
     // Dekker with the writer's "store waiting; load head" (RingWriter#pump), checked per record so
-    // a blocked writer restarts as soon as space frees up. The word holds the head the writer saw
-    // (| 1); if that is our new head it waits for space we have not freed yet: leave it set (see
-    // RingWriter#publish for why clearing it would lose the next wake-up).
+    // a blocked writer restarts as soon as the space it asked for is free. The word holds the head
+    // position it waits for (| 1); until our head reaches it, leave it set: clearing it would lose
+    // the wake-up the writer is owed when it does.
     const waiting = Atomics.load(ctl, kWriterWaitingIndex);
-    if (waiting !== 0 && waiting !== (head | 1) && Atomics.compareExchange(ctl, kWriterWaitingIndex, waiting, 0) === waiting) {
+    if (waiting !== 0 && ((head - (waiting & ~1)) | 0) >= 0 && Atomics.compareExchange(ctl, kWriterWaitingIndex, waiting, 0) === waiting) {
       this.signal.notify(ctl, kHeadIndex);
     }
   }

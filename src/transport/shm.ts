@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { RpcError } from '../errors.js';
+import { copyOut } from '../shm/copy.js';
 import { countCopied } from '../observe.js';
 import { perUserTempDir, securePrivateDir } from '../private-dir.js';
 import { futexSignal, loadNative, socketPeerPid } from '../shm/native.js';
@@ -77,7 +78,7 @@ class ShmStream implements ByteStream {
         onMessage: (_tag, bytes, owned) => {
           if (!owned) {
             countCopied(bytes.length);
-            bytes = bytes.slice();
+            bytes = copyOut(bytes);
           }
           this.#events?.data(bytes);
         },
