@@ -3,6 +3,7 @@
  * The decoder is fed arbitrary chunks and hands out whole bodies; the encoder batches bodies into
  * as few buffers as possible so pipelined calls cost one write, not one each.
  */
+import { copyBytes } from '../shm/copy.js';
 import { RpcError } from '../errors.js';
 import { bytesToFill } from '../bytes.js';
 import { countCopied } from '../observe.js';
@@ -282,7 +283,8 @@ export class FrameWriter {
     const chunk = bytesToFill(kLengthBytes + len);
     writeU32(chunk, 0, len);
     chunk.set(head, kLengthBytes);
-    chunk.set(payload, kLengthBytes + head.length);
+    // The payload may be a view into a ring at any alignment: copyBytes keeps the copy fast.
+    copyBytes(chunk, kLengthBytes + head.length, payload, 0, payload.length);
     countCopied(len);
     this.#write(chunk);
   }

@@ -3,6 +3,7 @@
  * bodies to the peer, the size limit on what is sent, how received payloads are decoded, and
  * whether the session has closed.
  */
+import { copyOut } from '../shm/copy.js';
 import type { Codec } from '../codec/index.js';
 import { RpcError, messageOf } from '../errors.js';
 import { HeaderScratch, Kind, creditHeader, idHeader, streamHeader, type StreamDir } from '../protocol/envelope.js';
@@ -110,7 +111,7 @@ export class Link {
     const shared = bytes.buffer instanceof SharedArrayBuffer;
     if (this.#inPlace && shared) {
       countCopied(bytes.length - start);
-      return this.codec.decode(bytes.slice(start));
+      return this.codec.decode(copyOut(bytes, start));
     }
     return this.codec.decodeFrom(bytes, start, !shared && large);
   }
