@@ -31,6 +31,8 @@ export class WorkerHub {
   readonly #routes = new Map<number, HubMember>();
   readonly #dirty = new Set<Connection>();
   #flushScheduled = false;
+  /** Records from the main thread are being delivered: the batch's end flushes, no turn-end flush is needed. */
+  #inBatch = false;
   #nextId = 1;
 
   /**
@@ -54,9 +56,22 @@ export class WorkerHub {
     this.#owner = offer.owner;
     this.toMain = new RingWriter(offer.toMain);
     this.#fromMain = new RingReader(offer.toWorker, {
-      onMessage: (id, bytes, owned) => this.#routes.get(id)?.fromMain(id, bytes, owned),
+      onMessage: (id, bytes, owned) => {
+        this.#inBatch = true;
+        try {
+          this.#routes.get(id)?.fromMain(id, bytes, owned);
+        } catch (err) {
+          // The reader stops on a throw and no onBatch follows: write what the batch queued now.
+          this.#inBatch = false;
+          this.#flush();
+          throw err;
+        }
+      },
       // One write per dirty connection per batch, whichever task it belongs to.
-      onBatch: () => this.#flush(),
+      onBatch: () => {
+        this.#inBatch = false;
+        this.#flush();
+      },
     });
     this.#fromMain.start();
   }
@@ -79,7 +94,7 @@ export class WorkerHub {
 
   markDirty(conn: Connection): void {
     this.#dirty.add(conn);
-    if (this.#flushScheduled) return;
+    if (this.#flushScheduled || this.#inBatch) return;
     this.#flushScheduled = true;
     // One write per connection per event-loop turn, however many frames the turn produced.
     setImmediate(() => this.#flush());
