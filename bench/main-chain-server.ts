@@ -2,8 +2,8 @@
  * The server end of the bench's bare main-thread-handler chain (a child process): a worker thread
  * holds the listening socket and its connections, as ours' connection worker does, and passes
  * every frame to the main thread through ONE ring (its record tagged with the connection's index,
- * as ours' records carry a connection id); the main thread echoes each record into the ring back,
- * and the worker writes what a drained batch holds for each socket with one write. Both rings
+ * as ours' records carry a connection id); the main thread echoes the records of each drained batch
+ * into the ring back, and the worker writes what a drained batch holds for each socket with one write. Both rings
  * sleep at once (ours' defaults for a main-thread handler over tcp and unix: no poll window on
  * either side). Nothing of the runtime is in between: no envelope, codec or session.
  * Usage: `node main-chain-server.js --kind tcp|unix [--path <socket path>]`. Prints its address as
@@ -27,8 +27,22 @@ interface Rings {
 if (isMainThread) {
   const rings: Rings = { toMain: createRing(kCapacity), fromMain: createRing(kCapacity), args: process.argv.slice(2) };
   const writer = new RingWriter(rings.fromMain);
-  // The "handler": every record goes back as it came, on the main thread.
-  new RingReader(rings.toMain, { onMessage: (conn, bytes) => writer.write(conn, bytes) }, { keepAlive: false }).start();
+  // The "handler": every record goes back as it came, on the main thread. The answers to a batch
+  // go out after it, as ours' handlers' answers do (their promises settle once the batch is read):
+  // answering inside it would wake the worker for the first answer and send the rest one by one.
+  let conns: number[] = [];
+  let answers: Uint8Array[] = [];
+  new RingReader(rings.toMain, {
+    onMessage(conn, bytes) {
+      conns.push(conn);
+      answers.push(bytes.slice());
+    },
+    onBatch() {
+      for (let i = 0; i < conns.length; i++) writer.write(conns[i]!, answers[i]!);
+      conns = [];
+      answers = [];
+    },
+  }, { keepAlive: false }).start();
   const worker = new Worker(new URL(import.meta.url), { workerData: rings });
   worker.on('message', (line: object) => process.stdout.write(`${JSON.stringify(line)}\n`));
   worker.once('error', (err) => {
