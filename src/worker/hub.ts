@@ -38,6 +38,12 @@ export class WorkerHub {
   #flushScheduled = false;
   /** Records from the main thread are being delivered: the batch's end flushes, no turn-end flush is needed. */
   #inBatch = false;
+  /** relay() has held the ring's wake-ups for this turn; #releaseWake ends the hold. */
+  #wakeHeld = false;
+  readonly #releaseWake = (): void => {
+    this.#wakeHeld = false;
+    this.toMain.releaseWake();
+  };
   #nextId = 1;
 
   /**
@@ -110,6 +116,20 @@ export class WorkerHub {
     this.#flushScheduled = true;
     // One write per connection per event-loop turn, however many frames the turn produced.
     setImmediate(() => this.#flush());
+  }
+
+  /**
+   * Relays one body of connection `connId` to the main thread (ConnectionHost#relay). The wake-up
+   * it may owe the main thread waits for the end of this event-loop turn (setImmediate): the
+   * answers read from every socket this turn then reach it with one wake-up, as one batch.
+   */
+  relay(connId: number, body: Uint8Array): boolean {
+    if (!this.#wakeHeld) {
+      this.#wakeHeld = true;
+      this.toMain.holdWake();
+      setImmediate(this.#releaseWake);
+    }
+    return this.toMain.write(connId, body);
   }
 
   /** The main thread is expected to write within `ms` (see RingReader#expectWithin). */
