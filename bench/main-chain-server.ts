@@ -81,6 +81,20 @@ function serve(rings: Rings): void {
     },
   }).start();
 
+  /** As ours' connection worker (WorkerHub#relay): the wake-up the frames owe the main thread waits for the end of this turn. */
+  let wakeHeld = false;
+  const relay = (conn: number, bytes: Uint8Array): void => {
+    if (!wakeHeld) {
+      wakeHeld = true;
+      toMain.holdWake();
+      setImmediate(() => {
+        wakeHeld = false;
+        toMain.releaseWake();
+      });
+    }
+    toMain.write(conn, bytes);
+  };
+
   const server = net.createServer((socket) => {
     socket.setNoDelay(true);
     const conn = sockets.length;
@@ -90,7 +104,7 @@ function serve(rings: Rings): void {
     socket.on('data', (chunk: Buffer) => {
       try {
         // The record is the frame's body (the client's tag and payload), without the length prefix.
-        splitter.push(chunk, (frame) => toMain.write(conn, frame.subarray(4)));
+        splitter.push(chunk, (frame) => relay(conn, frame.subarray(4)));
       } catch {
         socket.destroy();
       }
