@@ -167,8 +167,8 @@ if (compareTo !== undefined && !compareOnly) {
 
 /** Expected seconds per section (quick, full): only the progress bar's proportions. */
 const kSectionSeconds: Record<Section, [number, number]> = {
-  tcp: [14, 30],
-  unix: [14, 30],
+  tcp: [16, 36],
+  unix: [16, 36],
   shm: [10, 50],
   isolate: [8, 27],
   handshake: [5, 15],
@@ -238,8 +238,8 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
     }
     // The whole bare path ours takes (main <-> worker <-> socket): the floor of ours' round trip
     // and the ceiling of its calls/s. (The thread hop alone is measured in the shm and isolate
-    // sections, and the opt-in idle 'latency' in the shm and busy-host ones: with five subjects a
-    // section, tcp and unix together stay under two minutes.)
+    // sections, and the opt-in idle 'latency' in the shm and busy-host ones: with six subjects a
+    // section, tcp and unix together stay near two minutes.)
     chain = await startSocketChain(transport, dir);
     // And the one a main-thread handler's call takes (four threads): its floor and ceiling.
     mainChain = await startMainChain(transport, dir);
