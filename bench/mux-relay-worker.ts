@@ -4,7 +4,8 @@
  * picks its socket (tag % N); each drained batch from the main thread is one write per socket it
  * touched (the socket corked for the batch); every echoed frame goes back into the one ring to the
  * main thread. Nothing of the runtime is in between (no envelope, codec or session), and the idle
- * strategy is ours' client connection worker's (clientPollMicros). This is the shape of a data
+ * strategy and wake-ups are ours' client connection worker's (clientPollMicros; one wake-up of the
+ * main thread per turn, WorkerHub#relay). This is the shape of a data
  * plane with one ring pair per thread pair: the bound of a client with many connections.
  */
 import net from 'node:net';
@@ -42,6 +43,24 @@ const reader = new RingReader(data.fromMain, {
   },
 }, { pollMicros: data.pollMicros });
 
+/**
+ * What ours' connection worker does (WorkerHub#relay): the wake-up the echoes owe the main thread
+ * waits for the end of this event-loop turn, so the echoes read from every socket this turn reach
+ * it with one wake-up.
+ */
+let wakeHeld = false;
+function relay(tag: number, bytes: Uint8Array): void {
+  if (!wakeHeld) {
+    wakeHeld = true;
+    toMain.holdWake();
+    setImmediate(() => {
+      wakeHeld = false;
+      toMain.releaseWake();
+    });
+  }
+  toMain.write(tag, bytes);
+}
+
 let connected = 0;
 for (let i = 0; i < data.connections; i++) {
   const socket = net.connect(data.address);
@@ -49,7 +68,7 @@ for (let i = 0; i < data.connections; i++) {
   const splitter = new FrameSplitter();
   socket.on('data', (chunk: Buffer) => {
     if (data.pollMicros > 0) reader.expectWithin(data.pollMicros / 1000);
-    splitter.push(chunk, (frame) => toMain.write(frame.readUInt32LE(4), frame.subarray(8)));
+    splitter.push(chunk, (frame) => relay(frame.readUInt32LE(4), frame.subarray(8)));
   });
   socket.once('connect', () => {
     if (++connected === data.connections) reader.start();

@@ -25,7 +25,7 @@ import { isolateRows, runIsolate, type IsolateResult } from './isolate.js';
 import { loadOurs, type OursApi } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type SubjectSummary } from './lib/rounds.js';
 import { kPayloadBytes, type SocketKind, type Subject } from './lib/subject.js';
-import { comparisonRows, formatTable, type ResultRow } from './lib/table.js';
+import { atLeast, atMost, comparisonRows, formatTable, type ResultRow } from './lib/table.js';
 import { OursUnavailableError, kClientSleepsKey, startOursClientSleeping, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
 import { runShm, shmRows, type ShmResult } from './shm.js';
@@ -43,11 +43,15 @@ import { compareRuns, formatComparison } from './lib/compare.js';
 import { commitId, machineInfo, runFileName, type GroupResult, type RunResults } from './lib/results.js';
 import { formatWhich, whichTransport } from './lib/which.js';
 import { pathRows } from './lib/bounds.js';
-import { startSocketChain } from './lib/socket-chain.js';
+import { kMainChainKey, startMainChain, startSocketChain } from './lib/socket-chain.js';
 
 /** DESIGN §6 targets for tcp and unix, relative to the raw ping-pong of the same kind. */
 const kRoundTripRatioMax = 1.5;
 const kCallsPerSecRatioMin = 1.5;
+/** DESIGN §6, main-thread handler: against the bare chain it crosses, and calls/s never below raw's. */
+const kMainBoundRoundTripMax = 1.2;
+const kMainBoundCallsPerSecMin = 0.8;
+const kMainRawCallsPerSecMin = 1.0;
 
 const quick = process.argv.includes('--quick');
 const kSections = ['tcp', 'unix', 'shm', 'isolate', 'handshake', 'busy', 'peers', 'sweep', 'tls', 'view', 'fanout', 'scale', 'idle'] as const;
@@ -163,8 +167,8 @@ if (compareTo !== undefined && !compareOnly) {
 
 /** Expected seconds per section (quick, full): only the progress bar's proportions. */
 const kSectionSeconds: Record<Section, [number, number]> = {
-  tcp: [14, 30],
-  unix: [14, 30],
+  tcp: [16, 36],
+  unix: [16, 36],
   shm: [10, 50],
   isolate: [8, 27],
   handshake: [5, 15],
@@ -208,6 +212,7 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
   const dir = await makeTempDir();
   const subjects: Subject[] = [];
   let chain: Subject | undefined;
+  let mainChain: Subject | undefined;
   try {
     log(`${transport}: starting raw server`);
     subjects.push(await startRawSubject(transport, dir));
@@ -233,10 +238,12 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
     }
     // The whole bare path ours takes (main <-> worker <-> socket): the floor of ours' round trip
     // and the ceiling of its calls/s. (The thread hop alone is measured in the shm and isolate
-    // sections, and the opt-in idle 'latency' in the shm and busy-host ones: with five subjects a
-    // section, tcp and unix together stay under two minutes.)
+    // sections, and the opt-in idle 'latency' in the shm and busy-host ones: with six subjects a
+    // section, tcp and unix together stay near two minutes.)
     chain = await startSocketChain(transport, dir);
-    const measured = [...subjects, chain];
+    // And the one a main-thread handler's call takes (four threads): its floor and ceiling.
+    mainChain = await startMainChain(transport, dir);
+    const measured = [...subjects, chain, mainChain];
     const summaries = await measureInterleaved(measured, config, { pipelined: true, log });
     return {
       transport,
@@ -244,6 +251,7 @@ async function runGroup(transport: SocketKind, api: OursApi | undefined, skipped
     };
   } finally {
     await chain?.close().catch((err: Error) => log(`close: ${err.message}`));
+    await mainChain?.close().catch((err: Error) => log(`close: ${err.message}`));
     for (const subject of subjects) await subject.close().catch((err: Error) => log(`close: ${err.message}`));
     await removeTempDir(dir);
   }
@@ -273,13 +281,16 @@ function groupRows(group: GroupResult): ResultRow[] {
   const subjects = group.subjects.map((subject) => ({ ...subject, transport: group.transport }));
   const raw = subjects.find((s) => s.key === 'raw')!;
   const chain = subjects.find((s) => s.key === 'chain');
+  const mainChain = subjects.find((s) => s.key === kMainChainKey);
   const rows = comparisonRows({
-    subjects: subjects.filter((s) => s !== chain),
+    subjects: subjects.filter((s) => s !== chain && s !== mainChain),
     baseline: raw,
     baselineName: `raw ${group.transport}`,
     inflight: config.inflight,
-    // The targets are for the defaults; the opt-in poll window is shown beside them.
-    targetsFor: (s) => (s.key === kClientSleepsKey ? undefined : { rtMax: kRoundTripRatioMax, rateMin: kCallsPerSecRatioMin }),
+    // The targets are for the defaults; the opt-in poll window is shown beside them. A
+    // main-thread handler's are against its bare chain (below), and calls/s never below raw's.
+    targetsFor: (s) =>
+      s.key === kClientSleepsKey ? undefined : s.key === 'ours-main' ? { rateMin: kMainRawCallsPerSecMin } : { rtMax: kRoundTripRatioMax, rateMin: kCallsPerSecRatioMin },
   });
   if (chain !== undefined) {
     rows.push(
@@ -291,7 +302,40 @@ function groupRows(group: GroupResult): ResultRow[] {
       }),
     );
   }
+  if (mainChain !== undefined) {
+    rows.push(...pathRows(mainChain, raw, { transport: group.transport, baselineName: `raw ${group.transport}`, inflight: config.inflight }));
+    const ours = subjects.find((s) => s.key === 'ours-main');
+    if (ours !== undefined) rows.push(...boundRows(ours, mainChain, group.transport));
+  }
   return rows;
+}
+
+/** A main-thread handler against the bare chain it crosses (DESIGN §6): rt and x<inflight> ratios with their targets. */
+function boundRows(ours: { label: string; summary: SubjectSummary }, bound: { summary: SubjectSummary }, transport: string): ResultRow[] {
+  const rt = ours.summary.roundTrip.medianUs;
+  const rate = ours.summary.pipelined?.callsPerSec ?? Number.NaN;
+  const rtRatio = rt / bound.summary.roundTrip.medianUs;
+  const rateRatio = rate / (bound.summary.pipelined?.callsPerSec ?? Number.NaN);
+  return [
+    {
+      scenario: `  ${ours.label} against its bound rt`,
+      transport,
+      medianUs: rt,
+      baseline: 'bare main chain rt',
+      ratio: rtRatio,
+      target: `<= ${kMainBoundRoundTripMax.toFixed(2)}x`,
+      verdict: atMost(rtRatio, kMainBoundRoundTripMax),
+    },
+    {
+      scenario: `  ${ours.label} against its bound x${config.inflight}`,
+      transport,
+      callsPerSec: rate,
+      baseline: `bare main chain x${config.inflight}`,
+      ratio: rateRatio,
+      target: `>= ${kMainBoundCallsPerSecMin.toFixed(2)}x`,
+      verdict: atLeast(rateRatio, kMainBoundCallsPerSecMin),
+    },
+  ];
 }
 
 async function main(): Promise<number> {
@@ -419,6 +463,9 @@ async function main(): Promise<number> {
     `rt: round trip, one call in flight; x${config.inflight}: ${config.inflight} calls kept in flight`,
     'ratio: rt rows time / baseline time, x rows rate / baseline rate; only ratios within one run mean anything',
     "worker handler: echo module run in the server's connection worker; main-thread handler: echo object on its main thread",
+    ...(groups.length === 0
+      ? []
+      : ["bare main chain: the four threads a main-thread handler's call crosses (client main <-> worker <-> socket <-> server worker <-> server main, one ring pair each side) with nothing of the runtime; ours main-thread handler is held against it"]),
     ...(busyHost === undefined
       ? []
       : [

@@ -34,10 +34,23 @@ const reader = new RingReader(data.fromMain, {
     toMain.close();
   },
 }, { pollMicros: data.pollMicros });
+/** As ours' connection worker (WorkerHub#relay): the wake-up the echoes owe the main thread waits for the end of this turn. */
+let wakeHeld = false;
+function relay(tag: number, bytes: Uint8Array): void {
+  if (!wakeHeld) {
+    wakeHeld = true;
+    toMain.holdWake();
+    setImmediate(() => {
+      wakeHeld = false;
+      toMain.releaseWake();
+    });
+  }
+  toMain.write(tag, bytes);
+}
 const splitter = new FrameSplitter();
 socket.on('data', (chunk: Buffer) => {
   if (data.pollMicros > 0) reader.expectWithin(data.pollMicros / 1000);
-  splitter.push(chunk, (frame) => toMain.write(frame.readUInt32LE(4), frame.subarray(8)));
+  splitter.push(chunk, (frame) => relay(frame.readUInt32LE(4), frame.subarray(8)));
 });
 socket.once('connect', () => reader.start());
 socket.on('error', () => {

@@ -60,6 +60,47 @@ describe('shared ring pair', function () {
     }
   });
 
+  it('with two pool threads, client connections are packed on one (one pair), the listener goes to the other', async () => {
+    const pool = { threads: 2 };
+    const file = path.join(tmp.dir, 's.sock');
+    const server = await new Node({ pool }).serve(unix(file), { onRequest: (req: unknown) => req }).start();
+    nodes.push(server);
+    const all = await Promise.all(Array.from({ length: 8 }, () => new Node({ pool }).connect<any, any>(unix(file)).start()));
+    nodes.push(...all);
+    const pairs = new Set<number | undefined>();
+    for (const c of all) pairs.add((await c.stats()).endpoints[0].ringPair);
+    assert.equal(pairs.size, 1, `the client connections share one pair: ${[...pairs]}`);
+    const [id] = pairs;
+    // After a call on each: the server has heard of every connection by then.
+    const answers = await Promise.all(all.map((c, i) => c.client.call(i)));
+    assert.deepEqual(answers, all.map((_, i) => i));
+    const live = ringPairs().filter((p) => p.tasks > 0);
+    const shape = live.map((p) => ({ clients: p.id === id, tasks: p.tasks, connections: p.connections })).sort((a, b) => Number(b.clients) - Number(a.clients));
+    assert.deepEqual(shape, [
+      { clients: true, tasks: 8, connections: 8 },
+      { clients: false, tasks: 1, connections: 8 },
+    ], `the listener's thread has a pair of its own: ${JSON.stringify(live)}`);
+  });
+
+  it('client connections spill to the next pool thread once theirs holds tasksPerThread tasks', async () => {
+    const pool = { threads: 2, tasksPerThread: 4 };
+    const file = path.join(tmp.dir, 's.sock');
+    const server = await new Node({ pool }).serve(unix(file), { onRequest: (req: unknown) => req }).start();
+    nodes.push(server);
+    // One at a time, so the order they are placed in is known: 4 fill the clients' thread, 2 join the listener's.
+    const all: RunningNode<any, any>[] = [];
+    for (let i = 0; i < 6; i++) {
+      all.push(await new Node({ pool }).connect<any, any>(unix(file)).start());
+      nodes.push(all[i]);
+    }
+    const pairs = await Promise.all(all.map(async (c) => (await c.stats()).endpoints[0].ringPair));
+    assert.equal(new Set(pairs.slice(0, 4)).size, 1, `the first four share a pair: ${pairs}`);
+    assert.equal(new Set(pairs.slice(4)).size, 1, `the last two share a pair: ${pairs}`);
+    assert.notEqual(pairs[4], pairs[0], `the last two went to the other thread: ${pairs}`);
+    const answers = await Promise.all(all.map((c, i) => c.client.call(i)));
+    assert.deepEqual(answers, all.map((_, i) => i));
+  });
+
   it('a held call, a paused connection and a closed one never stall the others on the pair', async () => {
     const file = path.join(tmp.dir, 's.sock');
     let releaseHeld!: () => void;

@@ -399,6 +399,44 @@ describe('shm ring', function () {
     reader.stop();
   });
 
+  it('holdWake(): records are published at once, but a sleeping reader is woken only at releaseWake(), once', async function () {
+    this.timeout(5000);
+    const { signal, counts } = countingSignal();
+    const sab = createRing(1 << 16);
+    const ctl = new Int32Array(sab);
+    const writer = new RingWriter(sab, { signal });
+    let got = 0;
+    const reader = new RingReader(sab, { onMessage: () => void got++ }, { signal });
+    reader.start();
+    assert.equal(ctl[kReaderSleepingIndex], 0 | 1, 'an idle reader sleeps at once');
+    writer.holdWake();
+    for (let i = 0; i < 10; i++) writer.write(i, pattern(i, 16));
+    assert.equal(Atomics.load(ctl, kTailIndex) > 0, true, 'the records are published');
+    assert.equal(counts.notifies, 0, 'no wake-up while held');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(got, 0, 'the sleeping reader was not woken');
+    writer.releaseWake();
+    assert.equal(counts.notifies, 1, 'one wake-up at the release');
+    await until(() => got === 10, 2000, 'every record');
+    await until(() => ctl[kReaderSleepingIndex] === (ctl[kTailIndex] | 1), 2000, 'the reader to sleep again');
+    // Held with nothing written, or with the reader awake for it: the release owes nothing.
+    writer.holdWake();
+    writer.releaseWake();
+    assert.equal(counts.notifies, 1);
+    // A close while held is delivered at the release too.
+    let closed = false;
+    const sab2 = createRing(1 << 16);
+    const writer2 = new RingWriter(sab2, { signal });
+    new RingReader(sab2, { onMessage: () => {}, onClose: () => void (closed = true) }, { signal }).start();
+    writer2.holdWake();
+    writer2.close();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(closed, false);
+    writer2.releaseWake();
+    await until(() => closed, 2000, 'the close');
+    reader.stop();
+  });
+
   it('tells onMessage whether it may keep the bytes: a message that fits in the ring is a view into it, a larger one is reassembled, its own', () => {
     const cap = 4096;
     const sab = createRing(cap);

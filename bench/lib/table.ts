@@ -116,7 +116,8 @@ export interface ComparedSubject {
 
 /** Targets for one subject against the baseline: a round-trip ratio ceiling and a calls/s ratio floor. */
 export interface RatioTargets {
-  rtMax: number;
+  /** Absent: no round-trip target against this baseline (the rt row is info). */
+  rtMax?: number;
   rateMin: number;
 }
 
@@ -151,7 +152,7 @@ export function comparisonRows<S extends ComparedSubject>(options: {
         : {
             baseline: `${baselineName} rt`,
             ratio: rtRatio,
-            ...(targets ? { target: `<= ${targets.rtMax.toFixed(2)}x`, verdict: atMost(rtRatio, targets.rtMax) } : { verdict: 'info' as const }),
+            ...(targets?.rtMax !== undefined ? { target: `<= ${targets.rtMax.toFixed(2)}x`, verdict: atMost(rtRatio, targets.rtMax) } : { verdict: 'info' as const }),
           }),
     });
     rows.push({

@@ -1,7 +1,8 @@
 /**
  * The process-wide piscina pool that hosts connection tasks. Tasks are long-lived, so the pool is
  * sized by tasks per thread, and a full pool refuses a task with BUSY instead of queueing it behind
- * tasks that will not finish.
+ * tasks that will not finish. Client connections are packed onto one pool thread (see placement()),
+ * listeners go to the least busy thread.
  */
 import os from 'node:os';
 import { Piscina } from 'piscina';
@@ -17,6 +18,50 @@ export interface PoolOptions {
 }
 
 const kEntry = new URL('../worker/entry.cjs', import.meta.url).href;
+
+/**
+ * Where a task's placement hint rides: piscina hands a task's value under this symbol to the load
+ * balancer, and structured cloning drops symbol keys, so the worker never sees it.
+ */
+const kPlacement: symbol = Piscina.queueOptionsSymbol;
+
+interface Placement {
+  /** A client connection: packed with the others (see placement()). */
+  client: boolean;
+}
+
+type Balancer = NonNullable<NonNullable<ConstructorParameters<typeof Piscina>[0]>['loadBalancer']>;
+type PoolWorker = Parameters<Balancer>[1][number];
+
+/**
+ * The pool's load balancer. Listeners go to the least busy thread (the first idle one, else the
+ * one with the fewest tasks). Client connections all go to one thread, the one that took the first
+ * of them, until it holds `maxPerThread` tasks (or dies): every connection of a pool thread rides
+ * one ring pair with the main thread, so connections packed on one thread share one batch and one
+ * wake-up per direction, and the process keeps one busy pool thread for its calls, not one per core.
+ */
+function placement(maxPerThread: number): Balancer {
+  let clientThread: number | undefined;
+  const leastBusy = (workers: PoolWorker[]): PoolWorker | null => {
+    let best: PoolWorker | null = null;
+    for (const w of workers) {
+      if (w.terminating || w.destroyed || w.currentUsage >= maxPerThread) continue;
+      if (w.currentUsage === 0) return w;
+      if (best === null || w.currentUsage < best.currentUsage) best = w;
+    }
+    return best;
+  };
+  return (task, workers) => {
+    const hint = (task as unknown as Record<symbol, Placement | null>)[kPlacement];
+    if (hint?.client !== true) return leastBusy(workers);
+    for (const w of workers) {
+      if (w.id === clientThread && !w.terminating && !w.destroyed && w.currentUsage < maxPerThread) return w;
+    }
+    const chosen = leastBusy(workers);
+    if (chosen !== null) clientThread = chosen.id;
+    return chosen;
+  };
+}
 
 interface Shared {
   pool: Piscina;
@@ -64,7 +109,8 @@ export class PoolLease implements TaskRunner {
       return Promise.reject(new RpcError('BUSY', `the worker pool is full: ${s.capacity} listeners and connections are open (raise pool.tasksPerThread)`));
     }
     s.active++;
-    const done = s.pool.run(spec, { transferList: [spec.port] as never });
+    const task = { ...spec, [kPlacement]: { client: spec.role === 'connect' } satisfies Placement };
+    const done = s.pool.run(task, { transferList: [spec.port] as never });
     return done.finally(() => s.active--);
   }
 
@@ -109,6 +155,7 @@ export class PoolLease implements TaskRunner {
         minThreads: threads,
         maxThreads: threads,
         concurrentTasksPerWorker: tasksPerThread,
+        loadBalancer: placement(tasksPerThread),
         // 'sync' would park a worker in Atomics.wait between tasks, freezing its sockets and ports.
         atomics: 'disabled',
         idleTimeout: 2 ** 31 - 1,

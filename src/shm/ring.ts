@@ -206,6 +206,10 @@ export class RingWriter {
   private closing = false;
   private destroyed = false;
   private flushWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
+  /** holdWake() is in force: publish() leaves the reader's wake-up to releaseWake(). */
+  private wakeHeld = false;
+  /** A record published while held may owe the reader a wake-up. */
+  private wakeOwed = false;
 
   constructor(sab: SharedArrayBuffer, options: { signal?: RingSignal } = {}) {
     const cap = ringCapacity(sab);
@@ -247,6 +251,25 @@ export class RingWriter {
       this.enqueue(tag, head, body, 0, false);
     }
     return false;
+  }
+
+  /**
+   * Holds wake-ups until releaseWake(): what is written meanwhile is published at once, but a
+   * sleeping reader is woken once, at the release, instead of at the first record. For a thread
+   * that writes from many callbacks of one event-loop turn (a connection worker reading many
+   * sockets): the reader then wakes once per turn and finds the whole turn's records, where it
+   * used to wake at the first, drain a few, sleep, and be woken again.
+   */
+  holdWake(): void {
+    this.wakeHeld = true;
+  }
+
+  /** Ends holdWake(), waking the reader if something written meanwhile owes it a wake-up. */
+  releaseWake(): void {
+    this.wakeHeld = false;
+    if (!this.wakeOwed) return;
+    this.wakeOwed = false;
+    this.wakeReader(this.tail);
   }
 
   /** Resolves when every queued message has been written into the ring (rejects if destroy() dropped them). */
@@ -490,6 +513,17 @@ export class RingWriter {
     // Release: the record bytes written above with plain stores are visible to a reader whose
     // Atomics.load of tail sees this value (seq-cst store / load synchronise).
     Atomics.store(ctl, kTailIndex, tail);
+    if (this.wakeHeld) {
+      // The check below, made later against the tail as it is then, is as sound: it still
+      // follows our store of the tail.
+      this.wakeOwed = true;
+      return;
+    }
+    this.wakeReader(tail);
+  }
+
+  private wakeReader(tail: number): void {
+    const ctl = this.ctl;
     // Dekker with the reader's "store sleeping; load tail" (RingReader#loop). The word holds the
     // head the reader saw before sleeping, | 1. Equal to our tail | 1: it has consumed everything,
     // this very record included, and sleeps for the *next* one, so neither notify nor clear it

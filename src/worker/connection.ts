@@ -44,6 +44,8 @@ export class Connection {
   /** Frames received and sent, for stats. */
   framesIn = 0;
   framesOut = 0;
+  /** Set by the host while this connection waits in its list of connections to flush. */
+  flushQueued = false;
   readonly #stream: ByteStream;
   readonly #host: ConnectionHost;
   readonly #decoder: FrameDecoder;

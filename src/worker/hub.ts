@@ -29,8 +29,21 @@ export class WorkerHub {
   readonly #owner: number;
   readonly #members = new Set<HubMember>();
   readonly #routes = new Map<number, HubMember>();
-  readonly #dirty = new Set<Connection>();
+  /**
+   * Connections with frames queued, each once (Connection#flushQueued), flushed at the batch's or
+   * the turn's end. An array and a flag: a Set filled and cleared for every batch cost more than
+   * the rest of the relay. A connection that closes meanwhile leaves a null behind.
+   */
+  #dirty: Array<Connection | null> = [];
   #flushScheduled = false;
+  /** Records from the main thread are being delivered: the batch's end flushes, no turn-end flush is needed. */
+  #inBatch = false;
+  /** relay() has held the ring's wake-ups for this turn; #releaseWake ends the hold. */
+  #wakeHeld = false;
+  readonly #releaseWake = (): void => {
+    this.#wakeHeld = false;
+    this.toMain.releaseWake();
+  };
   #nextId = 1;
 
   /**
@@ -54,9 +67,22 @@ export class WorkerHub {
     this.#owner = offer.owner;
     this.toMain = new RingWriter(offer.toMain);
     this.#fromMain = new RingReader(offer.toWorker, {
-      onMessage: (id, bytes, owned) => this.#routes.get(id)?.fromMain(id, bytes, owned),
+      onMessage: (id, bytes, owned) => {
+        this.#inBatch = true;
+        try {
+          this.#routes.get(id)?.fromMain(id, bytes, owned);
+        } catch (err) {
+          // The reader stops on a throw and no onBatch follows: write what the batch queued now.
+          this.#inBatch = false;
+          this.#flush();
+          throw err;
+        }
+      },
       // One write per dirty connection per batch, whichever task it belongs to.
-      onBatch: () => this.#flush(),
+      onBatch: () => {
+        this.#inBatch = false;
+        this.#flush();
+      },
     });
     this.#fromMain.start();
   }
@@ -74,15 +100,36 @@ export class WorkerHub {
   /** Connection `conn` has closed: nothing more for it. */
   forget(conn: Connection): void {
     this.#routes.delete(conn.id);
-    this.#dirty.delete(conn);
+    if (conn.flushQueued) {
+      conn.flushQueued = false;
+      const at = this.#dirty.indexOf(conn);
+      if (at >= 0) this.#dirty[at] = null;
+    }
   }
 
   markDirty(conn: Connection): void {
-    this.#dirty.add(conn);
-    if (this.#flushScheduled) return;
+    if (!conn.flushQueued) {
+      conn.flushQueued = true;
+      this.#dirty.push(conn);
+    }
+    if (this.#flushScheduled || this.#inBatch) return;
     this.#flushScheduled = true;
     // One write per connection per event-loop turn, however many frames the turn produced.
     setImmediate(() => this.#flush());
+  }
+
+  /**
+   * Relays one body of connection `connId` to the main thread (ConnectionHost#relay). The wake-up
+   * it may owe the main thread waits for the end of this event-loop turn (setImmediate): the
+   * answers read from every socket this turn then reach it with one wake-up, as one batch.
+   */
+  relay(connId: number, body: Uint8Array): boolean {
+    if (!this.#wakeHeld) {
+      this.#wakeHeld = true;
+      this.toMain.holdWake();
+      setImmediate(this.#releaseWake);
+    }
+    return this.toMain.write(connId, body);
   }
 
   /** The main thread is expected to write within `ms` (see RingReader#expectWithin). */
@@ -102,7 +149,8 @@ export class WorkerHub {
       return;
     }
     if (hubs.get(this.#owner) === this) hubs.delete(this.#owner);
-    this.#dirty.clear();
+    for (const conn of this.#dirty) if (conn !== null) conn.flushQueued = false;
+    this.#dirty = [];
     this.toMain.close();
     this.#fromMain.stop();
   }
@@ -113,7 +161,14 @@ export class WorkerHub {
 
   #flush(): void {
     this.#flushScheduled = false;
-    for (const conn of this.#dirty) conn.flush();
-    this.#dirty.clear();
+    const dirty = this.#dirty;
+    // By index: a flush may queue frames on a connection not yet in the list, which joins it.
+    for (let i = 0; i < dirty.length; i++) {
+      const conn = dirty[i];
+      if (conn === null) continue;
+      conn.flushQueued = false;
+      conn.flush();
+    }
+    dirty.length = 0;
   }
 }

@@ -90,9 +90,9 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     this.#hub = WorkerHub.join(spec.hub, this);
     Atomics.store(spec.thread, kHubWord, this.#hub.id);
     if (this.#relayed) {
-      const toMain = this.#hub.toMain;
-      this.relay = (connId, body) => toMain.write(connId, body);
-      this.relayFlushed = () => toMain.flushed();
+      const hub = this.#hub;
+      this.relay = (connId, body) => hub.relay(connId, body);
+      this.relayFlushed = () => hub.toMain.flushed();
     }
     this.#ready = this.#open();
     if (spec.keepAliveMs > 0) {
