@@ -78,6 +78,8 @@ export interface EndpointStats extends EndpointInfo {
    * connection that one pool thread hosts for this thread shares one.
    */
   ringPair?: number;
+  /** True when its connection is shm's direct path: this thread reads and writes the shared-memory rings itself (no ring pair, no worker hop). */
+  direct?: true;
 }
 
 /** Where a client's endpoints come from when it found its server through discovery. */
@@ -211,8 +213,9 @@ export class Channel {
     return Promise.all(
       this.#endpoints.map(async (e) => {
         const ringPair = e.state === 'ready' ? e.task!.ringPair : undefined;
+        const direct = e.state === 'ready' && e.task!.direct;
         const task = e.state === 'ready' ? await e.task!.stats() : undefined;
-        return { ...infoOf(e), framesIn: task?.framesIn ?? 0, framesOut: task?.framesOut ?? 0, ...(ringPair !== undefined ? { ringPair } : {}) };
+        return { ...infoOf(e), framesIn: task?.framesIn ?? 0, framesOut: task?.framesOut ?? 0, ...(ringPair !== undefined ? { ringPair } : {}), ...(direct ? { direct: true as const } : {}) };
       }),
     );
   }
