@@ -264,6 +264,76 @@ describe('shm direct path (main thread reads and writes the rings)', function ()
     }
   });
 
+  it('keepalive on the direct path: a server process that stops answering (SIGSTOP) is detected by the ping this thread sends', async () => {
+    const name = uniqueName();
+    const server = await startServer({ transport: 'shm', name, handler: 'module' });
+    const client = await new Node({ keepAliveMs: 200 }).connect<any, any>(shm(name)).start();
+    try {
+      assert.deepEqual(await client.client.call({ type: 'Ping' }), { type: 'Pong' });
+      // Quiet for several intervals: the server's worker answers our pings, nothing closes.
+      await sleep(700);
+      assert.equal(client.client.state, 'ready');
+      process.kill(server.pid, 'SIGSTOP'); // its control socket stays open: only the keepalive can tell
+      await waitUntil(() => /\) T/.test(fs.readFileSync(`/proc/${server.pid}/stat`, 'utf8')), 2000, 'the server stopped');
+      const t0 = Date.now();
+      const err = (await rejectionOf(client.client.call({ type: 'Ping' }))) as RpcError;
+      assert.equal(err.code, 'CLOSED');
+      assert.match(err.message, /keepalive/);
+      assert.ok(Date.now() - t0 < 1500, `took ${Date.now() - t0} ms`);
+    } finally {
+      process.kill(server.pid, 'SIGCONT');
+      await client.close();
+      await server.kill('SIGTERM');
+    }
+  });
+
+  it("a frame over this side's maxFrameBytes closes the connection with FRAME_TOO_LARGE; the other connections carry on", async () => {
+    const name = uniqueName();
+    const server = await startServer({ transport: 'shm', name, handler: 'module' });
+    const small = await new Node({ maxFrameBytes: 64 * 1024 }).connect<any, any>(shm(name)).start();
+    const other = await new Node().connect<any, any>(shm(name)).start();
+    try {
+      const pending = rejectionOf(small.client.call({ type: 'Wait', tag: 1, ms: 5000 }));
+      // The server sends one event of 100 KB: over our limit, so the connection closes (and the
+      // answer to this call, if it comes behind the event, is not read).
+      const flood = small.client.call({ type: 'Flood', max: 1, size: 100_000 }).catch((e: RpcError) => e);
+      const err = (await pending) as RpcError;
+      assert.equal(err.code, 'FRAME_TOO_LARGE');
+      const floodResult = await flood;
+      assert.ok(floodResult === 'flooding' || floodResult.code === 'FRAME_TOO_LARGE', String(floodResult));
+      assert.deepEqual(await other.client.call({ type: 'Echo', text: 'still here' }), { type: 'Echo', text: 'still here' });
+    } finally {
+      await small.close();
+      await other.close();
+      await server.kill('SIGTERM');
+    }
+  });
+
+  it("a main-thread handler's server closing gracefully (graceMs): the call it serves is answered, new ones are refused, then the connection closes", async () => {
+    const name = uniqueName();
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const server = await new Node().serve(shm(name), { onRequest: async (req: unknown) => (req === 'slow' ? released.then(() => 'done') : req) }).start();
+    const client = await new Node().connect<any, any>(shm(name)).start();
+    try {
+      const slow = client.client.call('slow');
+      await sleep(50);
+      const closing = server.close({ graceMs: 10_000 });
+      await sleep(50);
+      const refused = (await rejectionOf(client.client.call('refused'))) as RpcError;
+      assert.equal(refused.code, 'UNAVAILABLE');
+      release();
+      assert.equal(await slow, 'done');
+      await closing;
+      await waitUntil(() => client.client.closedWith !== undefined, 1000, 'the client saw the close');
+      assert.equal(client.client.closedWith?.code, 'CLOSED');
+      assert.match(client.client.closedWith!.message, /the server closed/);
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
   for (const idle of Object.keys(kIdlePresets) as IdlePreset[]) {
     it(`idle '${idle}': the direct path answers single, spaced and 64 concurrent calls; its readers take the preset's peer window`, async () => {
       const name = uniqueName();
