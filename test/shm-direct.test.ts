@@ -40,6 +40,11 @@ async function waitUntil(check: () => boolean, ms: number, what: string): Promis
 
 const echoHandler = { onRequest: (req: unknown) => req };
 
+/** Asserts that `node`'s connection takes the direct path (this thread reads and writes its rings). */
+async function assertDirect(node: { stats(): Promise<{ endpoints: Array<{ direct?: true }> }> }): Promise<void> {
+  assert.equal((await node.stats()).endpoints[0].direct, true, 'the connection takes the direct path');
+}
+
 describe('shm direct path (main thread reads and writes the rings)', function () {
   this.timeout(60_000);
   before(function () {
@@ -76,6 +81,28 @@ describe('shm direct path (main thread reads and writes the rings)', function ()
     }
   });
 
+  it("a fresh connection's first call is not left to a watchdog: the worker's reader has let go of the ring before this thread's parks on it (8 connections, each first call < 500 ms)", async () => {
+    const name = uniqueName();
+    const server = await new Node().serve(shm(name), echoHandler).start();
+    try {
+      for (let i = 0; i < 8; i++) {
+        const client = await new Node().connect<number, number>(shm(name)).start();
+        try {
+          // Give both workers' readers time to park on the rings before the hand-over completes.
+          await sleep(20);
+          const t0 = performance.now();
+          assert.equal(await client.client.call(i), i);
+          const ms = performance.now() - t0;
+          assert.ok(ms < 500, `connection ${i}: the first call took ${ms.toFixed(0)} ms (a lost wake-up waits for the ring's 1 s watchdog)`);
+        } finally {
+          await client.close();
+        }
+      }
+    } finally {
+      await server.close();
+    }
+  });
+
   it('a main-thread client against a worker-module server in another process: small, fragmented and larger-than-ring payloads', async () => {
     const name = uniqueName();
     const capacity = 1 << 16;
@@ -103,6 +130,7 @@ describe('shm direct path (main thread reads and writes the rings)', function ()
     const server = await startServer({ transport: 'shm', name, handler: 'main' });
     const client = await new Node().connect<any, any>(shm(name), { handler: { onRequest: (req: any) => ({ ...req, by: 'client' }) } }).start();
     try {
+      await assertDirect(client);
       const results = await Promise.all(Array.from({ length: 200 }, (_, i) => client.client.call({ type: 'Echo', text: String(i) })));
       results.forEach((r, i) => assert.equal(r.text, String(i)));
       assert.deepEqual(await client.client.call({ type: 'CallBack' }), { type: 'Echo', text: 'from server', by: 'client' });
@@ -140,6 +168,7 @@ describe('shm direct path (main thread reads and writes the rings)', function ()
         stream.write(encodeFrame(encodeRequest(id, 0, codec.encode(value))));
       }
       await waitUntil(() => answers.size === sent.size || closed, 10_000, 'every answer');
+      assert.equal(shmDirectStats().open, 1, "the server's connection is direct");
       assert.equal(closed, false);
       for (const [id, value] of sent) assert.deepEqual(answers.get(id), value, `answer ${id}`);
     } finally {
@@ -222,6 +251,8 @@ describe('shm direct path (main thread reads and writes the rings)', function ()
     try {
       const pending = rejectionOf(client.client.call('held'));
       await waitUntil(() => serverCall !== undefined, 2000, 'the server got the call');
+      await assertDirect(client);
+      assert.equal(shmDirectStats().open, 2);
       const t0 = Date.now();
       await client.close();
       assert.equal(((await pending) as RpcError).code, 'CLOSED');
@@ -246,6 +277,8 @@ describe('shm direct path (main thread reads and writes the rings)', function ()
     const child = await startServer({ transport: 'shm', name: uniqueName(), capacity: 4096, handler: 'module' });
     const toChild = await new Node().connect<any, any>(shm((child.address as { name: string }).name, { capacity: 4096 })).start();
     try {
+      await assertDirect(client);
+      await assertDirect(toChild);
       for (const target of [client, toChild]) {
         const calls = Array.from({ length: 600 }, (_, i) => {
           const data = bytes(i % 2 === 0 ? 20 * 1024 : 16, i);
@@ -270,6 +303,7 @@ describe('shm direct path (main thread reads and writes the rings)', function ()
     const client = await new Node({ keepAliveMs: 200 }).connect<any, any>(shm(name)).start();
     try {
       assert.deepEqual(await client.client.call({ type: 'Ping' }), { type: 'Pong' });
+      await assertDirect(client);
       // Quiet for several intervals: the server's worker answers our pings, nothing closes.
       await sleep(700);
       assert.equal(client.client.state, 'ready');
@@ -293,6 +327,7 @@ describe('shm direct path (main thread reads and writes the rings)', function ()
     const small = await new Node({ maxFrameBytes: 64 * 1024 }).connect<any, any>(shm(name)).start();
     const other = await new Node().connect<any, any>(shm(name)).start();
     try {
+      await assertDirect(small);
       const pending = rejectionOf(small.client.call({ type: 'Wait', tag: 1, ms: 5000 }));
       // The server sends one event of 100 KB: over our limit, so the connection closes (and the
       // answer to this call, if it comes behind the event, is not read).
@@ -317,6 +352,7 @@ describe('shm direct path (main thread reads and writes the rings)', function ()
     const client = await new Node().connect<any, any>(shm(name)).start();
     try {
       const slow = client.client.call('slow');
+      await assertDirect(client);
       await sleep(50);
       const closing = server.close({ graceMs: 10_000 });
       await sleep(50);
