@@ -234,7 +234,7 @@ export class DirectLink {
 
   /**
    * This side closes: tells the peer `reason` in a Close envelope (when `tellPeer`), then writes
-   * the ring's close record; reading stops. Resolves once both are in the ring (or after a bound
+   * the ring's close record; what is read from then on is dropped. Resolves once both are in the ring (or after a bound
    * when the peer has stopped reading): only then may the worker close the control socket, which
    * the peer takes for the end of everything. Idempotent.
    */
@@ -253,7 +253,9 @@ export class DirectLink {
     }
     this.#flush();
     this.#closing = true;
-    this.#reader?.stop();
+    // The reader runs on (what it reads is dropped) until teardown(): a peer blocked writing to
+    // us may be a server that reads nothing until its answers go out, and so would never make
+    // room for our Close.
     try {
       writer.close();
     } catch {
