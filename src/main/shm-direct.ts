@@ -114,9 +114,9 @@ export class DirectLink {
     this.#reader = new RingReader(
       rings.fromPeer,
       {
-        // A view into the ring is safe here: the decoder copies a partial frame out of a chunk
-        // this small a part of its buffer, and the session decodes out of shared memory (as it
-        // does for the ring pair's records).
+        // A view into the ring is safe here: the decoder copies out the partial frame of a chunk
+        // that is a small part of its buffer (as every ring record is), and the session decodes
+        // out of shared memory as it does for the ring pair's records.
         onMessage: (_tag, bytes) => this.#onData(bytes),
         onClose: () => this.#peerClosed(),
         onError: (err) => this.#fail(RpcError.is(err) ? err : new RpcError('PROTOCOL', String((err as Error)?.message ?? err), { cause: err }), true),
