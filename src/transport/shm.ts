@@ -194,8 +194,9 @@ class ShmStream implements ByteStream {
     this.#handedOver = true;
     // Our reader's futex wait, still parked on the ring when the new owner's reader parks there
     // too, took the peer's wake-up meant for the new one in some rounds here (one waiter is
-    // woken; the new reader then slept until its 1 s watchdog): return once ours has settled,
-    // waking it again now and then in case stop()'s wake-up went elsewhere.
+    // woken; the new reader then slept until its 1 s watchdog). stop()'s wake-up alone does not
+    // prevent it: it is lost when the addon's thread for that wait has not parked yet. So return
+    // only once ours has settled, waking it again every millisecond until it has.
     const ctl = new Int32Array(this.#rings.fromPeer, 0, kRingHeaderBytes >> 2);
     let rewakeAt = performance.now() + 1;
     while (this.#reader.looping) {
