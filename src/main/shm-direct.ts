@@ -19,6 +19,7 @@ import { FrameDecoder, FrameWriter } from '../protocol/framing.js';
 import type { ShmHandOver } from '../protocol/control.js';
 import { futexSignal } from '../shm/native.js';
 import { RingReader, RingWriter } from '../shm/ring.js';
+import { readerStopped } from '../shm/stop-wait.js';
 import type { Session } from '../session/session.js';
 
 /** How long a closing link waits for its queued bytes to reach a ring the peer has stopped reading. */
@@ -75,6 +76,7 @@ export class DirectLink {
   #session: Session | undefined;
   #reader: RingReader | undefined;
   #writer: RingWriter | undefined;
+  #fromPeer: SharedArrayBuffer | undefined;
   /** Set once this side closes or the connection is gone: nothing more is read or sent. */
   #closing = false;
   #flushScheduled = false;
@@ -111,6 +113,7 @@ export class DirectLink {
   attach(rings: ShmHandOver): void {
     if (this.#closing || this.#reader !== undefined) return;
     this.#writer = new RingWriter(rings.toPeer, { signal: futexSignal });
+    this.#fromPeer = rings.fromPeer;
     this.#reader = new RingReader(
       rings.fromPeer,
       {
@@ -280,10 +283,14 @@ export class DirectLink {
       }
     }
     this.#closing = true;
-    reader?.stop();
+    if (reader !== undefined) {
+      reader.stop();
+      void readerStopped(reader, this.#fromPeer!);
+    }
     this.#writer?.destroy();
     this.#reader = undefined;
     this.#writer = undefined;
+    this.#fromPeer = undefined;
     clearInterval(this.#keepAliveTimer);
     liveLinks.delete(this);
   }

@@ -18,8 +18,8 @@ import { RpcError } from '../errors.js';
 import { countCopied } from '../observe.js';
 import { perUserTempDir, securePrivateDir } from '../private-dir.js';
 import { futexSignal, loadNative, socketPeerPid } from '../shm/native.js';
-import { kTailIndex } from '../shm/layout.js';
 import { RingReader, RingWriter, initRing, kRingHeaderBytes } from '../shm/ring.js';
+import { readerStopped } from '../shm/stop-wait.js';
 import type { ShmDescriptor } from './descriptors.js';
 import type { ByteStream, StreamEvents, TransportAdapter } from './types.js';
 import { checkServerUid, listenSocketFile } from './socket-file.js';
@@ -192,20 +192,10 @@ class ShmStream implements ByteStream {
     if (!this.#reader.atMessageBoundary) await new Promise<void>((resolve, reject) => (this.#atBoundary = { resolve, reject }));
     this.#reader.stop();
     this.#handedOver = true;
-    // Our reader's futex wait, still parked on the ring when the new owner's reader parks there
-    // too, took the peer's wake-up meant for the new one in some rounds here (one waiter is
-    // woken; the new reader then slept until its 1 s watchdog). stop()'s wake-up alone does not
-    // prevent it: it is lost when the addon's thread for that wait has not parked yet. So return
-    // only once ours has settled, waking it again every millisecond until it has.
-    const ctl = new Int32Array(this.#rings.fromPeer, 0, kRingHeaderBytes >> 2);
-    let rewakeAt = performance.now() + 1;
-    while (this.#reader.looping) {
-      await new Promise((resolve) => setImmediate(resolve));
-      if (performance.now() >= rewakeAt) {
-        futexSignal.notify(ctl, kTailIndex);
-        rewakeAt = performance.now() + 1;
-      }
-    }
+    // Its futex wait, still parked when the new owner's reader parks on the same word, took the
+    // peer's wake-up meant for the new one in some rounds here (the new reader then slept until
+    // its 1 s watchdog): hand over only once it has settled.
+    await readerStopped(this.#reader, this.#rings.fromPeer);
     return this.#rings;
   }
 
