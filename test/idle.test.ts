@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Node, RpcError, isolate, kIdlePresets, shm, unix, type IdlePreset, type NodeOptions, type TransportDescriptor } from '../src/index.js';
 import { idleWindows } from '../src/idle.js';
 import { ringPairs } from '../src/main/hub.js';
+import { shmDirectStats } from '../src/main/shm-direct.js';
 import { nativeAvailable } from '../src/shm/native.js';
 import { sleep, tempDir } from './helpers.js';
 
@@ -13,13 +14,20 @@ const presets = Object.keys(kIdlePresets) as IdlePreset[];
 const kCalls = 20;
 let serial = 0;
 
-/** The main-end readers of the ring pairs in use: their windows, and their spins and sleeps summed. */
-function readers(): { windows: Array<{ spinMicros: number; pollMicros: number }>; spins: number; sleeps: number } {
-  const live = ringPairs().filter((p) => p.tasks > 0);
+/**
+ * The main thread's readers of what its peers send: the main ends of the ring pairs in use, and of
+ * shm's direct links (this thread reads the peer's ring itself); their windows, and their spins and
+ * sleeps summed.
+ */
+function readers(): { windows: Array<{ spinMicros: number; pollMicros: number }>; direct: Array<{ spinMicros: number; pollMicros: number }>; spins: number; sleeps: number } {
+  const live = ringPairs().filter((p) => p.tasks > 0).map((p) => p.reader);
+  const direct = shmDirectStats().readers;
+  const all = [...live, ...direct];
   return {
-    windows: live.map((p) => ({ spinMicros: p.reader.spinMicros, pollMicros: p.reader.pollMicros })),
-    spins: live.reduce((n, p) => n + p.reader.spins, 0),
-    sleeps: live.reduce((n, p) => n + p.reader.sleeps, 0),
+    windows: live.map((r) => ({ spinMicros: r.spinMicros, pollMicros: r.pollMicros })),
+    direct: direct.map((r) => ({ spinMicros: r.spinMicros, pollMicros: r.pollMicros })),
+    spins: all.reduce((n, r) => n + r.spins, 0),
+    sleeps: all.reduce((n, r) => n + r.sleeps, 0),
   };
 }
 
@@ -82,8 +90,11 @@ describe('idle policy (NodeOptions.idle)', function () {
           await callSpaced(client.client);
           assert.deepEqual(await Promise.all(Array.from({ length: 64 }, (_, i) => client.client.call(i))), Array.from({ length: 64 }, (_, i) => i));
           const after = readers();
-          assert.ok(after.windows.length > 0);
+          assert.ok(after.windows.length + after.direct.length > 0);
           for (const w of after.windows) assert.deepEqual(w, { spinMicros: p.spinMicros, pollMicros: p.pollMicros }, `${transport.kind}: the rings' windows`);
+          // shm's direct path: this thread reads the peer's ring, with the peer window.
+          if (transport.kind === 'shm') assert.equal(after.direct.length, 2, 'the client and the served connection each read their peer ring here');
+          for (const w of after.direct) assert.deepEqual(w, { spinMicros: p.spinMicros, pollMicros: p.peerPollMicros }, `${transport.kind}: the direct rings' windows`);
           const spins = after.spins - before.spins;
           const sleeps = after.sleeps - before.sleeps;
           // Each spaced call: the server's reader waits for the request and the client's for the answer.

@@ -97,8 +97,9 @@ export class Channel {
     return Promise.all(
       this.#endpoints.map(async (e) => {
         const ringPair = e.state === 'ready' ? e.task!.ringPair : undefined;
+        const direct = e.state === 'ready' && e.task!.direct;
         const task = e.state === 'ready' ? await e.task!.stats() : undefined;
-        return { ...e.info(), framesIn: task?.framesIn ?? 0, framesOut: task?.framesOut ?? 0, ...(ringPair !== undefined ? { ringPair } : {}) };
+        return { ...e.info(), framesIn: task?.framesIn ?? 0, framesOut: task?.framesOut ?? 0, ...(ringPair !== undefined ? { ringPair } : {}), ...(direct ? { direct: true as const } : {}) };
       }),
     );
   }

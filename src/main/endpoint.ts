@@ -51,6 +51,8 @@ export interface EndpointStats extends EndpointInfo {
    * connection that one pool thread hosts for this thread shares one.
    */
   ringPair?: number;
+  /** True when its connection is shm's direct path: this thread reads and writes the shared-memory rings itself (no ring pair, no worker hop). */
+  direct?: true;
 }
 
 /** One address of a client and its current connection; the Channel owns it and changes its state. */

@@ -9,7 +9,7 @@ import { deferred, type Deferred } from '../deferred.js';
 import { RpcError, fromWireError, messageOf, sendsStacks, toWireError, type RemoteStacks, type WireError } from '../errors.js';
 import { createCodec, type Codec, type CodecDescriptor, type DecodeLimits } from '../codec/index.js';
 import { kindOf } from '../protocol/envelope.js';
-import { ControlKind, decodeControl, encodeControl, kHubWord, kThreadWord, type HandlerSpec, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
+import { ControlKind, decodeControl, encodeControl, kHubWord, kThreadWord, type HandlerSpec, type ShmHandOver, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
 import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
 import type { HandshakeSpec } from '../handshake/spec.js';
@@ -17,7 +17,9 @@ import type { IdleWindows } from '../idle.js';
 import { formatAddress, type Address, type TransportDescriptor } from '../transport/descriptors.js';
 import type { Handler, PeerInfo } from '../types.js';
 import { connectionClose, connectionOpen, logger } from '../observe.js';
+import { nativeAvailable } from '../shm/native.js';
 import { discardOffer, hubById, offerHub, registerTask, unregisterTask, type HubTask, type MainHub } from './hub.js';
+import { DirectLink, type DirectLinkOptions } from './shm-direct.js';
 
 const log = logger('connection');
 
@@ -95,6 +97,12 @@ export class RemoteTask implements HubTask {
   readonly #maxFrameBytes: number;
   readonly #maxConcurrentCalls: number;
   readonly #sendStacks: boolean;
+  /** shm's direct path: what each connection's DirectLink is made with; undefined for every other task. */
+  readonly #direct: Omit<DirectLinkOptions, 'onFail'> | undefined;
+  /** The direct links of this task's sessions, and the frames of those that have closed. */
+  readonly #links = new Map<Session, DirectLink>();
+  #linkFramesIn = 0;
+  #linkFramesOut = 0;
   /** Where the task stores the threadId of its worker and the id of its ring pair as it starts (0 until then). */
   readonly #thread = new Int32Array(new SharedArrayBuffer(8));
 
@@ -110,6 +118,19 @@ export class RemoteTask implements HubTask {
     const handlerSpec: HandlerSpec =
       typeof options.handler === 'string' ? { kind: 'module', url: options.handler } : options.handler ? { kind: 'main' } : { kind: 'none' };
     this.ringWindows = { spinMicros: options.idle.spinMicros, pollMicros: options.idle.pollMicros };
+    // The main thread reads and writes an shm connection's rings itself when it calls or serves
+    // (a module handler serves in the worker, which reads them already).
+    if (options.transport.kind === 'shm' && (options.role === 'connect' || handlerSpec.kind === 'main') && nativeAvailable()) {
+      this.#direct = {
+        role: options.role,
+        codec: this.#codec,
+        maxFrameBytes: this.#maxFrameBytes,
+        sendStacks: this.#sendStacks,
+        idle: options.idle,
+        keepAliveMs: options.keepAliveMs,
+        expectsNoHello: options.role === 'connect' && options.handshake.scheme === 'none',
+      };
+    }
     this.#key = registerTask(this);
     const offer = offerHub(options.ringBytes);
     this.#offerId = offer.id;
@@ -135,6 +156,7 @@ export class RemoteTask implements HubTask {
       hub: offer,
       thread: this.#thread,
       port: port2,
+      ...(this.#direct !== undefined ? { shmDirect: true } : {}),
     };
     this.#control = Comlink.wrap<TaskControl>(nodeEndpoint(port1));
     // Its ring id comes with ConnOpen or ready(), whichever this thread hears first.
@@ -165,6 +187,7 @@ export class RemoteTask implements HubTask {
       // Its connection's id, if no ConnOpen said it yet: routed before the pair is read, so that
       // records already waiting in it (an isolate sends no ConnOpen) find their session.
       if (hub !== undefined && ready.ok && ready.connectionId !== undefined) task.#bindClient(hub, ready.connectionId);
+      if (ready.ok && ready.shm !== undefined) task.#attach(task.#client!, ready.shm);
       hub?.adopt();
       if (hub === undefined && ready.ok) {
         await task.close();
@@ -201,13 +224,27 @@ export class RemoteTask implements HubTask {
 
   /** The id of the ring pair its connections ride (shared with the other tasks of its worker thread); undefined until known and once ended. */
   get ringPair(): number | undefined {
-    return this.#endReason === undefined ? this.#hub?.id : undefined;
+    return this.#endReason === undefined && this.#direct === undefined ? this.#hub?.id : undefined;
+  }
+
+  /** Whether this task's connections take shm's direct path: this thread reads and writes their rings. */
+  get direct(): boolean {
+    return this.#direct !== undefined;
   }
 
   /** What the task has carried since it started; undefined once it has ended (or ends meanwhile). */
   async stats(): Promise<TaskStats | undefined> {
     if (this.#endReason !== undefined) return undefined;
-    return Promise.race([this.#control.stats().catch(() => undefined), this.#ended.then(() => undefined)]);
+    const stats = await Promise.race([this.#control.stats().catch(() => undefined), this.#ended.then(() => undefined)]);
+    // A direct connection's frames pass this thread only.
+    if (stats === undefined || this.#direct === undefined) return stats;
+    let framesIn = this.#linkFramesIn;
+    let framesOut = this.#linkFramesOut;
+    for (const link of this.#links.values()) {
+      framesIn += link.framesIn;
+      framesOut += link.framesOut;
+    }
+    return { ...stats, framesIn: stats.framesIn + framesIn, framesOut: stats.framesOut + framesOut };
   }
 
   async close(): Promise<void> {
@@ -216,6 +253,12 @@ export class RemoteTask implements HubTask {
       // runner kills that thread after the timeout, so close() always ends.
       const runner = this.#runner;
       const timer = runner.kill ? setTimeout(() => runner.kill!(Atomics.load(this.#thread, kThreadWord) || undefined), this.#closeTimeoutMs) : undefined;
+      // Direct connections: our Close and the rings' close records go in before the worker closes
+      // the control sockets, which each peer takes for the end of everything.
+      if (this.#links.size > 0) {
+        const reason = new RpcError('CLOSED', 'the node was closed');
+        await Promise.all([...this.#links.values()].map((link) => link.end(reason, true)));
+      }
       await Promise.race([this.#control.close().catch(() => {}), this.#ended]);
       await this.#ended;
       if (timer !== undefined) clearTimeout(timer);
@@ -249,11 +292,12 @@ export class RemoteTask implements HubTask {
 
   #open(connId: number, peer: PeerInfo | undefined): Session {
     const info = peer ?? { transport: 'unknown', auth: 'none', connectionId: connId };
+    const link = this.#direct === undefined ? undefined : new DirectLink({ ...this.#direct, onFail: (reason, tellPeer) => this.#linkFailed(session, reason, tellPeer) });
     const session = new Session({
       codec: this.#codec,
       peer: info,
       handler: this.#handler,
-      send: (head, payload) => {
+      send: link !== undefined ? (head, payload) => link.send(head, payload) : (head, payload) => {
         // The id as it is now: a client's is learnt after its session was made.
         const id = info.connectionId;
         const ring = this.#hub?.toWorker;
@@ -267,9 +311,50 @@ export class RemoteTask implements HubTask {
       maxConcurrentCalls: this.#maxConcurrentCalls,
       sendStacks: this.#sendStacks,
     });
+    if (link !== undefined) {
+      link.bind(session);
+      this.#links.set(session, link);
+    }
     if (connId !== 0) this.#sessions.set(connId, session);
     if (this.#draining) this.#drainSession(connId, session);
     return session;
+  }
+
+  /** A direct connection's rings have come: its session reads and writes them from now on. */
+  #attach(session: Session, rings: ShmHandOver): void {
+    if (session.closedWith === undefined) this.#links.get(session)?.attach(rings);
+  }
+
+  /** A listener's direct connection was announced: fetch its rings from the worker. */
+  #fetchRings(connId: number, session: Session): void {
+    this.#control.takeShm(connId).then(
+      (rings) => {
+        // Closed meanwhile: its ConnClosed came first, and nobody reads these rings now.
+        if (rings !== undefined && this.#sessions.get(connId) === session) this.#attach(session, rings);
+      },
+      () => {},
+    );
+  }
+
+  /** A direct link failed, or its peer closed its ring: the session closes now, the connection once our last bytes are in the ring. */
+  #linkFailed(session: Session, reason: RpcError, tellPeer: boolean): void {
+    session.close(reason);
+    const link = this.#links.get(session);
+    if (link === undefined) return;
+    void link.end(reason, tellPeer).then(() => {
+      const connId = session.peer.connectionId;
+      if (this.#sessions.get(connId) === session) this.#control.closeConnection(connId, toWireError(reason)).catch(() => {});
+    });
+  }
+
+  /** A direct connection has closed: its link delivers what its ring still holds, then lets the rings go. */
+  #dropLink(session: Session): void {
+    const link = this.#links.get(session);
+    if (link === undefined) return;
+    link.teardown();
+    this.#links.delete(session);
+    this.#linkFramesIn += link.framesIn;
+    this.#linkFramesOut += link.framesOut;
   }
 
   opened(hub: MainHub, connId: number, peer: PeerInfo): void {
@@ -279,7 +364,10 @@ export class RemoteTask implements HubTask {
     else if (this.#client !== undefined && this.#client.peer.connectionId === 0) {
       Object.assign(this.#client.peer, peer);
       this.#sessions.set(connId, this.#client);
-    } else this.#open(connId, peer);
+    } else {
+      const session = this.#open(connId, peer);
+      if (this.#direct !== undefined) this.#fetchRings(connId, session);
+    }
     log('open #%d %s %s', connId, peer.transport, peer.address ?? '');
     if (connectionOpen.hasSubscribers) connectionOpen.publish({ peer });
   }
@@ -297,6 +385,7 @@ export class RemoteTask implements HubTask {
       return;
     }
     if (kind === ControlKind.ConnClosed) {
+      this.#dropLink(session);
       this.#sessions.delete(connId);
       this.#resume(connId);
       const reason = fromWireError(decodeControl(bytes) as WireError);
@@ -331,6 +420,15 @@ export class RemoteTask implements HubTask {
   #drainSession(connId: number, session: Session): void {
     session.drain(() => {
       if (!this.#sessions.has(connId)) return;
+      const link = this.#links.get(session);
+      if (link !== undefined) {
+        // The Close and the ring's close record go behind its last answers, then the worker closes the control socket.
+        const reason = new RpcError('CLOSED', 'the server closed');
+        void link.end(reason, true).then(() => {
+          if (this.#sessions.get(connId) === session) this.#control.closeConnection(connId, toWireError(reason)).catch(() => {});
+        });
+        return;
+      }
       // Behind the connection's last answers in the ring, so they leave before it closes.
       try {
         this.#hub!.toWorker.write(connId, encodeControl(ControlKind.CloseConn, toWireError(new RpcError('CLOSED', 'the server closed'))));
@@ -363,7 +461,11 @@ export class RemoteTask implements HubTask {
     const reason = this.#client?.closedWith ?? ended;
     this.#endReason = reason;
     log('task ended: %s %s', reason.code, reason.message);
-    for (const session of this.#sessions.values()) session.close(reason);
+    for (const session of this.#sessions.values()) {
+      this.#dropLink(session);
+      session.close(reason);
+    }
+    if (this.#client !== undefined) this.#dropLink(this.#client);
     this.#sessions.clear();
     for (const connId of [...this.#paused.keys()]) this.#resume(connId);
     // A control call the worker will never answer now (the close() of a connection that closed

@@ -65,6 +65,8 @@ export interface TaskSpec {
    * answers; and the id of the ring pair it joined (word kHubWord).
    */
   thread: Int32Array;
+  /** shm with a main-thread caller or handler: each connection's rings go to the main thread once it is set up (ShmHandOver). */
+  shmDirect?: boolean;
   /** The comlink endpoint for `TaskControl`; moved into the task. */
   port: MessagePort;
 }
@@ -94,7 +96,19 @@ export interface ConnOpenRecord {
   peer: PeerInfo;
 }
 
-export type ReadyResult = { ok: true; address?: Address; connectionId?: number } | { ok: false; error: WireError };
+/**
+ * An shm connection's rings, handed by its worker to the main thread, which reads and writes them
+ * from then on (TaskSpec.shmDirect); the worker keeps its control socket. `rest`: bytes from the
+ * peer that the worker read past the handshake, the start of what the main thread reads.
+ */
+export interface ShmHandOver {
+  toPeer: SharedArrayBuffer;
+  fromPeer: SharedArrayBuffer;
+  rest: Uint8Array;
+}
+
+/** `shm`: a connect task's rings on shm's direct path. */
+export type ReadyResult = { ok: true; address?: Address; connectionId?: number; shm?: ShmHandOver } | { ok: false; error: WireError };
 
 /** What a task has carried since it started (see RunningNode.stats()). */
 export interface TaskStats {
@@ -123,6 +137,8 @@ export interface TaskControl {
   /** Closes one connection, telling its peer `error` (the main thread's side of it failed). */
   closeConnection(connectionId: number, error: WireError): void;
   stats(): TaskStats;
+  /** A listener's connection on shm's direct path (announced by ConnOpen): its rings, once; undefined when it has closed. */
+  takeShm(connectionId: number): ShmHandOver | undefined;
 }
 
 /** Connection id of an isolate plugin's single connection (its ring pair is its own). */

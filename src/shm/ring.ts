@@ -628,6 +628,16 @@ export class RingReader {
     return this.#sleeps;
   }
 
+  /** Whether the read loop runs: after stop(), true until its pending wait (if any) has settled. */
+  get looping(): boolean {
+    return this.running;
+  }
+
+  /** False while a fragmented message is half read: a reader that takes over the ring from this one must start where this one stopped at a message boundary. */
+  get atMessageBoundary(): boolean {
+    return this.asm === null;
+  }
+
   /** How many times the read loop has busy-polled (spinMicros) before sleeping. */
   get spins(): number {
     return this.#spins;
@@ -848,7 +858,9 @@ export class RingReader {
           this.sleeping = false;
         }
         // Usually the writer already cleared it when it notified; after a watchdog wake it did not.
-        Atomics.store(ctl, kReaderSleepingIndex, 0);
+        // Not once stopped: the ring may have a new reader by now (shm's direct path hands it to
+        // another thread), whose own announcement this store would erase (a lost wake-up).
+        if (!this.stopped) Atomics.store(ctl, kReaderSleepingIndex, 0);
       }
     } finally {
       clearInterval(alive);

@@ -20,6 +20,7 @@ import { countCopied } from '../observe.js';
 import { perUserTempDir, securePrivateDir } from '../private-dir.js';
 import { futexSignal, loadNative, socketPeerPid } from '../shm/native.js';
 import { RingReader, RingWriter, initRing, kRingHeaderBytes } from '../shm/ring.js';
+import { readerStopped } from '../shm/stop-wait.js';
 import type { ShmDescriptor } from './descriptors.js';
 import type { ByteStream, StreamEvents, TransportAdapter } from './types.js';
 import { checkServerUid, listenSocketFile } from './socket-file.js';
@@ -56,20 +57,32 @@ function segmentPrefix(name: string): string {
 let segmentCounter = 0;
 const kNothing = new Uint8Array(0);
 
+/** An shm connection's two rings, as this process maps them. */
+export interface ShmRings {
+  toPeer: SharedArrayBuffer;
+  fromPeer: SharedArrayBuffer;
+}
+
 class ShmStream implements ByteStream {
   readonly remoteAddress: string;
   readonly remotePid?: number;
   readonly #control: net.Socket;
+  readonly #rings: ShmRings;
   readonly #writer: RingWriter;
   readonly #reader: RingReader;
   #events: StreamEvents | undefined;
   #closed = false;
   #writerBlocked = false;
+  /** Set once handOver() has given the rings away: from then on this stream only watches the control socket. */
+  #handedOver = false;
+  /** handOver() waits for the reader to finish a fragmented message. */
+  #atBoundary: { resolve: () => void; reject: (err: Error) => void } | undefined;
 
   constructor(control: net.Socket, toPeer: SharedArrayBuffer, fromPeer: SharedArrayBuffer, name: string, remotePid: number | undefined, idle: Idle) {
     this.#control = control;
     this.remoteAddress = `shm:${name}`;
     if (remotePid !== undefined) this.remotePid = remotePid;
+    this.#rings = { toPeer, fromPeer };
     this.#writer = new RingWriter(toPeer, { signal: futexSignal });
     this.#reader = new RingReader(
       fromPeer,
@@ -81,6 +94,7 @@ class ShmStream implements ByteStream {
             bytes = copyOut(bytes);
           }
           this.#events?.data(bytes);
+          if (this.#atBoundary !== undefined) this.#stopAtBoundary();
         },
         onClose: () => this.#finish(undefined),
         onError: (err) => this.destroy(err as Error),
@@ -104,7 +118,7 @@ class ShmStream implements ByteStream {
     // reader's futex wake-up (a peer that answers and closes at once lost its answer in 40% of
     // rounds here), so deliver that first.
     control.on('close', () => {
-      this.#drainReader();
+      if (!this.#handedOver) this.#drainReader();
       this.#finish(failure);
     });
     control.on('data', () => {}); // nothing is expected after the rendezvous
@@ -119,7 +133,8 @@ class ShmStream implements ByteStream {
 
   /** The ring copies what it is given (into the ring, or into its queue when full). */
   writeCopy(head: Uint8Array, body: Uint8Array): boolean {
-    if (this.#closed) return true;
+    // Handed over: the rings are another thread's to write (and the connection sends nothing more).
+    if (this.#closed || this.#handedOver) return true;
     if (this.#writer.write2(0, head, body)) return !this.#writerBlocked;
     // The ring is full: the bytes are queued in order; tell the writer to hold back until it drains.
     if (!this.#writerBlocked) {
@@ -145,6 +160,11 @@ class ShmStream implements ByteStream {
 
   end(): void {
     if (this.#closed) return;
+    if (this.#handedOver) {
+      // The ring's close record is the new owner's to write (see handOver).
+      this.#control.end();
+      return;
+    }
     try {
       this.#writer.close();
     } catch {
@@ -157,6 +177,36 @@ class ShmStream implements ByteStream {
     this.#writer.destroy(error);
     this.#control.destroy();
     this.#finish(error);
+  }
+
+  /**
+   * Gives the rings up to another thread of this process, which reads and writes them from then on
+   * (shm's direct path): resolves once this side has written all it queued and its reader has
+   * stopped at a message boundary (what it read so far went to `data` as usual). The stream then
+   * only watches the control socket: writes are dropped, end() ends the control socket (the new
+   * owner writes the ring's close record first), and close still comes when the peer goes.
+   * Rejects with CLOSED if the stream closes first.
+   */
+  async handOver(): Promise<ShmRings> {
+    await this.#writer.flushed();
+    if (this.#closed) throw new RpcError('CLOSED', 'the shm connection closed while it was being set up');
+    if (!this.#reader.atMessageBoundary) await new Promise<void>((resolve, reject) => (this.#atBoundary = { resolve, reject }));
+    this.#reader.stop();
+    this.#handedOver = true;
+    // Its futex wait, still parked when the new owner's reader parks on the same word, took the
+    // peer's wake-up meant for the new one in some rounds here (the new reader then slept until
+    // its 1 s watchdog): hand over only once it has settled.
+    await readerStopped(this.#reader, this.#rings.fromPeer);
+    return this.#rings;
+  }
+
+  #stopAtBoundary(): void {
+    if (!this.#reader.atMessageBoundary) return;
+    const waiter = this.#atBoundary!;
+    this.#atBoundary = undefined;
+    // Before the reader takes another record: the next is the new owner's first.
+    this.#reader.stop();
+    waiter.resolve();
   }
 
   /** Delivers what the peer's ring holds now, synchronously (up to its close record, or until paused). */
@@ -173,10 +223,17 @@ class ShmStream implements ByteStream {
     if (this.#closed) return;
     this.#closed = true;
     this.#reader.stop();
+    this.#atBoundary?.reject(new RpcError('CLOSED', 'the shm connection closed while it was being set up'));
+    this.#atBoundary = undefined;
     this.#writer.destroy();
     if (!this.#control.destroyed) this.#control.destroy();
     this.#events?.close(error);
   }
+}
+
+/** The rings of `stream` for shm's direct path (see ShmStream#handOver), or undefined when it is not an shm stream. */
+export function handOverShm(stream: ByteStream): Promise<ShmRings> | undefined {
+  return stream instanceof ShmStream ? stream.handOver() : undefined;
 }
 
 /** Reads one newline-terminated line from a socket (at most kMaxLine bytes), with a timeout. */

@@ -128,6 +128,16 @@ export class Connection {
     if (rest.length > 0) this.#onData(rest);
   }
 
+  /**
+   * After a successful `handshake()`, instead of `open()`: another thread reads and writes the
+   * stream's bytes from now on (shm's direct path). Returns the bytes that followed the handshake.
+   * The connection stays in its handshake state, so it sends nothing more (no keepalive, no Close),
+   * and it closes with its stream.
+   */
+  handOver(): Uint8Array {
+    return this.#handshake?.takeRest() ?? new Uint8Array(0);
+  }
+
   #startStream(): void {
     this.#stream.start({
       data: (chunk) => {

@@ -103,6 +103,7 @@ const control: TaskControl = {
   closeConnection: () => void close(),
   // Never served: an isolate is only connected to.
   drain: () => Promise.resolve(),
+  takeShm: () => undefined,
   // As the host's end of the connection sees them (what the plugin sent, the host received): its
   // messages are its frames.
   stats: () => ({ connections: finished ? 0 : 1, accepted: 1, framesIn: messagesOut, framesOut: messagesIn }),

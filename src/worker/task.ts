@@ -11,11 +11,12 @@ import { clientHandshake } from '../handshake/client.js';
 import { serverHandshake } from '../handshake/server.js';
 import { loopbackTcpPeerPid } from '../handshake/signed-process.js';
 import { kindOf } from '../protocol/envelope.js';
-import { ControlKind, decodeControl, encodeControl, kHubWord, kThreadWord, type ConnOpenRecord, type ReadyResult, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
+import { ControlKind, decodeControl, encodeControl, kHubWord, kThreadWord, type ConnOpenRecord, type ReadyResult, type ShmHandOver, type TaskControl, type TaskSpec, type TaskStats } from '../protocol/control.js';
 import { nodeEndpoint } from '../protocol/endpoint.js';
 import { Session } from '../session/session.js';
 import { adapterFor, adapterOptions, type AdapterContext } from '../transport/adapters.js';
 import { formatAddress, type Address, type TcpDescriptor } from '../transport/descriptors.js';
+import { handOverShm } from '../transport/shm.js';
 import type { ByteStream, StreamListener } from '../transport/types.js';
 import type { Handler, PeerInfo } from '../types.js';
 import { deferred, type Deferred } from '../deferred.js';
@@ -45,6 +46,10 @@ export class ConnectionTask implements ConnectionHost, HubMember {
   readonly #awake: AwakeWindow;
   #keepAliveTimer: ReturnType<typeof setInterval> | undefined;
   readonly #relayed: boolean;
+  /** shm's direct path (TaskSpec.shmDirect): each connection's rings go to the main thread once set up. */
+  readonly #direct: boolean;
+  /** A listener's direct connections announced by ConnOpen whose rings the main thread has not taken yet. */
+  readonly #handOvers = new Map<number, ShmHandOver>();
   /** IdleWindows.clientPollMicros in ms for a client connection (connect), else 0. */
   readonly #clientPollMs: number;
   #handler: Handler | undefined;
@@ -80,6 +85,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     this.#awake = new AwakeWindow(spec.transport.kind === 'shm' ? 0 : spec.idle.peerPollMicros);
     // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
     this.#relayed = spec.role === 'connect' || spec.handler.kind === 'main';
+    this.#direct = this.#relayed && spec.shmDirect === true;
     const clientPollMicros = spec.role === 'connect' ? spec.idle.clientPollMicros : 0;
     this.#clientPollMs = clientPollMicros / 1000;
     this.ringWindows = {
@@ -108,6 +114,11 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       closeConnection: (id, error) => this.#connections.get(id)?.close(fromWireError(error), true),
       drain: () => this.#drain(),
       stats: () => this.#stats(),
+      takeShm: (id) => {
+        const rings = this.#handOvers.get(id);
+        this.#handOvers.delete(id);
+        return rings;
+      },
     };
     Comlink.expose(control, nodeEndpoint(spec.port));
   }
@@ -134,6 +145,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
 
   closed(conn: Connection, reason: RpcError): void {
     this.#hub.forget(conn);
+    this.#handOvers.delete(conn.id);
     // Never opened (refused, or its handshake failed): nobody else knew of it, nobody is told.
     if (!this.#release(conn)) return;
     this.#closedFramesIn += conn.framesIn;
@@ -254,6 +266,14 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       this.#throwIfClosing();
       const conn = this.#newConnection(stream);
       const handshake = spec.handshake;
+      if (this.#direct) {
+        this.#handshaking.add(conn);
+        const result = await conn.handshake((channel) => (handshake.scheme === 'none' ? Promise.resolve(undefined) : clientHandshake(channel, handshake))).finally(() => this.#handshaking.delete(conn));
+        if (result !== undefined) conn.peer.auth = result.auth;
+        const shm = await this.#handOver(conn, stream);
+        this.#register(conn);
+        return { ok: true, connectionId: conn.id, shm };
+      }
       if (handshake.scheme !== 'none') {
         // Rejects (the connection already closed) with HANDSHAKE_FAILED, AUTH_FAILED or BUSY: start() rejects with it.
         this.#handshaking.add(conn);
@@ -287,6 +307,22 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     }
     const conn = this.#newConnection(stream);
     const handshake = this.#spec.handshake;
+    if (handshake.scheme === 'none' && this.#direct) {
+      const busy = this.#admit(conn);
+      if (busy) {
+        conn.start();
+        conn.close(busy, true);
+        return;
+      }
+      void conn.handshake(() => Promise.resolve()).then(
+        () => this.#goDirect(conn, stream),
+        () => {
+          this.#release(conn);
+          this.#settleDrain();
+        },
+      );
+      return;
+    }
     if (handshake.scheme === 'none') {
       const busy = this.#admit(conn);
       if (busy) {
@@ -315,6 +351,10 @@ export class ConnectionTask implements ConnectionHost, HubMember {
           this.#handshaking.delete(conn);
           conn.peer.auth = result.auth;
           if (result.pid !== undefined) conn.peer.pid = result.pid;
+          if (this.#direct) {
+            this.#goDirect(conn, stream);
+            return;
+          }
           this.#register(conn);
           conn.open();
         },
@@ -326,6 +366,32 @@ export class ConnectionTask implements ConnectionHost, HubMember {
           this.#settleDrain();
         },
       );
+  }
+
+  /**
+   * shm's direct path: once its handshake is done, a connection's rings go to the main thread,
+   * which reads and writes them itself; this connection keeps the control socket (the peer's
+   * death, the close). Resolves with the rings and the bytes already read past the handshake.
+   */
+  async #handOver(conn: Connection, stream: ByteStream): Promise<ShmHandOver> {
+    const rings = handOverShm(stream);
+    if (rings === undefined) throw new RpcError('INVALID_ARGUMENT', `${formatAddress(this.#spec.transport)} is not an shm stream`);
+    return { ...(await rings), rest: conn.handOver() };
+  }
+
+  /** An accepted connection goes live on the direct path: its rings wait for the main thread's takeShm, which its ConnOpen prompts. */
+  #goDirect(conn: Connection, stream: ByteStream): void {
+    this.#handOver(conn, stream).then(
+      (rings) => {
+        // Closed meanwhile (the node closing, the peer gone): #release took it out already.
+        if (!this.#connections.has(conn.id)) return;
+        this.#handOvers.set(conn.id, rings);
+        this.#register(conn);
+      },
+      () => {
+        // The stream closed while handing over: the connection has closed itself.
+      },
+    );
   }
 
   /** The client's pid from the OS: the transport's own report (shm), else the loopback TCP socket table. */
