@@ -105,7 +105,7 @@ export async function runBusyHost(
       }
       result[mode] = await measureAlone(subject);
     }
-    const native = await import('../src/shm/native.js').catch(() => undefined);
+    const native = await import('../src/native/addon.js').catch(() => undefined);
     if (api.shm === undefined || native === undefined || !native.nativeAvailable()) {
       result.skipped.push('shm: the native addon is not built');
       return result;

@@ -6,7 +6,7 @@
 import { workerData } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
 import * as Comlink from 'comlink';
-import { nodeEndpoint } from '../src/protocol/endpoint.js';
+import { nodeEndpoint } from '../src/bridge/endpoint.js';
 
 const port = (workerData as { port: MessagePort }).port;
 Comlink.expose(

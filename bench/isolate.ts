@@ -12,7 +12,7 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { createBirpc } from 'birpc';
 import * as Comlink from 'comlink';
 import { Piscina } from 'piscina';
-import { nodeEndpoint } from '../src/protocol/endpoint.js';
+import { nodeEndpoint } from '../src/bridge/endpoint.js';
 import { withDeadline } from './lib/measure.js';
 import type { OursApi, OursClient, OursRunning } from './lib/ours-api.js';
 import { measureInterleaved, type BenchConfig, type Measured, type SubjectSummary } from './lib/rounds.js';

@@ -6,7 +6,7 @@
  * Usage: `node ring-chain-server.js <c2s segment> <s2c segment>`. Prints `{"kind":"shm","name":…}`
  * once both are mapped; exits when the first ring closes, on SIGTERM, or when the parent goes.
  */
-import { futexSignal, loadNative } from '../src/shm/native.js';
+import { futexSignal, loadNative } from '../src/native/addon.js';
 import { RingReader, RingWriter } from '../src/shm/ring.js';
 
 const [c2sName, s2cName] = process.argv.slice(2);

@@ -7,7 +7,7 @@
  * close on in both directions; then nothing keeps the worker alive.
  */
 import { workerData } from 'node:worker_threads';
-import { futexSignal } from '../src/shm/native.js';
+import { futexSignal } from '../src/native/addon.js';
 import { RingReader, RingWriter } from '../src/shm/ring.js';
 
 const data = workerData as { fromMain: SharedArrayBuffer; toMain: SharedArrayBuffer; toPeer: SharedArrayBuffer; fromPeer: SharedArrayBuffer; pollMicros: number };

@@ -84,7 +84,7 @@ export async function runShm(
     log('shm: skipped - the runtime does not export shm()');
     return result;
   }
-  const native = await import('../src/shm/native.js').catch((err: Error) => err);
+  const native = await import('../src/native/addon.js').catch((err: Error) => err);
   if (native instanceof Error || !native.nativeAvailable()) {
     const why = native instanceof Error ? native.message : 'the native addon is not built (npm run build:native)';
     result.skipped.push(`shm: ${why}`);

@@ -1,5 +1,5 @@
 # Built with `npm run build:native` (node-gyp rebuild --directory native); output:
-# native/build/Release/ogurpchik_native.node, loaded only by src/shm/native.ts.
+# native/build/Release/ogurpchik_native.node, loaded only by src/native/addon.ts.
 # Linux only: futex(2), SO_PEERCRED, AF_VSOCK and /dev/shm semantics are Linux's.
 {
   "targets": [

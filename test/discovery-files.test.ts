@@ -7,7 +7,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { FileDiscovery } from '../src/discovery/files.js';
 import { Node, tcp } from '../src/index.js';
-import { processStartTime } from '../src/shm/native.js';
+import { processStartTime } from '../src/proc.js';
 import { rejectionOf, tempDir } from './helpers.js';
 
 const topology = { transport_kind: 'tcp' as const, codec_kind: 'msgpack' as const, map: { '0': '127.0.0.1:41237' } };

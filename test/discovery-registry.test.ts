@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import os from 'node:os';
 import { escapeForWslInterop, parseRegQuery, RegistryDiscovery, registryHostId, type RegRunResult } from '../src/discovery/registry.js';
 import { Node, tcp, type RunningNode } from '../src/index.js';
-import { processStartTime } from '../src/shm/native.js';
+import { processStartTime } from '../src/proc.js';
 import { rejectionOf } from './helpers.js';
 
 const KEY = 'HKCU\\Software\\Ogurpchik\\Services';

@@ -13,7 +13,7 @@ import { clientHandshake } from '../src/handshake/client.js';
 import { clientProof, serverProof } from '../src/handshake/hmac.js';
 import { AckStatus, PacketReader, SchemeCode, Tag, decodePacket, encodePacket, kMaxPacketBytes, type Ack, type ClientAuth, type Hello, type Packet } from '../src/handshake/packets.js';
 import { serverHandshake } from '../src/handshake/server.js';
-import { nativeAvailable } from '../src/shm/native.js';
+import { nativeAvailable } from '../src/native/addon.js';
 import { refusalOf, rejectionOf, signedNodeCopy, sleep, startServer, tempDir, type ChildServer } from './helpers.js';
 
 const kSecret = 'correct horse battery staple';

@@ -4,9 +4,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Node, RpcError, isolate, kIdlePresets, shm, unix, type IdlePreset, type NodeOptions, type TransportDescriptor } from '../src/index.js';
 import { idleWindows } from '../src/idle.js';
-import { ringPairs } from '../src/main/hub.js';
+import { ringPairs } from '../src/bridge/main-hub.js';
 import { shmDirectStats } from '../src/main/shm-direct.js';
-import { nativeAvailable } from '../src/shm/native.js';
+import { nativeAvailable } from '../src/native/addon.js';
 import { sleep, tempDir } from './helpers.js';
 
 const plugin = new URL('./fixtures/plugin.js', import.meta.url);

@@ -171,7 +171,7 @@ describe('memory', function () {
       fs.writeFileSync(path.join(root, 'package.json'), '{"type":"module"}');
       fs.symlinkSync(fileURLToPath(new URL('../../node_modules', import.meta.url)), path.join(root, 'node_modules'));
       const index = pathToFileURL(path.join(root, 'dist', 'src', 'index.js')).href;
-      const native = pathToFileURL(path.join(root, 'dist', 'src', 'shm', 'native.js')).href;
+      const native = pathToFileURL(path.join(root, 'dist', 'src', 'native', 'addon.js')).href;
       const script = `
         const { Node, tcp } = await import(${JSON.stringify(index)});
         const { nativeAvailable } = await import(${JSON.stringify(native)});

@@ -1,5 +1,5 @@
 /**
- * The native addon (native/) through its loader src/shm/native.ts: POSIX shared memory, futex
+ * The native addon (native/) through its loader src/native/addon.ts: POSIX shared memory, futex
  * wait/wake across real processes, environment teardown in worker threads, SO_PEERCRED.
  * Every /dev/shm segment a test creates is named /ogurpchik-test-<pid>-<n> and removed after it.
  */
@@ -14,7 +14,8 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { RpcError } from '../src/errors.js';
-import { futexSignal, loadNative, nativeAvailable, processStartTime, type NativeBinding, type NativeError } from '../src/shm/native.js';
+import { futexSignal, loadNative, nativeAvailable, type NativeBinding, type NativeError } from '../src/native/addon.js';
+import { processStartTime } from '../src/proc.js';
 
 const kChildScript = fileURLToPath(new URL('./fixtures/native-child.js', import.meta.url));
 const kWorkerUrl = new URL('./fixtures/native-worker.js', import.meta.url);
@@ -126,11 +127,11 @@ describe('native addon', function () {
       const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ogurpchik-native-missing-'));
       try {
         const dist = path.join(root, 'dist', 'src');
-        fs.mkdirSync(path.join(dist, 'shm'), { recursive: true });
+        fs.mkdirSync(path.join(dist, 'native'), { recursive: true });
         fs.writeFileSync(path.join(root, 'package.json'), '{"type":"module"}');
         fs.copyFileSync(fileURLToPath(new URL('../src/errors.js', import.meta.url)), path.join(dist, 'errors.js'));
-        fs.copyFileSync(fileURLToPath(new URL('../src/shm/native.js', import.meta.url)), path.join(dist, 'shm', 'native.js'));
-        const copy = (await import(path.join(dist, 'shm', 'native.js'))) as typeof import('../src/shm/native.js');
+        fs.copyFileSync(fileURLToPath(new URL('../src/native/addon.js', import.meta.url)), path.join(dist, 'native', 'addon.js'));
+        const copy = (await import(path.join(dist, 'native', 'addon.js'))) as typeof import('../src/native/addon.js');
         assert.equal(copy.nativeAvailable(), false);
         const err = thrownBy(() => copy.loadNative()) as unknown as RpcError;
         assert.ok(RpcError.is(err));

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import path from 'node:path';
 import { Node, unix, type RunningNode } from '../src/index.js';
-import { ringPairs } from '../src/main/hub.js';
+import { ringPairs } from '../src/bridge/main-hub.js';
 import { tempDir, within } from './helpers.js';
 import { waitUntil } from './endpoints-helpers.js';
 

@@ -14,7 +14,7 @@ import { createCodec } from '../src/codec/index.js';
 import { shmDirectStats } from '../src/main/shm-direct.js';
 import { Kind, decodeEnvelope, encodeRequest } from '../src/protocol/envelope.js';
 import { FrameDecoder, encodeFrame } from '../src/protocol/framing.js';
-import { nativeAvailable } from '../src/shm/native.js';
+import { nativeAvailable } from '../src/native/addon.js';
 import { shmControlPath, shmTransport } from '../src/transport/shm.js';
 import { rejectionOf, sleep, startServer } from './helpers.js';
 

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Node, RpcError, shm, type CallContext, type RunningNode } from '../src/index.js';
-import { nativeAvailable } from '../src/shm/native.js';
+import { nativeAvailable } from '../src/native/addon.js';
 import { shmControlPath, shmTransport, type ShmAdapterOptions } from '../src/transport/shm.js';
 import type { ByteStream } from '../src/transport/types.js';
 import path from 'node:path';
@@ -152,7 +152,7 @@ describe('shm transport', function () {
     // A dead pid's segment, as a server killed mid-rendezvous would leave it.
     const dead = spawn(process.execPath, ['-e', '0']);
     await new Promise((r) => dead.once('exit', r));
-    const { loadNative } = await import('../src/shm/native.js');
+    const { loadNative } = await import('../src/native/addon.js');
     const leftover = `/ogurpchik-${name}-${dead.pid}-1-c2s`;
     loadNative().shmOpen({ name: leftover, size: 8192, create: true });
     assert.ok(fs.existsSync(`/dev/shm${leftover}`));

@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Node, RpcError, shm, unix } from '../src/index.js';
 import { securePrivateDir } from '../src/private-dir.js';
-import { nativeAvailable } from '../src/shm/native.js';
+import { nativeAvailable } from '../src/native/addon.js';
 import { shmTransport } from '../src/transport/shm.js';
 import { killAll, rejectionOf } from './helpers.js';
 import { LineQueue } from './lines.js';

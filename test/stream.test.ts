@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Node, RpcError, isolate, shm, tcp, unix, type CallContext, type Handler, type RunningNode, type TransportDescriptor } from '../src/index.js';
-import { loadNative } from '../src/shm/native.js';
+import { loadNative } from '../src/native/addon.js';
 import { tempDir } from './helpers.js';
 
 const moduleHandler = new URL('./fixtures/stream-handler.js', import.meta.url);

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Node, RpcError, shm, tcp, unix, type Address, type RunningNode, type TransportDescriptor } from '../src/index.js';
-import { nativeAvailable } from '../src/shm/native.js';
+import { nativeAvailable } from '../src/native/addon.js';
 import { makeCa, makeLeaf, opensslInstalled } from './tls-certs.js';
 import { refusalOf, rejectionOf, startServer, tempDir, type ChildServer } from './helpers.js';
 import { waitUntil } from './endpoints-helpers.js';

@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FileDiscovery, Node, RegistryDiscovery, RpcError, custom, tcp, unix, vsock, type DiscoveryBackend } from '../src/index.js';
-import { loadNative, nativeAvailable, type NativeError } from '../src/shm/native.js';
+import { loadNative, nativeAvailable, type NativeError } from '../src/native/addon.js';
 import { kVsockCidAny } from '../src/transport/descriptors.js';
 import { relayedStream } from '../src/transport/vsock.js';
 import { rejectionOf, sleep, tempDir } from './helpers.js';

@@ -11,7 +11,7 @@
  *   cross-process ring itself, shown beside it for what the worker hop costs.
  */
 import { Worker } from 'node:worker_threads';
-import { futexSignal, loadNative } from '../../src/shm/native.js';
+import { futexSignal, loadNative } from '../../src/native/addon.js';
 import { createRing, initRing, kRingHeaderBytes, RingWriter, type RingReaderOptions } from '../../src/shm/ring.js';
 import { kIdlePresets } from '../../src/idle.js';
 import { ringCaller, workerEnder } from './ring-caller.js';

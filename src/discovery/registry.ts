@@ -33,7 +33,7 @@
 import { execFile } from 'node:child_process';
 import os from 'node:os';
 import { RpcError } from '../errors.js';
-import { processStartTime } from '../shm/native.js';
+import { processStartTime } from '../proc.js';
 import { checkVmName } from '../transport/descriptors.js';
 import {
   asStoredRecord,

@@ -1,7 +1,7 @@
 /** Between transports and discovery records: what a listener publishes, and what a record connects to. */
 import { RpcError } from '../errors.js';
 import type { CodecDescriptor } from '../codec/index.js';
-import { loadNative } from '../shm/native.js';
+import { loadNative } from '../native/addon.js';
 import { formatAddress, kVsockCidAny, shm, tcp, unix, vsock, type Address, type TransportDescriptor, type VsockDescriptor } from '../transport/descriptors.js';
 import type { TlsSettings } from '../transport/tls-options.js';
 import type { DiscoveryBackend, StoredRecord, Topology, TransportKind } from './types.js';

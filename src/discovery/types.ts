@@ -9,7 +9,7 @@
 import os from 'node:os';
 import { RpcError } from '../errors.js';
 import { timeLimit } from '../limits.js';
-import { processStartTime } from '../shm/native.js';
+import { processStartTime } from '../proc.js';
 
 /** What a record's `transport_kind` says: `tls` is TCP inside TLS. */
 export type TransportKind = 'tcp' | 'tls' | 'unix' | 'shm' | 'vsock';

@@ -7,7 +7,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import { RpcError } from '../errors.js';
-import { processStartTime } from '../shm/native.js';
+import { processStartTime } from '../proc.js';
 
 /** Ed25519 public key from raw 32 bytes, or their base64 text. */
 export function parsePublicKey(key: string | Uint8Array): Uint8Array {

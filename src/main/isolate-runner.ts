@@ -4,7 +4,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { RpcError } from '../errors.js';
-import type { TaskSpec } from '../protocol/control.js';
+import type { TaskSpec } from '../bridge/control.js';
 import type { IsolateDescriptor } from '../transport/descriptors.js';
 import type { TaskRunner } from './remote-task.js';
 

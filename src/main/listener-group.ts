@@ -9,7 +9,7 @@
  */
 import dns from 'node:dns/promises';
 import { RpcError, messageOf } from '../errors.js';
-import { loadNative } from '../shm/native.js';
+import { loadNative } from '../native/addon.js';
 import { formatAddress, type Address } from '../transport/descriptors.js';
 import { listenSocketFile, type SocketFile } from '../transport/socket-file.js';
 import { SupervisedListener, type ListenerStats } from './listener.js';

@@ -7,7 +7,7 @@
 import os from 'node:os';
 import { Piscina } from 'piscina';
 import { RpcError } from '../errors.js';
-import type { TaskSpec } from '../protocol/control.js';
+import type { TaskSpec } from '../bridge/control.js';
 import type { TaskRunner } from './remote-task.js';
 
 export interface PoolOptions {

@@ -20,7 +20,7 @@
  *
  * All integers little-endian. Any other kind byte from a peer is a PROTOCOL error (checkEnvelope);
  * the runtime's in-process records, which share a ring with these bodies, are ControlKind
- * (src/protocol/control.ts).
+ * (src/bridge/control.ts).
  *
  * Every byte offset of this layout is written here only: the header writers and the named readers
  * below share the field positions, and nothing else in src/ indexes into a body.

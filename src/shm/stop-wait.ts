@@ -4,7 +4,7 @@
  * parked yet; the wait then stays parked on the ring, holding its thread open and taking a
  * wake-up the peer meant for whoever reads the ring next (one waiter is woken).
  */
-import { futexSignal } from './native.js';
+import { futexSignal } from '../native/addon.js';
 import { kRingHeaderBytes, kTailIndex } from './layout.js';
 import type { RingReader } from './ring.js';
 

@@ -13,7 +13,7 @@
  * without it, by a plain ArrayBuffer of the same size hung on the handle, which V8 does count
  * (never written: of 400 MiB of them kept alive here, ~95 MiB became resident).
  */
-import { loadNative } from './native.js';
+import { loadNative } from '../native/addon.js';
 
 const weighed = new WeakSet<SharedArrayBuffer>();
 const kBallast = Symbol('ogurpchik.gcWeight');

@@ -5,7 +5,7 @@
 import { pathToFileURL } from 'node:url';
 import { RpcError } from '../errors.js';
 import { checkInteger, kMaxTimerMs } from '../limits.js';
-import { loadNative } from '../shm/native.js';
+import { loadNative } from '../native/addon.js';
 import { resolveTls, type TlsOptions, type TlsSettings } from './tls-options.js';
 
 export interface TcpDescriptor {

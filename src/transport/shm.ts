@@ -18,7 +18,7 @@ import { RpcError } from '../errors.js';
 import { copyOut } from '../shm/copy.js';
 import { countCopied } from '../observe.js';
 import { perUserTempDir, securePrivateDir } from '../private-dir.js';
-import { futexSignal, loadNative, socketPeerPid } from '../shm/native.js';
+import { futexSignal, loadNative, socketPeerPid } from '../native/addon.js';
 import { RingReader, RingWriter, initRing, kRingHeaderBytes } from '../shm/ring.js';
 import { readerStopped } from '../shm/stop-wait.js';
 import type { ShmDescriptor } from './descriptors.js';

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import nodePath from 'node:path';
 import { RpcError } from '../errors.js';
-import { socketPeerCredentials } from '../shm/native.js';
+import { socketPeerCredentials } from '../native/addon.js';
 
 /** sun_path holds 108 bytes with its NUL; libuv truncates a longer path silently, binding another one. */
 const kMaxSocketPath = 107;

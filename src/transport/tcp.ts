@@ -8,7 +8,7 @@ import type { TcpDescriptor } from './descriptors.js';
 import { formatAddress } from './descriptors.js';
 import { NetStream, connectNet, listenNet, type NetPeer } from './net-stream.js';
 import { oneLine, type TlsSettings } from './tls-options.js';
-import { loadNative } from '../shm/native.js';
+import { loadNative } from '../native/addon.js';
 import type { TransportAdapter } from './types.js';
 
 const log = logger('connection');

@@ -4,7 +4,7 @@
  */
 import type net from 'node:net';
 import type { UnixDescriptor } from './descriptors.js';
-import { loadNative, socketPeerPid } from '../shm/native.js';
+import { loadNative, socketPeerPid } from '../native/addon.js';
 import { connectNet, listenNet } from './net-stream.js';
 import { checkServerUid, listenSocketFile } from './socket-file.js';
 import type { TransportAdapter } from './types.js';

@@ -7,7 +7,7 @@
  */
 import net from 'node:net';
 import util from 'node:util';
-import { kRelayStatusBytes, kVsockAnnouncementBytes, loadNative, type VsockListening } from '../shm/native.js';
+import { kRelayStatusBytes, kVsockAnnouncementBytes, loadNative, type VsockListening } from '../native/addon.js';
 import { formatAddress, kVsockCidAny, type VsockDescriptor } from './descriptors.js';
 import { NetStream } from './net-stream.js';
 import type { ByteStream, StreamListener, TransportAdapter } from './types.js';

@@ -4,7 +4,7 @@
  * of an ES module racing piscina's fallback `import` of the same file trips an internal assertion
  * and kills the worker. A CommonJS entry is required cleanly and imports the ESM runtime once.
  */
-import type { TaskSpec } from '../protocol/control.js';
+import type { TaskSpec } from '../bridge/control.js';
 
 let runtime: Promise<typeof import('./task.js')> | undefined;
 

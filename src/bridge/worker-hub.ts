@@ -5,9 +5,9 @@
  * batch and one wake-up per direction, as it is over one connection.
  */
 import { widestWindows, type RingWindows } from '../idle.js';
-import type { HubOffer } from '../protocol/control.js';
+import type { HubOffer } from './control.js';
 import { RingReader, RingWriter } from '../shm/ring.js';
-import type { Connection } from './connection.js';
+import type { Connection } from '../worker/connection.js';
 
 /** A task that hosts connections on a hub. */
 export interface HubMember {

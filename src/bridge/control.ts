@@ -11,7 +11,7 @@ import type { IdleWindows } from '../idle.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { MessagePort } from 'node:worker_threads';
 import type { PeerInfo } from '../types.js';
-import { kKindBytes } from './envelope.js';
+import { kKindBytes } from '../protocol/envelope.js';
 
 /** Where a connection's requests and events are served. */
 export type HandlerSpec =

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { RpcError } from '../errors.js';
-import type { RingSignal } from './signal.js';
+import type { RingSignal } from '../shm/signal.js';
 
 /** What every native failure carries: `code` is the errno name ('ENOENT'), `errno` its negated number (Node's convention). Bad arguments are TypeErrors with code 'EINVAL'. */
 export interface NativeError extends Error {
@@ -158,7 +158,7 @@ export interface NativeBinding {
   dupFd(fd: number): number;
 }
 
-/** Where `npm run build:native` puts the binary, from dist/src/shm/native.js up to the package root. */
+/** Where `npm run build:native` puts the binary, from dist/src/native/addon.js up to the package root. */
 const kBinaryPath = fileURLToPath(new URL('../../../native/build/Release/ogurpchik_native.node', import.meta.url));
 const kBuildHint = 'build it with: npm run build:native';
 
@@ -220,25 +220,6 @@ export const futexSignal: RingSignal = {
     loadNative().futexWake({ buffer: view.buffer as SharedArrayBuffer, byteOffset: view.byteOffset + index * 4, count: 1 });
   },
 };
-
-/**
- * Start time of process `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat), or
- * undefined when there is no such process. A pid plus its start time names a process even after
- * the pid is reused. Plain TS (no addon needed); Linux only.
- */
-export function processStartTime(pid: number): number | undefined {
-  let stat: string;
-  try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ESRCH') return undefined;
-    throw err;
-  }
-  // Field 2 (comm) is parenthesised and may itself contain spaces and ')', so count fields from
-  // the last ')': what follows is field 3 (state) onwards, making field 22 the 20th.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[19]);
-}
 
 /** Who is at the other end of a connected Unix socket (SO_PEERCRED), or undefined when the addon or the fd is not there. */
 export function socketPeerCredentials(socket: unknown): PeerCredentials | undefined {

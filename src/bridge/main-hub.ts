@@ -15,7 +15,7 @@ import { threadId } from 'node:worker_threads';
 import { RpcError } from '../errors.js';
 import { widestWindows, type RingWindows } from '../idle.js';
 import { kindOf } from '../protocol/envelope.js';
-import { ControlKind, decodeControl, type ConnOpenRecord, type HubOffer } from '../protocol/control.js';
+import { ControlKind, decodeControl, type ConnOpenRecord, type HubOffer } from './control.js';
 import { RingReader, RingWriter, createRing } from '../shm/ring.js';
 import { weighShared } from '../shm/weigh.js';
 import type { PeerInfo } from '../types.js';
