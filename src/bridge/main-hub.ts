@@ -50,13 +50,20 @@ export function unregisterTask(key: number): void {
 
 /** A fresh pair to offer in a task's spec (see the file comment). */
 export function offerHub(ringBytes: number): HubOffer {
-  const offer: HubOffer = { id: ++lastHubId, owner: threadId, toWorker: createRing(ringBytes), toMain: createRing(ringBytes) };
-  // Most offers go unused (their thread has a pair already): weighed, they are collected soon.
-  weighShared(offer.toWorker);
-  weighShared(offer.toMain);
-  hubs.set(offer.id, new MainHub(offer));
+  // Most offers go unused (their thread has a pair already): the rings of one that went unused
+  // are offered again, so a connect/close loop does not leave two dead rings per connection.
+  const at = spareRings.findIndex((r) => r.ringBytes === ringBytes);
+  const rings = at >= 0 ? spareRings.splice(at, 1)[0]!.rings : { toWorker: createRing(ringBytes), toMain: createRing(ringBytes) };
+  weighShared(rings.toWorker);
+  weighShared(rings.toMain);
+  const offer: HubOffer = { id: ++lastHubId, owner: threadId, ...rings };
+  hubs.set(offer.id, new MainHub(offer, ringBytes));
   return offer;
 }
+
+/** Rings of offers nobody adopted: untouched (no worker writes to a pair it did not adopt), so as good as new. */
+const spareRings: Array<{ ringBytes: number; rings: Pick<HubOffer, 'toWorker' | 'toMain'> }> = [];
+const kMaxSpareRings = 4;
 
 /** The open or offered pair `id`; undefined once closed. */
 export function hubById(id: number): MainHub | undefined {
@@ -66,7 +73,9 @@ export function hubById(id: number): MainHub | undefined {
 /** The offer of a task whose worker joined another pair, or never ran: nobody can adopt it now. */
 export function discardOffer(id: number): void {
   const hub = hubs.get(id);
-  if (hub !== undefined && !hub.adopted) hubs.delete(id);
+  if (hub === undefined || hub.adopted) return;
+  hubs.delete(id);
+  if (spareRings.length < kMaxSpareRings) spareRings.push(hub.spare);
 }
 
 /** One ring pair in ringPairs(). */
@@ -98,9 +107,17 @@ export class MainHub {
   /** Records being delivered now: drain() from inside one must not re-enter the reader. */
   #delivering = 0;
 
-  constructor(offer: HubOffer) {
+  readonly #ringBytes: number;
+
+  constructor(offer: HubOffer, ringBytes: number) {
     this.id = offer.id;
     this.#offer = offer;
+    this.#ringBytes = ringBytes;
+  }
+
+  /** The pair's two rings and the size they were made for, to offer again when nobody adopted them. */
+  get spare(): { ringBytes: number; rings: Pick<HubOffer, 'toWorker' | 'toMain'> } {
+    return { ringBytes: this.#ringBytes, rings: { toWorker: this.#offer.toWorker, toMain: this.#offer.toMain } };
   }
 
   /** Whether a worker took this pair (and this end reads it). */
