@@ -23,6 +23,7 @@ import { atLeast, comparisonRows, type ResultRow } from './lib/table.js';
 import { kDefaultRingBytes as kOursRingBytes } from '../src/main/options.js';
 import { pathRows } from './lib/bounds.js';
 import { kChainLabels, startRingChain } from './lib/ring-chain.js';
+import { bytesToFill } from '../src/bytes.js';
 import { kThreadHopLabel, startThreadHop, type ThreadHopSubject } from './lib/thread-hop.js';
 import { OursUnavailableError, kClientSleepsKey, kPeerPollIdle, kPeerPollKey, startOursClientSleeping, startOursPeerPolling, startOursSubject } from './ours.js';
 import { startRawSubject } from './raw.js';
@@ -64,6 +65,10 @@ export interface ShmResult {
     subjects: Array<{ key: string; label: string; summary: EchoSummary }>;
     /** The same echo through the main <-> worker hop alone (ours' default ringBytes): a ceiling for ours. */
     hop?: EchoSummary;
+    /** A fresh 1 MiB buffer filled from shared memory, as a receiver that keeps the bytes makes one per message. */
+    fresh?: EchoSummary;
+    /** The same echo over the bare cross-process ring chain (main <-> other process, rings as ours'): a ceiling for ours. */
+    chain?: EchoSummary;
   };
   skipped: string[];
   warnings: string[];
@@ -158,7 +163,12 @@ export async function runShm(
       // Every 1 MiB echo through ours crosses the main <-> worker hop both ways, through rings of
       // the default ringBytes: that hop alone bounds ours' echo bandwidth from above.
       hop = await startThreadHop('shm', { pollMicros: 0, capacity: kOursRingBytes, payloadBytes: kEchoBytes });
-      result.echo = await measureEcho(ours, echoConfig, log, result.skipped, hop);
+      // The cross-process rings alone, of the capacity ours' are given here, without the runtime:
+      // the path a main-thread client's echo takes (a copy into each ring, none out of it).
+      log(`shm: starting the ${kChainLabels.direct} for the 1 MiB echo`);
+      chains.push(await startRingChain('direct', token, { capacity: kShmCapacity, payloadBytes: kEchoBytes }));
+      result.echo = await measureEcho(ours, echoConfig, log, result.skipped, hop, chains[0]);
+      for (const chain of chains.splice(0)) await chain.close();
     }
   } finally {
     await hop?.close().catch((err: Error) => log(`close: ${err.message}`));
@@ -228,11 +238,20 @@ async function measureEcho(
   log: (line: string) => void,
   skipped: string[],
   hop?: ThreadHopSubject,
+  chain?: Subject,
 ): Promise<ShmResult['echo']> {
   const source = patterned(kEchoBytes);
   const target = new Uint8Array(new SharedArrayBuffer(kEchoBytes));
   // `await` of a non-promise still yields a microtask turn per copy, as the echo loop does.
   const memcpy = (): void => target.set(source);
+  // What a receiver that keeps a message must do at least once per message: a new buffer (from the
+  // allocator the runtime uses for them), filled from shared memory. Kept until the next one.
+  target.set(source);
+  let kept: Uint8Array | undefined;
+  const fresh = (): void => {
+    kept = bytesToFill(kEchoBytes);
+    kept.set(target);
+  };
 
   const echoes: Array<{ subject: Subject; call: () => Promise<unknown>; rounds: EchoRound[] }> = [];
   for (const subject of ours) {
@@ -261,12 +280,22 @@ async function measureEcho(
 
   const memcpyRounds: EchoRound[] = [];
   const hopRounds: EchoRound[] = [];
+  const freshRounds: EchoRound[] = [];
+  const chainRounds: EchoRound[] = [];
   const stallMs = config.warmupMs + config.durationMs + kStallSlackMs;
   for (let round = 0; round < config.rounds; round++) {
     const prefix = `round ${round + 1}/${config.rounds}  `;
     const copy = await timedRound(memcpy, config);
     memcpyRounds.push(copy);
     log(`${prefix}${'memcpy 1 MiB'.padEnd(22)} ${Math.round(copy.mbPerSec).toLocaleString('en-US')} MB/s (median copy ${copy.medianUs.toFixed(1)} µs)`);
+    const f = await timedRound(fresh, config);
+    freshRounds.push(f);
+    log(`${prefix}${'fresh 1 MiB + copy'.padEnd(22)} ${Math.round(f.mbPerSec).toLocaleString('en-US')} MB/s (median ${f.medianUs.toFixed(1)} µs)`);
+    if (chain !== undefined) {
+      const r = await withDeadline(timedRound(chain.call, config), stallMs, 'bare ring chain 1 MiB echo');
+      chainRounds.push(r);
+      log(`${prefix}${'bare ring chain 1 MiB'.padEnd(22)} ${Math.round(r.mbPerSec).toLocaleString('en-US')} MB/s (median echo ${r.medianUs.toFixed(0)} µs, ${r.calls} calls)`);
+    }
     if (hop !== undefined) {
       const r = await withDeadline(timedRound(hop.call, config), stallMs, 'thread hop 1 MiB echo');
       hopRounds.push(r);
@@ -284,6 +313,8 @@ async function measureEcho(
     memcpy: summarise(memcpyRounds),
     subjects: echoes.map((e) => ({ key: e.subject.key, label: e.subject.label, summary: summarise(e.rounds) })),
     ...(hopRounds.length > 0 ? { hop: summarise(hopRounds) } : {}),
+    fresh: summarise(freshRounds),
+    ...(chainRounds.length > 0 ? { chain: summarise(chainRounds) } : {}),
   };
 }
 
@@ -355,6 +386,47 @@ export function shmRows(result: ShmResult, inflight: number): ResultRow[] {
         // Not a verdict on ours: whether the target lies below what the hop alone allows here.
         verdict: share < kShmEchoShareMin ? 'unreachable' : 'reachable',
       });
+    }
+    rows.push(...echoBoundRows(echo));
+  }
+  return rows;
+}
+
+/**
+ * Where the floor of ours' 1 MiB echo lies on this machine (not verdicts on ours): a receiver that
+ * keeps the bytes makes a fresh buffer per message and fills it; the bare cross-process ring
+ * chain echoes with no runtime and no such buffer; a main-thread client's echo costs at least
+ * the chain's time plus one such buffer at each receiving end (the server's handler is given its
+ * request to keep, the caller its answer).
+ */
+function echoBoundRows(echo: NonNullable<ShmResult['echo']>): ResultRow[] {
+  const rows: ResultRow[] = [];
+  const memcpy = echo.memcpy.mbPerSec;
+  const bound = (scenario: string, mbPerSec: number, medianUs: number | undefined): ResultRow => {
+    const share = mbPerSec / memcpy;
+    return {
+      scenario,
+      transport: 'shm',
+      ...(medianUs !== undefined ? { medianUs } : {}),
+      mbPerSec,
+      baseline: 'memcpy 1 MiB',
+      ratio: share,
+      target: `>= ${kShmEchoShareMin.toFixed(2)}x`,
+      verdict: share < kShmEchoShareMin ? 'unreachable' : 'reachable',
+    };
+  };
+  const fresh = echo.fresh;
+  if (fresh !== undefined) rows.push(bound('  ceiling of ours 1 MiB echo: a fresh 1 MiB buffer + copy (the receiver keeps it)', fresh.mbPerSec, fresh.medianUs));
+  const chain = echo.chain;
+  if (chain !== undefined) {
+    rows.push(bound(`  ceiling of ours 1 MiB echo: the ${kChainLabels.direct} alone`, chain.mbPerSec, chain.medianUs));
+    if (fresh !== undefined) {
+      // Both receiving ends keep what they receive (the handler its request, the caller its answer).
+      // Summed as mean times (from MB/s, as the echo's share is): the allocator's cost comes in
+      // bursts (when it gives memory back to the system) that a median leaves out.
+      const meanUs = (mbPerSec: number): number => kEchoBytes / mbPerSec;
+      const us = meanUs(chain.mbPerSec) + 2 * meanUs(fresh.mbPerSec);
+      rows.push(bound('  ceiling of ours 1 MiB echo: that chain + a fresh buffer + copy at each receiving end (mean times)', kEchoBytes / us, undefined));
     }
   }
   return rows;

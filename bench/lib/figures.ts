@@ -51,6 +51,8 @@ export function figuresOf(r: RunResults): Figure[] {
       });
       out.push(mb('memcpy', echo.memcpy), ...echo.subjects.map((s) => mb(`echo ${s.label}`, s.summary)));
       if (echo.hop !== undefined) out.push(mb('echo through the thread hop alone', echo.hop));
+      if (echo.fresh !== undefined) out.push(mb('a fresh buffer + copy', echo.fresh));
+      if (echo.chain !== undefined) out.push(mb('echo through the bare cross-process ring chain alone', echo.chain));
     }
   }
   for (const s of r.isolate.subjects) out.push(...summaryFigures(`worker isolate: ${s.label}`, s.summary, r.isolateConfig.inflight));

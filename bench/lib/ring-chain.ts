@@ -27,11 +27,19 @@ export const kChainLabels: Record<ChainKind, string> = {
 };
 
 /** Each ring's data area: as ours' shm rings in the bench and its main <-> worker rings. */
-const kCapacity = 1 << 20;
+const kDefaultCapacity = 1 << 20;
 let chainCounter = 0;
 
+export interface RingChainOptions {
+  /** Each ring's data area (default 1 MiB). */
+  capacity?: number;
+  /** Bytes of each message (default the 16-byte payload of the round-trip scenarios). */
+  payloadBytes?: number;
+}
+
 /** `token` starts every segment name (so the bench's leftover sweep recognises them). */
-export async function startRingChain(kind: ChainKind, token: string): Promise<Subject> {
+export async function startRingChain(kind: ChainKind, token: string, options: RingChainOptions = {}): Promise<Subject> {
+  const { capacity: kCapacity = kDefaultCapacity, payloadBytes } = options;
   const native = loadNative();
   const names = ['c2s', 's2c'].map((dir) => `/${token}chain-${++chainCounter}-${dir}`);
   const [c2s, s2c] = names.map((name) => {
@@ -61,7 +69,7 @@ export async function startRingChain(kind: ChainKind, token: string): Promise<Su
     replies = s2c;
     readerOptions = { signal: futexSignal };
   }
-  const caller = ringCaller(writer, replies, readerOptions);
+  const caller = ringCaller(writer, replies, readerOptions, payloadBytes);
   await caller.call();
   let closing: Promise<void> | undefined;
   return {
