@@ -6,7 +6,10 @@
  *
  * Then a 1 MiB echo over shm (one call in flight, request bytes per second) beside a memcpy
  * baseline taken in the same rounds: copying 1 MiB into a SharedArrayBuffer with
- * `Uint8Array.set`. Target: ≥ 25% of the memcpy bandwidth.
+ * `Uint8Array.set`. Target: ≥ 25% of the memcpy bandwidth. Beside it, in the same rounds, the
+ * bounds that say where its floor lies here: a fresh 1 MiB buffer filled from shared memory (what
+ * each receiving end that keeps the bytes pays per message) and the bare cross-process ring chain
+ * echoing 1 MiB in rings of the same capacity, without the runtime.
  *
  * Needs the native addon; without it the section prints a skipped line. Every service name is
  * `bench-<pid>-<n>`, and whatever the runtime leaves in /dev/shm or its control-socket directory
@@ -188,6 +191,8 @@ export async function runShm(
   }
   for (const s of result.echo?.subjects ?? []) spreadWarning(result.warnings, `shm ${s.label} 1 MiB echo`, s.summary);
   if (result.echo !== undefined) spreadWarning(result.warnings, 'memcpy 1 MiB', result.echo.memcpy);
+  if (result.echo?.fresh !== undefined) spreadWarning(result.warnings, 'fresh 1 MiB buffer + copy', result.echo.fresh);
+  if (result.echo?.chain !== undefined) spreadWarning(result.warnings, 'bare ring chain 1 MiB echo', result.echo.chain);
   return result;
 }
 
