@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
-import { createCodec, msgpack } from '../src/codec/index.js';
+import { createCodec, json, msgpack, sharedCodec, view } from '../src/codec/index.js';
 import { RpcError } from '../src/errors.js';
 import { encodeRequest, encodeResponse } from '../src/protocol/envelope.js';
 import { Session } from '../src/session/session.js';
@@ -152,5 +152,52 @@ describe('bytes sent as they are', function () {
     const back = new Session({ codec: createCodec(msgpack()), peer, send: (head, payload) => void queueMicrotask(() => client.receive(cat(head, payload))), handler: { onRequest: (req: Uint8Array) => req } });
     client = new Session({ codec: createCodec(msgpack()), peer, send: (head, payload) => void queueMicrotask(() => back.receive(cat(head, payload))) });
     assert.deepEqual(Buffer.from((await client.call(value)) as Uint8Array), Buffer.from(value));
+  });
+});
+
+describe('sharedCodec: one codec per kind and limits on a thread', function () {
+  this.timeout(20_000);
+
+  it('the same kind and limits (by value) share one instance; another kind, other limits or createCodec get their own', () => {
+    const a = sharedCodec(msgpack());
+    assert.equal(sharedCodec(msgpack()), a);
+    assert.equal(sharedCodec(), a);
+    assert.equal(sharedCodec(msgpack(), {}), a);
+    assert.notEqual(createCodec(msgpack()), a);
+    assert.notEqual(sharedCodec(json()), a);
+    assert.notEqual(sharedCodec(view()), a);
+    assert.notEqual(sharedCodec(json()), sharedCodec(view()));
+    const limited = sharedCodec(msgpack(), { maxBinaryBytes: 4 });
+    assert.notEqual(limited, a);
+    assert.equal(sharedCodec(msgpack(), { maxBinaryBytes: 4 }), limited);
+    assert.notEqual(sharedCodec(msgpack(), { maxBinaryBytes: 5 }), limited);
+    // Each keeps its own limits.
+    const bin = reference.pack(new Uint8Array(8));
+    assert.throws(() => limited.decode(bin), (err: unknown) => RpcError.is(err) && err.code === 'FRAME_TOO_LARGE');
+    assert.equal((a.decode(bin) as Uint8Array).length, 8);
+  });
+
+  it('an unknown kind is refused and not cached', () => {
+    for (let i = 0; i < 2; i++) {
+      assert.throws(() => sharedCodec({ kind: 'nope' } as never), (err: unknown) => RpcError.is(err) && err.code === 'INVALID_ARGUMENT');
+    }
+  });
+
+  it('sessions sharing it keep nothing of one another: encodings interleaved across users stay intact, and a peer\'s msgpack records do not carry into the next payload', () => {
+    const shared = sharedCodec(msgpack());
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.oneof(fc.uint8Array({ maxLength: 600 }), fc.jsonValue()), fc.boolean()), { minLength: 1, maxLength: 40 }), (items) => {
+        const kept = items.map(([value]) => [value, shared.encode(value)] as const);
+        for (const [value, encoded] of kept) assert.deepEqual(Buffer.from(encoded), Buffer.from(reference.pack(value)));
+        for (const [, encoded] of kept) assert.deepEqual(shared.decode(encoded), reference.unpack(encoded));
+      }),
+      { numRuns: 200 },
+    );
+    // A peer that packs with records defines structures in its payload: they must not outlive it.
+    const withRecords = new Packr({ useRecords: true });
+    const recordPayload = withRecords.pack([{ a: 1, b: 2 }, { a: 3, b: 4 }]);
+    assert.deepEqual(shared.decode(recordPayload), [{ a: 1, b: 2 }, { a: 3, b: 4 }]);
+    // 0x40: a positive fixint (64) to a reader without structures, a record reference to one that kept them.
+    assert.equal(shared.decode(Uint8Array.of(0x40)), 64);
   });
 });

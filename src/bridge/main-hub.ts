@@ -16,6 +16,7 @@ import { RpcError } from '../errors.js';
 import { widestWindows, type RingWindows } from '../idle.js';
 import { kindOf } from '../protocol/envelope.js';
 import { ControlKind, decodeControl, type ConnOpenRecord, type HubOffer } from './control.js';
+import { IdTable } from '../session/id-table.js';
 import { RingReader, RingWriter, createRing } from '../shm/ring.js';
 import { weighShared } from '../shm/weigh.js';
 import type { PeerInfo } from '../types.js';
@@ -102,7 +103,8 @@ export class MainHub {
   #toWorker: RingWriter | undefined;
   #fromWorker: RingReader | undefined;
   readonly #members = new Set<HubTask>();
-  readonly #routes = new Map<number, HubTask>();
+  /** By connection id: ids come in sequence, as call ids do, and this is looked up once per record. */
+  readonly #routes = new IdTable<HubTask>();
   #closed = false;
   /** Records being delivered now: drain() from inside one must not re-enter the reader. */
   #delivering = 0;
@@ -156,7 +158,7 @@ export class MainHub {
   /** `task` has ended: its connections' records are dropped from now on. */
   leave(task: HubTask): void {
     if (!this.#members.delete(task)) return;
-    for (const [id, t] of this.#routes) if (t === task) this.#routes.delete(id);
+    for (const [id, t] of this.#routes.entries()) if (t === task) this.#routes.delete(id);
     this.#fromWorker?.setWindows(this.#windows());
   }
 

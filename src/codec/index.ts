@@ -90,6 +90,27 @@ export function createCodec(descriptor: CodecDescriptor = msgpack(), limits?: De
   }
 }
 
+/** This thread's shared codecs, by kind and resolved limits (see sharedCodec). */
+const shared = new Map<string, Codec>();
+
+/**
+ * The codec `createCodec(descriptor, limits)` would build, one instance per thread for every
+ * caller with the same kind and limits: a thread hosting many connections then keeps one codec's
+ * buffers and state warm rather than one per connection. Safe because no codec keeps state from
+ * one payload to the next (msgpack records are off; scan stacks are used within one call) and an
+ * encoding is never rewritten by a later one, whichever session made it.
+ */
+export function sharedCodec(descriptor: CodecDescriptor = msgpack(), limits?: DecodeLimits): Codec {
+  const r = resolveDecodeLimits(limits);
+  const key = `${descriptor?.kind}|${r.maxDepth}|${r.maxArrayLength}|${r.maxMapSize}|${r.maxStringBytes}|${r.maxBinaryBytes}|${r.maxElements}|${r.maxExpansion}`;
+  let codec = shared.get(key);
+  if (codec === undefined) {
+    codec = createCodec(descriptor, limits);
+    shared.set(key, codec);
+  }
+  return codec;
+}
+
 /** Byte payloads up to this size take MsgpackCodec's direct path; larger ones cost their copy, not Packr's overhead. */
 const kBinFastMax = 4096;
 const kBinBufferBytes = 64 * 1024;

@@ -59,6 +59,13 @@ export class Channel {
   #closing: Promise<void> | undefined;
   #stopWatch: (() => void) | undefined;
   #refreshing: Promise<void> | undefined;
+  /**
+   * The session of the only endpoint, as pick() last gave it, while nothing about the endpoints
+   * has changed since (any state change, task change or list change forgets it): a client of one
+   * connection then reaches its session without a walk through balancer, endpoint and task, which
+   * a process holding hundreds of clients pays in cache misses on every call.
+   */
+  #only: Session | undefined;
 
   constructor(transports: TransportDescriptor[], options: ChannelOptions) {
     this.#open = options.open;
@@ -138,7 +145,12 @@ export class Channel {
 
   /** The session `use()` would run a plain call on (no options), if one is ready now. */
   readySession(): Session | undefined {
-    return this.#balancer.pick(this.#endpoints, undefined);
+    const only = this.#only;
+    // A closed session not yet noticed by its endpoint is skipped, as pick() skips it.
+    if (only !== undefined && only.closedWith === undefined) return only;
+    const session = this.#balancer.pick(this.#endpoints, undefined);
+    this.#only = this.#endpoints.length === 1 ? session : undefined;
+    return session;
   }
 
   /** Resolves once no call of this client is in flight or waiting for a connection (a graceful close; polled, it is no hot path). */
@@ -276,6 +288,7 @@ export class Channel {
   #lost(e: Endpoint, task: RemoteTask): void {
     if (e.task !== task || e.state !== 'ready') return;
     e.task = undefined;
+    this.#only = undefined;
     // Usually already ending; a session closed on this side (a malformed message) leaves its task up.
     void task.close().catch(() => {});
     const reason = task.clientSession.closedWith ?? new RpcError('CLOSED', 'the connection was closed');
@@ -338,6 +351,7 @@ export class Channel {
     for (const transport of fresh.values()) {
       const e = new Endpoint(transport);
       this.#endpoints.push(e);
+      this.#only = undefined;
       log('endpoint %s appeared', e.key);
       void this.#attempt(e);
     }
@@ -349,6 +363,7 @@ export class Channel {
     e.removed = true;
     const at = this.#endpoints.indexOf(e);
     if (at >= 0) this.#endpoints.splice(at, 1);
+    this.#only = undefined;
     this.#set(e, 'closed', e.error);
     log('endpoint %s dropped: discovery no longer lists it', e.key);
     this.#waiters.wake();
@@ -357,6 +372,7 @@ export class Channel {
   #set(e: Endpoint, state: EndpointState, error?: RpcError): void {
     const previous = e.state;
     e.state = state;
+    this.#only = undefined;
     this.#state = clientState(this.#endpoints, this.#closed !== undefined);
     if (previous === state) return;
     log('%s: %s -> %s%s', e.key, previous, state, error ? ` (${error.code}: ${error.message})` : '');

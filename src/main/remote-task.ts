@@ -7,7 +7,7 @@ import { MessageChannel } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import { deferred, type Deferred } from '../deferred.js';
 import { RpcError, fromWireError, messageOf, sendsStacks, toWireError, type RemoteStacks, type WireError } from '../errors.js';
-import { createCodec, type Codec, type CodecDescriptor, type DecodeLimits } from '../codec/index.js';
+import { sharedCodec, type Codec, type CodecDescriptor, type DecodeLimits } from '../codec/index.js';
 import { kindOf } from '../protocol/envelope.js';
 import { ControlKind, decodeControl, encodeControl, kHubWord, kThreadWord, type HandlerSpec, type ShmHandOver, type TaskControl, type TaskSpec, type TaskStats } from '../bridge/control.js';
 import { nodeEndpoint } from '../bridge/endpoint.js';
@@ -113,7 +113,7 @@ export class RemoteTask implements HubTask {
     this.#maxFrameBytes = options.transport.kind === 'isolate' ? Infinity : options.maxFrameBytes;
     this.#maxConcurrentCalls = options.maxConcurrentCalls ?? Infinity;
     this.#sendStacks = sendsStacks(options.remoteStacks, options.transport.kind);
-    this.#codec = createCodec(options.codec, options.decodeLimits);
+    this.#codec = sharedCodec(options.codec, options.decodeLimits);
     this.#handler = typeof options.handler === 'object' ? options.handler : undefined;
     const handlerSpec: HandlerSpec =
       typeof options.handler === 'string' ? { kind: 'module', url: options.handler } : options.handler ? { kind: 'main' } : { kind: 'none' };
