@@ -6,15 +6,13 @@
 import { MessageChannel } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import { deferred, type Deferred } from '../deferred.js';
-import { RpcError, fromWireError, messageOf, sendsStacks, toWireError, type RemoteStacks, type WireError } from '../errors.js';
-import { createCodec, type Codec, type CodecDescriptor, type DecodeLimits } from '../codec/index.js';
+import { RpcError, fromWireError, messageOf, sendsStacks, toWireError, type WireError } from '../errors.js';
+import { createCodec, type Codec } from '../codec/index.js';
 import { kindOf } from '../protocol/envelope.js';
-import { ControlKind, decodeControl, encodeControl, kHubWord, kThreadWord, type HandlerSpec, type ShmHandOver, type TaskControl, type TaskSpec, type TaskStats } from '../bridge/control.js';
+import { ControlKind, decodeControl, encodeControl, kHubWord, kThreadWord, type HandlerSpec, type ShmHandOver, type TaskConfig, type TaskControl, type TaskSpec, type TaskStats } from '../bridge/control.js';
 import { nodeEndpoint } from '../bridge/endpoint.js';
 import { Session } from '../session/session.js';
-import type { HandshakeSpec } from '../handshake/spec.js';
-import type { IdleWindows } from '../idle.js';
-import { formatAddress, type Address, type TransportDescriptor } from '../transport/descriptors.js';
+import { formatAddress, type Address } from '../transport/descriptors.js';
 import type { Handler, PeerInfo } from '../types.js';
 import { connectionClose, connectionOpen, logger } from '../observe.js';
 import { nativeAvailable } from '../native/addon.js';
@@ -34,32 +32,13 @@ export interface TaskRunner {
   kill?(threadId: number | undefined): void;
 }
 
+/** What the main thread starts a task with: its TaskConfig, which travels to the worker whole, and what stays here. */
 export interface RemoteTaskOptions {
-  role: 'listen' | 'connect';
-  transport: TransportDescriptor;
-  codec: CodecDescriptor;
+  config: TaskConfig;
   /** A main-thread handler object, a module URL run in the worker, or none. */
   handler: Handler | string | undefined;
-  oneToOne: boolean;
-  handshake: HandshakeSpec;
-  /** Time limit of the transport's own handshake (TLS). */
-  handshakeTimeoutMs: number;
-  maxFrameBytes: number;
-  /** NodeOptions.decodeLimits: applied where each payload is decoded (here for a main-thread handler and the caller, in the worker for a module handler). */
-  decodeLimits: DecodeLimits;
-  /** NodeOptions.remoteStacks. */
-  remoteStacks: RemoteStacks;
-  /** Listeners: the most calls one connection may have served at once (default no limit). */
-  maxConcurrentCalls?: number;
-  /** Listeners: the most clients served at once (default no limit; one-to-one makes it 1). */
-  maxConnections?: number;
-  /** Listeners of serve(..., { threads }): the listening socket they share and their shared count of clients (TaskSpec.shared). */
-  shared?: TaskSpec['shared'];
+  /** Size of each ring of the pair offered to the task's thread (NodeOptions.ringBytes). */
   ringBytes: number;
-  /** NodeOptions.idle and idleTuning, resolved for this task's transport. */
-  idle: IdleWindows;
-  keepAliveMs: number;
-  connectTimeoutMs: number;
   /** How long close() waits for the task to stop before the runner kills its thread. */
   closeTimeoutMs: number;
   /**
@@ -69,7 +48,6 @@ export interface RemoteTaskOptions {
    */
   readyTimeoutMs: number;
 }
-
 
 export class RemoteTask implements HubTask {
   /** The bound address (listeners). */
@@ -107,28 +85,29 @@ export class RemoteTask implements HubTask {
   readonly #thread = new Int32Array(new SharedArrayBuffer(8));
 
   private constructor(runner: TaskRunner, options: RemoteTaskOptions) {
+    const { config } = options;
     this.#runner = runner;
     this.#closeTimeoutMs = options.closeTimeoutMs;
     // An isolate's messages ride rings only, chunked at any size: no frame limit applies there.
-    this.#maxFrameBytes = options.transport.kind === 'isolate' ? Infinity : options.maxFrameBytes;
-    this.#maxConcurrentCalls = options.maxConcurrentCalls ?? Infinity;
-    this.#sendStacks = sendsStacks(options.remoteStacks, options.transport.kind);
-    this.#codec = createCodec(options.codec, options.decodeLimits);
+    this.#maxFrameBytes = config.transport.kind === 'isolate' ? Infinity : config.maxFrameBytes;
+    this.#maxConcurrentCalls = config.maxConcurrentCalls ?? Infinity;
+    this.#sendStacks = sendsStacks(config.remoteStacks, config.transport.kind);
+    this.#codec = createCodec(config.codec, config.decodeLimits);
     this.#handler = typeof options.handler === 'object' ? options.handler : undefined;
-    const handlerSpec: HandlerSpec =
+    const handler: HandlerSpec =
       typeof options.handler === 'string' ? { kind: 'module', url: options.handler } : options.handler ? { kind: 'main' } : { kind: 'none' };
-    this.ringWindows = { spinMicros: options.idle.spinMicros, pollMicros: options.idle.pollMicros };
+    this.ringWindows = { spinMicros: config.idle.spinMicros, pollMicros: config.idle.pollMicros };
     // The main thread reads and writes an shm connection's rings itself when it calls or serves
     // (a module handler serves in the worker, which reads them already).
-    if (options.transport.kind === 'shm' && (options.role === 'connect' || handlerSpec.kind === 'main') && nativeAvailable()) {
+    if (config.transport.kind === 'shm' && (config.role === 'connect' || handler.kind === 'main') && nativeAvailable()) {
       this.#direct = {
-        role: options.role,
+        role: config.role,
         codec: this.#codec,
         maxFrameBytes: this.#maxFrameBytes,
         sendStacks: this.#sendStacks,
-        idle: options.idle,
-        keepAliveMs: options.keepAliveMs,
-        expectsNoHello: options.role === 'connect' && options.handshake.scheme === 'none',
+        idle: config.idle,
+        keepAliveMs: config.keepAliveMs,
+        expectsNoHello: config.role === 'connect' && config.handshake.scheme === 'none',
       };
     }
     this.#key = registerTask(this);
@@ -136,22 +115,8 @@ export class RemoteTask implements HubTask {
     this.#offerId = offer.id;
     const { port1, port2 } = new MessageChannel();
     const spec: TaskSpec = {
-      role: options.role,
-      transport: options.transport,
-      codec: options.codec,
-      handler: handlerSpec,
-      oneToOne: options.oneToOne,
-      handshake: options.handshake,
-      handshakeTimeoutMs: options.handshakeTimeoutMs,
-      maxFrameBytes: options.maxFrameBytes,
-      decodeLimits: options.decodeLimits,
-      remoteStacks: options.remoteStacks,
-      maxConcurrentCalls: this.#maxConcurrentCalls,
-      maxConnections: options.oneToOne ? 1 : (options.maxConnections ?? Infinity),
-      ...(options.shared !== undefined ? { shared: options.shared } : {}),
-      idle: options.idle,
-      keepAliveMs: options.keepAliveMs,
-      connectTimeoutMs: options.connectTimeoutMs,
+      ...config,
+      handler,
       key: this.#key,
       hub: offer,
       thread: this.#thread,
@@ -160,7 +125,7 @@ export class RemoteTask implements HubTask {
     };
     this.#control = Comlink.wrap<TaskControl>(nodeEndpoint(port1));
     // Its ring id comes with ConnOpen or ready(), whichever this thread hears first.
-    if (options.role === 'connect') this.#client = this.#open(0, undefined);
+    if (config.role === 'connect') this.#client = this.#open(0, undefined);
     this.#ended = runner.run(spec).then(
       () => this.#end(new RpcError('CLOSED', 'the connection was closed'), false),
       // A task that ran and then failed: its thread died (or was terminated), and its ring pair with it.
@@ -196,7 +161,8 @@ export class RemoteTask implements HubTask {
     }
     if (ready === 'late') {
       await task.close();
-      const what = options.role === 'listen' ? `listening on ${formatAddress(options.transport)}` : `connecting to ${formatAddress(options.transport)}`;
+      const { role, transport } = options.config;
+      const what = role === 'listen' ? `listening on ${formatAddress(transport)}` : `connecting to ${formatAddress(transport)}`;
       throw new RpcError('UNAVAILABLE', `${what}: not ready within ${ms} ms (connectTimeoutMs); its handler or plugin module is still loading, or its worker thread is busy or stuck`);
     }
     if (!ready.ok) {

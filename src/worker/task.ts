@@ -11,7 +11,7 @@ import { clientHandshake } from '../handshake/client.js';
 import { serverHandshake } from '../handshake/server.js';
 import { loopbackTcpPeerPid } from '../handshake/signed-process.js';
 import { kindOf } from '../protocol/envelope.js';
-import { ControlKind, decodeControl, encodeControl, kHubWord, kThreadWord, type ConnOpenRecord, type ReadyResult, type ShmHandOver, type TaskControl, type TaskSpec, type TaskStats } from '../bridge/control.js';
+import { ControlKind, connectionLimit, decodeControl, encodeControl, kHubWord, kThreadWord, type ConnOpenRecord, type ReadyResult, type ShmHandOver, type TaskControl, type TaskSpec, type TaskStats } from '../bridge/control.js';
 import { nodeEndpoint } from '../bridge/endpoint.js';
 import { Session } from '../session/session.js';
 import { adapterFor, adapterOptions, type AdapterContext } from '../transport/adapters.js';
@@ -80,7 +80,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     this.readsWaitForWrites = spec.role === 'listen';
     this.expectsNoHello = spec.role === 'connect' && spec.handshake.scheme === 'none';
     this.#done = new Promise((resolve) => (this.#finish = resolve));
-    this.#slots = new ConnectionSlots(spec.maxConnections, spec.shared);
+    this.#slots = new ConnectionSlots(connectionLimit(spec), spec.shared);
     // A stream over shm rings polls them itself (its reader has the same window).
     this.#awake = new AwakeWindow(spec.transport.kind === 'shm' ? 0 : spec.idle.peerPollMicros);
     // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
@@ -408,12 +408,12 @@ export class ConnectionTask implements ConnectionHost, HubMember {
    * already serves one, or one at its maxConnections).
    */
   #admit(conn: Connection): RpcError | undefined {
-    const max = this.#spec.maxConnections;
+    const max = this.#spec.maxConnections ?? Infinity;
     if (this.#slots.take()) {
       this.#connections.set(conn.id, conn);
       return undefined;
     }
-    if (this.#spec.oneToOne) return new RpcError('BUSY', 'this server is one-to-one and already serves a client');
+    if (max === 'one-to-one') return new RpcError('BUSY', 'this server is one-to-one and already serves a client');
     return new RpcError('BUSY', `this server already serves ${max} clients (its maxConnections)`, { data: { maxConnections: max } });
   }
 
@@ -484,7 +484,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
             return conn.writable ? undefined : conn.whenWritable();
           },
           maxFrameBytes: this.maxFrameBytes,
-          maxConcurrentCalls: this.#spec.maxConcurrentCalls,
+          maxConcurrentCalls: this.#spec.maxConcurrentCalls ?? Infinity,
           sendStacks: this.sendStacks,
         }),
       );
