@@ -149,8 +149,6 @@ export interface TaskControl {
    * connection of the task has closed. close() still ends it all at any time.
    */
   drain(): Promise<void>;
-  /** Closes one connection, telling its peer `error` (the main thread's side of it failed). */
-  closeConnection(connectionId: number, error: WireError): void;
   stats(): TaskStats;
   /** A listener's connection on shm's direct path (announced by ConnOpen): its rings, once; undefined when it has closed. */
   takeShm(connectionId: number): ShmHandOver | undefined;
@@ -179,8 +177,9 @@ export const ControlKind = {
   /** Worker → main: the connection's stream drained below its limit. No payload. */
   ConnResumed: 0x83,
   /**
-   * Main → worker: close this connection, telling the peer why; payload = JSON WireError. It rides
-   * the ring behind the connection's last answers, so they go out first.
+   * Main → worker: close this connection, telling the peer why; payload = JSON WireError. The one
+   * way the main thread closes a single connection (drained, or its side failed): it rides the
+   * ring behind the connection's last answers, so they go out first.
    */
   CloseConn: 0x84,
 } as const;

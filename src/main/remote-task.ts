@@ -309,7 +309,7 @@ export class RemoteTask implements HubTask {
     if (link === undefined) return;
     void link.end(reason, tellPeer).then(() => {
       const connId = session.peer.connectionId;
-      if (this.#sessions.get(connId) === session) this.#control.closeConnection(connId, toWireError(reason)).catch(() => {});
+      if (this.#sessions.get(connId) === session) this.#closeInWorker(connId, reason);
     });
   }
 
@@ -367,7 +367,7 @@ export class RemoteTask implements HubTask {
       // the worker checked): close it on both sides, or the peer's calls would wait forever.
       const reason = RpcError.is(err) ? err : new RpcError('CLOSED', `the connection was closed: the session on one of its ends failed: ${messageOf(err)}`, { cause: err });
       session.close(reason);
-      this.#control.closeConnection(connId, toWireError(reason)).catch(() => {});
+      this.#closeInWorker(connId, reason);
     }
   }
 
@@ -386,22 +386,30 @@ export class RemoteTask implements HubTask {
   #drainSession(connId: number, session: Session): void {
     session.drain(() => {
       if (!this.#sessions.has(connId)) return;
+      const reason = new RpcError('CLOSED', 'the server closed');
       const link = this.#links.get(session);
-      if (link !== undefined) {
-        // The Close and the ring's close record go behind its last answers, then the worker closes the control socket.
-        const reason = new RpcError('CLOSED', 'the server closed');
-        void link.end(reason, true).then(() => {
-          if (this.#sessions.get(connId) === session) this.#control.closeConnection(connId, toWireError(reason)).catch(() => {});
-        });
+      if (link === undefined) {
+        this.#closeInWorker(connId, reason);
         return;
       }
-      // Behind the connection's last answers in the ring, so they leave before it closes.
-      try {
-        this.#hub!.toWorker.write(connId, encodeControl(ControlKind.CloseConn, toWireError(new RpcError('CLOSED', 'the server closed'))));
-      } catch {
-        // the ring is closed: the task is ending, and the connection with it
-      }
+      // The Close and the ring's close record go behind its last answers, then the worker closes the control socket.
+      void link.end(reason, true).then(() => {
+        if (this.#sessions.get(connId) === session) this.#closeInWorker(connId, reason);
+      });
     });
+  }
+
+  /**
+   * Has the worker close a connection and tell its peer `reason` (ControlKind.CloseConn): the
+   * record rides the ring behind what this thread wrote for it before, so its last answers leave
+   * first.
+   */
+  #closeInWorker(connId: number, reason: RpcError): void {
+    try {
+      this.#hub?.toWorker.write(connId, encodeControl(ControlKind.CloseConn, toWireError(reason)));
+    } catch {
+      // the ring is closed: the task is ending, and the connection with it
+    }
   }
 
   #resume(connId: number): void {

@@ -111,7 +111,6 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     const control: TaskControl = {
       ready: () => this.#ready,
       close: () => this.close(),
-      closeConnection: (id, error) => this.#connections.get(id)?.close(fromWireError(error), true),
       drain: () => this.#drain(),
       stats: () => this.#stats(),
       takeShm: (id) => {
