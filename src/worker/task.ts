@@ -14,10 +14,12 @@ import { kindOf } from '../protocol/envelope.js';
 import { ControlKind, connectionLimit, decodeControl, encodeControl, kHubWord, kThreadWord, type ConnOpenRecord, type ReadyResult, type ShmHandOver, type TaskControl, type TaskSpec, type TaskStats } from '../bridge/control.js';
 import { nodeEndpoint } from '../bridge/endpoint.js';
 import { Session } from '../session/session.js';
-import { adapterFor, adapterOptions, type AdapterContext } from '../transport/adapters.js';
+import type { AdapterContext } from '../transport/adapters.js';
 import { formatAddress, type Address, type TcpDescriptor } from '../transport/descriptors.js';
 import { handOverShm } from '../transport/shm.js';
 import type { ByteStream, StreamListener } from '../transport/types.js';
+import { connectTo, listenOn, loadHandler } from './open.js';
+import { ConnectionSlots } from './slots.js';
 import type { Handler, PeerInfo } from '../types.js';
 import { deferred, type Deferred } from '../deferred.js';
 import { AwakeWindow } from './awake.js';
@@ -26,8 +28,6 @@ import { WorkerHub, type HubMember } from '../bridge/worker-hub.js';
 
 const kPausedBody = Uint8Array.of(ControlKind.ConnPaused);
 const kResumedBody = Uint8Array.of(ControlKind.ConnResumed);
-/** What a custom adapter's connect() must resolve with (ByteStream's methods the connection calls). */
-const kStreamMethods = ['start', 'write', 'pause', 'resume', 'end', 'destroy'] as const;
 
 export class ConnectionTask implements ConnectionHost, HubMember {
   readonly codec: Codec;
@@ -232,35 +232,14 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       if (spec.handler.kind === 'module') this.#handler = await loadHandler(spec.handler.url);
       // The main thread gave up waiting (start timed out) while a module loaded: go no further.
       this.#throwIfClosing();
-      const adapter = await adapterFor(spec.transport);
       if (spec.role === 'listen') {
-        let listener: StreamListener;
-        try {
-          listener = await adapter.listen(adapterOptions(spec.transport, this.#adapterContext()), (stream) => this.#accept(stream));
-        } catch (cause) {
-          if (RpcError.is(cause)) throw cause;
-          throw new RpcError('UNAVAILABLE', `cannot listen on ${formatAddress(spec.transport)}: ${messageOf(cause)}`, { cause });
-        }
-        // A custom adapter is the user's code: say what it got wrong, not where that broke us.
-        if (listener === null || typeof listener !== 'object' || typeof listener.close !== 'function') {
-          throw new RpcError('INVALID_ARGUMENT', `the transport adapter of ${formatAddress(spec.transport)}: listen() must resolve with { address, close() }, got ${String(listener)}`);
-        }
+        const listener = await listenOn(spec.transport, this.#adapterContext(), (stream) => this.#accept(stream));
         if (this.#closing) await listener.close().catch(() => {});
         this.#throwIfClosing();
         this.#listener = listener;
         return { ok: true, address: listener.address as Address };
       }
-      let stream: ByteStream;
-      try {
-        stream = await withConnectTimeout(adapter.connect(adapterOptions(spec.transport, this.#adapterContext())), spec.connectTimeoutMs);
-      } catch (cause) {
-        // An adapter that knows better (a failed TLS handshake: HANDSHAKE_FAILED) says so itself.
-        if (RpcError.is(cause)) throw cause;
-        throw new RpcError('UNAVAILABLE', `cannot connect to ${formatAddress(spec.transport)}: ${messageOf(cause)}`, { cause });
-      }
-      if (stream === null || typeof stream !== 'object' || !kStreamMethods.every((m) => typeof (stream as unknown as Record<string, unknown>)[m] === 'function')) {
-        throw new RpcError('INVALID_ARGUMENT', `the transport adapter of ${formatAddress(spec.transport)}: connect() must resolve with a ByteStream (${kStreamMethods.join(', ')}), got ${String(stream)}`);
-      }
+      const stream = await connectTo(spec.transport, this.#adapterContext(), spec.connectTimeoutMs);
       if (this.#closing) stream.destroy();
       this.#throwIfClosing();
       const conn = this.#newConnection(stream);
@@ -521,88 +500,5 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       framesOut += c.framesOut;
     }
     return { connections: this.#connections.size, accepted: this.#accepted, framesIn, framesOut };
-  }
-}
-
-async function loadHandler(url: string): Promise<Handler> {
-  let mod: { handler?: Handler };
-  try {
-    mod = await import(url);
-  } catch (cause) {
-    throw new RpcError('INVALID_ARGUMENT', `handler module ${url} failed to load: ${(cause as Error).message}`, { cause });
-  }
-  const handler = mod.handler;
-  if (handler === null || typeof handler !== 'object' || (typeof handler.onRequest !== 'function' && typeof handler.onEvent !== 'function')) {
-    throw new RpcError('INVALID_ARGUMENT', `handler module ${url} must export \`handler\` with onRequest() and/or onEvent()`);
-  }
-  return handler;
-}
-
-/**
- * Races a transport's connect with a timer: a silent address (a TCP SYN nobody answers) would
- * otherwise hold the attempt for minutes. A stream that connects after we gave up is destroyed.
- */
-function withConnectTimeout(connecting: Promise<ByteStream>, ms: number): Promise<ByteStream> {
-  if (!(ms > 0)) return connecting;
-  return new Promise((resolve, reject) => {
-    let late = false;
-    const timer = setTimeout(() => {
-      late = true;
-      reject(new Error(`no connection within ${ms} ms`));
-    }, ms);
-    connecting.then(
-      (stream) => {
-        clearTimeout(timer);
-        if (late) stream.destroy();
-        else resolve(stream);
-      },
-      (err) => {
-        clearTimeout(timer);
-        reject(err);
-      },
-    );
-  });
-}
-
-/**
- * A listener's count of the clients it serves, against its maxConnections: the total (word 0) and
- * this task's own share (word 1 + member) of an Int32Array. The tasks serving one address on
- * several threads share one in shared memory and take a place with compare-and-swap, so two
- * threads cannot both take the last one; a task serving alone has one of its own.
- */
-class ConnectionSlots {
-  readonly #max: number;
-  readonly #counts: Int32Array;
-  /** This task's word in `#counts`. */
-  readonly #mine: number;
-
-  constructor(max: number, shared: TaskSpec['shared']) {
-    this.#max = max;
-    this.#counts = shared?.connections ?? new Int32Array(2);
-    this.#mine = 1 + (shared?.member ?? 0);
-    // Started in the place of a task whose thread died: its clients died with it, but it could
-    // not give their places back. (If it died between taking a place and counting it as its own,
-    // that one place stays taken: refusing one client too many, never admitting one.)
-    const left = Atomics.exchange(this.#counts, this.#mine, 0);
-    if (left !== 0) Atomics.sub(this.#counts, 0, left);
-  }
-
-  /** Takes a place; false when all are taken. */
-  take(): boolean {
-    const counts = this.#counts;
-    for (;;) {
-      const n = Atomics.load(counts, 0);
-      if (n >= this.#max) return false;
-      if (Atomics.compareExchange(counts, 0, n, n + 1) === n) {
-        Atomics.add(counts, this.#mine, 1);
-        return true;
-      }
-    }
-  }
-
-  /** Gives back a place taken by take(). */
-  give(): void {
-    Atomics.sub(this.#counts, this.#mine, 1);
-    Atomics.sub(this.#counts, 0, 1);
   }
 }
