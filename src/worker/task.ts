@@ -11,7 +11,7 @@ import { clientHandshake } from '../handshake/client.js';
 import { serverHandshake } from '../handshake/server.js';
 import { loopbackTcpPeerPid } from '../handshake/signed-process.js';
 import { kindOf } from '../protocol/envelope.js';
-import { ControlKind, connectionLimit, decodeControl, encodeControl, kHubWord, kThreadWord, type ConnOpenRecord, type ReadyResult, type ShmHandOver, type TaskControl, type TaskSpec, type TaskStats } from '../bridge/control.js';
+import { ControlKind, decodeControl, encodeControl, kHubWord, kThreadWord, type ConnOpenRecord, type ReadyResult, type ShmHandOver, type TaskControl, type TaskSpec } from '../bridge/control.js';
 import { nodeEndpoint } from '../bridge/endpoint.js';
 import { Session } from '../session/session.js';
 import type { AdapterContext } from '../transport/adapters.js';
@@ -19,7 +19,7 @@ import { formatAddress, type Address, type TcpDescriptor } from '../transport/de
 import { handOverShm } from '../transport/shm.js';
 import type { ByteStream, StreamListener } from '../transport/types.js';
 import { connectTo, listenOn, loadHandler } from './open.js';
-import { ConnectionSlots } from './slots.js';
+import { TaskConnections } from './task-connections.js';
 import type { Handler, PeerInfo } from '../types.js';
 import { deferred, type Deferred } from '../deferred.js';
 import { AwakeWindow } from './awake.js';
@@ -36,9 +36,8 @@ export class ConnectionTask implements ConnectionHost, HubMember {
   readonly readsWaitForWrites: boolean;
   readonly expectsNoHello: boolean;
   readonly #spec: TaskSpec;
-  readonly #connections = new Map<number, Connection>();
-  /** Accepted connections still in their handshake: not yet known to the main thread or a session. */
-  readonly #handshaking = new Set<Connection>();
+  /** Its connections, open and in their handshake, and their counts. */
+  readonly #conns: TaskConnections;
   /** The ring pair this thread shares with the main thread, which this task's connections ride. */
   readonly #hub: WorkerHub;
   readonly ringWindows: { spinMicros: number; pollMicros: number };
@@ -54,12 +53,6 @@ export class ConnectionTask implements ConnectionHost, HubMember {
   readonly #clientPollMs: number;
   #handler: Handler | undefined;
   #listener: StreamListener | undefined;
-  /** Places among maxConnections: this task's own count, or the one its address's tasks share. */
-  readonly #slots: ConnectionSlots;
-  /** For stats(): connections that went live, and the frames of those that have closed. */
-  #accepted = 0;
-  #closedFramesIn = 0;
-  #closedFramesOut = 0;
   #closing = false;
   /** Set by drain(): accept nothing more. */
   #draining = false;
@@ -80,7 +73,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     this.readsWaitForWrites = spec.role === 'listen';
     this.expectsNoHello = spec.role === 'connect' && spec.handshake.scheme === 'none';
     this.#done = new Promise((resolve) => (this.#finish = resolve));
-    this.#slots = new ConnectionSlots(connectionLimit(spec), spec.shared);
+    this.#conns = new TaskConnections(spec);
     // A stream over shm rings polls them itself (its reader has the same window).
     this.#awake = new AwakeWindow(spec.transport.kind === 'shm' ? 0 : spec.idle.peerPollMicros);
     // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
@@ -105,14 +98,14 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       const interval = spec.keepAliveMs;
       this.#keepAliveTimer = setInterval(() => {
         const now = performance.now();
-        for (const conn of this.#connections.values()) conn.keepAlive(now, interval);
+        for (const conn of this.#conns.open.values()) conn.keepAlive(now, interval);
       }, Math.max(1, Math.floor(interval / 2)));
     }
     const control: TaskControl = {
       ready: () => this.#ready,
       close: () => this.close(),
       drain: () => this.#drain(),
-      stats: () => this.#stats(),
+      stats: () => this.#conns.stats(),
       takeShm: (id) => {
         const rings = this.#handOvers.get(id);
         this.#handOvers.delete(id);
@@ -136,7 +129,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
 
   /** A record from the main thread for connection `id` of this task. */
   fromMain(id: number, bytes: Uint8Array, owned: boolean): void {
-    const conn = this.#connections.get(id);
+    const conn = this.#conns.open.get(id);
     if (conn === undefined) return;
     if (kindOf(bytes) === ControlKind.CloseConn) this.#closeFromMain(conn, bytes);
     else conn.send(bytes, owned);
@@ -146,12 +139,11 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     this.#hub.forget(conn);
     this.#handOvers.delete(conn.id);
     // Never opened (refused, or its handshake failed): nobody else knew of it, nobody is told.
-    if (!this.#release(conn)) return;
-    this.#closedFramesIn += conn.framesIn;
-    this.#closedFramesOut += conn.framesOut;
+    if (!this.#conns.release(conn)) return;
+    this.#conns.retire(conn);
     if (this.#relayed) this.#control(conn.id, ControlKind.ConnClosed, toWireError(reason));
     this.#settleDrain();
-    if (this.#spec.role === 'connect' || (this.#closing && this.#connections.size === 0)) void this.close();
+    if (this.#spec.role === 'connect' || (this.#closing && this.#conns.open.size === 0)) void this.close();
   }
 
   async close(): Promise<void> {
@@ -161,11 +153,11 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       // Not awaited yet: a net server's close() completes only once its connections are gone.
       const listenerClosed = this.#stopListening();
       const reason = new RpcError('CLOSED', 'the node was closed');
-      for (const conn of this.#handshaking) conn.close(reason, false);
-      for (const conn of this.#connections.values()) conn.close(reason, true);
+      for (const conn of this.#conns.handshaking) conn.close(reason, false);
+      for (const conn of this.#conns.open.values()) conn.close(reason, true);
       await Promise.race([
         new Promise<void>((resolve) => {
-          const check = () => (this.#connections.size === 0 ? resolve() : setTimeout(check, 5));
+          const check = () => (this.#conns.open.size === 0 ? resolve() : setTimeout(check, 5));
           check();
         }),
         new Promise<void>((resolve) => setTimeout(resolve, 3000).unref()),
@@ -188,9 +180,9 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       this.#draining = true;
       this.#drained = deferred();
       void this.#stopListening();
-      for (const conn of this.#handshaking) conn.close(new RpcError('UNAVAILABLE', 'the server is closing'), false);
+      for (const conn of this.#conns.handshaking) conn.close(new RpcError('UNAVAILABLE', 'the server is closing'), false);
       const reason = new RpcError('CLOSED', 'the server closed');
-      for (const conn of this.#connections.values()) conn.drain(reason);
+      for (const conn of this.#conns.open.values()) conn.drain(reason);
       this.#settleDrain();
     }
     return this.#drained?.promise ?? this.#done;
@@ -211,7 +203,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
 
   /** drain() is done once no connection is left, open or in its handshake. */
   #settleDrain(): void {
-    if (this.#connections.size === 0 && this.#handshaking.size === 0) this.#drained?.resolve();
+    if (this.#conns.none) this.#drained?.resolve();
   }
 
   heard(): void {
@@ -245,8 +237,8 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       const conn = this.#newConnection(stream);
       const handshake = spec.handshake;
       if (this.#direct) {
-        this.#handshaking.add(conn);
-        const result = await conn.handshake((channel) => (handshake.scheme === 'none' ? Promise.resolve(undefined) : clientHandshake(channel, handshake))).finally(() => this.#handshaking.delete(conn));
+        this.#conns.handshaking.add(conn);
+        const result = await conn.handshake((channel) => (handshake.scheme === 'none' ? Promise.resolve(undefined) : clientHandshake(channel, handshake))).finally(() => this.#conns.handshaking.delete(conn));
         if (result !== undefined) conn.peer.auth = result.auth;
         const shm = await this.#handOver(conn, stream);
         this.#register(conn);
@@ -254,8 +246,8 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       }
       if (handshake.scheme !== 'none') {
         // Rejects (the connection already closed) with HANDSHAKE_FAILED, AUTH_FAILED or BUSY: start() rejects with it.
-        this.#handshaking.add(conn);
-        const result = await conn.handshake((channel) => clientHandshake(channel, handshake)).finally(() => this.#handshaking.delete(conn));
+        this.#conns.handshaking.add(conn);
+        const result = await conn.handshake((channel) => clientHandshake(channel, handshake)).finally(() => this.#conns.handshaking.delete(conn));
         conn.peer.auth = result.auth;
         this.#register(conn);
         conn.open();
@@ -286,7 +278,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     const conn = this.#newConnection(stream);
     const handshake = this.#spec.handshake;
     if (handshake.scheme === 'none' && this.#direct) {
-      const busy = this.#admit(conn);
+      const busy = this.#conns.admit(conn);
       if (busy) {
         conn.start();
         conn.close(busy, true);
@@ -295,14 +287,14 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       void conn.handshake(() => Promise.resolve()).then(
         () => this.#goDirect(conn, stream),
         () => {
-          this.#release(conn);
+          this.#conns.release(conn);
           this.#settleDrain();
         },
       );
       return;
     }
     if (handshake.scheme === 'none') {
-      const busy = this.#admit(conn);
+      const busy = this.#conns.admit(conn);
       if (busy) {
         conn.start();
         conn.close(busy, true);
@@ -312,21 +304,21 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       this.#start(conn, stream);
       return;
     }
-    this.#handshaking.add(conn);
+    this.#conns.handshaking.add(conn);
     conn
       .handshake((channel) =>
         serverHandshake(channel, {
           spec: handshake,
           admit: () => {
             // Taken in the same turn as the Ack, so two clients cannot both get the one-to-one slot.
-            return this.#admit(conn);
+            return this.#conns.admit(conn);
           },
           peerPid: () => this.#peerPid(stream),
         }),
       )
       .then(
         (result) => {
-          this.#handshaking.delete(conn);
+          this.#conns.handshaking.delete(conn);
           conn.peer.auth = result.auth;
           if (result.pid !== undefined) conn.peer.pid = result.pid;
           if (this.#direct) {
@@ -339,8 +331,8 @@ export class ConnectionTask implements ConnectionHost, HubMember {
         () => {
           // The connection has closed itself; nothing else is affected. (It may have been admitted
           // just before closing, but the main thread was never told of it.)
-          this.#handshaking.delete(conn);
-          this.#release(conn);
+          this.#conns.handshaking.delete(conn);
+          this.#conns.release(conn);
           this.#settleDrain();
         },
       );
@@ -361,8 +353,8 @@ export class ConnectionTask implements ConnectionHost, HubMember {
   #goDirect(conn: Connection, stream: ByteStream): void {
     this.#handOver(conn, stream).then(
       (rings) => {
-        // Closed meanwhile (the node closing, the peer gone): #release took it out already.
-        if (!this.#connections.has(conn.id)) return;
+        // Closed meanwhile (the node closing, the peer gone): TaskConnections.release took it out already.
+        if (!this.#conns.open.has(conn.id)) return;
         this.#handOvers.set(conn.id, rings);
         this.#register(conn);
       },
@@ -378,29 +370,6 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     const address = this.#listener?.address as TcpDescriptor | undefined;
     if (this.#spec.transport.kind !== 'tcp' || stream.remoteAddress === undefined || address === undefined) return undefined;
     return loopbackTcpPeerPid(stream.remoteAddress, address.port);
-  }
-
-  /**
-   * Takes a served client's place among maxConnections (shared with the other tasks of its
-   * address, if any) and counts it as open; or says why it is refused (a one-to-one server that
-   * already serves one, or one at its maxConnections).
-   */
-  #admit(conn: Connection): RpcError | undefined {
-    const max = this.#spec.maxConnections ?? Infinity;
-    if (this.#slots.take()) {
-      this.#connections.set(conn.id, conn);
-      return undefined;
-    }
-    if (max === 'one-to-one') return new RpcError('BUSY', 'this server is one-to-one and already serves a client');
-    return new RpcError('BUSY', `this server already serves ${max} clients (its maxConnections)`, { data: { maxConnections: max } });
-  }
-
-  /** Counts `conn` as closed (and a served one gives its place back); false if it was not open. */
-  #release(conn: Connection): boolean {
-    if (!this.#connections.delete(conn.id)) return false;
-    // A listener's connections all took a place in #admit; a client's own connection took none.
-    if (this.#spec.role === 'listen') this.#slots.give();
-    return true;
   }
 
   /** UNAVAILABLE for what broke a connection's set-up other than an RpcError of its own. */
@@ -445,8 +414,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
 
   /** Makes a connection live: known to the main thread (relayed) or served by a session here. */
   #register(conn: Connection): void {
-    this.#connections.set(conn.id, conn);
-    this.#accepted++;
+    this.#conns.live(conn);
     if (this.#relayed) {
       const open: ConnOpenRecord = { key: this.#spec.key, peer: conn.peer };
       this.#control(conn.id, ControlKind.ConnOpen, open);
@@ -484,21 +452,11 @@ export class ConnectionTask implements ConnectionHost, HubMember {
    * peer that stopped reading stalled the answers to all of them.
    */
   writableChanged(conn: Connection, writable: boolean): void {
-    if (!this.#relayed || !this.#connections.has(conn.id)) return;
+    if (!this.#relayed || !this.#conns.open.has(conn.id)) return;
     try {
       this.#hub.toMain.write(conn.id, writable ? kResumedBody : kPausedBody);
     } catch {
       // the ring is closed: the main side is gone or closing
     }
-  }
-
-  #stats(): TaskStats {
-    let framesIn = this.#closedFramesIn;
-    let framesOut = this.#closedFramesOut;
-    for (const c of this.#connections.values()) {
-      framesIn += c.framesIn;
-      framesOut += c.framesOut;
-    }
-    return { connections: this.#connections.size, accepted: this.#accepted, framesIn, framesOut };
   }
 }
