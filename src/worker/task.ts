@@ -1,7 +1,9 @@
 /**
  * One long-lived piscina task: a listener with its accepted connections, or one outgoing
  * connection. It exposes `TaskControl` to the main thread over comlink and moves envelope bodies
- * to and from the main thread through the ring pair its thread shares with it (./hub.ts).
+ * to and from the main thread through the ring pair its thread shares with it
+ * (../bridge/worker-hub.ts). How it starts is in ./open.ts, its connection counts in
+ * ./task-connections.ts, what it tells the main thread of its relayed connections in ./main-relay.ts.
  */
 import { threadId } from 'node:worker_threads';
 import * as Comlink from 'comlink';
@@ -11,23 +13,21 @@ import { clientHandshake } from '../handshake/client.js';
 import { serverHandshake } from '../handshake/server.js';
 import { loopbackTcpPeerPid } from '../handshake/signed-process.js';
 import { kindOf } from '../protocol/envelope.js';
-import { ControlKind, decodeControl, encodeControl, kHubWord, kThreadWord, type ConnOpenRecord, type ReadyResult, type ShmHandOver, type TaskControl, type TaskSpec } from '../bridge/control.js';
+import { ControlKind, decodeControl, kHubWord, kThreadWord, type ReadyResult, type TaskControl, type TaskSpec } from '../bridge/control.js';
 import { nodeEndpoint } from '../bridge/endpoint.js';
 import { Session } from '../session/session.js';
 import type { AdapterContext } from '../transport/adapters.js';
 import { formatAddress, type Address, type TcpDescriptor } from '../transport/descriptors.js';
-import { handOverShm } from '../transport/shm.js';
 import type { ByteStream, StreamListener } from '../transport/types.js';
 import { connectTo, listenOn, loadHandler } from './open.js';
 import { TaskConnections } from './task-connections.js';
+import { MainRelay } from './main-relay.js';
 import type { Handler, PeerInfo } from '../types.js';
 import { deferred, type Deferred } from '../deferred.js';
 import { AwakeWindow } from './awake.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import { WorkerHub, type HubMember } from '../bridge/worker-hub.js';
 
-const kPausedBody = Uint8Array.of(ControlKind.ConnPaused);
-const kResumedBody = Uint8Array.of(ControlKind.ConnResumed);
 
 export class ConnectionTask implements ConnectionHost, HubMember {
   readonly codec: Codec;
@@ -44,11 +44,8 @@ export class ConnectionTask implements ConnectionHost, HubMember {
   /** After the peer's bytes, this worker's loop stays awake for the poll window (see ./awake.ts). */
   readonly #awake: AwakeWindow;
   #keepAliveTimer: ReturnType<typeof setInterval> | undefined;
-  readonly #relayed: boolean;
-  /** shm's direct path (TaskSpec.shmDirect): each connection's rings go to the main thread once set up. */
-  readonly #direct: boolean;
-  /** A listener's direct connections announced by ConnOpen whose rings the main thread has not taken yet. */
-  readonly #handOvers = new Map<number, ShmHandOver>();
+  /** How its connections reach the main thread, when they are relayed there (its callers or handler run there); undefined otherwise. */
+  readonly #relay: MainRelay | undefined;
   /** IdleWindows.clientPollMicros in ms for a client connection (connect), else 0. */
   readonly #clientPollMs: number;
   #handler: Handler | undefined;
@@ -76,9 +73,6 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     this.#conns = new TaskConnections(spec);
     // A stream over shm rings polls them itself (its reader has the same window).
     this.#awake = new AwakeWindow(spec.transport.kind === 'shm' ? 0 : spec.idle.peerPollMicros);
-    // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
-    this.#relayed = spec.role === 'connect' || spec.handler.kind === 'main';
-    this.#direct = this.#relayed && spec.shmDirect === true;
     const clientPollMicros = spec.role === 'connect' ? spec.idle.clientPollMicros : 0;
     this.#clientPollMs = clientPollMicros / 1000;
     this.ringWindows = {
@@ -88,8 +82,10 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     };
     this.#hub = WorkerHub.join(spec.hub, this);
     Atomics.store(spec.thread, kHubWord, this.#hub.id);
-    if (this.#relayed) {
+    // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
+    if (spec.role === 'connect' || spec.handler.kind === 'main') {
       const hub = this.#hub;
+      this.#relay = new MainRelay({ hub, key: spec.key, transport: spec.transport, direct: spec.shmDirect === true });
       this.relay = (connId, body) => hub.relay(connId, body);
       this.relayFlushed = () => hub.toMain.flushed();
     }
@@ -106,11 +102,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       close: () => this.close(),
       drain: () => this.#drain(),
       stats: () => this.#conns.stats(),
-      takeShm: (id) => {
-        const rings = this.#handOvers.get(id);
-        this.#handOvers.delete(id);
-        return rings;
-      },
+      takeShm: (id) => this.#relay?.take(id),
     };
     Comlink.expose(control, nodeEndpoint(spec.port));
   }
@@ -137,11 +129,10 @@ export class ConnectionTask implements ConnectionHost, HubMember {
 
   closed(conn: Connection, reason: RpcError): void {
     this.#hub.forget(conn);
-    this.#handOvers.delete(conn.id);
     // Never opened (refused, or its handshake failed): nobody else knew of it, nobody is told.
     if (!this.#conns.release(conn)) return;
     this.#conns.retire(conn);
-    if (this.#relayed) this.#control(conn.id, ControlKind.ConnClosed, toWireError(reason));
+    this.#relay?.closed(conn, reason);
     this.#settleDrain();
     if (this.#spec.role === 'connect' || (this.#closing && this.#conns.open.size === 0)) void this.close();
   }
@@ -236,11 +227,11 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       this.#throwIfClosing();
       const conn = this.#newConnection(stream);
       const handshake = spec.handshake;
-      if (this.#direct) {
+      if (this.#relay?.direct) {
         this.#conns.handshaking.add(conn);
         const result = await conn.handshake((channel) => (handshake.scheme === 'none' ? Promise.resolve(undefined) : clientHandshake(channel, handshake))).finally(() => this.#conns.handshaking.delete(conn));
         if (result !== undefined) conn.peer.auth = result.auth;
-        const shm = await this.#handOver(conn, stream);
+        const shm = await this.#relay!.handOver(conn, stream);
         this.#register(conn);
         return { ok: true, connectionId: conn.id, shm };
       }
@@ -277,7 +268,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     }
     const conn = this.#newConnection(stream);
     const handshake = this.#spec.handshake;
-    if (handshake.scheme === 'none' && this.#direct) {
+    if (handshake.scheme === 'none' && this.#relay?.direct) {
       const busy = this.#conns.admit(conn);
       if (busy) {
         conn.start();
@@ -321,7 +312,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
           this.#conns.handshaking.delete(conn);
           conn.peer.auth = result.auth;
           if (result.pid !== undefined) conn.peer.pid = result.pid;
-          if (this.#direct) {
+          if (this.#relay?.direct) {
             this.#goDirect(conn, stream);
             return;
           }
@@ -338,24 +329,13 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       );
   }
 
-  /**
-   * shm's direct path: once its handshake is done, a connection's rings go to the main thread,
-   * which reads and writes them itself; this connection keeps the control socket (the peer's
-   * death, the close). Resolves with the rings and the bytes already read past the handshake.
-   */
-  async #handOver(conn: Connection, stream: ByteStream): Promise<ShmHandOver> {
-    const rings = handOverShm(stream);
-    if (rings === undefined) throw new RpcError('INVALID_ARGUMENT', `${formatAddress(this.#spec.transport)} is not an shm stream`);
-    return { ...(await rings), rest: conn.handOver() };
-  }
-
   /** An accepted connection goes live on the direct path: its rings wait for the main thread's takeShm, which its ConnOpen prompts. */
   #goDirect(conn: Connection, stream: ByteStream): void {
-    this.#handOver(conn, stream).then(
+    this.#relay!.handOver(conn, stream).then(
       (rings) => {
         // Closed meanwhile (the node closing, the peer gone): TaskConnections.release took it out already.
         if (!this.#conns.open.has(conn.id)) return;
-        this.#handOvers.set(conn.id, rings);
+        this.#relay!.keep(conn.id, rings);
         this.#register(conn);
       },
       () => {
@@ -415,10 +395,8 @@ export class ConnectionTask implements ConnectionHost, HubMember {
   /** Makes a connection live: known to the main thread (relayed) or served by a session here. */
   #register(conn: Connection): void {
     this.#conns.live(conn);
-    if (this.#relayed) {
-      const open: ConnOpenRecord = { key: this.#spec.key, peer: conn.peer };
-      this.#control(conn.id, ControlKind.ConnOpen, open);
-    } else {
+    if (this.#relay !== undefined) this.#relay.opened(conn);
+    else {
       conn.attach(
         new Session({
           codec: this.codec,
@@ -437,26 +415,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     }
   }
 
-  #control(connId: number, kind: ControlKind, value: unknown): void {
-    try {
-      this.#hub.toMain.write(connId, encodeControl(kind, value));
-    } catch {
-      // the ring is closed: the main side is gone or closing
-    }
-  }
-
-  /**
-   * A relayed connection's stream went over its write limit or drained: the main thread holds
-   * back that connection's waiting sends (see ControlKind.ConnPaused). The ring from the main thread
-   * keeps flowing: it carries every other connection of this thread too, and holding it for one
-   * peer that stopped reading stalled the answers to all of them.
-   */
   writableChanged(conn: Connection, writable: boolean): void {
-    if (!this.#relayed || !this.#conns.open.has(conn.id)) return;
-    try {
-      this.#hub.toMain.write(conn.id, writable ? kResumedBody : kPausedBody);
-    } catch {
-      // the ring is closed: the main side is gone or closing
-    }
+    if (this.#conns.open.has(conn.id)) this.#relay?.writableChanged(conn, writable);
   }
 }
