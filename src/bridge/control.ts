@@ -19,24 +19,30 @@ export type HandlerSpec =
   | { kind: 'main' } // relayed to the main thread through the task's rings
   | { kind: 'module'; url: string }; // the module's export `handler`, run inside the worker
 
-export interface TaskSpec {
+/**
+ * How one listener or connection is configured: built once by the node from its options and
+ * carried whole to the worker that runs the task (inside TaskSpec).
+ */
+export interface TaskConfig {
   role: 'listen' | 'connect';
   transport: TransportDescriptor;
   codec: CodecDescriptor;
-  handler: HandlerSpec;
   /** The handshake every connection of this task runs before its first frame (listeners: as server; connect: as client). */
   handshake: HandshakeSpec;
   /** Time limit of a transport's own handshake (TLS), ms; the node's `handshakeTimeoutMs`. */
   handshakeTimeoutMs: number;
-  /** Listener only: refuse a second connection while one is open. */
-  oneToOne: boolean;
   maxFrameBytes: number;
   /** What decoding one payload may build (NodeOptions.decodeLimits). */
   decodeLimits: DecodeLimits;
   /** NodeOptions.remoteStacks: whether errors sent to this task's peers carry stacks (see sendsStacks). */
   remoteStacks: RemoteStacks;
-  /** Listener only: the most clients it serves at once (1 when one-to-one; Infinity: no limit); one more is refused with BUSY. */
-  maxConnections: number;
+  /**
+   * Listener only: the most clients it serves at once (default Infinity: no limit); one more is
+   * refused with BUSY. 'one-to-one' is one client, refused as a one-to-one server's second.
+   */
+  maxConnections?: number | 'one-to-one';
+  /** Listener only: the most calls one connection may have served at once (default Infinity: no limit). */
+  maxConcurrentCalls?: number;
   /**
    * Listener only, one of several tasks serving one address (serve(..., { threads })): the
    * listening socket the main thread holds, of which this task adopts a duplicate; the count of
@@ -44,14 +50,23 @@ export interface TaskSpec {
    * (word 1 + member), which a task started in a dead one's place takes back from the total.
    */
   shared?: { listenFd: number; connections: Int32Array; member: number };
-  /** Listener only: the most calls one connection may have served at once (Infinity: no limit). */
-  maxConcurrentCalls: number;
   /** NodeOptions.idle and idleTuning, resolved for this task's transport (clientPollMicros applies to connect tasks only). */
   idle: IdleWindows;
   /** Ping a connection silent for this long and close it if the next interval passes without a word (0: off). */
   keepAliveMs: number;
   /** Connect only: give up with UNAVAILABLE when the transport has not connected within this long (0: wait as long as the OS does). */
   connectTimeoutMs: number;
+}
+
+/** The number of clients TaskConfig.maxConnections allows at once. */
+export function connectionLimit(config: TaskConfig): number {
+  const max = config.maxConnections ?? Infinity;
+  return max === 'one-to-one' ? 1 : max;
+}
+
+/** What a worker is given to run one task: its configuration, and how it reaches the main thread. */
+export interface TaskSpec extends TaskConfig {
+  handler: HandlerSpec;
   /**
    * The task's number, unique in the main thread's process: the ConnOpen record of each of its
    * connections carries it, so the main thread knows whose connection a new ring id is.
@@ -134,8 +149,6 @@ export interface TaskControl {
    * connection of the task has closed. close() still ends it all at any time.
    */
   drain(): Promise<void>;
-  /** Closes one connection, telling its peer `error` (the main thread's side of it failed). */
-  closeConnection(connectionId: number, error: WireError): void;
   stats(): TaskStats;
   /** A listener's connection on shm's direct path (announced by ConnOpen): its rings, once; undefined when it has closed. */
   takeShm(connectionId: number): ShmHandOver | undefined;
@@ -164,8 +177,9 @@ export const ControlKind = {
   /** Worker → main: the connection's stream drained below its limit. No payload. */
   ConnResumed: 0x83,
   /**
-   * Main → worker: close this connection, telling the peer why; payload = JSON WireError. It rides
-   * the ring behind the connection's last answers, so they go out first.
+   * Main → worker: close this connection, telling the peer why; payload = JSON WireError. The one
+   * way the main thread closes a single connection (drained, or its side failed): it rides the
+   * ring behind the connection's last answers, so they go out first.
    */
   CloseConn: 0x84,
 } as const;

@@ -34,10 +34,10 @@ export class ListenerGroup {
     this.#file = file;
   }
 
-  /** Binds `options.transport` (tcp or unix) and starts `threads` listener tasks on it; rejects with nothing left behind when any fails. */
+  /** Binds `options.config.transport` (tcp or unix) and starts `threads` listener tasks on it; rejects with nothing left behind when any fails. */
   static async start(runner: TaskRunner, options: RemoteTaskOptions, threads: number): Promise<ListenerGroup> {
     const native = loadNative();
-    const t = options.transport;
+    const t = options.config.transport;
     const where = formatAddress(t);
     let bound: { fd: number; port: number };
     let file: SocketFile | undefined;
@@ -60,7 +60,7 @@ export class ListenerGroup {
     const transport = t.kind === 'tcp' ? { ...t, port: bound.port } : t;
     const members: SupervisedListener[] = [];
     try {
-      for (let i = 0; i < threads; i++) members.push(await SupervisedListener.start(runner, { ...options, transport, shared: { listenFd: bound.fd, connections, member: i } }));
+      for (let i = 0; i < threads; i++) members.push(await SupervisedListener.start(runner, { ...options, config: { ...options.config, transport, shared: { listenFd: bound.fd, connections, member: i } } }));
     } catch (err) {
       await Promise.all(members.map((m) => m.close()));
       release(bound.fd, file);

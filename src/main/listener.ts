@@ -72,8 +72,8 @@ export class SupervisedListener implements ServedAddress {
     this.#runner = runner;
     this.address = task.address;
     // Later starts bind what the first one bound, not port 0 again.
-    this.#options = { ...options, transport: pinned(options.transport, task.address) };
-    this.#label = formatAddress(task.address ?? options.transport);
+    this.#options = { ...options, config: { ...options.config, transport: pinned(options.config.transport, task.address) } };
+    this.#label = formatAddress(task.address ?? options.config.transport);
     this.#task = task;
     this.#watch(task);
   }
@@ -117,7 +117,7 @@ export class SupervisedListener implements ServedAddress {
       // A socket file is linked into place after its bind (listenSocketFile), so libuv, which
       // unlinks only the path it bound, does not remove it when a killed thread's handles close:
       // what nothing answers on any more is removed here (a new owner's live socket stays).
-      const file = socketFileOf(this.#options.transport);
+      const file = socketFileOf(this.#options.config.transport);
       if (file !== undefined) await removeStaleSocket(file).catch(() => {});
     })();
     return this.#closing;

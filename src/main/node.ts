@@ -5,7 +5,7 @@
 import { RpcError } from '../errors.js';
 import { timeLimit } from '../limits.js';
 import { idleWindows } from '../idle.js';
-import { msgpack } from '../codec/index.js';
+import { msgpack, type CodecDescriptor } from '../codec/index.js';
 import { parsePublicKey } from '../handshake/signed-process.js';
 import type { HandshakeSpec } from '../handshake/spec.js';
 import { FileDiscovery } from '../discovery/files.js';
@@ -18,6 +18,7 @@ import { isNamedPipe } from '../transport/unix.js';
 import { PoolLease } from './pool.js';
 import { IsolateRunner } from './isolate-runner.js';
 import { RemoteTask, type RemoteTaskOptions } from './remote-task.js';
+import type { TaskConfig } from '../bridge/control.js';
 import { SupervisedListener, type ServedAddress } from './listener.js';
 import { ListenerGroup } from './listener-group.js';
 import { Channel } from './channel.js';
@@ -222,25 +223,37 @@ export class Node<Req = unknown, Res = unknown> {
     }
   }
 
-  /** What every task of this node starts with, listener or connection. */
-  #taskBase() {
-    const { maxFrameBytes, decodeLimits, ringBytes, keepAliveMs, connectTimeoutMs, handshakeTimeoutMs, closeTimeoutMs, remoteStacks } = this.#options;
-    return { oneToOne: this.#oneToOne, handshake: this.#handshake, handshakeTimeoutMs, maxFrameBytes, decodeLimits, ringBytes, keepAliveMs, connectTimeoutMs, closeTimeoutMs, remoteStacks };
+  /** The configuration of one task of this node, listener or connection, on `transport`. */
+  #taskConfig(role: 'listen' | 'connect', transport: TransportDescriptor, codec: CodecDescriptor | undefined): TaskConfig {
+    const { maxFrameBytes, decodeLimits, keepAliveMs, connectTimeoutMs, handshakeTimeoutMs, remoteStacks, idle, idleTuning } = this.#options;
+    return {
+      role,
+      transport,
+      codec: codec ?? msgpack(),
+      handshake: this.#handshake,
+      handshakeTimeoutMs,
+      maxFrameBytes,
+      decodeLimits,
+      remoteStacks,
+      idle: idleWindows(transport.kind, idle, idleTuning),
+      keepAliveMs,
+      connectTimeoutMs,
+    };
   }
 
   /** Starts the listener task(s) of one served address. */
   async #listen(lease: PoolLease, { transport, handler, options }: ServeSpec): Promise<ServedAddress> {
-    const { idle, idleTuning, connectTimeoutMs, handshakeTimeoutMs } = this.#options;
+    const { ringBytes, closeTimeoutMs, connectTimeoutMs, handshakeTimeoutMs } = this.#options;
     const listening: RemoteTaskOptions = {
-      ...this.#taskBase(),
-      idle: idleWindows(transport.kind, idle, idleTuning),
-      role: 'listen',
-      transport,
-      readyTimeoutMs: readyTimeout('listen', transport, connectTimeoutMs, handshakeTimeoutMs),
-      codec: options.codec ?? msgpack(),
-      maxConcurrentCalls: options.maxConcurrentCalls ?? Infinity,
-      maxConnections: options.maxConnections ?? Infinity,
+      config: {
+        ...this.#taskConfig('listen', transport, options.codec),
+        maxConcurrentCalls: options.maxConcurrentCalls ?? Infinity,
+        maxConnections: this.#oneToOne ? 'one-to-one' : (options.maxConnections ?? Infinity),
+      },
       handler: typeof handler === 'object' && !(handler instanceof URL) ? handler : moduleHref(handler),
+      ringBytes,
+      closeTimeoutMs,
+      readyTimeoutMs: readyTimeout('listen', transport, connectTimeoutMs, handshakeTimeoutMs),
     };
     const threads = options.threads ?? 1;
     return threads > 1 ? ListenerGroup.start(lease, listening, threads) : SupervisedListener.start(lease, listening);
@@ -273,17 +286,21 @@ export class Node<Req = unknown, Res = unknown> {
     }
     if (!connect) return undefined;
     const { transports, options } = connect;
-    const base = this.#taskBase();
-    const { idle, idleTuning, connectTimeoutMs, handshakeTimeoutMs } = this.#options;
+    const { ringBytes, connectTimeoutMs, handshakeTimeoutMs } = this.#options;
     const open = async (wanted: TransportDescriptor) => {
       // A self-managed vsock client takes its VM's CID from the backend's host entry, at each attempt.
       const transport = await resolveVsockVm(wanted, discovery);
-      const runner = transport.kind === 'isolate' ? new IsolateRunner() : lease;
-      const closeTimeoutMs = transport.kind === 'isolate' ? transport.closeTimeoutMs : base.closeTimeoutMs;
+      const isolate = transport.kind === 'isolate';
+      const config = this.#taskConfig('connect', transport, options.codec);
       // An in-process isolate plugin is code this process loaded itself: there is nothing to authenticate.
-      const handshake: HandshakeSpec = transport.kind === 'isolate' ? { scheme: 'none' } : base.handshake;
-      const readyTimeoutMs = readyTimeout('connect', transport, connectTimeoutMs, handshakeTimeoutMs);
-      return RemoteTask.start(runner, { ...base, idle: idleWindows(transport.kind, idle, idleTuning), handshake, role: 'connect', transport, codec: options.codec ?? msgpack(), handler: options.handler, closeTimeoutMs, readyTimeoutMs });
+      if (isolate) config.handshake = { scheme: 'none' };
+      return RemoteTask.start(isolate ? new IsolateRunner() : lease, {
+        config,
+        handler: options.handler,
+        ringBytes,
+        closeTimeoutMs: isolate ? transport.closeTimeoutMs : this.#options.closeTimeoutMs,
+        readyTimeoutMs: readyTimeout('connect', transport, connectTimeoutMs, handshakeTimeoutMs),
+      });
     };
     return new Channel(transports, { open, reconnect: reconnectOptions(options.reconnect), balance: options.balance ?? 'round-robin', resolver });
   }

@@ -1,25 +1,22 @@
 /**
  * The main thread's side of one connection task: its comlink control proxy, the ring pair it
- * shares with the other tasks of its worker thread (./hub.ts), and a call session per relayed
- * connection. Every session settles when the task ends, however it ends.
+ * shares with the other tasks of its worker thread (../bridge/main-hub.ts), and the call sessions
+ * of its relayed connections (./relayed-sessions.ts). Every session settles when the task ends,
+ * however it ends.
  */
 import { MessageChannel } from 'node:worker_threads';
 import * as Comlink from 'comlink';
-import { deferred, type Deferred } from '../deferred.js';
-import { RpcError, fromWireError, messageOf, sendsStacks, toWireError, type RemoteStacks, type WireError } from '../errors.js';
-import { sharedCodec, type Codec, type CodecDescriptor, type DecodeLimits } from '../codec/index.js';
-import { kindOf } from '../protocol/envelope.js';
-import { ControlKind, decodeControl, encodeControl, kHubWord, kThreadWord, type HandlerSpec, type ShmHandOver, type TaskControl, type TaskSpec, type TaskStats } from '../bridge/control.js';
+import { RpcError, fromWireError, sendsStacks } from '../errors.js';
+import { sharedCodec } from '../codec/index.js';
+import { kHubWord, kThreadWord, type HandlerSpec, type TaskConfig, type TaskControl, type TaskSpec, type TaskStats } from '../bridge/control.js';
 import { nodeEndpoint } from '../bridge/endpoint.js';
-import { Session } from '../session/session.js';
-import type { HandshakeSpec } from '../handshake/spec.js';
-import type { IdleWindows } from '../idle.js';
-import { formatAddress, type Address, type TransportDescriptor } from '../transport/descriptors.js';
+import type { Session } from '../session/session.js';
+import { formatAddress, type Address } from '../transport/descriptors.js';
 import type { Handler, PeerInfo } from '../types.js';
-import { connectionClose, connectionOpen, logger } from '../observe.js';
+import { logger } from '../observe.js';
 import { nativeAvailable } from '../native/addon.js';
 import { discardOffer, hubById, offerHub, registerTask, unregisterTask, type HubTask, type MainHub } from '../bridge/main-hub.js';
-import { DirectLink, type DirectLinkOptions } from './shm-direct.js';
+import { RelayedSessions } from './relayed-sessions.js';
 
 const log = logger('connection');
 
@@ -34,32 +31,13 @@ export interface TaskRunner {
   kill?(threadId: number | undefined): void;
 }
 
+/** What the main thread starts a task with: its TaskConfig, which travels to the worker whole, and what stays here. */
 export interface RemoteTaskOptions {
-  role: 'listen' | 'connect';
-  transport: TransportDescriptor;
-  codec: CodecDescriptor;
+  config: TaskConfig;
   /** A main-thread handler object, a module URL run in the worker, or none. */
   handler: Handler | string | undefined;
-  oneToOne: boolean;
-  handshake: HandshakeSpec;
-  /** Time limit of the transport's own handshake (TLS). */
-  handshakeTimeoutMs: number;
-  maxFrameBytes: number;
-  /** NodeOptions.decodeLimits: applied where each payload is decoded (here for a main-thread handler and the caller, in the worker for a module handler). */
-  decodeLimits: DecodeLimits;
-  /** NodeOptions.remoteStacks. */
-  remoteStacks: RemoteStacks;
-  /** Listeners: the most calls one connection may have served at once (default no limit). */
-  maxConcurrentCalls?: number;
-  /** Listeners: the most clients served at once (default no limit; one-to-one makes it 1). */
-  maxConnections?: number;
-  /** Listeners of serve(..., { threads }): the listening socket they share and their shared count of clients (TaskSpec.shared). */
-  shared?: TaskSpec['shared'];
+  /** Size of each ring of the pair offered to the task's thread (NodeOptions.ringBytes). */
   ringBytes: number;
-  /** NodeOptions.idle and idleTuning, resolved for this task's transport. */
-  idle: IdleWindows;
-  keepAliveMs: number;
-  connectTimeoutMs: number;
   /** How long close() waits for the task to stop before the runner kills its thread. */
   closeTimeoutMs: number;
   /**
@@ -70,18 +48,13 @@ export interface RemoteTaskOptions {
   readyTimeoutMs: number;
 }
 
-
 export class RemoteTask implements HubTask {
   /** The bound address (listeners). */
   address: Address | undefined;
-  readonly #codec: Codec;
-  readonly #handler: Handler | undefined;
-  readonly #sessions = new Map<number, Session>();
-  /** Connections whose stream is over its write limit (ControlKind.ConnPaused): their sends wait on it. */
-  readonly #paused = new Map<number, Deferred>();
+  /** The sessions of its connections relayed to this thread. */
+  readonly #relayed: RelayedSessions;
+  /** A connect task's session. */
   #client: Session | undefined;
-  /** Set by drain(): sessions stop taking calls and close their connection once they have answered the rest. */
-  #draining = false;
   readonly #control: Comlink.Remote<TaskControl>;
   /** This task's number among the process's tasks (TaskSpec.key). */
   readonly #key: number;
@@ -94,73 +67,61 @@ export class RemoteTask implements HubTask {
   #endReason: RpcError | undefined;
   readonly #runner: TaskRunner;
   readonly #closeTimeoutMs: number;
-  readonly #maxFrameBytes: number;
-  readonly #maxConcurrentCalls: number;
-  readonly #sendStacks: boolean;
-  /** shm's direct path: what each connection's DirectLink is made with; undefined for every other task. */
-  readonly #direct: Omit<DirectLinkOptions, 'onFail'> | undefined;
-  /** The direct links of this task's sessions, and the frames of those that have closed. */
-  readonly #links = new Map<Session, DirectLink>();
-  #linkFramesIn = 0;
-  #linkFramesOut = 0;
+  /** Whether this task's connections take shm's direct path. */
+  readonly #direct: boolean;
   /** Where the task stores the threadId of its worker and the id of its ring pair as it starts (0 until then). */
   readonly #thread = new Int32Array(new SharedArrayBuffer(8));
 
   private constructor(runner: TaskRunner, options: RemoteTaskOptions) {
+    const { config } = options;
     this.#runner = runner;
     this.#closeTimeoutMs = options.closeTimeoutMs;
     // An isolate's messages ride rings only, chunked at any size: no frame limit applies there.
-    this.#maxFrameBytes = options.transport.kind === 'isolate' ? Infinity : options.maxFrameBytes;
-    this.#maxConcurrentCalls = options.maxConcurrentCalls ?? Infinity;
-    this.#sendStacks = sendsStacks(options.remoteStacks, options.transport.kind);
-    this.#codec = sharedCodec(options.codec, options.decodeLimits);
-    this.#handler = typeof options.handler === 'object' ? options.handler : undefined;
-    const handlerSpec: HandlerSpec =
+    const maxFrameBytes = config.transport.kind === 'isolate' ? Infinity : config.maxFrameBytes;
+    const sendStacks = sendsStacks(config.remoteStacks, config.transport.kind);
+    const codec = sharedCodec(config.codec, config.decodeLimits);
+    const handler: HandlerSpec =
       typeof options.handler === 'string' ? { kind: 'module', url: options.handler } : options.handler ? { kind: 'main' } : { kind: 'none' };
-    this.ringWindows = { spinMicros: options.idle.spinMicros, pollMicros: options.idle.pollMicros };
+    this.ringWindows = { spinMicros: config.idle.spinMicros, pollMicros: config.idle.pollMicros };
     // The main thread reads and writes an shm connection's rings itself when it calls or serves
     // (a module handler serves in the worker, which reads them already).
-    if (options.transport.kind === 'shm' && (options.role === 'connect' || handlerSpec.kind === 'main') && nativeAvailable()) {
-      this.#direct = {
-        role: options.role,
-        codec: this.#codec,
-        maxFrameBytes: this.#maxFrameBytes,
-        sendStacks: this.#sendStacks,
-        idle: options.idle,
-        keepAliveMs: options.keepAliveMs,
-        expectsNoHello: options.role === 'connect' && options.handshake.scheme === 'none',
-      };
-    }
+    this.#direct = config.transport.kind === 'shm' && (config.role === 'connect' || handler.kind === 'main') && nativeAvailable();
+    this.#relayed = new RelayedSessions({
+      codec,
+      handler: typeof options.handler === 'object' ? options.handler : undefined,
+      maxFrameBytes,
+      maxConcurrentCalls: config.maxConcurrentCalls ?? Infinity,
+      sendStacks,
+      direct: this.#direct
+        ? {
+            role: config.role,
+            codec,
+            maxFrameBytes,
+            sendStacks,
+            idle: config.idle,
+            keepAliveMs: config.keepAliveMs,
+            expectsNoHello: config.role === 'connect' && config.handshake.scheme === 'none',
+          }
+        : undefined,
+      hub: () => this.#hub,
+      takeShm: (connId) => this.#control.takeShm(connId),
+    });
     this.#key = registerTask(this);
     const offer = offerHub(options.ringBytes);
     this.#offerId = offer.id;
     const { port1, port2 } = new MessageChannel();
     const spec: TaskSpec = {
-      role: options.role,
-      transport: options.transport,
-      codec: options.codec,
-      handler: handlerSpec,
-      oneToOne: options.oneToOne,
-      handshake: options.handshake,
-      handshakeTimeoutMs: options.handshakeTimeoutMs,
-      maxFrameBytes: options.maxFrameBytes,
-      decodeLimits: options.decodeLimits,
-      remoteStacks: options.remoteStacks,
-      maxConcurrentCalls: this.#maxConcurrentCalls,
-      maxConnections: options.oneToOne ? 1 : (options.maxConnections ?? Infinity),
-      ...(options.shared !== undefined ? { shared: options.shared } : {}),
-      idle: options.idle,
-      keepAliveMs: options.keepAliveMs,
-      connectTimeoutMs: options.connectTimeoutMs,
+      ...config,
+      handler,
       key: this.#key,
       hub: offer,
       thread: this.#thread,
       port: port2,
-      ...(this.#direct !== undefined ? { shmDirect: true } : {}),
+      ...(this.#direct ? { shmDirect: true } : {}),
     };
     this.#control = Comlink.wrap<TaskControl>(nodeEndpoint(port1));
     // Its ring id comes with ConnOpen or ready(), whichever this thread hears first.
-    if (options.role === 'connect') this.#client = this.#open(0, undefined);
+    if (config.role === 'connect') this.#client = this.#relayed.openClient();
     this.#ended = runner.run(spec).then(
       () => this.#end(new RpcError('CLOSED', 'the connection was closed'), false),
       // A task that ran and then failed: its thread died (or was terminated), and its ring pair with it.
@@ -187,7 +148,7 @@ export class RemoteTask implements HubTask {
       // Its connection's id, if no ConnOpen said it yet: routed before the pair is read, so that
       // records already waiting in it (an isolate sends no ConnOpen) find their session.
       if (hub !== undefined && ready.ok && ready.connectionId !== undefined) task.#bindClient(hub, ready.connectionId);
-      if (ready.ok && ready.shm !== undefined) task.#attach(task.#client!, ready.shm);
+      if (ready.ok && ready.shm !== undefined) task.#relayed.attach(task.#client!, ready.shm);
       hub?.adopt();
       if (hub === undefined && ready.ok) {
         await task.close();
@@ -196,7 +157,8 @@ export class RemoteTask implements HubTask {
     }
     if (ready === 'late') {
       await task.close();
-      const what = options.role === 'listen' ? `listening on ${formatAddress(options.transport)}` : `connecting to ${formatAddress(options.transport)}`;
+      const { role, transport } = options.config;
+      const what = role === 'listen' ? `listening on ${formatAddress(transport)}` : `connecting to ${formatAddress(transport)}`;
       throw new RpcError('UNAVAILABLE', `${what}: not ready within ${ms} ms (connectTimeoutMs); its handler or plugin module is still loading, or its worker thread is busy or stuck`);
     }
     if (!ready.ok) {
@@ -224,12 +186,12 @@ export class RemoteTask implements HubTask {
 
   /** The id of the ring pair its connections ride (shared with the other tasks of its worker thread); undefined until known and once ended. */
   get ringPair(): number | undefined {
-    return this.#endReason === undefined && this.#direct === undefined ? this.#hub?.id : undefined;
+    return this.#endReason === undefined && !this.#direct ? this.#hub?.id : undefined;
   }
 
   /** Whether this task's connections take shm's direct path: this thread reads and writes their rings. */
   get direct(): boolean {
-    return this.#direct !== undefined;
+    return this.#direct;
   }
 
   /** What the task has carried since it started; undefined once it has ended (or ends meanwhile). */
@@ -237,13 +199,8 @@ export class RemoteTask implements HubTask {
     if (this.#endReason !== undefined) return undefined;
     const stats = await Promise.race([this.#control.stats().catch(() => undefined), this.#ended.then(() => undefined)]);
     // A direct connection's frames pass this thread only.
-    if (stats === undefined || this.#direct === undefined) return stats;
-    let framesIn = this.#linkFramesIn;
-    let framesOut = this.#linkFramesOut;
-    for (const link of this.#links.values()) {
-      framesIn += link.framesIn;
-      framesOut += link.framesOut;
-    }
+    if (stats === undefined || !this.#direct) return stats;
+    const { framesIn, framesOut } = this.#relayed.linkFrames;
     return { ...stats, framesIn: stats.framesIn + framesIn, framesOut: stats.framesOut + framesOut };
   }
 
@@ -255,10 +212,8 @@ export class RemoteTask implements HubTask {
       const timer = runner.kill ? setTimeout(() => runner.kill!(Atomics.load(this.#thread, kThreadWord) || undefined), this.#closeTimeoutMs) : undefined;
       // Direct connections: our Close and the rings' close records go in before the worker closes
       // the control sockets, which each peer takes for the end of everything.
-      if (this.#links.size > 0) {
-        const reason = new RpcError('CLOSED', 'the node was closed');
-        await Promise.all([...this.#links.values()].map((link) => link.end(reason, true)));
-      }
+      const linksEnded = this.#relayed.endLinks(new RpcError('CLOSED', 'the node was closed'));
+      if (linksEnded !== undefined) await linksEnded;
       await Promise.race([this.#control.close().catch(() => {}), this.#ended]);
       await this.#ended;
       if (timer !== undefined) clearTimeout(timer);
@@ -283,126 +238,15 @@ export class RemoteTask implements HubTask {
 
   /** A connect task's connection has ring id `connId` (ready() said so before its ConnOpen came). */
   #bindClient(hub: MainHub, connId: number): void {
-    const client = this.#client;
-    if (client === undefined || client.peer.connectionId !== 0) return;
-    client.peer.connectionId = connId;
-    this.#sessions.set(connId, client);
-    hub.route(connId, this);
-  }
-
-  #open(connId: number, peer: PeerInfo | undefined): Session {
-    const info = peer ?? { transport: 'unknown', auth: 'none', connectionId: connId };
-    const link = this.#direct === undefined ? undefined : new DirectLink({ ...this.#direct, onFail: (reason, tellPeer) => this.#linkFailed(session, reason, tellPeer) });
-    const session = new Session({
-      codec: this.#codec,
-      peer: info,
-      handler: this.#handler,
-      send: link !== undefined ? (head, payload) => link.send(head, payload) : (head, payload) => {
-        // The id as it is now: a client's is learnt after its session was made.
-        const id = info.connectionId;
-        const ring = this.#hub?.toWorker;
-        if (ring === undefined) throw new RpcError('CLOSED', 'the connection is not open');
-        if (!ring.write2(id, head, payload)) return ring.flushed();
-        // Gone out, but its peer reads slower than we write: who waits for room (a stream's next
-        // item, notify) waits until that connection drains. A plain answer never waits.
-        return this.#paused.get(id)?.promise;
-      },
-      maxFrameBytes: this.#maxFrameBytes,
-      maxConcurrentCalls: this.#maxConcurrentCalls,
-      sendStacks: this.#sendStacks,
-    });
-    if (link !== undefined) {
-      link.bind(session);
-      this.#links.set(session, link);
-    }
-    if (connId !== 0) this.#sessions.set(connId, session);
-    if (this.#draining) this.#drainSession(connId, session);
-    return session;
-  }
-
-  /** A direct connection's rings have come: its session reads and writes them from now on. */
-  #attach(session: Session, rings: ShmHandOver): void {
-    if (session.closedWith === undefined) this.#links.get(session)?.attach(rings);
-  }
-
-  /** A listener's direct connection was announced: fetch its rings from the worker. */
-  #fetchRings(connId: number, session: Session): void {
-    this.#control.takeShm(connId).then(
-      (rings) => {
-        // Closed meanwhile: its ConnClosed came first, and nobody reads these rings now.
-        if (rings !== undefined && this.#sessions.get(connId) === session) this.#attach(session, rings);
-      },
-      () => {},
-    );
-  }
-
-  /** A direct link failed, or its peer closed its ring: the session closes now, the connection once our last bytes are in the ring. */
-  #linkFailed(session: Session, reason: RpcError, tellPeer: boolean): void {
-    session.close(reason);
-    const link = this.#links.get(session);
-    if (link === undefined) return;
-    void link.end(reason, tellPeer).then(() => {
-      const connId = session.peer.connectionId;
-      if (this.#sessions.get(connId) === session) this.#control.closeConnection(connId, toWireError(reason)).catch(() => {});
-    });
-  }
-
-  /** A direct connection has closed: its link delivers what its ring still holds, then lets the rings go. */
-  #dropLink(session: Session): void {
-    const link = this.#links.get(session);
-    if (link === undefined) return;
-    link.teardown();
-    this.#links.delete(session);
-    this.#linkFramesIn += link.framesIn;
-    this.#linkFramesOut += link.framesOut;
+    if (this.#relayed.bindClient(connId)) hub.route(connId, this);
   }
 
   opened(hub: MainHub, connId: number, peer: PeerInfo): void {
-    if (this.#bindHub() !== hub) return;
-    const existing = this.#sessions.get(connId);
-    if (existing) Object.assign(existing.peer, peer);
-    else if (this.#client !== undefined && this.#client.peer.connectionId === 0) {
-      Object.assign(this.#client.peer, peer);
-      this.#sessions.set(connId, this.#client);
-    } else {
-      const session = this.#open(connId, peer);
-      if (this.#direct !== undefined) this.#fetchRings(connId, session);
-    }
-    log('open #%d %s %s', connId, peer.transport, peer.address ?? '');
-    if (connectionOpen.hasSubscribers) connectionOpen.publish({ peer });
+    if (this.#bindHub() === hub) this.#relayed.opened(connId, peer);
   }
 
   record(connId: number, bytes: Uint8Array): void {
-    const kind = kindOf(bytes);
-    const session = this.#sessions.get(connId);
-    if (session === undefined) return;
-    if (kind === ControlKind.ConnPaused) {
-      if (!this.#paused.has(connId)) this.#paused.set(connId, deferred());
-      return;
-    }
-    if (kind === ControlKind.ConnResumed) {
-      this.#resume(connId);
-      return;
-    }
-    if (kind === ControlKind.ConnClosed) {
-      this.#dropLink(session);
-      this.#sessions.delete(connId);
-      this.#resume(connId);
-      const reason = fromWireError(decodeControl(bytes) as WireError);
-      session.close(reason);
-      log('closed #%d %s: %s %s', connId, session.peer.transport, reason.code, reason.message);
-      if (connectionClose.hasSubscribers) connectionClose.publish({ peer: session.peer, error: reason });
-      return;
-    }
-    try {
-      session.receive(bytes);
-    } catch (err) {
-      // A failure of this thread's side of the connection (a bug, never the peer's bytes, which
-      // the worker checked): close it on both sides, or the peer's calls would wait forever.
-      const reason = RpcError.is(err) ? err : new RpcError('CLOSED', `the connection was closed: the session on one of its ends failed: ${messageOf(err)}`, { cause: err });
-      session.close(reason);
-      this.#control.closeConnection(connId, toWireError(reason)).catch(() => {});
-    }
+    this.#relayed.record(connId, bytes);
   }
 
   /**
@@ -411,38 +255,9 @@ export class RemoteTask implements HubTask {
    * connection has closed (or the task ended); close() ends everything at any time.
    */
   async drain(): Promise<void> {
-    if (this.#endReason !== undefined || this.#draining) return;
-    this.#draining = true;
-    for (const [connId, session] of this.#sessions) this.#drainSession(connId, session);
+    if (this.#endReason !== undefined || this.#relayed.draining) return;
+    this.#relayed.drain();
     await Promise.race([this.#control.drain().catch(() => {}), this.#ended]);
-  }
-
-  #drainSession(connId: number, session: Session): void {
-    session.drain(() => {
-      if (!this.#sessions.has(connId)) return;
-      const link = this.#links.get(session);
-      if (link !== undefined) {
-        // The Close and the ring's close record go behind its last answers, then the worker closes the control socket.
-        const reason = new RpcError('CLOSED', 'the server closed');
-        void link.end(reason, true).then(() => {
-          if (this.#sessions.get(connId) === session) this.#control.closeConnection(connId, toWireError(reason)).catch(() => {});
-        });
-        return;
-      }
-      // Behind the connection's last answers in the ring, so they leave before it closes.
-      try {
-        this.#hub!.toWorker.write(connId, encodeControl(ControlKind.CloseConn, toWireError(new RpcError('CLOSED', 'the server closed'))));
-      } catch {
-        // the ring is closed: the task is ending, and the connection with it
-      }
-    });
-  }
-
-  #resume(connId: number): void {
-    const paused = this.#paused.get(connId);
-    if (paused === undefined) return;
-    this.#paused.delete(connId);
-    paused.resolve();
   }
 
   #end(ended: RpcError, threadDied: boolean): void {
@@ -461,13 +276,7 @@ export class RemoteTask implements HubTask {
     const reason = this.#client?.closedWith ?? ended;
     this.#endReason = reason;
     log('task ended: %s %s', reason.code, reason.message);
-    for (const session of this.#sessions.values()) {
-      this.#dropLink(session);
-      session.close(reason);
-    }
-    if (this.#client !== undefined) this.#dropLink(this.#client);
-    this.#sessions.clear();
-    for (const connId of [...this.#paused.keys()]) this.#resume(connId);
+    this.#relayed.closeAll(reason);
     // A control call the worker will never answer now (the close() of a connection that closed
     // itself, say) stays in comlink's pending map, which comlink's FinalizationRegistry keeps
     // reachable along with this task: without the release every closed connection's two rings

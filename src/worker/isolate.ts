@@ -13,6 +13,7 @@ import { ControlKind, encodeControl, kClientConnectionId, kHubWord, type ReadyRe
 import { nodeEndpoint } from '../bridge/endpoint.js';
 import { Session } from '../session/session.js';
 import { RingReader, RingWriter } from '../shm/ring.js';
+import { kindOf } from '../protocol/envelope.js';
 import type { Handler, PeerClient } from '../types.js';
 
 /** What a plugin module may export. */
@@ -36,6 +37,11 @@ const fromMain = new RingReader(
   spec.hub.toWorker,
   {
     onMessage: (_tag, bytes) => {
+      // The host closes the plugin's one connection (its side failed): the plugin goes with it.
+      if (kindOf(bytes) === ControlKind.CloseConn) {
+        void close();
+        return;
+      }
       messagesIn++;
       try {
         session?.receive(bytes);
@@ -99,8 +105,6 @@ const ready = open();
 const control: TaskControl = {
   ready: () => ready,
   close: () => close(),
-  // The plugin is this task's only connection.
-  closeConnection: () => void close(),
   // Never served: an isolate is only connected to.
   drain: () => Promise.resolve(),
   takeShm: () => undefined,

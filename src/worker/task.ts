@@ -1,7 +1,9 @@
 /**
  * One long-lived piscina task: a listener with its accepted connections, or one outgoing
  * connection. It exposes `TaskControl` to the main thread over comlink and moves envelope bodies
- * to and from the main thread through the ring pair its thread shares with it (./hub.ts).
+ * to and from the main thread through the ring pair its thread shares with it
+ * (../bridge/worker-hub.ts). How it starts is in ./open.ts, its connection counts in
+ * ./task-connections.ts, what it tells the main thread of its relayed connections in ./main-relay.ts.
  */
 import { threadId } from 'node:worker_threads';
 import * as Comlink from 'comlink';
@@ -11,23 +13,21 @@ import { clientHandshake } from '../handshake/client.js';
 import { serverHandshake } from '../handshake/server.js';
 import { loopbackTcpPeerPid } from '../handshake/signed-process.js';
 import { kindOf } from '../protocol/envelope.js';
-import { ControlKind, decodeControl, encodeControl, kHubWord, kThreadWord, type ConnOpenRecord, type ReadyResult, type ShmHandOver, type TaskControl, type TaskSpec, type TaskStats } from '../bridge/control.js';
+import { ControlKind, decodeControl, kHubWord, kThreadWord, type ReadyResult, type TaskControl, type TaskSpec } from '../bridge/control.js';
 import { nodeEndpoint } from '../bridge/endpoint.js';
 import { Session } from '../session/session.js';
-import { adapterFor, adapterOptions, type AdapterContext } from '../transport/adapters.js';
+import type { AdapterContext } from '../transport/adapters.js';
 import { formatAddress, type Address, type TcpDescriptor } from '../transport/descriptors.js';
-import { handOverShm } from '../transport/shm.js';
 import type { ByteStream, StreamListener } from '../transport/types.js';
+import { connectTo, listenOn, loadHandler } from './open.js';
+import { TaskConnections } from './task-connections.js';
+import { MainRelay } from './main-relay.js';
 import type { Handler, PeerInfo } from '../types.js';
 import { deferred, type Deferred } from '../deferred.js';
 import { AwakeWindow } from './awake.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import { WorkerHub, type HubMember } from '../bridge/worker-hub.js';
 
-const kPausedBody = Uint8Array.of(ControlKind.ConnPaused);
-const kResumedBody = Uint8Array.of(ControlKind.ConnResumed);
-/** What a custom adapter's connect() must resolve with (ByteStream's methods the connection calls). */
-const kStreamMethods = ['start', 'write', 'pause', 'resume', 'end', 'destroy'] as const;
 
 export class ConnectionTask implements ConnectionHost, HubMember {
   readonly codec: Codec;
@@ -36,30 +36,20 @@ export class ConnectionTask implements ConnectionHost, HubMember {
   readonly readsWaitForWrites: boolean;
   readonly expectsNoHello: boolean;
   readonly #spec: TaskSpec;
-  readonly #connections = new Map<number, Connection>();
-  /** Accepted connections still in their handshake: not yet known to the main thread or a session. */
-  readonly #handshaking = new Set<Connection>();
+  /** Its connections, open and in their handshake, and their counts. */
+  readonly #conns: TaskConnections;
   /** The ring pair this thread shares with the main thread, which this task's connections ride. */
   readonly #hub: WorkerHub;
   readonly ringWindows: { spinMicros: number; pollMicros: number };
   /** After the peer's bytes, this worker's loop stays awake for the poll window (see ./awake.ts). */
   readonly #awake: AwakeWindow;
   #keepAliveTimer: ReturnType<typeof setInterval> | undefined;
-  readonly #relayed: boolean;
-  /** shm's direct path (TaskSpec.shmDirect): each connection's rings go to the main thread once set up. */
-  readonly #direct: boolean;
-  /** A listener's direct connections announced by ConnOpen whose rings the main thread has not taken yet. */
-  readonly #handOvers = new Map<number, ShmHandOver>();
+  /** How its connections reach the main thread, when they are relayed there (its callers or handler run there); undefined otherwise. */
+  readonly #relay: MainRelay | undefined;
   /** IdleWindows.clientPollMicros in ms for a client connection (connect), else 0. */
   readonly #clientPollMs: number;
   #handler: Handler | undefined;
   #listener: StreamListener | undefined;
-  /** Places among maxConnections: this task's own count, or the one its address's tasks share. */
-  readonly #slots: ConnectionSlots;
-  /** For stats(): connections that went live, and the frames of those that have closed. */
-  #accepted = 0;
-  #closedFramesIn = 0;
-  #closedFramesOut = 0;
   #closing = false;
   /** Set by drain(): accept nothing more. */
   #draining = false;
@@ -80,12 +70,9 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     this.readsWaitForWrites = spec.role === 'listen';
     this.expectsNoHello = spec.role === 'connect' && spec.handshake.scheme === 'none';
     this.#done = new Promise((resolve) => (this.#finish = resolve));
-    this.#slots = new ConnectionSlots(spec.maxConnections, spec.shared);
+    this.#conns = new TaskConnections(spec);
     // A stream over shm rings polls them itself (its reader has the same window).
     this.#awake = new AwakeWindow(spec.transport.kind === 'shm' ? 0 : spec.idle.peerPollMicros);
-    // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
-    this.#relayed = spec.role === 'connect' || spec.handler.kind === 'main';
-    this.#direct = this.#relayed && spec.shmDirect === true;
     const clientPollMicros = spec.role === 'connect' ? spec.idle.clientPollMicros : 0;
     this.#clientPollMs = clientPollMicros / 1000;
     this.ringWindows = {
@@ -95,8 +82,10 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     };
     this.#hub = WorkerHub.join(spec.hub, this);
     Atomics.store(spec.thread, kHubWord, this.#hub.id);
-    if (this.#relayed) {
+    // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
+    if (spec.role === 'connect' || spec.handler.kind === 'main') {
       const hub = this.#hub;
+      this.#relay = new MainRelay({ hub, key: spec.key, transport: spec.transport, direct: spec.shmDirect === true });
       this.relay = (connId, body) => hub.relay(connId, body);
       this.relayFlushed = () => hub.toMain.flushed();
     }
@@ -105,20 +94,15 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       const interval = spec.keepAliveMs;
       this.#keepAliveTimer = setInterval(() => {
         const now = performance.now();
-        for (const conn of this.#connections.values()) conn.keepAlive(now, interval);
+        for (const conn of this.#conns.open.values()) conn.keepAlive(now, interval);
       }, Math.max(1, Math.floor(interval / 2)));
     }
     const control: TaskControl = {
       ready: () => this.#ready,
       close: () => this.close(),
-      closeConnection: (id, error) => this.#connections.get(id)?.close(fromWireError(error), true),
       drain: () => this.#drain(),
-      stats: () => this.#stats(),
-      takeShm: (id) => {
-        const rings = this.#handOvers.get(id);
-        this.#handOvers.delete(id);
-        return rings;
-      },
+      stats: () => this.#conns.stats(),
+      takeShm: (id) => this.#relay?.take(id),
     };
     Comlink.expose(control, nodeEndpoint(spec.port));
   }
@@ -137,7 +121,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
 
   /** A record from the main thread for connection `id` of this task. */
   fromMain(id: number, bytes: Uint8Array, owned: boolean): void {
-    const conn = this.#connections.get(id);
+    const conn = this.#conns.open.get(id);
     if (conn === undefined) return;
     if (kindOf(bytes) === ControlKind.CloseConn) this.#closeFromMain(conn, bytes);
     else conn.send(bytes, owned);
@@ -145,14 +129,12 @@ export class ConnectionTask implements ConnectionHost, HubMember {
 
   closed(conn: Connection, reason: RpcError): void {
     this.#hub.forget(conn);
-    this.#handOvers.delete(conn.id);
     // Never opened (refused, or its handshake failed): nobody else knew of it, nobody is told.
-    if (!this.#release(conn)) return;
-    this.#closedFramesIn += conn.framesIn;
-    this.#closedFramesOut += conn.framesOut;
-    if (this.#relayed) this.#control(conn.id, ControlKind.ConnClosed, toWireError(reason));
+    if (!this.#conns.release(conn)) return;
+    this.#conns.retire(conn);
+    this.#relay?.closed(conn, reason);
     this.#settleDrain();
-    if (this.#spec.role === 'connect' || (this.#closing && this.#connections.size === 0)) void this.close();
+    if (this.#spec.role === 'connect' || (this.#closing && this.#conns.open.size === 0)) void this.close();
   }
 
   async close(): Promise<void> {
@@ -162,11 +144,11 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       // Not awaited yet: a net server's close() completes only once its connections are gone.
       const listenerClosed = this.#stopListening();
       const reason = new RpcError('CLOSED', 'the node was closed');
-      for (const conn of this.#handshaking) conn.close(reason, false);
-      for (const conn of this.#connections.values()) conn.close(reason, true);
+      for (const conn of this.#conns.handshaking) conn.close(reason, false);
+      for (const conn of this.#conns.open.values()) conn.close(reason, true);
       await Promise.race([
         new Promise<void>((resolve) => {
-          const check = () => (this.#connections.size === 0 ? resolve() : setTimeout(check, 5));
+          const check = () => (this.#conns.open.size === 0 ? resolve() : setTimeout(check, 5));
           check();
         }),
         new Promise<void>((resolve) => setTimeout(resolve, 3000).unref()),
@@ -189,9 +171,9 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       this.#draining = true;
       this.#drained = deferred();
       void this.#stopListening();
-      for (const conn of this.#handshaking) conn.close(new RpcError('UNAVAILABLE', 'the server is closing'), false);
+      for (const conn of this.#conns.handshaking) conn.close(new RpcError('UNAVAILABLE', 'the server is closing'), false);
       const reason = new RpcError('CLOSED', 'the server closed');
-      for (const conn of this.#connections.values()) conn.drain(reason);
+      for (const conn of this.#conns.open.values()) conn.drain(reason);
       this.#settleDrain();
     }
     return this.#drained?.promise ?? this.#done;
@@ -212,7 +194,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
 
   /** drain() is done once no connection is left, open or in its handshake. */
   #settleDrain(): void {
-    if (this.#connections.size === 0 && this.#handshaking.size === 0) this.#drained?.resolve();
+    if (this.#conns.none) this.#drained?.resolve();
   }
 
   heard(): void {
@@ -233,51 +215,30 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       if (spec.handler.kind === 'module') this.#handler = await loadHandler(spec.handler.url);
       // The main thread gave up waiting (start timed out) while a module loaded: go no further.
       this.#throwIfClosing();
-      const adapter = await adapterFor(spec.transport);
       if (spec.role === 'listen') {
-        let listener: StreamListener;
-        try {
-          listener = await adapter.listen(adapterOptions(spec.transport, this.#adapterContext()), (stream) => this.#accept(stream));
-        } catch (cause) {
-          if (RpcError.is(cause)) throw cause;
-          throw new RpcError('UNAVAILABLE', `cannot listen on ${formatAddress(spec.transport)}: ${messageOf(cause)}`, { cause });
-        }
-        // A custom adapter is the user's code: say what it got wrong, not where that broke us.
-        if (listener === null || typeof listener !== 'object' || typeof listener.close !== 'function') {
-          throw new RpcError('INVALID_ARGUMENT', `the transport adapter of ${formatAddress(spec.transport)}: listen() must resolve with { address, close() }, got ${String(listener)}`);
-        }
+        const listener = await listenOn(spec.transport, this.#adapterContext(), (stream) => this.#accept(stream));
         if (this.#closing) await listener.close().catch(() => {});
         this.#throwIfClosing();
         this.#listener = listener;
         return { ok: true, address: listener.address as Address };
       }
-      let stream: ByteStream;
-      try {
-        stream = await withConnectTimeout(adapter.connect(adapterOptions(spec.transport, this.#adapterContext())), spec.connectTimeoutMs);
-      } catch (cause) {
-        // An adapter that knows better (a failed TLS handshake: HANDSHAKE_FAILED) says so itself.
-        if (RpcError.is(cause)) throw cause;
-        throw new RpcError('UNAVAILABLE', `cannot connect to ${formatAddress(spec.transport)}: ${messageOf(cause)}`, { cause });
-      }
-      if (stream === null || typeof stream !== 'object' || !kStreamMethods.every((m) => typeof (stream as unknown as Record<string, unknown>)[m] === 'function')) {
-        throw new RpcError('INVALID_ARGUMENT', `the transport adapter of ${formatAddress(spec.transport)}: connect() must resolve with a ByteStream (${kStreamMethods.join(', ')}), got ${String(stream)}`);
-      }
+      const stream = await connectTo(spec.transport, this.#adapterContext(), spec.connectTimeoutMs);
       if (this.#closing) stream.destroy();
       this.#throwIfClosing();
       const conn = this.#newConnection(stream);
       const handshake = spec.handshake;
-      if (this.#direct) {
-        this.#handshaking.add(conn);
-        const result = await conn.handshake((channel) => (handshake.scheme === 'none' ? Promise.resolve(undefined) : clientHandshake(channel, handshake))).finally(() => this.#handshaking.delete(conn));
+      if (this.#relay?.direct) {
+        this.#conns.handshaking.add(conn);
+        const result = await conn.handshake((channel) => (handshake.scheme === 'none' ? Promise.resolve(undefined) : clientHandshake(channel, handshake))).finally(() => this.#conns.handshaking.delete(conn));
         if (result !== undefined) conn.peer.auth = result.auth;
-        const shm = await this.#handOver(conn, stream);
+        const shm = await this.#relay!.handOver(conn, stream);
         this.#register(conn);
         return { ok: true, connectionId: conn.id, shm };
       }
       if (handshake.scheme !== 'none') {
         // Rejects (the connection already closed) with HANDSHAKE_FAILED, AUTH_FAILED or BUSY: start() rejects with it.
-        this.#handshaking.add(conn);
-        const result = await conn.handshake((channel) => clientHandshake(channel, handshake)).finally(() => this.#handshaking.delete(conn));
+        this.#conns.handshaking.add(conn);
+        const result = await conn.handshake((channel) => clientHandshake(channel, handshake)).finally(() => this.#conns.handshaking.delete(conn));
         conn.peer.auth = result.auth;
         this.#register(conn);
         conn.open();
@@ -307,8 +268,8 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     }
     const conn = this.#newConnection(stream);
     const handshake = this.#spec.handshake;
-    if (handshake.scheme === 'none' && this.#direct) {
-      const busy = this.#admit(conn);
+    if (handshake.scheme === 'none' && this.#relay?.direct) {
+      const busy = this.#conns.admit(conn);
       if (busy) {
         conn.start();
         conn.close(busy, true);
@@ -317,14 +278,14 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       void conn.handshake(() => Promise.resolve()).then(
         () => this.#goDirect(conn, stream),
         () => {
-          this.#release(conn);
+          this.#conns.release(conn);
           this.#settleDrain();
         },
       );
       return;
     }
     if (handshake.scheme === 'none') {
-      const busy = this.#admit(conn);
+      const busy = this.#conns.admit(conn);
       if (busy) {
         conn.start();
         conn.close(busy, true);
@@ -334,24 +295,24 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       this.#start(conn, stream);
       return;
     }
-    this.#handshaking.add(conn);
+    this.#conns.handshaking.add(conn);
     conn
       .handshake((channel) =>
         serverHandshake(channel, {
           spec: handshake,
           admit: () => {
             // Taken in the same turn as the Ack, so two clients cannot both get the one-to-one slot.
-            return this.#admit(conn);
+            return this.#conns.admit(conn);
           },
           peerPid: () => this.#peerPid(stream),
         }),
       )
       .then(
         (result) => {
-          this.#handshaking.delete(conn);
+          this.#conns.handshaking.delete(conn);
           conn.peer.auth = result.auth;
           if (result.pid !== undefined) conn.peer.pid = result.pid;
-          if (this.#direct) {
+          if (this.#relay?.direct) {
             this.#goDirect(conn, stream);
             return;
           }
@@ -361,31 +322,20 @@ export class ConnectionTask implements ConnectionHost, HubMember {
         () => {
           // The connection has closed itself; nothing else is affected. (It may have been admitted
           // just before closing, but the main thread was never told of it.)
-          this.#handshaking.delete(conn);
-          this.#release(conn);
+          this.#conns.handshaking.delete(conn);
+          this.#conns.release(conn);
           this.#settleDrain();
         },
       );
   }
 
-  /**
-   * shm's direct path: once its handshake is done, a connection's rings go to the main thread,
-   * which reads and writes them itself; this connection keeps the control socket (the peer's
-   * death, the close). Resolves with the rings and the bytes already read past the handshake.
-   */
-  async #handOver(conn: Connection, stream: ByteStream): Promise<ShmHandOver> {
-    const rings = handOverShm(stream);
-    if (rings === undefined) throw new RpcError('INVALID_ARGUMENT', `${formatAddress(this.#spec.transport)} is not an shm stream`);
-    return { ...(await rings), rest: conn.handOver() };
-  }
-
   /** An accepted connection goes live on the direct path: its rings wait for the main thread's takeShm, which its ConnOpen prompts. */
   #goDirect(conn: Connection, stream: ByteStream): void {
-    this.#handOver(conn, stream).then(
+    this.#relay!.handOver(conn, stream).then(
       (rings) => {
-        // Closed meanwhile (the node closing, the peer gone): #release took it out already.
-        if (!this.#connections.has(conn.id)) return;
-        this.#handOvers.set(conn.id, rings);
+        // Closed meanwhile (the node closing, the peer gone): TaskConnections.release took it out already.
+        if (!this.#conns.open.has(conn.id)) return;
+        this.#relay!.keep(conn.id, rings);
         this.#register(conn);
       },
       () => {
@@ -400,29 +350,6 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     const address = this.#listener?.address as TcpDescriptor | undefined;
     if (this.#spec.transport.kind !== 'tcp' || stream.remoteAddress === undefined || address === undefined) return undefined;
     return loopbackTcpPeerPid(stream.remoteAddress, address.port);
-  }
-
-  /**
-   * Takes a served client's place among maxConnections (shared with the other tasks of its
-   * address, if any) and counts it as open; or says why it is refused (a one-to-one server that
-   * already serves one, or one at its maxConnections).
-   */
-  #admit(conn: Connection): RpcError | undefined {
-    const max = this.#spec.maxConnections;
-    if (this.#slots.take()) {
-      this.#connections.set(conn.id, conn);
-      return undefined;
-    }
-    if (this.#spec.oneToOne) return new RpcError('BUSY', 'this server is one-to-one and already serves a client');
-    return new RpcError('BUSY', `this server already serves ${max} clients (its maxConnections)`, { data: { maxConnections: max } });
-  }
-
-  /** Counts `conn` as closed (and a served one gives its place back); false if it was not open. */
-  #release(conn: Connection): boolean {
-    if (!this.#connections.delete(conn.id)) return false;
-    // A listener's connections all took a place in #admit; a client's own connection took none.
-    if (this.#spec.role === 'listen') this.#slots.give();
-    return true;
   }
 
   /** UNAVAILABLE for what broke a connection's set-up other than an RpcError of its own. */
@@ -467,12 +394,9 @@ export class ConnectionTask implements ConnectionHost, HubMember {
 
   /** Makes a connection live: known to the main thread (relayed) or served by a session here. */
   #register(conn: Connection): void {
-    this.#connections.set(conn.id, conn);
-    this.#accepted++;
-    if (this.#relayed) {
-      const open: ConnOpenRecord = { key: this.#spec.key, peer: conn.peer };
-      this.#control(conn.id, ControlKind.ConnOpen, open);
-    } else {
+    this.#conns.live(conn);
+    if (this.#relay !== undefined) this.#relay.opened(conn);
+    else {
       conn.attach(
         new Session({
           codec: this.codec,
@@ -484,126 +408,14 @@ export class ConnectionTask implements ConnectionHost, HubMember {
             return conn.writable ? undefined : conn.whenWritable();
           },
           maxFrameBytes: this.maxFrameBytes,
-          maxConcurrentCalls: this.#spec.maxConcurrentCalls,
+          maxConcurrentCalls: this.#spec.maxConcurrentCalls ?? Infinity,
           sendStacks: this.sendStacks,
         }),
       );
     }
   }
 
-  #control(connId: number, kind: ControlKind, value: unknown): void {
-    try {
-      this.#hub.toMain.write(connId, encodeControl(kind, value));
-    } catch {
-      // the ring is closed: the main side is gone or closing
-    }
-  }
-
-  /**
-   * A relayed connection's stream went over its write limit or drained: the main thread holds
-   * back that connection's waiting sends (see ControlKind.ConnPaused). The ring from the main thread
-   * keeps flowing: it carries every other connection of this thread too, and holding it for one
-   * peer that stopped reading stalled the answers to all of them.
-   */
   writableChanged(conn: Connection, writable: boolean): void {
-    if (!this.#relayed || !this.#connections.has(conn.id)) return;
-    try {
-      this.#hub.toMain.write(conn.id, writable ? kResumedBody : kPausedBody);
-    } catch {
-      // the ring is closed: the main side is gone or closing
-    }
-  }
-
-  #stats(): TaskStats {
-    let framesIn = this.#closedFramesIn;
-    let framesOut = this.#closedFramesOut;
-    for (const c of this.#connections.values()) {
-      framesIn += c.framesIn;
-      framesOut += c.framesOut;
-    }
-    return { connections: this.#connections.size, accepted: this.#accepted, framesIn, framesOut };
-  }
-}
-
-async function loadHandler(url: string): Promise<Handler> {
-  let mod: { handler?: Handler };
-  try {
-    mod = await import(url);
-  } catch (cause) {
-    throw new RpcError('INVALID_ARGUMENT', `handler module ${url} failed to load: ${(cause as Error).message}`, { cause });
-  }
-  const handler = mod.handler;
-  if (handler === null || typeof handler !== 'object' || (typeof handler.onRequest !== 'function' && typeof handler.onEvent !== 'function')) {
-    throw new RpcError('INVALID_ARGUMENT', `handler module ${url} must export \`handler\` with onRequest() and/or onEvent()`);
-  }
-  return handler;
-}
-
-/**
- * Races a transport's connect with a timer: a silent address (a TCP SYN nobody answers) would
- * otherwise hold the attempt for minutes. A stream that connects after we gave up is destroyed.
- */
-function withConnectTimeout(connecting: Promise<ByteStream>, ms: number): Promise<ByteStream> {
-  if (!(ms > 0)) return connecting;
-  return new Promise((resolve, reject) => {
-    let late = false;
-    const timer = setTimeout(() => {
-      late = true;
-      reject(new Error(`no connection within ${ms} ms`));
-    }, ms);
-    connecting.then(
-      (stream) => {
-        clearTimeout(timer);
-        if (late) stream.destroy();
-        else resolve(stream);
-      },
-      (err) => {
-        clearTimeout(timer);
-        reject(err);
-      },
-    );
-  });
-}
-
-/**
- * A listener's count of the clients it serves, against its maxConnections: the total (word 0) and
- * this task's own share (word 1 + member) of an Int32Array. The tasks serving one address on
- * several threads share one in shared memory and take a place with compare-and-swap, so two
- * threads cannot both take the last one; a task serving alone has one of its own.
- */
-class ConnectionSlots {
-  readonly #max: number;
-  readonly #counts: Int32Array;
-  /** This task's word in `#counts`. */
-  readonly #mine: number;
-
-  constructor(max: number, shared: TaskSpec['shared']) {
-    this.#max = max;
-    this.#counts = shared?.connections ?? new Int32Array(2);
-    this.#mine = 1 + (shared?.member ?? 0);
-    // Started in the place of a task whose thread died: its clients died with it, but it could
-    // not give their places back. (If it died between taking a place and counting it as its own,
-    // that one place stays taken: refusing one client too many, never admitting one.)
-    const left = Atomics.exchange(this.#counts, this.#mine, 0);
-    if (left !== 0) Atomics.sub(this.#counts, 0, left);
-  }
-
-  /** Takes a place; false when all are taken. */
-  take(): boolean {
-    const counts = this.#counts;
-    for (;;) {
-      const n = Atomics.load(counts, 0);
-      if (n >= this.#max) return false;
-      if (Atomics.compareExchange(counts, 0, n, n + 1) === n) {
-        Atomics.add(counts, this.#mine, 1);
-        return true;
-      }
-    }
-  }
-
-  /** Gives back a place taken by take(). */
-  give(): void {
-    Atomics.sub(this.#counts, this.#mine, 1);
-    Atomics.sub(this.#counts, 0, 1);
+    if (this.#conns.open.has(conn.id)) this.#relay?.writableChanged(conn, writable);
   }
 }
