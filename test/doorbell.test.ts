@@ -1,0 +1,226 @@
+/**
+ * Eventfd doorbells (native/src/doorbell.cc) through src/native/addon.ts: a ring in one process
+ * wakes a uv_poll on another process's loop; closing a watch releases the poll (the loop may
+ * exit, a worker may exit with one open); SCM_RIGHTS passing; no fd leaks; doorbellSignal as a
+ * RingSignal.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { doorbellSignal, loadNative, type NativeBinding, type NativeError } from '../src/native/addon.js';
+
+const kChildScript = fileURLToPath(new URL('./fixtures/doorbell-child.js', import.meta.url));
+const kAddonUrl = new URL('../src/native/addon.js', import.meta.url).href;
+
+const children = new Set<ChildProcess>();
+
+function openFds(): number {
+  return fs.readdirSync('/proc/self/fd').length;
+}
+
+/** Resolves with the next `count` passed to onRing by a fresh watch on `fd`, which it then closes; rejects after `ms`. */
+function nextRing(native: NativeBinding, fd: number, ms: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      watch.close();
+      reject(new Error(`no ring within ${ms} ms`));
+    }, ms);
+    const watch = native.doorbellWatch({
+      fd,
+      onRing(count) {
+        clearTimeout(timer);
+        watch.close();
+        resolve(count);
+      },
+    });
+  });
+}
+
+async function exited(child: ChildProcess, ms: number): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+  const [code, signal] = await once(child, 'exit');
+  clearTimeout(timer);
+  assert.equal(signal, null, `child did not exit by itself within ${ms} ms`);
+  return code as number | null;
+}
+
+describe('eventfd doorbell', function () {
+  let native: NativeBinding;
+
+  before(function () {
+    native = loadNative();
+  });
+
+  afterEach(async function () {
+    for (const child of children) {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await once(child, 'exit');
+      }
+    }
+    children.clear();
+  });
+
+  it('a ring in one process wakes a poll on the other process’s loop, both ways', async function () {
+    this.timeout(10000);
+    const ping = native.eventfd();
+    const pong = native.eventfd();
+    const child = spawn(process.execPath, [kChildScript, 'echo'], { stdio: ['pipe', 'pipe', 'inherit', ping, pong] });
+    children.add(child);
+    const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+    try {
+      assert.equal((await lines.next()).value, 'ready');
+      for (let i = 0; i < 3; i++) {
+        const answered = nextRing(native, pong, 2000);
+        native.doorbellRing(ping);
+        assert.equal(await answered, 1);
+        assert.equal((await lines.next()).value, '1');
+      }
+      // Rings made while nobody looks are counted, not lost.
+      native.doorbellRing(ping);
+      native.doorbellRing(ping);
+      native.doorbellRing(ping);
+      const counts: number[] = [];
+      while (counts.reduce((a, b) => a + b, 0) < 3) counts.push(Number((await lines.next()).value));
+      assert.ok(counts.every((c) => c > 0));
+      child.stdin!.end();
+      assert.equal(await exited(child, 2000), 0);
+    } finally {
+      native.closeFd(ping);
+      native.closeFd(pong);
+    }
+  });
+
+  it('closing the watch releases the poll: the loop exits, and a later ring calls nobody', async function () {
+    this.timeout(10000);
+    const child = spawn(process.execPath, [kChildScript, 'idle'], { stdio: 'inherit' });
+    children.add(child);
+    assert.equal(await exited(child, 3000), 0);
+
+    const fd = native.eventfd();
+    let calls = 0;
+    const watch = native.doorbellWatch({ fd, onRing: () => calls++ });
+    watch.close();
+    watch.close(); // idempotent
+    watch.ref(); // no-ops once closed
+    native.doorbellRing(fd);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(calls, 0);
+    native.closeFd(fd);
+  });
+
+  it('a worker exits cleanly with a watch still open (the environment closes it)', async function () {
+    this.timeout(10000);
+    const fd = native.eventfd();
+    const worker = new Worker(
+      `import(${JSON.stringify(kAddonUrl)}).then(({ loadNative }) => {
+         const w = loadNative().doorbellWatch({ fd: ${fd}, onRing() {} });
+         require('node:worker_threads').parentPort.postMessage('watching');
+       });`,
+      { eval: true },
+    );
+    const [message] = await once(worker, 'message');
+    assert.equal(message, 'watching');
+    // The open watch keeps the worker's loop alive; terminate() must still end it without an abort.
+    const [code] = await Promise.all([once(worker, 'exit').then(([c]) => c), worker.terminate()]);
+    assert.equal(code, 1);
+    native.doorbellRing(fd); // the worker's poll is gone; nothing to wake, nothing crashes
+    native.closeFd(fd);
+  });
+
+  it('passes eventfds over a Unix socket (SCM_RIGHTS): a ring on the received fd wakes a watch on the sent one', async function () {
+    this.timeout(5000);
+    const [a, b] = native.socketpair();
+    const bell = native.eventfd();
+    try {
+      assert.equal(native.recvFds(b), null);
+      native.sendFds({ socket: a, fds: [bell], byte: 7 });
+      const got = native.recvFds(b)!;
+      assert.equal(got.byte, 7);
+      assert.equal(got.fds.length, 1);
+      assert.notEqual(got.fds[0], bell);
+      const rang = nextRing(native, bell, 2000);
+      native.doorbellRing(got.fds[0]!);
+      assert.equal(await rang, 1);
+      native.closeFd(got.fds[0]!);
+      native.closeFd(a);
+      assert.equal((assertThrows(() => native.recvFds(b)) as NativeError).code, 'EPIPE');
+    } finally {
+      native.closeFd(b);
+      native.closeFd(bell);
+    }
+  });
+
+  it('leaks no fd over many doorbells, watches and passes', async function () {
+    this.timeout(10000);
+    const before = openFds();
+    for (let i = 0; i < 50; i++) {
+      const fd = native.eventfd();
+      const [a, b] = native.socketpair();
+      native.sendFds({ socket: a, fds: [fd, fd] });
+      const got = native.recvFds(b)!;
+      const rang = nextRing(native, got.fds[1]!, 2000);
+      native.doorbellRing(fd);
+      assert.equal(await rang, 1);
+      for (const f of [fd, a, b, ...got.fds]) native.closeFd(f);
+    }
+    // Close callbacks run on a later loop turn.
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(openFds(), before);
+  });
+
+  it('rejects bad input with coded errors', function () {
+    this.timeout(2000);
+    assert.equal((assertThrows(() => native.doorbellWatch({ fd: 0, onRing: 1 as unknown as () => void })) as NativeError).code, 'EINVAL');
+    assert.equal((assertThrows(() => native.doorbellRing(-1)) as NativeError).code, 'EINVAL');
+    const fd = native.eventfd();
+    native.closeFd(fd);
+    assert.equal((assertThrows(() => native.doorbellRing(fd)) as NativeError).code, 'EBADF');
+    assert.equal((assertThrows(() => native.sendFds({ socket: 0, fds: [] })) as NativeError).code, 'EINVAL');
+  });
+
+  describe('doorbellSignal', function () {
+    it('wait settles on the peer’s notify, at once when the word moved, and on close', async function () {
+      this.timeout(5000);
+      const words = new Int32Array(new SharedArrayBuffer(8));
+      const bell = native.eventfd();
+      const waiter = doorbellSignal({ watch: { 1: bell }, ring: {} });
+      const peer = doorbellSignal({ watch: {}, ring: { 1: bell } });
+      try {
+        let settled = false;
+        const waiting = waiter.wait(words, 1, 0, Infinity).then(() => (settled = true));
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        assert.equal(settled, false);
+        Atomics.store(words, 1, 1);
+        peer.notify(words, 1);
+        await waiting;
+
+        Atomics.store(words, 1, 2);
+        await waiter.wait(words, 1, 1, Infinity); // the word moved: no ring needed
+
+        const pending = waiter.wait(words, 1, 2, Infinity);
+        waiter.close();
+        await pending;
+        await assert.rejects(waiter.wait(words, 0, 0, Infinity), { code: 'INVALID_ARGUMENT' });
+      } finally {
+        waiter.close();
+        peer.close();
+        native.closeFd(bell);
+      }
+    });
+  });
+});
+
+function assertThrows(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a throw');
+}
