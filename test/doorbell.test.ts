@@ -11,7 +11,13 @@ import fs from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { doorbellSignal, loadNative, type NativeBinding, type NativeError } from '../src/native/addon.js';
+import net from 'node:net';
+import { doorbellSignal, futexSignal, loadNative, type NativeBinding, type NativeError } from '../src/native/addon.js';
+import { Node, shm } from '../src/index.js';
+import { shmDirectStats } from '../src/main/shm-direct.js';
+import { shmControlPath, shmTransport } from '../src/transport/shm.js';
+import type { ByteStream } from '../src/transport/types.js';
+import { RingReader, RingWriter, initRing, kRingHeaderBytes } from '../src/shm/ring.js';
 
 const kChildScript = fileURLToPath(new URL('./fixtures/doorbell-child.js', import.meta.url));
 const kAddonUrl = new URL('../src/native/addon.js', import.meta.url).href;
@@ -20,6 +26,48 @@ const children = new Set<ChildProcess>();
 
 function openFds(): number {
   return fs.readdirSync('/proc/self/fd').length;
+}
+
+/** This process's open eventfds (libuv keeps one per loop too: compare counts, not absolutes). */
+function eventfds(): number {
+  let n = 0;
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    try {
+      if (fs.readlinkSync(`/proc/self/fd/${fd}`).includes('eventfd')) n++;
+    } catch {
+      // closed meanwhile (the readdir's own fd)
+    }
+  }
+  return n;
+}
+
+let nameCount = 0;
+const uniqueName = () => `doorbell-${process.pid}-${nameCount++}`;
+const tick = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Starts `stream`, collecting what arrives; `closed` settles when it closes. */
+function collect(stream: ByteStream): { received: () => string; closed: Promise<void>; echo: boolean } {
+  let text = '';
+  const state = { received: () => text, closed: undefined as unknown as Promise<void>, echo: false };
+  state.closed = new Promise<void>((resolve) =>
+    stream.start({
+      data(chunk) {
+        text += Buffer.from(chunk).toString();
+        if (state.echo) stream.write(chunk);
+      },
+      drain() {},
+      close: () => resolve(),
+    }),
+  );
+  return state;
+}
+
+async function until(what: string, check: () => boolean, ms = 3000): Promise<void> {
+  const end = performance.now() + ms;
+  while (!check()) {
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await tick(5);
+  }
 }
 
 /** Resolves with the next `count` passed to onRing by a fresh watch on `fd`, which it then closes; rejects after `ms`. */
@@ -139,9 +187,9 @@ describe('eventfd doorbell', function () {
     const bell = native.eventfd();
     try {
       assert.equal(native.recvFds(b), null);
-      native.sendFds({ socket: a, fds: [bell], byte: 7 });
+      native.sendFds({ socket: a, fds: [bell], data: Buffer.from('hi\n') });
       const got = native.recvFds(b)!;
-      assert.equal(got.byte, 7);
+      assert.equal(got.data.toString(), 'hi\n');
       assert.equal(got.fds.length, 1);
       assert.notEqual(got.fds[0], bell);
       const rang = nextRing(native, bell, 2000);
@@ -184,6 +232,136 @@ describe('eventfd doorbell', function () {
     assert.equal((assertThrows(() => native.sendFds({ socket: 0, fds: [] })) as NativeError).code, 'EINVAL');
   });
 
+  describe('shm transport', function () {
+    it('both ends offer doorbells: the connection uses eventfds (four per side), and closes them with it', async function () {
+      this.timeout(10000);
+      const name = uniqueName();
+      const d = { ...shm(name, { capacity: 4096 }), pollMicros: 0, spinMicros: 0 };
+      const before = eventfds();
+      let served: ReturnType<typeof collect> | undefined;
+      const listener = await shmTransport.listen(d, (stream) => {
+        served = collect(stream);
+        served.echo = true;
+      });
+      try {
+        const client = await shmTransport.connect(d);
+        const mine = collect(client);
+        await until('the server stream', () => served !== undefined);
+        assert.equal(eventfds() - before, 8);
+        for (let i = 0; i < 20; i++) {
+          client.write(Buffer.from(`${i};`));
+          await until(`echo ${i}`, () => mine.received().endsWith(`${i};`));
+          await tick(i % 5); // let the readers fall asleep: the doorbell must wake them
+        }
+        client.end();
+        await Promise.all([mine.closed, served!.closed]);
+        await until('the eventfds to close', () => eventfds() === before);
+      } finally {
+        await listener.close();
+      }
+    });
+
+    it('a client that answers without doorbells (an older one) gets a working futex connection', async function () {
+      this.timeout(10000);
+      const native = loadNative();
+      const name = uniqueName();
+      const d = { ...shm(name, { capacity: 4096 }), pollMicros: 0, spinMicros: 0 };
+      const before = eventfds();
+      let served: ReturnType<typeof collect> | undefined;
+      const listener = await shmTransport.listen(d, (stream) => {
+        served = collect(stream);
+        served.echo = true;
+      });
+      const control = net.connect({ path: shmControlPath(name) });
+      try {
+        const offer = JSON.parse(await new Promise<string>((resolve) => control.once('data', (b) => resolve(b.toString().trim()))));
+        assert.equal(offer.doorbell, 1);
+        const c2s = native.shmOpen({ name: `${offer.base}-c2s` });
+        const s2c = native.shmOpen({ name: `${offer.base}-s2c` });
+        control.write('ok\n');
+        let got = '';
+        const reader = new RingReader(s2c, { onMessage: (_t, bytes) => (got += Buffer.from(bytes).toString()), onClose() {}, onError() {} }, { signal: futexSignal });
+        reader.start();
+        const writer = new RingWriter(c2s, { signal: futexSignal });
+        await until('the server stream', () => served !== undefined);
+        assert.equal(eventfds(), before); // nobody made doorbells
+        for (let i = 0; i < 5; i++) {
+          writer.write(0, Buffer.from(`${i};`));
+          await until(`echo ${i}`, () => got.endsWith(`${i};`));
+          await tick(3);
+        }
+        reader.stop();
+        writer.close();
+      } finally {
+        control.destroy();
+        await listener.close();
+      }
+    });
+
+    it('a server that offers no doorbells (an older one) gets a plain ok and no fds', async function () {
+      this.timeout(10000);
+      const native = loadNative();
+      const name = uniqueName();
+      const base = `/ogurpchik-${name}-${process.pid}-1`;
+      const bytes = kRingHeaderBytes + 4096;
+      for (const suffix of ['-c2s', '-s2c']) initRing(native.shmOpen({ name: base + suffix, size: bytes, create: true }));
+      const server = net.createServer();
+      const answered = new Promise<string>((resolve) => {
+        server.once('connection', (socket) => {
+          socket.write(JSON.stringify({ base, bytes }) + '\n');
+          socket.once('data', (b) => resolve(b.toString()));
+        });
+      });
+      const controlPath = shmControlPath(name);
+      fs.rmSync(controlPath, { force: true });
+      await new Promise<void>((resolve) => server.listen(controlPath, resolve));
+      const before = eventfds();
+      try {
+        const client = await shmTransport.connect({ ...shm(name, { capacity: 4096 }), pollMicros: 0, spinMicros: 0 });
+        assert.equal(await answered, 'ok\n');
+        assert.equal(eventfds(), before);
+        client.destroy();
+      } finally {
+        for (const suffix of ['-c2s', '-s2c']) native.shmUnlink(base + suffix);
+        await new Promise((resolve) => server.close(resolve));
+      }
+    });
+  });
+
+  describe('shm direct path', function () {
+    it('the main thread takes the doorbells over: spaced calls, each after both readers slept, are answered at once (not by the 1 s watchdog), and no eventfd outlives its connections', async function () {
+      this.timeout(20000);
+      const name = uniqueName();
+      const server = await new Node().serve(shm(name), { onRequest: (req: unknown) => req }).start();
+      let settled = -1;
+      try {
+        for (let round = 0; round < 3; round++) {
+          const client = await new Node().connect<number, number>(shm(name)).start();
+          try {
+            for (let i = 0; i < 5; i++) {
+              await tick(30);
+              const t0 = performance.now();
+              assert.equal(await client.client.call(i), i);
+              const ms = performance.now() - t0;
+              assert.ok(ms < 300, `call ${i} took ${ms.toFixed(0)} ms: a wake-up was lost`);
+            }
+            const stats = shmDirectStats();
+            assert.equal(stats.open, 2);
+            assert.ok(stats.readers.every((r) => r.sleeps > 0), JSON.stringify(stats.readers));
+          } finally {
+            await client.close();
+          }
+          await until('both links to go', () => shmDirectStats().open === 0);
+          // The pool's threads (each loop has an eventfd of its own) are up after the first round.
+          if (round === 0) settled = eventfds();
+          else await until(`the eventfds of round ${round} to close`, () => eventfds() === settled);
+        }
+      } finally {
+        await server.close();
+      }
+    });
+  });
+
   describe('doorbellSignal', function () {
     it('wait settles on the peer’s notify, at once when the word moved, and on close', async function () {
       this.timeout(5000);
@@ -203,10 +381,15 @@ describe('eventfd doorbell', function () {
         Atomics.store(words, 1, 2);
         await waiter.wait(words, 1, 1, Infinity); // the word moved: no ring needed
 
+        await assert.rejects(waiter.wait(words, 0, 0, Infinity), { code: 'INVALID_ARGUMENT' });
+        // A notify on a word this side watches wakes its own wait (the ring's stop() and watchdog).
+        const own = waiter.wait(words, 1, 2, Infinity);
+        waiter.notify(words, 1);
+        await own;
         const pending = waiter.wait(words, 1, 2, Infinity);
         waiter.close();
         await pending;
-        await assert.rejects(waiter.wait(words, 0, 0, Infinity), { code: 'INVALID_ARGUMENT' });
+        await waiter.wait(words, 1, 2, Infinity); // closed: settles at once
       } finally {
         waiter.close();
         peer.close();

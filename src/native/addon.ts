@@ -162,10 +162,10 @@ export interface NativeBinding {
   doorbellRing(fd: number): void;
   /** Polls an eventfd on the calling thread's own loop (no native thread); see DoorbellWatchOptions. Close the watch before closing the fd. */
   doorbellWatch(options: DoorbellWatchOptions): DoorbellWatch;
-  /** Sends one byte with `fds` attached (SCM_RIGHTS, 1–16) on a connected Unix socket the caller owns; the sender keeps its copies. */
-  sendFds(options: { socket: number; fds: number[]; byte?: number }): void;
-  /** Receives one byte and its attached fds (close-on-exec, now the caller's) from a Unix socket; null when nothing waits, throws EPIPE at end of stream. */
-  recvFds(socket: number): { byte: number; fds: number[] } | null;
+  /** Sends `data` (1–4096 bytes, default one zero byte) in one sendmsg with `fds` attached (SCM_RIGHTS, 1–16) on a connected Unix socket the caller owns; the sender keeps its copies. Throws EAGAIN rather than send part of it. */
+  sendFds(options: { socket: number; fds: number[]; data?: Uint8Array }): void;
+  /** Receives what waits on a Unix socket (up to 4096 bytes) and the fds attached to it (close-on-exec, now the caller's); null when nothing waits, throws EPIPE at end of stream. Never call it on a socket Node is reading: Node's reads drop attached fds. */
+  recvFds(socket: number): { data: Buffer; fds: number[] } | null;
 }
 
 export interface DoorbellWatchOptions {
@@ -249,13 +249,13 @@ export const futexSignal: RingSignal = {
 };
 
 export interface DoorbellSignalOptions {
-  /** Word index -> eventfd this side watches to wake its wait on that word (rung by the peer). */
+  /** Word index -> eventfd this side watches to wake its wait on that word (rung by the peer); a notify on such a word wakes the wait here. */
   watch: Readonly<Record<number, number>>;
   /** Word index -> eventfd this side rings to wake the peer's wait on that word. */
   ring: Readonly<Record<number, number>>;
 }
 
-/** A RingSignal over eventfd doorbells; `close()` stops its polls (the fds stay the caller's) and wakes any wait. */
+/** A RingSignal over eventfd doorbells; `close()` stops its polls (the fds stay the caller's) and settles any wait, and every later wait at once. */
 export interface DoorbellSignal extends RingSignal {
   close(): void;
 }
@@ -293,9 +293,12 @@ export function doorbellSignal(options: DoorbellSignalOptions): DoorbellSignal {
     doors.set(Number(index), door);
   }
   const ringFds = new Map<number, number>(Object.entries(options.ring).map(([i, fd]) => [Number(i), fd]));
+  let closed = false;
   return {
     wait(view, index, expected, timeoutMs) {
       const door = doors.get(index);
+      // Closed: the ring is being let go of; its reader re-checks and finds itself stopped.
+      if (closed) return Promise.resolve();
       if (door === undefined) return Promise.reject(new RpcError('INVALID_ARGUMENT', `doorbellSignal: no doorbell watched for word ${index}`));
       if (Atomics.load(view, index) !== expected) return Promise.resolve();
       return new Promise<void>((resolve) => {
@@ -307,9 +310,16 @@ export function doorbellSignal(options: DoorbellSignalOptions): DoorbellSignal {
     },
     notify(_view, index) {
       const fd = ringFds.get(index);
-      if (fd !== undefined) native.doorbellRing(fd);
+      if (fd !== undefined) {
+        native.doorbellRing(fd);
+        return;
+      }
+      // A word this side watches: the ring wakes its own wait (stop(), its watchdog), in-thread.
+      const door = doors.get(index);
+      if (door !== undefined) settle(door);
     },
     close() {
+      closed = true;
       for (const door of doors.values()) {
         door.watch.close();
         settle(door);
