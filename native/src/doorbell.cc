@@ -102,6 +102,9 @@ void OnPoll(uv_poll_t* handle, int status, int events) {
   CallOnRing(w, static_cast<double>(count));
 }
 
+constexpr size_t kMaxFds = 16;
+constexpr size_t kMaxData = 4096;
+
 int EventfdOption(Napi::Object options) {
   return static_cast<int>(IntegerOption(options, "fd", 0, 2147483647.0, true));
 }
@@ -189,9 +192,10 @@ Napi::Value DoorbellWatch(const Napi::CallbackInfo& info) {
   return handle;
 }
 
-// sendFds({ socket, fds, byte? }): sends one byte (default 0) with `fds` attached (SCM_RIGHTS) on a
-// connected Unix socket the caller owns; the sender keeps its copies. Throws EAGAIN when the
-// socket is full (it is meant for a rendezvous, not a stream under load).
+// sendFds({ socket, fds, data? }): sends `data` (a Uint8Array, 1 to 4096 bytes; default one zero
+// byte) in one sendmsg with `fds` attached (SCM_RIGHTS) on a connected Unix socket the caller
+// owns; the sender keeps its copies. Throws EAGAIN when the socket cannot take it all at once (it
+// is meant for a rendezvous, not a stream under load).
 Napi::Value SendFds(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object options = OptionsArg(info, "sendFds");
@@ -199,7 +203,7 @@ Napi::Value SendFds(const Napi::CallbackInfo& info) {
   Napi::Value list = options.Get("fds");
   if (!list.IsArray()) throw InvalidArgument(env, "sendFds: option 'fds' must be an array of fds");
   Napi::Array array = list.As<Napi::Array>();
-  if (array.Length() < 1 || array.Length() > 16) throw InvalidArgument(env, "sendFds: 1 to 16 fds");
+  if (array.Length() < 1 || array.Length() > kMaxFds) throw InvalidArgument(env, "sendFds: 1 to 16 fds");
   std::vector<int> fds;
   for (uint32_t i = 0; i < array.Length(); i++) {
     Napi::Value v = array.Get(i);
@@ -207,8 +211,17 @@ Napi::Value SendFds(const Napi::CallbackInfo& info) {
     if (!(fd >= 0 && fd <= 2147483647.0) || static_cast<int>(fd) != fd) throw InvalidArgument(env, "sendFds: fds must be non-negative integers");
     fds.push_back(static_cast<int>(fd));
   }
-  char byte = static_cast<char>(IntegerOption(options, "byte", 0, 255, false, 0));
-  iovec iov{&byte, 1};
+  std::vector<char> data(1, 0);
+  Napi::Value given = options.Get("data");
+  if (!given.IsUndefined()) {
+    if (!given.IsTypedArray() || given.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+      throw InvalidArgument(env, "sendFds: option 'data' must be a Uint8Array");
+    }
+    Napi::Uint8Array bytes = given.As<Napi::Uint8Array>();
+    if (bytes.ByteLength() < 1 || bytes.ByteLength() > kMaxData) throw InvalidArgument(env, "sendFds: 'data' must hold 1 to 4096 bytes");
+    data.assign(reinterpret_cast<char*>(bytes.Data()), reinterpret_cast<char*>(bytes.Data()) + bytes.ByteLength());
+  }
+  iovec iov{data.data(), data.size()};
   std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()), 0);
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -221,22 +234,25 @@ Napi::Value SendFds(const Napi::CallbackInfo& info) {
   cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
   memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
   for (;;) {
-    if (sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT) == 1) break;
+    ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n == static_cast<ssize_t>(data.size())) break;
+    if (n >= 0) throw ErrnoError(env, EAGAIN, "sendmsg", "short write");  // the fds went with the first part
     if (errno == EINTR) continue;
     throw ErrnoError(env, errno, "sendmsg");
   }
   return env.Undefined();
 }
 
-// recvFds(socket) -> { byte, fds } | null: receives one byte and any fds attached to it (made
-// close-on-exec; the caller owns them) from a Unix socket the caller owns; null when nothing is
-// waiting (EAGAIN). Throws EPIPE at end of stream.
+// recvFds(socket) -> { data, fds } | null: receives what is waiting (up to 4096 bytes, stopping
+// where the kernel keeps messages with fds apart) and any fds attached to it (made close-on-exec;
+// the caller owns them) from a Unix socket the caller owns; null when nothing is waiting (EAGAIN).
+// Throws EPIPE at end of stream.
 Napi::Value RecvFds(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int sock = FdArg(info, "recvFds");
-  char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
+  char data[kMaxData];
+  iovec iov{data, sizeof(data)};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -251,26 +267,27 @@ Napi::Value RecvFds(const Napi::CallbackInfo& info) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) return env.Null();
     throw ErrnoError(env, errno, "recvmsg");
   }
-  Napi::Array fds = Napi::Array::New(env);
-  uint32_t count = 0;
+  std::vector<int> fds;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     for (size_t i = 0; i < k; i++) {
       int fd;
       memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-      fds.Set(count++, Napi::Number::New(env, fd));
+      fds.push_back(fd);
     }
   }
-  if (n == 0 && count == 0) throw ErrnoError(env, EPIPE, "recvmsg");
   if (msg.msg_flags & MSG_CTRUNC) {
     // Some fds were dropped by the kernel: close the ones we got rather than hand back half a set.
-    for (uint32_t i = 0; i < count; i++) close(fds.Get(i).As<Napi::Number>().Int32Value());
+    for (int fd : fds) close(fd);
     throw ErrnoError(env, EMSGSIZE, "recvmsg", "SCM_RIGHTS truncated");
   }
+  if (n == 0 && fds.empty()) throw ErrnoError(env, EPIPE, "recvmsg");
+  Napi::Array list = Napi::Array::New(env, fds.size());
+  for (uint32_t i = 0; i < fds.size(); i++) list.Set(i, Napi::Number::New(env, fds[i]));
   Napi::Object result = Napi::Object::New(env);
-  result.Set("byte", Napi::Number::New(env, static_cast<unsigned char>(byte)));
-  result.Set("fds", fds);
+  result.Set("data", Napi::Buffer<char>::Copy(env, data, static_cast<size_t>(n)));
+  result.Set("fds", list);
   return result;
 }
 
