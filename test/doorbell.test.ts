@@ -345,6 +345,8 @@ describe('eventfd doorbell', function () {
               const ms = performance.now() - t0;
               assert.ok(ms < 300, `call ${i} took ${ms.toFixed(0)} ms: a wake-up was lost`);
             }
+            // Both ends are in this process: four doorbells each, on top of the pool's settled count.
+            if (round > 0) assert.equal(eventfds() - settled, 8);
             const stats = shmDirectStats();
             assert.equal(stats.open, 2);
             assert.ok(stats.readers.every((r) => r.sleeps > 0), JSON.stringify(stats.readers));
