@@ -9,6 +9,8 @@
  * The futex and eventfd modes go through the RingSignal interface on two words of an shm
  * segment, as a ring's reader and writer do. Each mode runs `--rounds` times (interleaved, a
  * fresh child each time); prints median and p99 per run, and the median's ratio to the socket's.
+ * Then the same two signals under real shm rings (16-byte messages echoed by the child): the
+ * round trip, and calls/s with 64 in flight.
  * `node dist/bench/wake.js [--seconds s per run, default 2] [--rounds n, default 3]`
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -16,6 +18,8 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { doorbellSignal, futexSignal, loadNative, type DoorbellSignal } from '../src/native/addon.js';
+import { RingReader, RingWriter, initRing, kRingHeaderBytes } from '../src/shm/ring.js';
+import { kHeadIndex, kTailIndex } from '../src/shm/layout.js';
 import type { RingSignal } from '../src/shm/signal.js';
 
 type Mode = 'futex' | 'eventfd' | 'socket';
@@ -45,6 +49,79 @@ async function childWords(words: Int32Array, signal: RingSignal): Promise<void> 
     last = v;
     Atomics.store(words, kPong, v);
     signal.notify(words, kPong);
+  }
+}
+
+type RingMode = 'ring-futex' | 'ring-eventfd';
+const kRingCapacity = 1 << 16;
+
+/** Writer (on `out`) and reader (on `inp`) signals: eventfds at fds[0..3] = out data, out space, in data, in space. */
+function ringSignals(mode: RingMode, fds: number[]): { writer: RingSignal; reader: RingSignal; close(): void } {
+  if (mode === 'ring-futex') return { writer: futexSignal, reader: futexSignal, close() {} };
+  const writer = doorbellSignal({ watch: { [kHeadIndex]: fds[1]! }, ring: { [kTailIndex]: fds[0]! } });
+  const reader = doorbellSignal({ watch: { [kTailIndex]: fds[2]! }, ring: { [kHeadIndex]: fds[3]! } });
+  return { writer, reader, close: () => (writer.close(), reader.close()) };
+}
+
+async function ringChild(mode: RingMode, segment: string): Promise<void> {
+  const native = loadNative();
+  const ping = native.shmOpen({ name: `${segment}-ping` });
+  const pong = native.shmOpen({ name: `${segment}-pong` });
+  // Our out ring is pong (data 5, space 6), our in ring is ping (data 3, space 4).
+  const signals = ringSignals(mode, [5, 6, 3, 4]);
+  const writer = new RingWriter(pong, { signal: signals.writer });
+  await new Promise<void>((resolve) => {
+    const reader = new RingReader(ping, { onMessage: (_t, bytes) => void writer.write(0, bytes), onClose: () => resolve() }, { signal: signals.reader });
+    reader.start();
+  });
+  writer.close();
+  await writer.flushed();
+  signals.close();
+  process.exit(0);
+}
+
+async function runRing(mode: RingMode, ms: number): Promise<{ times: number[]; rate: number }> {
+  const native = loadNative();
+  const segment = `/ogurpchik-bench-wake-${process.pid}`;
+  const ping = native.shmOpen({ name: `${segment}-ping`, size: kRingHeaderBytes + kRingCapacity, create: true });
+  const pong = native.shmOpen({ name: `${segment}-pong`, size: kRingHeaderBytes + kRingCapacity, create: true });
+  initRing(ping);
+  initRing(pong);
+  const fds = mode === 'ring-eventfd' ? [native.eventfd(), native.eventfd(), native.eventfd(), native.eventfd()] : [];
+  const signals = ringSignals(mode, fds); // out ring ping: data fds[0], space fds[1]; in ring pong: fds[2], fds[3]
+  const proc = spawnChild(mode, segment, ['ignore', 'inherit', 'inherit', ...fds]);
+  const writer = new RingWriter(ping, { signal: signals.writer });
+  const waiting: Array<() => void> = [];
+  let head = 0;
+  const reader = new RingReader(pong, { onMessage: () => waiting[head++]!(), onClose() {} }, { signal: signals.reader });
+  reader.start();
+  const payload = new Uint8Array(kPayload);
+  const call = () =>
+    new Promise<void>((resolve) => {
+      waiting.push(resolve);
+      writer.write(0, payload);
+    });
+  try {
+    const times = await timeRoundTrips(call, ms);
+    let calls = 0;
+    const end = performance.now() + ms;
+    const start = performance.now();
+    const lane = async () => {
+      while (performance.now() < end) {
+        await call();
+        calls++;
+      }
+    };
+    await Promise.all(Array.from({ length: 64 }, lane));
+    return { times, rate: calls / ((performance.now() - start) / 1000) };
+  } finally {
+    writer.close();
+    await once(proc, 'exit');
+    reader.stop();
+    signals.close();
+    native.shmUnlink(`${segment}-ping`);
+    native.shmUnlink(`${segment}-pong`);
+    for (const fd of fds) native.closeFd(fd);
   }
 }
 
@@ -96,7 +173,7 @@ async function timeRoundTrips(roundTrip: (i: number) => Promise<void>, ms: numbe
   return times;
 }
 
-function spawnChild(mode: Mode, segment: string, stdio: Array<'inherit' | 'ignore' | 'pipe' | number>): ChildProcess {
+function spawnChild(mode: Mode | RingMode, segment: string, stdio: Array<'inherit' | 'ignore' | 'pipe' | number>): ChildProcess {
   return spawn(process.execPath, [fileURLToPath(import.meta.url), '--child', mode, segment], { stdio });
 }
 
@@ -188,10 +265,20 @@ async function main(): Promise<void> {
     const range = (xs: number[]) => `${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)}`;
     console.log(`  ${mode.padEnd(8)} median ${range(med).padStart(11)} µs   p99 ${range(p99).padStart(13)} µs   ${(medianOf(med) / socketMedian).toFixed(2)}x socket`);
   }
+  console.log('through shm rings, 16 B echoed by the child (one run each):');
+  const rates = new Map<RingMode, number>();
+  for (const mode of ['ring-futex', 'ring-eventfd'] as const) {
+    const { times, rate } = await runRing(mode, ms);
+    const run = summarize('futex', times);
+    rates.set(mode, rate);
+    console.log(`  ${mode.padEnd(13)} median ${run.medianUs.toFixed(1).padStart(6)} µs  p99 ${run.p99Us.toFixed(1).padStart(7)} µs   64 in flight ${Math.round(rate).toLocaleString('en-US').padStart(9)} calls/s`);
+  }
+  console.log(`  eventfd / futex calls/s with 64 in flight: ${(rates.get('ring-eventfd')! / rates.get('ring-futex')!).toFixed(2)}x`);
 }
 
 if (process.argv[2] === '--child') {
-  await child(process.argv[3] as Mode, process.argv[4]);
+  if (process.argv[3]!.startsWith('ring-')) await ringChild(process.argv[3] as RingMode, process.argv[4]!);
+  else await child(process.argv[3] as Mode, process.argv[4]!);
 } else {
   await main();
 }
