@@ -230,6 +230,15 @@ describe('eventfd doorbell', function () {
     native.closeFd(fd);
     assert.equal((assertThrows(() => native.doorbellRing(fd)) as NativeError).code, 'EBADF');
     assert.equal((assertThrows(() => native.sendFds({ socket: 0, fds: [] })) as NativeError).code, 'EINVAL');
+    // What a server checks a client's doorbells with: only a non-blocking eventfd passes.
+    const bell = native.eventfd();
+    const [a, b] = native.socketpair();
+    assert.equal(native.isDoorbell(bell), true);
+    assert.equal(native.isDoorbell(a), false);
+    native.closeFd(bell);
+    assert.equal(native.isDoorbell(bell), false);
+    native.closeFd(a);
+    native.closeFd(b);
   });
 
   describe('shm transport', function () {
@@ -294,6 +303,31 @@ describe('eventfd doorbell', function () {
         writer.close();
       } finally {
         control.destroy();
+        await listener.close();
+      }
+    });
+
+    it('a client whose doorbells are not eventfds is refused (the server never rings or polls them), and their copies are closed', async function () {
+      this.timeout(10000);
+      const native = loadNative();
+      const name = uniqueName();
+      const d = { ...shm(name, { capacity: 4096 }), pollMicros: 0, spinMicros: 0 };
+      let streams = 0;
+      const listener = await shmTransport.listen(d, () => streams++);
+      const control = net.connect({ path: shmControlPath(name) });
+      const [x, y] = native.socketpair();
+      try {
+        await once(control, 'data');
+        const before = openFds();
+        const fd = (control as unknown as { _handle: { fd: number } })._handle.fd;
+        native.sendFds({ socket: fd, fds: [x, y, x, y], data: Buffer.from('ok doorbell\n') });
+        await once(control, 'close');
+        assert.equal(streams, 0);
+        await until('the server to close the copies it received', () => openFds() <= before);
+      } finally {
+        control.destroy();
+        native.closeFd(x);
+        native.closeFd(y);
         await listener.close();
       }
     });

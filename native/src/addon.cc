@@ -55,6 +55,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
   exports.Set("eventfd", Napi::Function::New(env, EventfdCreate, "eventfd"));
   exports.Set("doorbellRing", Napi::Function::New(env, DoorbellRing, "doorbellRing"));
+  exports.Set("isDoorbell", Napi::Function::New(env, IsDoorbell, "isDoorbell"));
   exports.Set("doorbellWatch", Napi::Function::New(env, DoorbellWatch, "doorbellWatch"));
   exports.Set("sendFds", Napi::Function::New(env, SendFds, "sendFds"));
   exports.Set("recvFds", Napi::Function::New(env, RecvFds, "recvFds"));

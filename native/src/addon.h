@@ -85,6 +85,7 @@ Napi::Value DupFd(const Napi::CallbackInfo& info);
 // doorbell.cc: eventfd doorbells polled on the caller's loop, and SCM_RIGHTS fd passing.
 Napi::Value EventfdCreate(const Napi::CallbackInfo& info);
 Napi::Value DoorbellRing(const Napi::CallbackInfo& info);
+Napi::Value IsDoorbell(const Napi::CallbackInfo& info);
 Napi::Value DoorbellWatch(const Napi::CallbackInfo& info);
 Napi::Value SendFds(const Napi::CallbackInfo& info);
 Napi::Value RecvFds(const Napi::CallbackInfo& info);

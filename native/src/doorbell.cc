@@ -9,6 +9,7 @@
 // A watch is a uv_poll_t that belongs to one environment. It is closed by its close() or, when the
 // environment goes first (a worker exits), by an async cleanup hook: a worker's loop must have no
 // open handle left when it is closed.
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "addon.h"
@@ -117,6 +119,20 @@ Napi::Value EventfdCreate(const Napi::CallbackInfo& info) {
   int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (fd < 0) throw ErrnoError(env, errno, "eventfd");
   return Napi::Number::New(env, fd);
+}
+
+// isDoorbell(fd) -> true when `fd` is an eventfd in non-blocking mode: what a peer's fd must be
+// before this thread rings or polls it (a blocking one could stall the thread).
+Napi::Value IsDoorbell(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, "isDoorbell");
+  char link[64];
+  std::string path = "/proc/self/fd/" + std::to_string(fd);
+  ssize_t n = readlink(path.c_str(), link, sizeof(link) - 1);
+  if (n < 0) return Napi::Boolean::New(env, false);
+  link[n] = 0;
+  int flags = fcntl(fd, F_GETFL);
+  return Napi::Boolean::New(env, strcmp(link, "anon_inode:[eventfd]") == 0 && flags >= 0 && (flags & O_NONBLOCK) != 0);
 }
 
 // doorbellRing(fd): adds 1 to the eventfd's counter, making it readable. A counter at its maximum

@@ -160,6 +160,8 @@ export interface NativeBinding {
   eventfd(): number;
   /** Rings an eventfd doorbell (adds 1 to its counter); a saturated counter is already rung, so it never throws EAGAIN. */
   doorbellRing(fd: number): void;
+  /** Whether `fd` is a non-blocking eventfd: check a peer's fds with it before ringing or polling them. */
+  isDoorbell(fd: number): boolean;
   /** Polls an eventfd on the calling thread's own loop (no native thread); see DoorbellWatchOptions. Close the watch before closing the fd. */
   doorbellWatch(options: DoorbellWatchOptions): DoorbellWatch;
   /** Sends `data` (1–4096 bytes, default one zero byte) in one sendmsg with `fds` attached (SCM_RIGHTS, 1–16) on a connected Unix socket the caller owns; the sender keeps its copies. Throws EAGAIN rather than send part of it. */

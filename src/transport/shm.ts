@@ -442,7 +442,9 @@ export const shmTransport: TransportAdapter = {
       readAnswer(control).then(
         ({ line, fds }) => {
           unlink();
-          const doorbells = line === 'ok doorbell' && fds.length === 4 ? doorbellsFrom(fds, 'listen') : undefined;
+          // Only non-blocking eventfds: a blocking fd (or another kind) could stall this thread when rung or read.
+          const usable = line === 'ok doorbell' && fds.length === 4 && fds.every((fd) => native.isDoorbell(fd));
+          const doorbells = usable ? doorbellsFrom(fds, 'listen') : undefined;
           if (doorbells === undefined) for (const fd of fds) native.closeFd(fd);
           if (line !== 'ok' && doorbells === undefined) {
             control.destroy();
