@@ -12,7 +12,8 @@
         "src/futex.cc",
         "src/peer.cc",
         "src/vsock.cc",
-        "src/listen.cc"
+        "src/listen.cc",
+        "src/doorbell.cc"
       ],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"

@@ -53,6 +53,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("closeFd", Napi::Function::New(env, CloseFdExport, "closeFd"));
   exports.Set("listenSocket", Napi::Function::New(env, ListenSocket, "listenSocket"));
   exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
+  exports.Set("eventfd", Napi::Function::New(env, EventfdCreate, "eventfd"));
+  exports.Set("doorbellRing", Napi::Function::New(env, DoorbellRing, "doorbellRing"));
+  exports.Set("isDoorbell", Napi::Function::New(env, IsDoorbell, "isDoorbell"));
+  exports.Set("doorbellWatch", Napi::Function::New(env, DoorbellWatch, "doorbellWatch"));
+  exports.Set("sendFds", Napi::Function::New(env, SendFds, "sendFds"));
+  exports.Set("recvFds", Napi::Function::New(env, RecvFds, "recvFds"));
   return exports;
 }
 

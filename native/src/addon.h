@@ -82,6 +82,13 @@ Napi::Value ListenSocket(const Napi::CallbackInfo& info);
 // the fd and the file. Throws (having unlinked what it bound) on failure. (listen.cc)
 int ListenUnix(Napi::Env env, const std::string& path, int backlog);
 Napi::Value DupFd(const Napi::CallbackInfo& info);
+// doorbell.cc: eventfd doorbells polled on the caller's loop, and SCM_RIGHTS fd passing.
+Napi::Value EventfdCreate(const Napi::CallbackInfo& info);
+Napi::Value DoorbellRing(const Napi::CallbackInfo& info);
+Napi::Value IsDoorbell(const Napi::CallbackInfo& info);
+Napi::Value DoorbellWatch(const Napi::CallbackInfo& info);
+Napi::Value SendFds(const Napi::CallbackInfo& info);
+Napi::Value RecvFds(const Napi::CallbackInfo& info);
 
 // Creates the environment's waiter pool (futex.cc); call from module init.
 std::shared_ptr<Waiters> CreateWaiters(Napi::Env env);

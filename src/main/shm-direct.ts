@@ -17,7 +17,7 @@ import type { IdleWindows } from '../idle.js';
 import { Kind, encodeClose, encodePing } from '../protocol/envelope.js';
 import { FrameDecoder, FrameWriter } from '../protocol/framing.js';
 import type { ShmHandOver } from '../bridge/control.js';
-import { futexSignal } from '../native/addon.js';
+import { closeDoorbells, pairSignals, type PairSignals, type ShmDoorbells } from '../shm/doorbells.js';
 import { RingReader, RingWriter } from '../shm/ring.js';
 import { readerStopped } from '../shm/stop-wait.js';
 import type { Session } from '../session/session.js';
@@ -77,6 +77,9 @@ export class DirectLink {
   #reader: RingReader | undefined;
   #writer: RingWriter | undefined;
   #fromPeer: SharedArrayBuffer | undefined;
+  /** The rings' signals (doorbells polled on this thread, or the futex), and the doorbells this link now owns. */
+  #signals: PairSignals | undefined;
+  #doorbells: ShmDoorbells | undefined;
   /** Set once this side closes or the connection is gone: nothing more is read or sent. */
   #closing = false;
   #flushScheduled = false;
@@ -111,8 +114,15 @@ export class DirectLink {
 
   /** Takes the rings over from the worker and starts reading, beginning with `rest` (bytes the worker read past the handshake). */
   attach(rings: ShmHandOver): void {
-    if (this.#closing || this.#reader !== undefined) return;
-    this.#writer = new RingWriter(rings.toPeer, { signal: futexSignal });
+    // The worker's stream passes its doorbells on with the rings (ShmRings#doorbells); they are ours now.
+    const doorbells = (rings as ShmHandOver & { doorbells?: ShmDoorbells }).doorbells;
+    if (this.#closing || this.#reader !== undefined) {
+      if (doorbells !== undefined && doorbells !== this.#doorbells) closeDoorbells(doorbells);
+      return;
+    }
+    this.#doorbells = doorbells;
+    this.#signals = pairSignals(doorbells);
+    this.#writer = new RingWriter(rings.toPeer, { signal: this.#signals.writer });
     this.#fromPeer = rings.fromPeer;
     this.#reader = new RingReader(
       rings.fromPeer,
@@ -124,7 +134,7 @@ export class DirectLink {
         onClose: () => this.#peerClosed(),
         onError: (err) => this.#fail(RpcError.is(err) ? err : new RpcError('PROTOCOL', String((err as Error)?.message ?? err), { cause: err }), true),
       },
-      { signal: futexSignal, pollMicros: this.#options.idle.peerPollMicros, spinMicros: this.#options.idle.spinMicros },
+      { signal: this.#signals.reader, pollMicros: this.#options.idle.peerPollMicros, spinMicros: this.#options.idle.spinMicros },
     );
     liveLinks.add(this);
     openedLinks++;
@@ -288,6 +298,10 @@ export class DirectLink {
       void readerStopped(reader, this.#fromPeer!);
     }
     this.#writer?.destroy();
+    this.#signals?.close();
+    if (this.#doorbells !== undefined) closeDoorbells(this.#doorbells);
+    this.#signals = undefined;
+    this.#doorbells = undefined;
     this.#reader = undefined;
     this.#writer = undefined;
     this.#fromPeer = undefined;

@@ -156,6 +156,35 @@ export interface NativeBinding {
   listenSocket(options: { path: string; backlog?: number } | { host: string; port: number; backlog?: number }): { fd: number; port: number };
   /** A duplicate (close-on-exec) of `fd`, which the caller owns. */
   dupFd(fd: number): number;
+  /** A non-blocking, close-on-exec eventfd (counter 0) for a cross-process doorbell; the caller owns and closes it. */
+  eventfd(): number;
+  /** Rings an eventfd doorbell (adds 1 to its counter); a saturated counter is already rung, so it never throws EAGAIN. */
+  doorbellRing(fd: number): void;
+  /** Whether `fd` is a non-blocking eventfd: check a peer's fds with it before ringing or polling them. */
+  isDoorbell(fd: number): boolean;
+  /** Polls an eventfd on the calling thread's own loop (no native thread); see DoorbellWatchOptions. Close the watch before closing the fd. */
+  doorbellWatch(options: DoorbellWatchOptions): DoorbellWatch;
+  /** Sends `data` (1–4096 bytes, default one zero byte) in one sendmsg with `fds` attached (SCM_RIGHTS, 1–16) on a connected Unix socket the caller owns; the sender keeps its copies. Throws EAGAIN rather than send part of it. */
+  sendFds(options: { socket: number; fds: number[]; data?: Uint8Array }): void;
+  /** Receives what waits on a Unix socket (up to 4096 bytes) and the fds attached to it (close-on-exec, now the caller's); null when nothing waits, throws EPIPE at end of stream. Never call it on a socket Node is reading: Node's reads drop attached fds. */
+  recvFds(socket: number): { data: Buffer; fds: number[] } | null;
+}
+
+export interface DoorbellWatchOptions {
+  /** The eventfd to poll; stays the caller's. */
+  fd: number;
+  /** Called on the watching thread after the doorbell rang (`count` rings since the last call, the counter is reset), or once with a negative errno if the fd fails, after which the watch is stopped. */
+  onRing(count: number): void;
+}
+
+/** A doorbell being polled on the thread that made it. Closed by `close()` or when the thread's environment exits. */
+export interface DoorbellWatch {
+  /** Stops polling and releases the poll handle; idempotent. The fd stays open. */
+  close(): void;
+  /** Keeps the thread's loop alive while the watch is open (the default). */
+  ref(): void;
+  /** Lets the thread's loop exit although the watch is open. */
+  unref(): void;
 }
 
 /** Where `npm run build:native` puts the binary, from dist/src/native/addon.js up to the package root. */
@@ -220,6 +249,88 @@ export const futexSignal: RingSignal = {
     loadNative().futexWake({ buffer: view.buffer as SharedArrayBuffer, byteOffset: view.byteOffset + index * 4, count: 1 });
   },
 };
+
+export interface DoorbellSignalOptions {
+  /** Word index -> eventfd this side watches to wake its wait on that word (rung by the peer); a notify on such a word wakes the wait here. */
+  watch: Readonly<Record<number, number>>;
+  /** Word index -> eventfd this side rings to wake the peer's wait on that word. */
+  ring: Readonly<Record<number, number>>;
+}
+
+/** A RingSignal over eventfd doorbells; `close()` stops its polls (the fds stay the caller's) and settles any wait, and every later wait at once. */
+export interface DoorbellSignal extends RingSignal {
+  close(): void;
+}
+
+interface Door {
+  watch: DoorbellWatch;
+  resolve: (() => void) | undefined;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+/**
+ * Cross-process RingSignal whose waits are eventfd polls on the waiting thread's own loop (no
+ * native thread, no uv_async hop); the peer's notify writes the eventfd. One waiter per word, as
+ * the ring has. The words still carry the state: a wait returns at once when its word has moved,
+ * and a ring that arrives while nobody waits stays in the eventfd's counter and only makes the
+ * next wait return early, which the ring tolerates (it re-checks the word).
+ */
+export function doorbellSignal(options: DoorbellSignalOptions): DoorbellSignal {
+  const native = loadNative();
+  const doors = new Map<number, Door>();
+  const settle = (door: Door) => {
+    const resolve = door.resolve;
+    if (resolve === undefined) return;
+    door.resolve = undefined;
+    if (door.timer !== undefined) clearTimeout(door.timer);
+    door.timer = undefined;
+    door.watch.unref();
+    resolve();
+  };
+  for (const [index, fd] of Object.entries(options.watch)) {
+    const door: Door = { watch: undefined as unknown as DoorbellWatch, resolve: undefined, timer: undefined };
+    // A failed fd (negative count) also settles the wait: the ring's watchdog then notices a dead peer.
+    door.watch = native.doorbellWatch({ fd, onRing: () => settle(door) });
+    door.watch.unref();
+    doors.set(Number(index), door);
+  }
+  const ringFds = new Map<number, number>(Object.entries(options.ring).map(([i, fd]) => [Number(i), fd]));
+  let closed = false;
+  return {
+    wait(view, index, expected, timeoutMs) {
+      const door = doors.get(index);
+      // Closed: the ring is being let go of; its reader re-checks and finds itself stopped.
+      if (closed) return Promise.resolve();
+      if (door === undefined) return Promise.reject(new RpcError('INVALID_ARGUMENT', `doorbellSignal: no doorbell watched for word ${index}`));
+      if (Atomics.load(view, index) !== expected) return Promise.resolve();
+      return new Promise<void>((resolve) => {
+        settle(door); // a second waiter on one word replaces the first; the first just re-checks
+        door.resolve = resolve;
+        door.watch.ref();
+        if (Number.isFinite(timeoutMs)) door.timer = setTimeout(() => settle(door), timeoutMs);
+      });
+    },
+    notify(_view, index) {
+      const fd = ringFds.get(index);
+      if (fd !== undefined) {
+        native.doorbellRing(fd);
+        return;
+      }
+      // A word this side watches: the ring wakes its own wait (stop(), its watchdog), in-thread.
+      const door = doors.get(index);
+      if (door !== undefined) settle(door);
+    },
+    close() {
+      closed = true;
+      for (const door of doors.values()) {
+        door.watch.close();
+        settle(door);
+      }
+      doors.clear();
+      ringFds.clear();
+    },
+  };
+}
 
 /** Who is at the other end of a connected Unix socket (SO_PEERCRED), or undefined when the addon or the fd is not there. */
 export function socketPeerCredentials(socket: unknown): PeerCredentials | undefined {

@@ -1,10 +1,14 @@
 /**
  * The shared-memory transport adapter: a ByteStream over a pair of rings in POSIX shared memory,
- * signalled with a native futex (V8's Atomics.wait/notify never wake another process).
+ * signalled with eventfd doorbells polled on each thread's own loop, or with a native futex when
+ * the peer offers no doorbells (V8's Atomics.wait/notify never wake another process).
  *
  * Rendezvous: the server listens on a Unix control socket named after the service. For each
  * client it creates two fresh segments (client→server and server→client rings) and sends their
- * names as one JSON line; the client maps both and answers `ok`, and the server then unlinks the
+ * names as one JSON line (with `doorbell: 1` when it takes doorbells); the client maps both and
+ * answers `ok`, or `ok doorbell` with four eventfds attached (SCM_RIGHTS: the client's, so the
+ * server, which reads the answer itself before Node reads the socket, is the only side that has to
+ * receive fds), and the server then unlinks the
  * names at once: both processes hold mappings, so nothing is left in /dev/shm even if one is
  * killed a moment later. The control socket stays open for the life of the connection: the
  * kernel closes it when either process dies, which is how the peer's death is noticed (at once,
@@ -18,9 +22,10 @@ import { RpcError } from '../errors.js';
 import { copyOut } from '../shm/copy.js';
 import { countCopied } from '../observe.js';
 import { perUserTempDir, securePrivateDir } from '../private-dir.js';
-import { futexSignal, loadNative, socketPeerPid } from '../native/addon.js';
+import { loadNative, socketPeerPid } from '../native/addon.js';
 import { RingReader, RingWriter, initRing, kRingHeaderBytes } from '../shm/ring.js';
 import { readerStopped } from '../shm/stop-wait.js';
+import { closeDoorbells, createDoorbells, doorbellFds, doorbellsFrom, pairSignals, type PairSignals, type ShmDoorbells } from '../shm/doorbells.js';
 import type { ShmDescriptor } from './descriptors.js';
 import type { ByteStream, StreamEvents, TransportAdapter } from './types.js';
 import { checkServerUid, listenSocketFile } from './socket-file.js';
@@ -61,6 +66,8 @@ const kNothing = new Uint8Array(0);
 export interface ShmRings {
   toPeer: SharedArrayBuffer;
   fromPeer: SharedArrayBuffer;
+  /** The eventfd doorbells both ends agreed on (owned by whoever holds the rings), else the futex signals them. */
+  doorbells?: ShmDoorbells;
 }
 
 class ShmStream implements ByteStream {
@@ -70,6 +77,7 @@ class ShmStream implements ByteStream {
   readonly #rings: ShmRings;
   readonly #writer: RingWriter;
   readonly #reader: RingReader;
+  readonly #signals: PairSignals;
   #events: StreamEvents | undefined;
   #closed = false;
   #writerBlocked = false;
@@ -78,12 +86,14 @@ class ShmStream implements ByteStream {
   /** handOver() waits for the reader to finish a fragmented message. */
   #atBoundary: { resolve: () => void; reject: (err: Error) => void } | undefined;
 
-  constructor(control: net.Socket, toPeer: SharedArrayBuffer, fromPeer: SharedArrayBuffer, name: string, remotePid: number | undefined, idle: Idle) {
+  constructor(control: net.Socket, rings: ShmRings, name: string, remotePid: number | undefined, idle: Idle) {
+    const { toPeer, fromPeer } = rings;
     this.#control = control;
     this.remoteAddress = `shm:${name}`;
     if (remotePid !== undefined) this.remotePid = remotePid;
-    this.#rings = { toPeer, fromPeer };
-    this.#writer = new RingWriter(toPeer, { signal: futexSignal });
+    this.#rings = rings;
+    this.#signals = pairSignals(rings.doorbells);
+    this.#writer = new RingWriter(toPeer, { signal: this.#signals.writer });
     this.#reader = new RingReader(
       fromPeer,
       {
@@ -99,7 +109,7 @@ class ShmStream implements ByteStream {
         onClose: () => this.#finish(undefined),
         onError: (err) => this.destroy(err as Error),
       },
-      { signal: futexSignal, pollMicros: idle.pollMicros, spinMicros: idle.spinMicros },
+      { signal: this.#signals.reader, pollMicros: idle.pollMicros, spinMicros: idle.spinMicros },
     );
   }
 
@@ -197,6 +207,8 @@ class ShmStream implements ByteStream {
     // peer's wake-up meant for the new one in some rounds here (the new reader then slept until
     // its 1 s watchdog): hand over only once it has settled.
     await readerStopped(this.#reader, this.#rings.fromPeer);
+    // The new owner polls the doorbells on its own loop: this thread stops polling them first.
+    this.#signals.close();
     return this.#rings;
   }
 
@@ -226,6 +238,10 @@ class ShmStream implements ByteStream {
     this.#atBoundary?.reject(new RpcError('CLOSED', 'the shm connection closed while it was being set up'));
     this.#atBoundary = undefined;
     this.#writer.destroy();
+    if (!this.#handedOver) {
+      this.#signals.close();
+      if (this.#rings.doorbells !== undefined) closeDoorbells(this.#rings.doorbells);
+    }
     if (!this.#control.destroyed) this.#control.destroy();
     this.#events?.close(error);
   }
@@ -259,6 +275,48 @@ function readLine(socket: net.Socket, what: string): Promise<string> {
     socket.on('data', onData);
     socket.on('close', onClose);
     socket.on('error', () => {});
+  });
+}
+
+/**
+ * The server reads the client's answer itself, with recvmsg, so the doorbells attached to it
+ * arrive (Node's own reads would drop them): the socket was accepted paused, and is looked at every
+ * millisecond until the line is complete (only during the rendezvous). Resolves with the line and
+ * the fds received, which are then the caller's.
+ */
+function readAnswer(control: net.Socket): Promise<{ line: string; fds: number[] }> {
+  const native = loadNative();
+  const fd = (control as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (fd === undefined || fd < 0) return readLine(control, 'answer').then((line) => ({ line, fds: [] }));
+  return new Promise((resolve, reject) => {
+    const start = performance.now();
+    const fds: number[] = [];
+    let buf = '';
+    const fail = (err: RpcError) => {
+      for (const f of fds) native.closeFd(f);
+      reject(err);
+    };
+    const look = () => {
+      // Destroyed here meanwhile: its fd number may already belong to something else.
+      if (control.destroyed) return fail(new RpcError('UNAVAILABLE', 'shm rendezvous: the connection closed before the answer'));
+      let got: { data: Buffer; fds: number[] } | null;
+      try {
+        got = native.recvFds(fd);
+      } catch (err) {
+        return fail(new RpcError('UNAVAILABLE', 'shm rendezvous: the peer closed before sending its answer', { cause: err }));
+      }
+      if (got !== null) {
+        fds.push(...got.fds);
+        buf += got.data.toString('utf8');
+        const nl = buf.indexOf('\n');
+        if (nl >= 0) return resolve({ line: buf.slice(0, nl), fds });
+        if (buf.length > kMaxLine) return fail(new RpcError('PROTOCOL', `shm rendezvous: answer longer than ${kMaxLine} bytes`));
+        return setImmediate(look);
+      }
+      if (performance.now() - start > kRendezvousTimeoutMs) return fail(new RpcError('UNAVAILABLE', `shm rendezvous: no answer within ${kRendezvousTimeoutMs} ms`));
+      setTimeout(look, 1);
+    };
+    look();
   });
 }
 
@@ -304,6 +362,26 @@ function mapPair(native: ReturnType<typeof loadNative>, base: string, bytes: num
   return [c2s, s2c];
 }
 
+/** The client's doorbells, sent with its answer; undefined (answer not sent) when they cannot be made or sent. */
+function offerDoorbells(control: net.Socket): ShmDoorbells | undefined {
+  const fd = (control as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (fd === undefined || fd < 0) return undefined;
+  let doorbells: ShmDoorbells;
+  try {
+    doorbells = createDoorbells();
+  } catch {
+    return undefined;
+  }
+  try {
+    loadNative().sendFds({ socket: fd, fds: doorbellFds(doorbells, 'connect'), data: Buffer.from('ok doorbell\n') });
+    return doorbells;
+  } catch {
+    // Nothing was sent (sendFds sends all or nothing): answer without them.
+    closeDoorbells(doorbells);
+    return undefined;
+  }
+}
+
 export const shmTransport: TransportAdapter = {
   async connect(d: ShmAdapterOptions) {
     const native = loadNative();
@@ -319,14 +397,15 @@ export const shmTransport: TransportAdapter = {
     try {
       // Before reading a word from it: a server of another user could offer segments of its own.
       checkServerUid(control, controlPath, d.peerUid);
-      const offer = JSON.parse(await readLine(control, 'offer')) as { base?: unknown; bytes?: unknown; error?: unknown };
+      const offer = JSON.parse(await readLine(control, 'offer')) as { base?: unknown; bytes?: unknown; error?: unknown; doorbell?: unknown };
       if (typeof offer.error === 'string') throw new RpcError('BUSY', offer.error);
       if (typeof offer.base !== 'string' || !/^\/ogurpchik-[\w.-]+$/.test(offer.base) || typeof offer.bytes !== 'number') {
         throw new RpcError('PROTOCOL', 'shm rendezvous: malformed offer');
       }
       const [c2s, s2c] = mapPair(native, offer.base, offer.bytes, false);
-      control.write('ok\n');
-      return new ShmStream(control, c2s, s2c, d.name, socketPeerPid(control), d);
+      const doorbells = offer.doorbell === 1 ? offerDoorbells(control) : undefined;
+      if (doorbells === undefined) control.write('ok\n');
+      return new ShmStream(control, { toPeer: c2s, fromPeer: s2c, doorbells }, d.name, socketPeerPid(control), d);
     } catch (err) {
       control.destroy();
       throw err;
@@ -338,7 +417,8 @@ export const shmTransport: TransportAdapter = {
     const controlPath = controlPathChecked(d.name, true);
     removeLeftoverSegments(d.name);
     const bytes = kRingHeaderBytes + d.capacity;
-    const server = net.createServer((control) => {
+    // Paused: readAnswer reads the answer's fds before Node reads anything from the socket.
+    const server = net.createServer({ pauseOnConnect: true }, (control) => {
       const base = `/${segmentPrefix(d.name)}${process.pid}-${++segmentCounter}`;
       let pair: [SharedArrayBuffer, SharedArrayBuffer];
       try {
@@ -349,7 +429,7 @@ export const shmTransport: TransportAdapter = {
         control.end(JSON.stringify({ error: `cannot create shared memory: ${(err as Error).message}` }) + '\n');
         return;
       }
-      control.write(JSON.stringify({ base, bytes }) + '\n');
+      control.write(JSON.stringify({ base, bytes, doorbell: 1 }) + '\n');
       const unlink = () => {
         for (const suffix of ['-c2s', '-s2c']) {
           try {
@@ -359,14 +439,18 @@ export const shmTransport: TransportAdapter = {
           }
         }
       };
-      readLine(control, 'answer').then(
-        (answer) => {
+      readAnswer(control).then(
+        ({ line, fds }) => {
           unlink();
-          if (answer !== 'ok') {
+          // Only non-blocking eventfds: a blocking fd (or another kind) could stall this thread when rung or read.
+          const usable = line === 'ok doorbell' && fds.length === 4 && fds.every((fd) => native.isDoorbell(fd));
+          const doorbells = usable ? doorbellsFrom(fds, 'listen') : undefined;
+          if (doorbells === undefined) for (const fd of fds) native.closeFd(fd);
+          if (line !== 'ok' && doorbells === undefined) {
             control.destroy();
             return;
           }
-          onStream(new ShmStream(control, pair[1], pair[0], d.name, socketPeerPid(control), d));
+          onStream(new ShmStream(control, { toPeer: pair[1], fromPeer: pair[0], doorbells }, d.name, socketPeerPid(control), d));
         },
         () => {
           unlink();
