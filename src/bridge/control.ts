@@ -11,6 +11,7 @@ import type { IdleWindows } from '../idle.js';
 import type { Address, TransportDescriptor } from '../transport/descriptors.js';
 import type { MessagePort } from 'node:worker_threads';
 import type { PeerInfo } from '../types.js';
+import type { ShmDoorbells } from '../shm/doorbells.js';
 import { kKindBytes } from '../protocol/envelope.js';
 
 /** Where a connection's requests and events are served. */
@@ -120,6 +121,8 @@ export interface ShmHandOver {
   toPeer: SharedArrayBuffer;
   fromPeer: SharedArrayBuffer;
   rest: Uint8Array;
+  /** The eventfd doorbells both ends agreed on (fds of this process): whoever ends up holding the rings closes them. */
+  doorbells?: ShmDoorbells;
 }
 
 /** `shm`: a connect task's rings on shm's direct path. */

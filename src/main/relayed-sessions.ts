@@ -3,6 +3,7 @@
  * thread, which writes into the task's ring pair (or, on shm's direct path, into that
  * connection's own cross-process rings through a DirectLink) and is fed the records read for it.
  */
+import { closeDoorbells } from '../shm/doorbells.js';
 import { deferred, type Deferred } from '../deferred.js';
 import { RpcError, fromWireError, messageOf, toWireError, type WireError } from '../errors.js';
 import type { Codec } from '../codec/index.js';
@@ -114,7 +115,10 @@ export class RelayedSessions {
 
   /** A direct connection's rings have come: its session reads and writes them from now on. */
   attach(session: Session, rings: ShmHandOver): void {
-    if (session.closedWith === undefined) this.#links.get(session)?.attach(rings);
+    const link = session.closedWith === undefined ? this.#links.get(session) : undefined;
+    if (link !== undefined) link.attach(rings);
+    // Closed before its rings came: nobody reads them, and their doorbells are ours to close.
+    else if (rings.doorbells !== undefined) closeDoorbells(rings.doorbells);
   }
 
   /** A listener's direct connection was announced: fetch its rings from the worker. */
@@ -122,7 +126,9 @@ export class RelayedSessions {
     this.#options.takeShm(connId).then(
       (rings) => {
         // Closed meanwhile: its ConnClosed came first, and nobody reads these rings now.
-        if (rings !== undefined && this.#sessions.get(connId) === session) this.attach(session, rings);
+        if (rings === undefined) return;
+        if (this.#sessions.get(connId) === session) this.attach(session, rings);
+        else if (rings.doorbells !== undefined) closeDoorbells(rings.doorbells);
       },
       () => {},
     );

@@ -115,7 +115,7 @@ export class DirectLink {
   /** Takes the rings over from the worker and starts reading, beginning with `rest` (bytes the worker read past the handshake). */
   attach(rings: ShmHandOver): void {
     // The worker's stream passes its doorbells on with the rings (ShmRings#doorbells); they are ours now.
-    const doorbells = (rings as ShmHandOver & { doorbells?: ShmDoorbells }).doorbells;
+    const doorbells = rings.doorbells;
     if (this.#closing || this.#reader !== undefined) {
       if (doorbells !== undefined && doorbells !== this.#doorbells) closeDoorbells(doorbells);
       return;

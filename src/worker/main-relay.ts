@@ -3,6 +3,7 @@
  * handler runs there): their open, close and pause records on the ring pair, and on shm's direct
  * path each connection's rings, handed over once its handshake is done.
  */
+import { closeDoorbells } from '../shm/doorbells.js';
 import { RpcError, toWireError } from '../errors.js';
 import { ControlKind, encodeControl, type ConnOpenRecord, type ShmHandOver } from '../bridge/control.js';
 import type { WorkerHub } from '../bridge/worker-hub.js';
@@ -45,7 +46,10 @@ export class MainRelay {
 
   /** A live connection closed: its session on the main thread closes with `reason` (ConnClosed); its rings, if never taken, go. */
   closed(conn: Connection, reason: RpcError): void {
+    const untaken = this.#handOvers.get(conn.id);
     this.#handOvers.delete(conn.id);
+    // Nobody will hold these rings now: their doorbells are ours to close.
+    if (untaken?.doorbells !== undefined) closeDoorbells(untaken.doorbells);
     this.#write(conn.id, encodeControl(ControlKind.ConnClosed, toWireError(reason)));
   }
 
