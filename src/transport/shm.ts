@@ -15,6 +15,7 @@
  * well within the 1 s promised), and it tells the server the client's pid and the client the
  * server's uid (SO_PEERCRED).
  */
+import { threadId } from 'node:worker_threads';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -54,7 +55,7 @@ function controlPathChecked(name: string, create: boolean): string {
   return file;
 }
 
-/** Segment names of one connection: /ogurpchik-<service>-<server pid>-<n>-{c2s,s2c}. */
+/** Segment names of one connection: /ogurpchik-<service>-<server pid>-<thread id>-<n>-{c2s,s2c}. */
 function segmentPrefix(name: string): string {
   return `ogurpchik-${name}-`;
 }
@@ -419,7 +420,12 @@ export const shmTransport: TransportAdapter = {
     const bytes = kRingHeaderBytes + d.capacity;
     // Paused: readAnswer reads the answer's fds before Node reads anything from the socket.
     const server = net.createServer({ pauseOnConnect: true }, (control) => {
-      const base = `/${segmentPrefix(d.name)}${process.pid}-${++segmentCounter}`;
+      // Nothing reads this paused socket yet, so nothing else listens for its errors: a client
+      // that left at once (refused our uid, say) fails the write of the offer with EPIPE, which
+      // unheard would end this whole thread. readAnswer sees the same end and cleans up.
+      control.on('error', () => {});
+      // The thread id too: a listener restarted on a new thread of this process starts counting again.
+      const base = `/${segmentPrefix(d.name)}${process.pid}-${threadId}-${++segmentCounter}`;
       let pair: [SharedArrayBuffer, SharedArrayBuffer];
       try {
         pair = mapPair(native, base, bytes, true);
