@@ -3,30 +3,28 @@
  * signalled with eventfd doorbells polled on each thread's own loop, or with a native futex when
  * the peer offers no doorbells (V8's Atomics.wait/notify never wake another process).
  *
- * Rendezvous: the server listens on a Unix control socket named after the service. For each
+ * Rendezvous (./shm-rendezvous.ts): the server listens on a Unix control socket named after the service. For each
  * client it creates two fresh segments (client→server and server→client rings) and sends their
  * names as one JSON line (with `doorbell: 1` when it takes doorbells); the client maps both and
  * answers `ok`, or `ok doorbell` with four eventfds attached (SCM_RIGHTS: the client's, so the
  * server, which reads the answer itself before Node reads the socket, is the only side that has to
- * receive fds), and the server then unlinks the
- * names at once: both processes hold mappings, so nothing is left in /dev/shm even if one is
+ * receive fds), and the server then unlinks the names at once: both processes hold mappings, so nothing is left in /dev/shm even if one is
  * killed a moment later. The control socket stays open for the life of the connection: the
  * kernel closes it when either process dies, which is how the peer's death is noticed (at once,
  * well within the 1 s promised), and it tells the server the client's pid and the client the
  * server's uid (SO_PEERCRED).
  */
-import { threadId } from 'node:worker_threads';
-import fs from 'node:fs';
 import net from 'node:net';
-import path from 'node:path';
 import { RpcError } from '../errors.js';
 import { copyOut } from '../shm/copy.js';
 import { countCopied } from '../observe.js';
-import { perUserTempDir, securePrivateDir } from '../private-dir.js';
 import { loadNative, socketPeerPid } from '../native/addon.js';
 import { RingReader, RingWriter, initRing, kRingHeaderBytes } from '../shm/ring.js';
 import { readerStopped } from '../shm/stop-wait.js';
-import { closeDoorbells, createDoorbells, doorbellFds, doorbellsFrom, pairSignals, type PairSignals, type ShmDoorbells } from '../shm/doorbells.js';
+import { closeDoorbells, doorbellsFrom, pairSignals, type PairSignals, type ShmDoorbells } from '../shm/doorbells.js';
+import { controlPathChecked, mapPair, nextSegmentBase, offerDoorbells, readAnswer, readLine, removeLeftoverSegments } from './shm-rendezvous.js';
+
+export { shmControlPath } from './shm-rendezvous.js';
 import type { ShmDescriptor } from './descriptors.js';
 import type { ByteStream, StreamEvents, TransportAdapter } from './types.js';
 import { checkServerUid, listenSocketFile } from './socket-file.js';
@@ -35,32 +33,6 @@ import { checkServerUid, listenSocketFile } from './socket-file.js';
 export type ShmAdapterOptions = ShmDescriptor & { pollMicros?: number; spinMicros?: number };
 type Idle = Pick<ShmAdapterOptions, 'pollMicros' | 'spinMicros'>;
 
-/** A client must answer the rendezvous within this long. */
-const kRendezvousTimeoutMs = 5000;
-const kMaxLine = 4096;
-
-/** Where the control socket of service `name` lives: $XDG_RUNTIME_DIR, else this user's private directory in the temp dir. */
-export function shmControlPath(name: string): string {
-  return path.join(process.env.XDG_RUNTIME_DIR || perUserTempDir(), `ogurpchik-shm-${name}.sock`);
-}
-
-/**
- * The control socket's path, its directory checked: outside $XDG_RUNTIME_DIR (the user's own by
- * definition) it is in the shared temp dir, where a directory another user made or can write to
- * would let them take the path or swap the socket (INVALID_ARGUMENT). `create` when serving.
- */
-function controlPathChecked(name: string, create: boolean): string {
-  const file = shmControlPath(name);
-  if (!process.env.XDG_RUNTIME_DIR) securePrivateDir(path.dirname(file), { create });
-  return file;
-}
-
-/** Segment names of one connection: /ogurpchik-<service>-<server pid>-<thread id>-<n>-{c2s,s2c}. */
-function segmentPrefix(name: string): string {
-  return `ogurpchik-${name}-`;
-}
-
-let segmentCounter = 0;
 const kNothing = new Uint8Array(0);
 
 /** An shm connection's two rings, as this process maps them. */
@@ -253,136 +225,6 @@ export function handOverShm(stream: ByteStream): Promise<ShmRings> | undefined {
   return stream instanceof ShmStream ? stream.handOver() : undefined;
 }
 
-/** Reads one newline-terminated line from a socket (at most kMaxLine bytes), with a timeout. */
-function readLine(socket: net.Socket, what: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const timer = setTimeout(() => done(new RpcError('UNAVAILABLE', `shm rendezvous: no ${what} within ${kRendezvousTimeoutMs} ms`)), kRendezvousTimeoutMs);
-    const onData = (chunk: Buffer) => {
-      buf += chunk.toString('utf8');
-      const nl = buf.indexOf('\n');
-      if (nl >= 0) done(undefined, buf.slice(0, nl));
-      else if (buf.length > kMaxLine) done(new RpcError('PROTOCOL', `shm rendezvous: ${what} longer than ${kMaxLine} bytes`));
-    };
-    const onClose = () => done(new RpcError('UNAVAILABLE', `shm rendezvous: the peer closed before sending its ${what}`));
-    const done = (err?: Error, line?: string) => {
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('close', onClose);
-      socket.pause();
-      if (err) reject(err);
-      else resolve(line!);
-    };
-    socket.on('data', onData);
-    socket.on('close', onClose);
-    socket.on('error', () => {});
-  });
-}
-
-/**
- * The server reads the client's answer itself, with recvmsg, so the doorbells attached to it
- * arrive (Node's own reads would drop them): the socket was accepted paused, and is looked at every
- * millisecond until the line is complete (only during the rendezvous). Resolves with the line and
- * the fds received, which are then the caller's.
- */
-function readAnswer(control: net.Socket): Promise<{ line: string; fds: number[] }> {
-  const native = loadNative();
-  const fd = (control as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (fd === undefined || fd < 0) return readLine(control, 'answer').then((line) => ({ line, fds: [] }));
-  return new Promise((resolve, reject) => {
-    const start = performance.now();
-    const fds: number[] = [];
-    let buf = '';
-    const fail = (err: RpcError) => {
-      for (const f of fds) native.closeFd(f);
-      reject(err);
-    };
-    const look = () => {
-      // Destroyed here meanwhile: its fd number may already belong to something else.
-      if (control.destroyed) return fail(new RpcError('UNAVAILABLE', 'shm rendezvous: the connection closed before the answer'));
-      let got: { data: Buffer; fds: number[] } | null;
-      try {
-        got = native.recvFds(fd);
-      } catch (err) {
-        return fail(new RpcError('UNAVAILABLE', 'shm rendezvous: the peer closed before sending its answer', { cause: err }));
-      }
-      if (got !== null) {
-        fds.push(...got.fds);
-        buf += got.data.toString('utf8');
-        const nl = buf.indexOf('\n');
-        if (nl >= 0) return resolve({ line: buf.slice(0, nl), fds });
-        if (buf.length > kMaxLine) return fail(new RpcError('PROTOCOL', `shm rendezvous: answer longer than ${kMaxLine} bytes`));
-        return setImmediate(look);
-      }
-      if (performance.now() - start > kRendezvousTimeoutMs) return fail(new RpcError('UNAVAILABLE', `shm rendezvous: no answer within ${kRendezvousTimeoutMs} ms`));
-      setTimeout(look, 1);
-    };
-    look();
-  });
-}
-
-/** Removes segments of this service whose creating process is gone (a crashed owner's leftovers). */
-function removeLeftoverSegments(name: string): void {
-  const prefix = segmentPrefix(name);
-  let entries: string[];
-  try {
-    entries = fs.readdirSync('/dev/shm');
-  } catch {
-    return;
-  }
-  for (const entry of entries) {
-    if (!entry.startsWith(prefix)) continue;
-    const pid = Number(entry.slice(prefix.length).split('-')[0]);
-    if (!Number.isInteger(pid) || pid <= 0) continue;
-    let alive = true;
-    try {
-      process.kill(pid, 0);
-    } catch (err) {
-      alive = (err as NodeJS.ErrnoException).code === 'EPERM';
-    }
-    if (!alive) {
-      try {
-        loadNative().shmUnlink(`/${entry}`);
-      } catch {
-        // raced with another cleaner
-      }
-    }
-  }
-}
-
-function mapPair(native: ReturnType<typeof loadNative>, base: string, bytes: number, create: boolean): [SharedArrayBuffer, SharedArrayBuffer] {
-  const open = (n: string) => native.shmOpen(create ? { name: n, size: bytes, create: true, exclusive: true } : { name: n });
-  const c2s = open(`${base}-c2s`);
-  let s2c: SharedArrayBuffer;
-  try {
-    s2c = open(`${base}-s2c`);
-  } catch (err) {
-    if (create) native.shmUnlink(`${base}-c2s`);
-    throw err;
-  }
-  return [c2s, s2c];
-}
-
-/** The client's doorbells, sent with its answer; undefined (answer not sent) when they cannot be made or sent. */
-function offerDoorbells(control: net.Socket): ShmDoorbells | undefined {
-  const fd = (control as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (fd === undefined || fd < 0) return undefined;
-  let doorbells: ShmDoorbells;
-  try {
-    doorbells = createDoorbells();
-  } catch {
-    return undefined;
-  }
-  try {
-    loadNative().sendFds({ socket: fd, fds: doorbellFds(doorbells, 'connect'), data: Buffer.from('ok doorbell\n') });
-    return doorbells;
-  } catch {
-    // Nothing was sent (sendFds sends all or nothing): answer without them.
-    closeDoorbells(doorbells);
-    return undefined;
-  }
-}
-
 export const shmTransport: TransportAdapter = {
   async connect(d: ShmAdapterOptions) {
     const native = loadNative();
@@ -424,8 +266,7 @@ export const shmTransport: TransportAdapter = {
       // that left at once (refused our uid, say) fails the write of the offer with EPIPE, which
       // unheard would end this whole thread. readAnswer sees the same end and cleans up.
       control.on('error', () => {});
-      // The thread id too: a listener restarted on a new thread of this process starts counting again.
-      const base = `/${segmentPrefix(d.name)}${process.pid}-${threadId}-${++segmentCounter}`;
+      const base = nextSegmentBase(d.name);
       let pair: [SharedArrayBuffer, SharedArrayBuffer];
       try {
         pair = mapPair(native, base, bytes, true);
