@@ -82,16 +82,8 @@ function serve(rings: Rings): void {
   }).start();
 
   /** As ours' connection worker (WorkerHub#relay): the wake-up the frames owe the main thread waits for the end of this turn. */
-  let wakeHeld = false;
   const relay = (conn: number, bytes: Uint8Array): void => {
-    if (!wakeHeld) {
-      wakeHeld = true;
-      toMain.holdWake();
-      setImmediate(() => {
-        wakeHeld = false;
-        toMain.releaseWake();
-      });
-    }
+    toMain.holdWakeForTurn();
     toMain.write(conn, bytes);
   };
 

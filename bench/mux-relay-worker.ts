@@ -48,16 +48,8 @@ const reader = new RingReader(data.fromMain, {
  * waits for the end of this event-loop turn, so the echoes read from every socket this turn reach
  * it with one wake-up.
  */
-let wakeHeld = false;
 function relay(tag: number, bytes: Uint8Array): void {
-  if (!wakeHeld) {
-    wakeHeld = true;
-    toMain.holdWake();
-    setImmediate(() => {
-      wakeHeld = false;
-      toMain.releaseWake();
-    });
-  }
+  toMain.holdWakeForTurn();
   toMain.write(tag, bytes);
 }
 

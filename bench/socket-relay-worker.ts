@@ -35,16 +35,8 @@ const reader = new RingReader(data.fromMain, {
   },
 }, { pollMicros: data.pollMicros });
 /** As ours' connection worker (WorkerHub#relay): the wake-up the echoes owe the main thread waits for the end of this turn. */
-let wakeHeld = false;
 function relay(tag: number, bytes: Uint8Array): void {
-  if (!wakeHeld) {
-    wakeHeld = true;
-    toMain.holdWake();
-    setImmediate(() => {
-      wakeHeld = false;
-      toMain.releaseWake();
-    });
-  }
+  toMain.holdWakeForTurn();
   toMain.write(tag, bytes);
 }
 const splitter = new FrameSplitter();

@@ -437,6 +437,25 @@ describe('shm ring', function () {
     reader.stop();
   });
 
+  it('holdWakeForTurn(): one wake-up at the end of the event-loop turn for everything written in it', async function () {
+    this.timeout(5000);
+    const { signal, counts } = countingSignal();
+    const sab = createRing(1 << 16);
+    const writer = new RingWriter(sab, { signal });
+    let got = 0;
+    const reader = new RingReader(sab, { onMessage: () => void got++ }, { signal });
+    reader.start();
+    for (let i = 0; i < 10; i++) {
+      writer.holdWakeForTurn();
+      writer.write(i, pattern(i, 16));
+    }
+    assert.equal(counts.notifies, 0, 'no wake-up within the turn');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(counts.notifies, 1, 'one wake-up at its end');
+    await until(() => got === 10, 2000, 'every record');
+    reader.stop();
+  });
+
   it('tells onMessage whether it may keep the bytes: a message that fits in the ring is a view into it, a larger one is reassembled, its own', () => {
     const cap = 4096;
     const sab = createRing(cap);

@@ -38,12 +38,6 @@ export class WorkerHub {
   #flushScheduled = false;
   /** Records from the main thread are being delivered: the batch's end flushes, no turn-end flush is needed. */
   #inBatch = false;
-  /** relay() has held the ring's wake-ups for this turn; #releaseWake ends the hold. */
-  #wakeHeld = false;
-  readonly #releaseWake = (): void => {
-    this.#wakeHeld = false;
-    this.toMain.releaseWake();
-  };
   #nextId = 1;
 
   /**
@@ -124,11 +118,7 @@ export class WorkerHub {
    * answers read from every socket this turn then reach it with one wake-up, as one batch.
    */
   relay(connId: number, body: Uint8Array): boolean {
-    if (!this.#wakeHeld) {
-      this.#wakeHeld = true;
-      this.toMain.holdWake();
-      setImmediate(this.#releaseWake);
-    }
+    this.toMain.holdWakeForTurn();
     return this.toMain.write(connId, body);
   }
 

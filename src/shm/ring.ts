@@ -272,6 +272,18 @@ export class RingWriter {
     this.wakeReader(this.tail);
   }
 
+  /**
+   * holdWake() until the end of this event-loop turn (a setImmediate releases it), for a writer
+   * called from many callbacks of one turn; a no-op while a hold is in force already.
+   */
+  holdWakeForTurn(): void {
+    if (this.wakeHeld) return;
+    this.wakeHeld = true;
+    setImmediate(this.releaseWakeBound);
+  }
+
+  private readonly releaseWakeBound = (): void => this.releaseWake();
+
   /** Resolves when every queued message has been written into the ring (rejects if destroy() dropped them). */
   flushed(): Promise<void> {
     if (this.queueHead === this.queue.length) return kResolved;
