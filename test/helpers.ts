@@ -74,7 +74,9 @@ export async function killAll(processes: Iterable<ChildProcess>): Promise<void> 
 /** A fresh private temp dir; removed by the returned function. */
 export function tempDir(): { dir: string; remove(): void } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ogurpchik-test-'));
-  return { dir, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
+  // Retried: a stopped discovery watch may still be finishing the mkdir of the directory it was
+  // about to watch (ensureTrustedDir cannot be cancelled), racing the recursive removal (ENOTEMPTY).
+  return { dir, remove: () => fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 }) };
 }
 
 /** Resolves with the rejection of `p`, failing if it resolves. */
