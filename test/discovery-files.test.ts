@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline';
 import { FileDiscovery } from '../src/discovery/files.js';
 import { Node, tcp } from '../src/index.js';
 import { processStartTime } from '../src/proc.js';
-import { rejectionOf, tempDir } from './helpers.js';
+import { rejectionOf, sleep, tempDir } from './helpers.js';
 
 const topology = { transport_kind: 'tcp' as const, codec_kind: 'msgpack' as const, map: { '0': '127.0.0.1:41237' } };
 
@@ -119,6 +119,34 @@ describe('file discovery backend', function () {
     const p = rejectionOf(d.waitFor('never', { signal: ac.signal }));
     ac.abort();
     assert.equal((await p).code, 'CANCELLED');
+  });
+
+  it('a cancelled or timed-out waitFor settles only once its watch has stopped: no directory appears after it settled', async () => {
+    // The watch's mkdir is slowed, so one not awaited on stop would land well after the settle.
+    const realMkdir = fs.promises.mkdir;
+    fs.promises.mkdir = (async (...args: Parameters<typeof realMkdir>) => {
+      await sleep(100);
+      return realMkdir(...args);
+    }) as typeof realMkdir;
+    try {
+      for (const end of ['abort', 'timeout'] as const) {
+        const target = path.join(dir, end);
+        const ac = new AbortController();
+        const waiting = new FileDiscovery({ dir: target }).waitFor('never', end === 'abort' ? { signal: ac.signal } : { timeoutMs: 1 });
+        if (end === 'abort') ac.abort();
+        const existedWhenSettled = await waiting.then(
+          () => assert.fail('resolved'),
+          (err) => {
+            assert.equal(err.code, end === 'abort' ? 'CANCELLED' : 'UNAVAILABLE');
+            return fs.existsSync(target);
+          },
+        );
+        await sleep(250);
+        assert.equal(fs.existsSync(target), existedWhenSettled, `${end}: the directory appeared after waitFor settled`);
+      }
+    } finally {
+      fs.promises.mkdir = realMkdir;
+    }
   });
 
   it('a discovery directory path that is a file: INVALID_ARGUMENT saying so, not a raw EEXIST', async () => {

@@ -148,14 +148,16 @@ export class FileDiscovery implements DiscoveryBackend {
   /**
    * Runs `look` now, on every change in the directory, and every `pollMs` (a watcher misses a dead
    * owner, and events on some filesystems), one run at a time, and hands each result to `seen`
-   * and each failure to `fail`, until the returned stop is called.
+   * and each failure to `fail`, until the returned stop is called. Stop resolves once the I/O
+   * already under way (creating the directory, a look) has ended; none starts after it.
    */
-  #follow<T>(pollMs: number, look: () => Promise<T>, seen: (value: T) => void, fail: (err: RpcError) => void): () => void {
+  #follow<T>(pollMs: number, look: () => Promise<T>, seen: (value: T) => void, fail: (err: RpcError) => void): () => Promise<void> {
     let stopped = false;
     let running = false;
     let again = false;
     let watcher: fs.FSWatcher | undefined;
     let poll: ReturnType<typeof setInterval> | undefined;
+    let looking: Promise<unknown> = Promise.resolve();
     const run = () => {
       if (stopped) return;
       if (running) {
@@ -163,7 +165,7 @@ export class FileDiscovery implements DiscoveryBackend {
         return;
       }
       running = true;
-      look()
+      looking = look()
         .then(
           (value) => !stopped && seen(value),
           (err) => !stopped && fail(asRpcError(err, `reading the discovery directory ${this.dir} failed`)),
@@ -176,7 +178,8 @@ export class FileDiscovery implements DiscoveryBackend {
           }
         });
     };
-    ensureTrustedDir(this.dir).then(
+    // A mkdir cannot be cancelled: stop waits for it rather than let it land after the caller moved on.
+    const starting = ensureTrustedDir(this.dir).then(
       () => {
         if (stopped) return;
         try {
@@ -190,10 +193,11 @@ export class FileDiscovery implements DiscoveryBackend {
       },
       (err) => !stopped && fail(asRpcError(err, `cannot use the discovery directory ${this.dir}`)),
     );
-    return () => {
+    return async () => {
       stopped = true;
       watcher?.close();
       if (poll) clearInterval(poll);
+      await Promise.allSettled([starting, looking]);
     };
   }
 

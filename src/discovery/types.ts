@@ -225,39 +225,41 @@ export function asStoredRecord(value: unknown): StoredRecord | undefined {
 /**
  * The waiting part every backend's waitFor shares: settles once, with the record `watch` reports,
  * UNAVAILABLE after `timeoutMs`, CANCELLED on abort, or the error `watch` reports. `watch` starts
- * whatever the backend watches with (a file watcher, polling, an etcd watch) and returns its cleanup.
+ * whatever the backend watches with (a file watcher, polling, an etcd watch) and returns its cleanup;
+ * a cleanup that returns a promise is awaited before the wait settles, so a settled wait does no more I/O.
  */
 export function waitForRecord(
   name: string,
   options: { timeoutMs?: number; signal?: AbortSignal },
-  watch: (found: (record: StoredRecord) => void, fail: (err: Error) => void) => () => void,
+  watch: (found: (record: StoredRecord) => void, fail: (err: Error) => void) => () => void | Promise<void>,
 ): Promise<StoredRecord> {
   return new Promise((resolve, reject) => {
     let done = false;
-    let stop: (() => void) | undefined;
+    let stop: (() => void | Promise<void>) | undefined;
+    let settle: (() => void) | undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
+    const stopThenSettle = () => void Promise.resolve(stop!()).then(settle, settle);
     const finish = (err: Error | undefined, record?: StoredRecord) => {
       if (done) return;
       done = true;
       if (timer) clearTimeout(timer);
       options.signal?.removeEventListener('abort', onAbort);
-      stop?.();
-      if (err) reject(err);
-      else resolve(record!);
+      settle = () => (err ? reject(err) : resolve(record!));
+      // Without a cleanup yet, `watch` found the record synchronously: stopped once it returns, below.
+      if (stop) stopThenSettle();
     };
-    const onAbort = () => finish(new RpcError('CANCELLED', `waiting for ${name} was cancelled`));
-    if (options.signal?.aborted) return onAbort();
+    const cancelled = () => new RpcError('CANCELLED', `waiting for ${name} was cancelled`);
+    const onAbort = () => finish(cancelled());
+    if (options.signal?.aborted) return reject(cancelled());
     options.signal?.addEventListener('abort', onAbort, { once: true });
     const timeoutMs = timeLimit('timeoutMs', options.timeoutMs);
     if (timeoutMs !== undefined) {
       timer = setTimeout(() => finish(new RpcError('UNAVAILABLE', `service ${name} did not appear within ${timeoutMs} ms`)), timeoutMs);
     }
-    const cleanup = watch(
+    stop = watch(
       (record) => finish(undefined, record),
       (err) => finish(err),
     );
-    // `watch` may have found the record synchronously, before there was a cleanup to call.
-    if (done) cleanup();
-    else stop = cleanup;
+    if (done) stopThenSettle();
   });
 }
