@@ -11,8 +11,9 @@
  */
 import net from 'node:net';
 import { parseArgs } from 'node:util';
-import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { Worker, isMainThread, workerData } from 'node:worker_threads';
 import { createRing, RingReader, RingWriter } from '../src/shm/ring.js';
+import { listenAndReport, reportLine } from './lib/children.js';
 import { FrameSplitter } from './lib/frames.js';
 
 /** Each ring's data area, as ours' main <-> worker rings. */
@@ -44,9 +45,9 @@ if (isMainThread) {
     },
   }, { keepAlive: false }).start();
   const worker = new Worker(new URL(import.meta.url), { workerData: rings });
-  worker.on('message', (line: object) => process.stdout.write(`${JSON.stringify(line)}\n`));
+  worker.on('message', reportLine);
   worker.once('error', (err) => {
-    process.stdout.write(`${JSON.stringify({ error: `main chain server worker failed: ${err.message}` })}\n`);
+    reportLine({ error: `main chain server worker failed: ${err.message}` });
     process.exit(2);
   });
   const stop = (): void => process.exit(0);
@@ -107,17 +108,5 @@ function serve(rings: Rings): void {
       batches[conn] = [];
     });
   });
-  const report = (line: object): void => parentPort!.postMessage(line);
-  server.once('error', (err) => report({ error: `main chain server could not listen: ${err.message}` }));
-  if (values.kind === 'tcp') {
-    server.listen({ host: '127.0.0.1', port: 0 }, () => {
-      const { address, port } = server.address() as net.AddressInfo;
-      report({ kind: 'tcp', host: address, port });
-    });
-  } else if (values.kind === 'unix' && values.path !== undefined) {
-    const path = values.path;
-    server.listen({ path }, () => report({ kind: 'unix', path }));
-  } else {
-    report({ error: 'main chain server: expected --kind tcp, or --kind unix --path <path>' });
-  }
+  listenAndReport(server, { kind: values.kind, path: values.path, label: 'main chain server' });
 }

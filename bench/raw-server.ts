@@ -9,8 +9,9 @@
 
 import net from 'node:net';
 import { parseArgs } from 'node:util';
-import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { Worker, isMainThread, workerData } from 'node:worker_threads';
 import { busySlices, sliceMsOf } from './lib/busy.js';
+import { listenAndReport, reportLine } from './lib/children.js';
 import { FrameSplitter } from './lib/frames.js';
 
 const { values } = parseArgs({
@@ -24,21 +25,16 @@ const { values } = parseArgs({
   },
 });
 
-function report(line: object): void {
-  if (!isMainThread) parentPort!.postMessage(line);
-  else process.stdout.write(`${JSON.stringify(line)}\n`);
-}
-
 if (isMainThread && values['in-worker']) {
   // The server runs in the worker; this thread reports its address, then is kept busy.
   const worker = new Worker(new URL(import.meta.url), { workerData: process.argv.slice(2) });
   worker.once('message', (line: object) => {
-    report(line);
+    reportLine(line);
     const sliceMs = sliceMsOf(values['busy-slice-ms']);
     if (sliceMs > 0 && !('error' in line)) busySlices(sliceMs);
   });
   worker.once('error', (err) => {
-    report({ error: `raw server worker failed: ${err.message}` });
+    reportLine({ error: `raw server worker failed: ${err.message}` });
     process.exit(2);
   });
   const stop = (): void => process.exit(0);
@@ -49,7 +45,6 @@ if (isMainThread && values['in-worker']) {
 }
 
 function serve(): void {
-
   const server = net.createServer((socket) => {
     socket.setNoDelay(true);
     socket.on('error', () => socket.destroy());
@@ -72,23 +67,7 @@ function serve(): void {
     });
   });
 
-  server.once('error', (err) => {
-    report({ error: `raw server could not listen: ${err.message}` });
-    process.exit(2);
-  });
-
-  if (values.kind === 'tcp') {
-    server.listen({ host: '127.0.0.1', port: 0 }, () => {
-      const { address, port } = server.address() as net.AddressInfo;
-      report({ kind: 'tcp', host: address, port });
-    });
-  } else if (values.kind === 'unix' && values.path !== undefined) {
-    const path = values.path;
-    server.listen({ path }, () => report({ kind: 'unix', path }));
-  } else {
-    report({ error: 'raw server: expected --kind tcp, or --kind unix --path <path>' });
-    process.exit(2);
-  }
+  listenAndReport(server, { kind: values.kind, path: values.path, label: 'raw server' });
 
   const shutdown = (): void => {
     server.close(() => process.exit(0));

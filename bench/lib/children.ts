@@ -16,6 +16,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isMainThread, parentPort } from 'node:worker_threads';
 
 export type ServerAddress =
   | { kind: 'tcp'; host: string; port: number }
@@ -33,6 +34,37 @@ export function connectSocket(address: ServerAddress): Promise<net.Socket> {
       resolve(socket);
     });
   });
+}
+
+/** The child side: prints `line` as the child's JSON line, or posts it to the parent thread from a worker (whose process prints it). */
+export function reportLine(line: object): void {
+  if (isMainThread) process.stdout.write(`${JSON.stringify(line)}\n`);
+  else parentPort!.postMessage(line);
+}
+
+/**
+ * The child side: listens `server` on `--kind tcp` (127.0.0.1, a free port) or `--kind unix --path`,
+ * and reports its address with `reportLine`, or an error line starting with `label` when the
+ * arguments name neither or the listen fails; a child process then exits 2, a worker leaves that to
+ * its parent.
+ */
+export function listenAndReport(server: net.Server, options: { kind?: string; path?: string; label: string }): void {
+  const failed = (error: string): void => {
+    reportLine({ error });
+    if (isMainThread) process.exit(2);
+  };
+  server.once('error', (err) => failed(`${options.label} could not listen: ${err.message}`));
+  if (options.kind === 'tcp') {
+    server.listen({ host: '127.0.0.1', port: 0 }, () => {
+      const { address, port } = server.address() as net.AddressInfo;
+      reportLine({ kind: 'tcp', host: address, port });
+    });
+  } else if (options.kind === 'unix' && options.path !== undefined) {
+    const path = options.path;
+    server.listen({ path }, () => reportLine({ kind: 'unix', path }));
+  } else {
+    failed(`${options.label}: expected --kind tcp, or --kind unix --path <path>`);
+  }
 }
 
 /** Why a server child did not come up. `reported` means the child said why (see `message`). */
