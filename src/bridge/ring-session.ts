@@ -41,7 +41,7 @@ export interface RingSessionOptions {
   onEnded(reason: RpcError): void;
   /** The session failed on a record (it is closed and the other end told): for an owner with more to end. */
   onFailed?(reason: RpcError): void;
-  /** Told of each envelope body written to the ring ('out') or taken from it ('in'). */
+  /** Told of each envelope body written to the ring ('out') or taken from it ('in'): an isolate counts them for its stats. */
   onBody?(direction: 'in' | 'out'): void;
 }
 
