@@ -1,7 +1,8 @@
 /** Channel.readySession's one-endpoint shortcut: it never hands out a session the endpoints no longer offer. */
 import assert from 'node:assert/strict';
 import { RpcError, unix, type TransportDescriptor } from '../src/index.js';
-import { Channel, type Resolver } from '../src/main/channel.js';
+import { Channel } from '../src/main/channel.js';
+import type { Resolver } from '../src/discovery/resolver.js';
 import { reconnectOptions } from '../src/main/reconnect.js';
 import type { RemoteTask } from '../src/main/remote-task.js';
 import type { Session } from '../src/session/session.js';

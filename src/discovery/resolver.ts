@@ -7,8 +7,16 @@ import type { TransportDescriptor } from '../transport/descriptors.js';
 import { transportFromRecord, transportsFromRecords, type ExpectedKinds } from './topology.js';
 import { lookupAll, watchRecords, type DiscoveryBackend } from './types.js';
 
+/** Where a client's endpoints come from when it found its server through discovery (what its Channel follows). */
+export interface Resolver {
+  /** The transports the live records name now. */
+  resolve(): Promise<TransportDescriptor[]>;
+  /** Calls `onChange` with the transports whenever the records change; returns the stop. */
+  watch(onChange: (transports: TransportDescriptor[]) => void, onError: (err: RpcError) => void): () => void;
+}
+
 /** The endpoints that one name's live records list, read on demand or followed as they change. */
-export class NameResolver {
+export class NameResolver implements Resolver {
   readonly #discovery: DiscoveryBackend;
   readonly #name: string;
   readonly #expected: ExpectedKinds;

@@ -8,6 +8,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { RpcError } from '../errors.js';
+import type { Resolver } from '../discovery/resolver.js';
 import type { Session } from '../session/session.js';
 import { formatAddress, type TransportDescriptor } from '../transport/descriptors.js';
 import type { CallOptions } from '../types.js';
@@ -20,14 +21,6 @@ import { backoffDelay, type ReconnectOptions } from './reconnect.js';
 import type { RemoteTask } from './remote-task.js';
 
 const log = logger('client');
-
-/** Where a client's endpoints come from when it found its server through discovery. */
-export interface Resolver {
-  /** The transports the live records name now. */
-  resolve(): Promise<TransportDescriptor[]>;
-  /** Calls `onChange` with the transports whenever the records change; returns the stop. */
-  watch(onChange: (transports: TransportDescriptor[]) => void, onError: (err: RpcError) => void): () => void;
-}
 
 /** How a Channel opens connections, and what it does when they fail. */
 export interface ChannelOptions {

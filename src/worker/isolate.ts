@@ -1,19 +1,18 @@
 /**
  * The entry of a plugin's own worker thread (isolate transport). There is no socket: the plugin's
  * handler is served by a call session bound directly to the rings shared with the host's main
- * thread, so a call costs one thread hop each way. The thread has no other task: it always adopts
- * its spec's ring pair, and its one connection has id kClientConnectionId there (announced by
- * ready(), not by a ConnOpen record).
+ * thread (a RingSession, ../bridge/ring-session.ts), so a call costs one thread hop each way. The
+ * thread has no other task: it always adopts its spec's ring pair, and its one connection has id
+ * kClientConnectionId there (announced by ready(), not by a ConnOpen record).
  */
 import { workerData } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import { RpcError, sendsStacks, toWireError } from '../errors.js';
 import { createCodec } from '../codec/index.js';
-import { ControlKind, encodeControl, kClientConnectionId, kHubWord, type ReadyResult, type TaskControl, type TaskSpec } from '../bridge/control.js';
+import { kClientConnectionId, kHubWord, type ReadyResult, type TaskControl, type TaskSpec } from '../bridge/control.js';
 import { nodeEndpoint } from '../bridge/endpoint.js';
-import { Session } from '../session/session.js';
+import { RingSession } from '../bridge/ring-session.js';
 import { RingReader, RingWriter } from '../shm/ring.js';
-import { kindOf } from '../protocol/envelope.js';
 import type { Handler, PeerClient } from '../types.js';
 
 /** What a plugin module may export. */
@@ -27,7 +26,7 @@ const spec = workerData as TaskSpec;
 Atomics.store(spec.thread, kHubWord, spec.hub.id);
 const toMain = new RingWriter(spec.hub.toMain);
 const codec = createCodec(spec.codec, spec.decodeLimits);
-let session: Session | undefined;
+let conn: RingSession | undefined;
 let finished = false;
 /** For stats(): messages from and to the host. */
 let messagesIn = 0;
@@ -35,21 +34,7 @@ let messagesOut = 0;
 
 const fromMain = new RingReader(
   spec.hub.toWorker,
-  {
-    onMessage: (_tag, bytes) => {
-      // The host closes the plugin's one connection (its side failed): the plugin goes with it.
-      if (kindOf(bytes) === ControlKind.CloseConn) {
-        void close();
-        return;
-      }
-      messagesIn++;
-      try {
-        session?.receive(bytes);
-      } catch (err) {
-        void close(RpcError.is(err) ? err : new RpcError('PROTOCOL', String(err)));
-      }
-    },
-  },
+  { onMessage: (_tag, bytes) => conn?.record(bytes) },
   { spinMicros: spec.idle.spinMicros, pollMicros: spec.idle.pollMicros },
 );
 
@@ -64,22 +49,27 @@ async function open(): Promise<ReadyResult> {
   if (mod.handler === undefined && mod.onConnect === undefined) {
     return { ok: false, error: toWireError(new RpcError('INVALID_ARGUMENT', `plugin ${spec.transport.module} exports neither \`handler\` nor \`onConnect\``)) };
   }
-  session = new Session({
-    codec,
-    peer: { transport: 'isolate', auth: 'none', connectionId: kClientConnectionId, pid: process.pid },
-    handler: mod.handler,
-    send: (head, payload) => {
-      messagesOut++;
-      return toMain.write2(kClientConnectionId, head, payload) ? undefined : toMain.flushed();
+  conn = new RingSession({
+    session: {
+      codec,
+      peer: { transport: 'isolate', auth: 'none', connectionId: kClientConnectionId, pid: process.pid },
+      handler: mod.handler,
+      sendStacks: sendsStacks(spec.remoteStacks, 'isolate'),
     },
-    sendStacks: sendsStacks(spec.remoteStacks, 'isolate'),
+    end: 'worker',
+    ring: () => toMain,
+    // The host closes the plugin's one connection (its side failed): the plugin goes with it.
+    onEnded: () => void close(),
+    onFailed: finish,
+    onBody: (direction) => (direction === 'in' ? messagesIn++ : messagesOut++),
   });
+  const session = conn.session;
   fromMain.start();
   if (mod.onConnect) {
     // The plugin's own start-up calls run after ready() has been answered.
     setImmediate(() => {
       Promise.resolve()
-        .then(() => mod.onConnect!(session!))
+        .then(() => mod.onConnect!(session))
         .catch((err) => process.emitWarning(`ogurpchik plugin onConnect failed: ${(err as Error)?.stack ?? err}`));
     });
   }
@@ -88,10 +78,16 @@ async function open(): Promise<ReadyResult> {
 
 async function close(reason = new RpcError('CLOSED', 'the host closed the plugin')): Promise<void> {
   if (finished) return;
+  conn?.close(reason);
+  conn?.closeOtherEnd(reason);
+  finish();
+}
+
+/** The plugin's one connection has closed, and the host has been told: the rings go, and the thread ends. */
+function finish(): void {
+  if (finished) return;
   finished = true;
-  session?.close(reason);
   try {
-    toMain.write(kClientConnectionId, encodeControl(ControlKind.ConnClosed, toWireError(reason)));
     toMain.close();
   } catch {
     // the host side is gone
