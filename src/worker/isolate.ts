@@ -6,11 +6,10 @@
  * ready(), not by a ConnOpen record).
  */
 import { workerData } from 'node:worker_threads';
-import * as Comlink from 'comlink';
 import { RpcError, sendsStacks, toWireError } from '../errors.js';
 import { createCodec } from '../codec/index.js';
 import { ControlKind, encodeControl, kClientConnectionId, kHubWord, type ReadyResult, type TaskControl, type TaskSpec } from '../bridge/control.js';
-import { nodeEndpoint } from '../bridge/endpoint.js';
+import { exposeThreadControl } from '../bridge/thread-control.js';
 import { Session } from '../session/session.js';
 import { RingReader, RingWriter } from '../shm/ring.js';
 import { kindOf } from '../protocol/envelope.js';
@@ -25,6 +24,7 @@ interface PluginModule {
 
 const spec = workerData as TaskSpec;
 Atomics.store(spec.thread, kHubWord, spec.hub.id);
+Atomics.notify(spec.thread, kHubWord);
 const toMain = new RingWriter(spec.hub.toMain);
 const codec = createCodec(spec.codec, spec.decodeLimits);
 let session: Session | undefined;
@@ -98,7 +98,7 @@ async function close(reason = new RpcError('CLOSED', 'the host closed the plugin
   }
   fromMain.stop();
   // Let comlink's reply leave, then let the thread end on its own.
-  setImmediate(() => spec.port.close());
+  setImmediate(() => spec.hub.control.close());
 }
 
 const ready = open();
@@ -112,4 +112,5 @@ const control: TaskControl = {
   // messages are its frames.
   stats: () => ({ connections: finished ? 0 : 1, accepted: 1, framesIn: messagesOut, framesOut: messagesIn }),
 };
-Comlink.expose(control, nodeEndpoint(spec.port));
+// The pair is this plugin's alone: its one task answers for every key.
+exposeThreadControl(spec.hub.control, () => control);
