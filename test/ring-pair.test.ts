@@ -48,6 +48,8 @@ describe('shared ring pair', function () {
     assert.equal(pairs.size, 1, `one ring pair for all: ${[...pairs]}`);
     const [id] = pairs;
     assert.equal(typeof id, 'number');
+    // The server's side of each connection is announced to this thread by a record on the pair, read a moment after the client's start().
+    await waitUntil(() => ringPairs().some((p) => p.connections === 2 * kConnections), 5000, 'every connection announced on the pair');
     const live = ringPairs().filter((p) => p.tasks > 0);
     assert.equal(live.length, 1, `one pair carries every task: ${JSON.stringify(live)}`);
     // The listener and the 64 client tasks; its 64 served connections and the 64 client ones.
@@ -58,6 +60,23 @@ describe('shared ring pair', function () {
       const answers = await Promise.all(all.map((c, i) => c.client.call({ i, round })));
       assert.deepEqual(answers, all.map((_, i) => ({ i, round })));
     }
+  });
+
+  it('64 connections on one pool thread hold one control channel in all, not a MessagePort each, and each still answers stats() and close()', async () => {
+    const file = path.join(tmp.dir, 's.sock');
+    const server = await new Node({ pool: kPool }).serve(unix(file), { onRequest: (req: unknown) => req }).start();
+    nodes.push(server);
+    const ports = () => process.getActiveResourcesInfo().filter((r) => r === 'MessagePort').length;
+    const before = ports();
+    const all = await clients(file, kConnections);
+    // The channels offered with each task's spec and not taken close a moment after start().
+    await waitUntil(() => ports() <= before + 1, 5000, `one channel in all: MessagePorts ${before} before the clients, ${ports()} after`);
+    for (const [i, c] of all.entries()) assert.deepEqual(await c.client.call({ i }), { i });
+    // stats() asks each task's worker over the shared channel.
+    for (const c of all) assert.ok((await c.stats()).endpoints[0].framesOut >= 1);
+    await Promise.all(all.slice(0, kConnections / 2).map((c) => c.close()));
+    for (const c of all.slice(kConnections / 2)) assert.deepEqual(await c.client.call({ still: true }), { still: true });
+    assert.equal((await server.stats()).listeners[0].connections, kConnections / 2);
   });
 
   it('with two pool threads, client connections are packed on one (one pair), the listener goes to the other', async () => {

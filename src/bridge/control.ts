@@ -78,13 +78,12 @@ export interface TaskSpec extends TaskConfig {
   /**
    * Two shared words, stored by the task's first act, before it loads anything: its worker's
    * threadId (word kThreadWord), so the main thread can terminate that thread if the task never
-   * answers; and the id of the ring pair it joined (word kHubWord).
+   * answers; and the id of the ring pair it joined (word kHubWord, notified), whose control
+   * channel is then the task's.
    */
   thread: Int32Array;
   /** shm with a main-thread caller or handler: each connection's rings go to the main thread once it is set up (ShmHandOver). */
   shmDirect?: boolean;
-  /** The comlink endpoint for `TaskControl`; moved into the task. */
-  port: MessagePort;
 }
 
 /**
@@ -100,6 +99,12 @@ export interface HubOffer {
   /** Main → worker ring and worker → main ring. */
   toWorker: SharedArrayBuffer;
   toMain: SharedArrayBuffer;
+  /**
+   * The pair's control channel: the worker exposes ThreadControl on it for every task that rides
+   * the pair, so a thread pair has one MessagePort however many connections it carries. Moved to
+   * the worker with the spec; the worker closes it when it joins another pair instead.
+   */
+  control: MessagePort;
 }
 
 /** Words of TaskSpec.thread. */
@@ -155,6 +160,20 @@ export interface TaskControl {
   stats(): TaskStats;
   /** A listener's connection on shm's direct path (announced by ConnOpen): its rings, once; undefined when it has closed. */
   takeShm(connectionId: number): ShmHandOver | undefined;
+}
+
+/**
+ * What a worker thread exposes on a ring pair's control channel (HubOffer.control): the
+ * TaskControl of each task riding the pair, by TaskSpec.key. A key whose task has ended (or never
+ * joined) answers at once: ready() with CLOSED, close() and drain() resolved, stats() and
+ * takeShm() undefined, so no call waits on a task that is gone.
+ */
+export interface ThreadControl {
+  ready(key: number): Promise<ReadyResult>;
+  close(key: number): Promise<void>;
+  drain(key: number): Promise<void>;
+  stats(key: number): TaskStats | undefined;
+  takeShm(key: number, connectionId: number): ShmHandOver | undefined;
 }
 
 /** Connection id of an isolate plugin's single connection (its ring pair is its own). */

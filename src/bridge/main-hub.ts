@@ -11,11 +11,13 @@
  * offered pair until someone learns that it was adopted: what the worker writes meanwhile waits
  * in the ring. The worker closes a pair when its last task there ends; this end then drops it.
  */
-import { threadId } from 'node:worker_threads';
+import { MessageChannel, threadId, type MessagePort } from 'node:worker_threads';
+import * as Comlink from 'comlink';
 import { RpcError } from '../errors.js';
 import { widestWindows, type RingWindows } from '../idle.js';
 import { kindOf } from '../protocol/envelope.js';
-import { ControlKind, decodeControl, type ConnOpenRecord, type HubOffer } from './control.js';
+import { ControlKind, decodeControl, type ConnOpenRecord, type HubOffer, type ThreadControl } from './control.js';
+import { nodeEndpoint } from './endpoint.js';
 import { IdTable } from '../session/id-table.js';
 import { RingReader, RingWriter, createRing } from '../shm/ring.js';
 import { weighShared } from '../shm/weigh.js';
@@ -57,8 +59,10 @@ export function offerHub(ringBytes: number): HubOffer {
   const rings = at >= 0 ? spareRings.splice(at, 1)[0]!.rings : { toWorker: createRing(ringBytes), toMain: createRing(ringBytes) };
   weighShared(rings.toWorker);
   weighShared(rings.toMain);
-  const offer: HubOffer = { id: ++lastHubId, owner: threadId, ...rings };
-  hubs.set(offer.id, new MainHub(offer, ringBytes));
+  // A fresh channel each time: the one of an unused offer went to the worker, which closed it.
+  const { port1, port2 } = new MessageChannel();
+  const offer: HubOffer = { id: ++lastHubId, owner: threadId, ...rings, control: port2 };
+  hubs.set(offer.id, new MainHub(offer, ringBytes, port1));
   return offer;
 }
 
@@ -76,6 +80,7 @@ export function discardOffer(id: number): void {
   const hub = hubs.get(id);
   if (hub === undefined || hub.adopted) return;
   hubs.delete(id);
+  hub.closeControl();
   if (spareRings.length < kMaxSpareRings) spareRings.push(hub.spare);
 }
 
@@ -110,11 +115,37 @@ export class MainHub {
   #delivering = 0;
 
   readonly #ringBytes: number;
+  /** This end of the pair's control channel (HubOffer.control). */
+  readonly #port: MessagePort;
+  readonly #control: Comlink.Remote<ThreadControl>;
+  #controlClosed = false;
 
-  constructor(offer: HubOffer, ringBytes: number) {
+  constructor(offer: HubOffer, ringBytes: number, port: MessagePort) {
     this.id = offer.id;
     this.#offer = offer;
     this.#ringBytes = ringBytes;
+    this.#port = port;
+    this.#control = Comlink.wrap<ThreadControl>(nodeEndpoint(port));
+  }
+
+  /**
+   * The TaskControl of each task riding the pair, by key; undefined once the pair has closed. A
+   * call the worker never answers (its thread died) stays pending: callers race each call with
+   * their task's end.
+   */
+  get control(): Comlink.Remote<ThreadControl> | undefined {
+    return this.#controlClosed ? undefined : this.#control;
+  }
+
+  /**
+   * Ends the control channel (the pair closed, or its offer went unused). The proxy's release lets
+   * go of the calls still pending on it, which would otherwise keep it and what they hold reachable.
+   */
+  closeControl(): void {
+    if (this.#controlClosed) return;
+    this.#controlClosed = true;
+    this.#control[Comlink.releaseProxy]();
+    this.#port.close();
   }
 
   /** The pair's two rings and the size they were made for, to offer again when nobody adopted them. */
@@ -197,6 +228,7 @@ export class MainHub {
     this.#toWorker?.destroy();
     this.#toWorker = undefined;
     this.#routes.clear();
+    this.closeControl();
   }
 
   #onMessage(connId: number, bytes: Uint8Array): void {

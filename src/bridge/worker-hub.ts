@@ -5,7 +5,8 @@
  * batch and one wake-up per direction, as it is over one connection.
  */
 import { widestWindows, type RingWindows } from '../idle.js';
-import type { HubOffer } from './control.js';
+import type { HubOffer, TaskControl } from './control.js';
+import { exposeThreadControl } from './thread-control.js';
 import { RingReader, RingWriter } from '../shm/ring.js';
 import type { Connection } from '../worker/connection.js';
 
@@ -27,7 +28,10 @@ export class WorkerHub {
   readonly toMain: RingWriter;
   readonly #fromMain: RingReader;
   readonly #owner: number;
-  readonly #members = new Set<HubMember>();
+  /** Its tasks' controls, by TaskSpec.key: the pair's control channel answers for them. */
+  readonly #members = new Map<HubMember, number>();
+  readonly #controls = new Map<number, TaskControl>();
+  readonly #control: HubOffer['control'];
   readonly #routes = new Map<number, HubMember>();
   /**
    * Connections with frames queued, each once (Connection#flushQueued), flushed at the batch's or
@@ -41,17 +45,21 @@ export class WorkerHub {
   #nextId = 1;
 
   /**
-   * Joins `member` to this thread's hub for the offering main thread, adopting `offer` when there
-   * is none yet (else the offer goes unused). The caller stores the returned hub's id in its
-   * TaskSpec.thread, which is how the main thread learns which pair carries the task.
+   * Joins `member` (task `key`, controlled by `control`) to this thread's hub for the offering
+   * main thread, adopting `offer` when there is none yet (else the offer and its control channel
+   * go unused). The caller stores the returned hub's id in its TaskSpec.thread, which is how the
+   * main thread learns which pair, and which control channel, carries the task.
    */
-  static join(offer: HubOffer, member: HubMember): WorkerHub {
+  static join(offer: HubOffer, member: HubMember, key: number, control: TaskControl): WorkerHub {
     let hub = hubs.get(offer.owner);
     if (hub === undefined) {
       hub = new WorkerHub(offer);
       hubs.set(offer.owner, hub);
+    } else {
+      offer.control.close();
     }
-    hub.#members.add(member);
+    hub.#members.set(member, key);
+    hub.#controls.set(key, control);
     hub.#retune();
     return hub;
   }
@@ -59,6 +67,8 @@ export class WorkerHub {
   private constructor(offer: HubOffer) {
     this.id = offer.id;
     this.#owner = offer.owner;
+    this.#control = offer.control;
+    exposeThreadControl(offer.control, (key) => this.#controls.get(key));
     this.toMain = new RingWriter(offer.toMain);
     this.#fromMain = new RingReader(offer.toWorker, {
       onMessage: (id, bytes, owned) => {
@@ -132,7 +142,10 @@ export class WorkerHub {
    * the pair (after the records already written), which tells the main thread to drop its end.
    */
   leave(member: HubMember): void {
-    if (!this.#members.delete(member)) return;
+    const key = this.#members.get(member);
+    if (key === undefined) return;
+    this.#members.delete(member);
+    this.#controls.delete(key);
     for (const [id, m] of this.#routes) if (m === member) this.#routes.delete(id);
     if (this.#members.size > 0) {
       this.#retune();
@@ -143,10 +156,12 @@ export class WorkerHub {
     this.#dirty = [];
     this.toMain.close();
     this.#fromMain.stop();
+    // After comlink's replies of this turn (the leaving task's close(), say) have gone out.
+    setImmediate(() => this.#control.close());
   }
 
   #retune(): void {
-    this.#fromMain.setWindows(widestWindows(this.#members));
+    this.#fromMain.setWindows(widestWindows(this.#members.keys()));
   }
 
   #flush(): void {

@@ -16,7 +16,7 @@ export class IsolateRunner implements TaskRunner {
   run(spec: TaskSpec): Promise<void> {
     const d = spec.transport as IsolateDescriptor;
     return new Promise((resolve, reject) => {
-      const worker = new Worker(kEntry, { workerData: spec, transferList: [spec.port as never], resourceLimits: d.resourceLimits });
+      const worker = new Worker(kEntry, { workerData: spec, transferList: [spec.hub.control as never], resourceLimits: d.resourceLimits });
       this.#worker = worker;
       let failure: Error | undefined;
       worker.on('error', (err: Error & { code?: string }) => {

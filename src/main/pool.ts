@@ -110,7 +110,7 @@ export class PoolLease implements TaskRunner {
     }
     s.active++;
     const task = { ...spec, [kPlacement]: { client: spec.role === 'connect' } satisfies Placement };
-    const done = s.pool.run(task, { transferList: [spec.port] as never });
+    const done = s.pool.run(task, { transferList: [spec.hub.control] as never });
     return done.finally(() => s.active--);
   }
 

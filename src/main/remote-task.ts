@@ -1,15 +1,12 @@
 /**
- * The main thread's side of one connection task: its comlink control proxy, the ring pair it
- * shares with the other tasks of its worker thread (../bridge/main-hub.ts), and the call sessions
- * of its relayed connections (./relayed-sessions.ts). Every session settles when the task ends,
- * however it ends.
+ * The main thread's side of one connection task: the ring pair it shares with the other tasks of
+ * its worker thread (../bridge/main-hub.ts), whose control channel carries its TaskControl calls,
+ * and the call sessions of its relayed connections (./relayed-sessions.ts). Every session settles
+ * when the task ends, however it ends.
  */
-import { MessageChannel } from 'node:worker_threads';
-import * as Comlink from 'comlink';
 import { RpcError, fromWireError, sendsStacks } from '../errors.js';
 import { sharedCodec } from '../codec/index.js';
-import { kHubWord, kThreadWord, type HandlerSpec, type TaskConfig, type TaskControl, type TaskSpec, type TaskStats } from '../bridge/control.js';
-import { nodeEndpoint } from '../bridge/endpoint.js';
+import { kHubWord, kThreadWord, type HandlerSpec, type ReadyResult, type TaskConfig, type TaskSpec, type TaskStats } from '../bridge/control.js';
 import type { Session } from '../session/session.js';
 import { formatAddress, type Address } from '../transport/descriptors.js';
 import type { Handler, PeerInfo } from '../types.js';
@@ -17,6 +14,7 @@ import { logger } from '../observe.js';
 import { nativeAvailable } from '../native/addon.js';
 import { discardOffer, hubById, offerHub, registerTask, unregisterTask, type HubTask, type MainHub } from '../bridge/main-hub.js';
 import { RelayedSessions } from './relayed-sessions.js';
+import { atomicsSignal } from '../shm/ring.js';
 
 const log = logger('connection');
 
@@ -55,7 +53,6 @@ export class RemoteTask implements HubTask {
   readonly #relayed: RelayedSessions;
   /** A connect task's session. */
   #client: Session | undefined;
-  readonly #control: Comlink.Remote<TaskControl>;
   /** This task's number among the process's tasks (TaskSpec.key). */
   readonly #key: number;
   /** The ring pair offered in the spec; the worker may have joined another. */
@@ -104,22 +101,19 @@ export class RemoteTask implements HubTask {
           }
         : undefined,
       hub: () => this.#hub,
-      takeShm: (connId) => this.#control.takeShm(connId),
+      takeShm: (connId) => this.#whenEnded(this.#hub?.control?.takeShm(this.#key, connId), undefined),
     });
     this.#key = registerTask(this);
     const offer = offerHub(options.ringBytes);
     this.#offerId = offer.id;
-    const { port1, port2 } = new MessageChannel();
     const spec: TaskSpec = {
       ...config,
       handler,
       key: this.#key,
       hub: offer,
       thread: this.#thread,
-      port: port2,
       ...(this.#direct ? { shmDirect: true } : {}),
     };
-    this.#control = Comlink.wrap<TaskControl>(nodeEndpoint(port1));
     // Its ring id comes with ConnOpen or ready(), whichever this thread hears first.
     if (config.role === 'connect') this.#client = this.#relayed.openClient();
     this.#ended = runner.run(spec).then(
@@ -127,7 +121,6 @@ export class RemoteTask implements HubTask {
       // A task that ran and then failed: its thread died (or was terminated), and its ring pair with it.
       (err: Error) => this.#end(RpcError.is(err) ? err : new RpcError('CLOSED', `the connection worker exited: ${err?.message ?? err}`, { cause: err }), true),
     );
-    this.#ended.finally(() => port1.close());
   }
 
   /** Starts a task and waits until it listens or is connected; rejects with the task's error. */
@@ -142,7 +135,7 @@ export class RemoteTask implements HubTask {
     const late = new Promise<'late'>((resolve) => {
       if (ms > 0) timer = setTimeout(() => resolve('late'), ms);
     });
-    const ready = await Promise.race([task.#control.ready(), ended, late]).finally(() => clearTimeout(timer));
+    const ready = await Promise.race([task.#ready(), ended, late]).finally(() => clearTimeout(timer));
     if (ready !== 'late') {
       const hub = task.#bindHub();
       // Its connection's id, if no ConnOpen said it yet: routed before the pair is read, so that
@@ -197,7 +190,8 @@ export class RemoteTask implements HubTask {
   /** What the task has carried since it started; undefined once it has ended (or ends meanwhile). */
   async stats(): Promise<TaskStats | undefined> {
     if (this.#endReason !== undefined) return undefined;
-    const stats = await Promise.race([this.#control.stats().catch(() => undefined), this.#ended.then(() => undefined)]);
+    const hub = await this.#joined();
+    const stats = await this.#whenEnded(hub?.control?.stats(this.#key), undefined);
     // A direct connection's frames pass this thread only.
     if (stats === undefined || !this.#direct) return stats;
     const { framesIn, framesOut } = this.#relayed.linkFrames;
@@ -210,15 +204,45 @@ export class RemoteTask implements HubTask {
       // runner kills that thread after the timeout, so close() always ends.
       const runner = this.#runner;
       const timer = runner.kill ? setTimeout(() => runner.kill!(Atomics.load(this.#thread, kThreadWord) || undefined), this.#closeTimeoutMs) : undefined;
-      // Direct connections: our Close and the rings' close records go in before the worker closes
-      // the control sockets, which each peer takes for the end of everything.
-      const linksEnded = this.#relayed.endLinks(new RpcError('CLOSED', 'the node was closed'));
-      if (linksEnded !== undefined) await linksEnded;
-      await Promise.race([this.#control.close().catch(() => {}), this.#ended]);
-      await this.#ended;
-      if (timer !== undefined) clearTimeout(timer);
+      try {
+        // Direct connections: our Close and the rings' close records go in before the worker
+        // closes the control sockets, which each peer takes for the end of everything.
+        const linksEnded = this.#relayed.endLinks(new RpcError('CLOSED', 'the node was closed'));
+        if (linksEnded !== undefined) await linksEnded;
+        const hub = await this.#joined();
+        await this.#whenEnded(hub?.control?.close(this.#key), undefined);
+        await this.#ended;
+      } finally {
+        if (timer !== undefined) clearTimeout(timer);
+      }
     }
     await this.#ended;
+  }
+
+  /** The worker's answer to ready(), asked on the control channel of the pair the task joined. */
+  async #ready(): Promise<ReadyResult> {
+    const hub = await this.#joined();
+    const control = hub?.control;
+    if (control === undefined) throw this.#endReason ?? new RpcError('CLOSED', 'the connection task ended before it was ready');
+    return control.ready(this.#key);
+  }
+
+  /**
+   * The ring pair the task's worker joined, once it has: the task's first act stores its id and
+   * notifies. Undefined if the task ends first (#end notifies too), or the pair has closed.
+   */
+  async #joined(): Promise<MainHub | undefined> {
+    for (;;) {
+      const hub = this.#bindHub();
+      if (hub !== undefined || this.#endReason !== undefined || Atomics.load(this.#thread, kHubWord) !== 0) return hub;
+      await atomicsSignal.wait(this.#thread, kHubWord, 0, Infinity);
+    }
+  }
+
+  /** `call`'s answer, or `fallback` once the task has ended (a dead thread answers nothing) or if the call failed. */
+  #whenEnded<T, F>(call: Promise<T> | undefined, fallback: F): Promise<T | F> {
+    if (call === undefined) return Promise.resolve(fallback);
+    return Promise.race([call.catch(() => fallback), this.#ended.then(() => fallback)]);
   }
 
   /**
@@ -257,7 +281,8 @@ export class RemoteTask implements HubTask {
   async drain(): Promise<void> {
     if (this.#endReason !== undefined || this.#relayed.draining) return;
     this.#relayed.drain();
-    await Promise.race([this.#control.drain().catch(() => {}), this.#ended]);
+    const hub = await this.#joined();
+    await this.#whenEnded(hub?.control?.drain(this.#key), undefined);
   }
 
   #end(ended: RpcError, threadDied: boolean): void {
@@ -277,10 +302,7 @@ export class RemoteTask implements HubTask {
     this.#endReason = reason;
     log('task ended: %s %s', reason.code, reason.message);
     this.#relayed.closeAll(reason);
-    // A control call the worker will never answer now (the close() of a connection that closed
-    // itself, say) stays in comlink's pending map, which comlink's FinalizationRegistry keeps
-    // reachable along with this task: without the release every closed connection's two rings
-    // (2 x ringBytes) and its task stayed allocated for good.
-    this.#control[Comlink.releaseProxy]();
+    // Wakes a #joined() still waiting for a worker that never ran the task.
+    Atomics.notify(this.#thread, kHubWord);
   }
 }

@@ -6,11 +6,10 @@
  * kClientConnectionId there (announced by ready(), not by a ConnOpen record).
  */
 import { workerData } from 'node:worker_threads';
-import * as Comlink from 'comlink';
 import { RpcError, sendsStacks, toWireError } from '../errors.js';
 import { createCodec } from '../codec/index.js';
 import { kClientConnectionId, kHubWord, type ReadyResult, type TaskControl, type TaskSpec } from '../bridge/control.js';
-import { nodeEndpoint } from '../bridge/endpoint.js';
+import { exposeThreadControl } from '../bridge/thread-control.js';
 import { RingSession } from '../bridge/ring-session.js';
 import { RingReader, RingWriter } from '../shm/ring.js';
 import type { Handler, PeerClient } from '../types.js';
@@ -24,6 +23,7 @@ interface PluginModule {
 
 const spec = workerData as TaskSpec;
 Atomics.store(spec.thread, kHubWord, spec.hub.id);
+Atomics.notify(spec.thread, kHubWord);
 const toMain = new RingWriter(spec.hub.toMain);
 const codec = createCodec(spec.codec, spec.decodeLimits);
 let conn: RingSession | undefined;
@@ -94,7 +94,7 @@ function finish(): void {
   }
   fromMain.stop();
   // Let comlink's reply leave, then let the thread end on its own.
-  setImmediate(() => spec.port.close());
+  setImmediate(() => spec.hub.control.close());
 }
 
 const ready = open();
@@ -108,4 +108,5 @@ const control: TaskControl = {
   // messages are its frames.
   stats: () => ({ connections: finished ? 0 : 1, accepted: 1, framesIn: messagesOut, framesOut: messagesIn }),
 };
-Comlink.expose(control, nodeEndpoint(spec.port));
+// The pair is this plugin's alone: its one task answers for every key.
+exposeThreadControl(spec.hub.control, () => control);

@@ -1,12 +1,11 @@
 /**
  * One long-lived piscina task: a listener with its accepted connections, or one outgoing
- * connection. It exposes `TaskControl` to the main thread over comlink and moves envelope bodies
- * to and from the main thread through the ring pair its thread shares with it
- * (../bridge/worker-hub.ts). How it starts is in ./open.ts, its connection counts in
+ * connection. It answers the main thread's `TaskControl` over the control channel of the ring
+ * pair its thread shares with the main thread (../bridge/worker-hub.ts), and moves envelope bodies
+ * to and from the main thread through that pair. How it starts is in ./open.ts, its connection counts in
  * ./task-connections.ts, what it tells the main thread of its relayed connections in ./main-relay.ts.
  */
 import { threadId } from 'node:worker_threads';
-import * as Comlink from 'comlink';
 import { RpcError, fromWireError, messageOf, sendsStacks, toWireError, type WireError } from '../errors.js';
 import { createCodec, type Codec } from '../codec/index.js';
 import { clientHandshake } from '../handshake/client.js';
@@ -14,7 +13,6 @@ import { serverHandshake } from '../handshake/server.js';
 import { loopbackTcpPeerPid } from '../handshake/signed-process.js';
 import { kindOf } from '../protocol/envelope.js';
 import { ControlKind, decodeControl, kHubWord, kThreadWord, type ReadyResult, type TaskControl, type TaskSpec } from '../bridge/control.js';
-import { nodeEndpoint } from '../bridge/endpoint.js';
 import { Session } from '../session/session.js';
 import type { AdapterContext } from '../transport/adapters.js';
 import { formatAddress, type Address, type TcpDescriptor } from '../transport/descriptors.js';
@@ -80,8 +78,16 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       // A client's worker also looks on after the caller's messages: its calls come in bursts.
       pollMicros: Math.max(spec.idle.pollMicros, clientPollMicros),
     };
-    this.#hub = WorkerHub.join(spec.hub, this);
+    const control: TaskControl = {
+      ready: () => this.#ready,
+      close: () => this.close(),
+      drain: () => this.#drain(),
+      stats: () => this.#conns.stats(),
+      takeShm: (id) => this.#relay?.take(id),
+    };
+    this.#hub = WorkerHub.join(spec.hub, this, spec.key, control);
     Atomics.store(spec.thread, kHubWord, this.#hub.id);
+    Atomics.notify(spec.thread, kHubWord);
     // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
     if (spec.role === 'connect' || spec.handler.kind === 'main') {
       const hub = this.#hub;
@@ -97,14 +103,6 @@ export class ConnectionTask implements ConnectionHost, HubMember {
         for (const conn of this.#conns.open.values()) conn.keepAlive(now, interval);
       }, Math.max(1, Math.floor(interval / 2)));
     }
-    const control: TaskControl = {
-      ready: () => this.#ready,
-      close: () => this.close(),
-      drain: () => this.#drain(),
-      stats: () => this.#conns.stats(),
-      takeShm: (id) => this.#relay?.take(id),
-    };
-    Comlink.expose(control, nodeEndpoint(spec.port));
   }
 
   relay?: (connId: number, body: Uint8Array) => boolean;
@@ -157,11 +155,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       if (this.#keepAliveTimer !== undefined) clearInterval(this.#keepAliveTimer);
       // After the records of its connections' closes: the last task to leave closes the pair.
       this.#hub.leave(this);
-      // Let comlink's reply to close() leave before the port goes away.
-      setImmediate(() => {
-        this.#spec.port.close();
-        this.#finish();
-      });
+      setImmediate(() => this.#finish());
     }
     return this.#done;
   }
