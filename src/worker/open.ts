@@ -1,13 +1,14 @@
 /**
  * What a connection task starts from: its handler module, its transport's listener or its
- * connected stream. Whatever fails becomes the RpcError that start() rejects with; a custom
+ * connected stream, and what a new stream says of its peer. Whatever fails becomes the RpcError that start() rejects with; a custom
  * adapter or handler module is the user's code, so its mistakes are said as such.
  */
 import { RpcError, messageOf } from '../errors.js';
 import { adapterFor, adapterOptions, type AdapterContext } from '../transport/adapters.js';
-import { formatAddress, type TransportDescriptor } from '../transport/descriptors.js';
+import { loopbackTcpPeerPid } from '../handshake/signed-process.js';
+import { formatAddress, type Address, type TcpDescriptor, type TransportDescriptor } from '../transport/descriptors.js';
 import type { ByteStream, StreamListener } from '../transport/types.js';
-import type { Handler } from '../types.js';
+import type { Handler, PeerInfo } from '../types.js';
 
 /** What a custom adapter's connect() must resolve with (ByteStream's methods the connection calls). */
 const kStreamMethods = ['start', 'write', 'pause', 'resume', 'end', 'destroy'] as const;
@@ -85,4 +86,23 @@ function withConnectTimeout(connecting: Promise<ByteStream>, ms: number): Promis
       },
     );
   });
+}
+
+/** The PeerInfo of a new connection `connectionId` over `stream` (auth 'none' until its handshake says otherwise). */
+export function peerOf(stream: ByteStream, transport: TransportDescriptor, connectionId: number): PeerInfo {
+  return {
+    transport: transport.kind === 'custom' ? transport.name : transport.kind,
+    auth: 'none',
+    connectionId,
+    ...(stream.remoteAddress !== undefined ? { address: stream.remoteAddress } : {}),
+    ...(stream.remotePid !== undefined ? { pid: stream.remotePid } : {}),
+    ...(stream.tls !== undefined ? { tls: stream.tls } : {}),
+  };
+}
+
+/** An accepted client's pid from the OS: the transport's own report (shm), else the loopback TCP socket table. */
+export async function peerPidOf(stream: ByteStream, transport: TransportDescriptor, listening: Address | undefined): Promise<number | undefined> {
+  if (stream.remotePid !== undefined) return stream.remotePid;
+  if (transport.kind !== 'tcp' || stream.remoteAddress === undefined || listening === undefined) return undefined;
+  return loopbackTcpPeerPid(stream.remoteAddress, (listening as TcpDescriptor).port);
 }

@@ -10,17 +10,16 @@ import { RpcError, fromWireError, messageOf, sendsStacks, toWireError, type Wire
 import { createCodec, type Codec } from '../codec/index.js';
 import { clientHandshake } from '../handshake/client.js';
 import { serverHandshake } from '../handshake/server.js';
-import { loopbackTcpPeerPid } from '../handshake/signed-process.js';
 import { kindOf } from '../protocol/envelope.js';
 import { ControlKind, decodeControl, kHubWord, kThreadWord, type ReadyResult, type TaskControl, type TaskSpec } from '../bridge/control.js';
 import { Session } from '../session/session.js';
 import type { AdapterContext } from '../transport/adapters.js';
-import { formatAddress, type Address, type TcpDescriptor } from '../transport/descriptors.js';
+import { formatAddress, type Address } from '../transport/descriptors.js';
 import type { ByteStream, StreamListener } from '../transport/types.js';
-import { connectTo, listenOn, loadHandler } from './open.js';
+import { connectTo, listenOn, loadHandler, peerOf, peerPidOf } from './open.js';
 import { TaskConnections } from './task-connections.js';
 import { MainRelay } from './main-relay.js';
-import type { Handler, PeerInfo } from '../types.js';
+import type { Handler } from '../types.js';
 import { deferred, type Deferred } from '../deferred.js';
 import { AwakeWindow } from './awake.js';
 import { Connection, type ConnectionHost } from './connection.js';
@@ -298,7 +297,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
             // Taken in the same turn as the Ack, so two clients cannot both get the one-to-one slot.
             return this.#conns.admit(conn);
           },
-          peerPid: () => this.#peerPid(stream),
+          peerPid: () => peerPidOf(stream, this.#spec.transport, this.#listener?.address as Address | undefined),
         }),
       )
       .then(
@@ -338,14 +337,6 @@ export class ConnectionTask implements ConnectionHost, HubMember {
     );
   }
 
-  /** The client's pid from the OS: the transport's own report (shm), else the loopback TCP socket table. */
-  async #peerPid(stream: ByteStream): Promise<number | undefined> {
-    if (stream.remotePid !== undefined) return stream.remotePid;
-    const address = this.#listener?.address as TcpDescriptor | undefined;
-    if (this.#spec.transport.kind !== 'tcp' || stream.remoteAddress === undefined || address === undefined) return undefined;
-    return loopbackTcpPeerPid(stream.remoteAddress, address.port);
-  }
-
   /** UNAVAILABLE for what broke a connection's set-up other than an RpcError of its own. */
   #setUpFailed(err: unknown): RpcError {
     return new RpcError('UNAVAILABLE', `${formatAddress(this.#spec.transport)} could not be set up: ${messageOf(err)}`, { cause: err });
@@ -375,15 +366,7 @@ export class ConnectionTask implements ConnectionHost, HubMember {
 
   #newConnection(stream: ByteStream): Connection {
     const id = this.#hub.open(this);
-    const peer: PeerInfo = {
-      transport: this.#spec.transport.kind === 'custom' ? this.#spec.transport.name : this.#spec.transport.kind,
-      auth: 'none',
-      connectionId: id,
-      ...(stream.remoteAddress !== undefined ? { address: stream.remoteAddress } : {}),
-      ...(stream.remotePid !== undefined ? { pid: stream.remotePid } : {}),
-      ...(stream.tls !== undefined ? { tls: stream.tls } : {}),
-    };
-    return new Connection(id, stream, peer, this);
+    return new Connection(id, stream, peerOf(stream, this.#spec.transport, id), this);
   }
 
   /** Makes a connection live: known to the main thread (relayed) or served by a session here. */
