@@ -130,8 +130,11 @@ export interface ShmHandOver {
   doorbells?: ShmDoorbells;
 }
 
-/** `shm`: a connect task's rings on shm's direct path. */
-export type ReadyResult = { ok: true; address?: Address; connectionId?: number; shm?: ShmHandOver } | { ok: false; error: WireError };
+/**
+ * `shm`: a connect task's rings on shm's direct path. `ended`: the task had ended (and left its
+ * pair) before it was asked; why it ended reaches the main thread by its ring and its runner.
+ */
+export type ReadyResult = { ok: true; address?: Address; connectionId?: number; shm?: ShmHandOver } | { ok: false; error: WireError; ended?: true };
 
 /** What a task has carried since it started (see RunningNode.stats()). */
 export interface TaskStats {

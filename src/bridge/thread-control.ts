@@ -8,7 +8,7 @@ import { RpcError, toWireError } from '../errors.js';
 import type { ReadyResult, TaskControl, ThreadControl } from './control.js';
 import { nodeEndpoint } from './endpoint.js';
 
-const kEnded: ReadyResult = { ok: false, error: toWireError(new RpcError('CLOSED', 'the connection task has ended')) };
+const kEnded: ReadyResult = { ok: false, error: toWireError(new RpcError('CLOSED', 'the connection task has ended')), ended: true };
 
 /** Exposes ThreadControl on `port`, each call going to the TaskControl `controlOf(key)` finds (see ThreadControl for a key with none). */
 export function exposeThreadControl(port: MessagePort, controlOf: (key: number) => TaskControl | undefined): void {

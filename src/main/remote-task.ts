@@ -156,7 +156,8 @@ export class RemoteTask implements HubTask {
     }
     if (!ready.ok) {
       await task.close();
-      throw fromWireError(ready.error);
+      // A task that ended before it was asked (a connection refused at once): why it ended is the answer.
+      throw (ready.ended === true ? task.#endReason : undefined) ?? fromWireError(ready.error);
     }
     task.address = ready.address;
     return task;
