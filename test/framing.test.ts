@@ -181,6 +181,18 @@ describe('frame writer', () => {
     );
   });
 
+  it('writes small batches as views into a shared pool, each keeping its own bytes', () => {
+    const chunks: Uint8Array[] = [];
+    const w = new FrameWriter((c) => chunks.push(c));
+    for (let i = 0; i < 10; i++) {
+      w.push(new Uint8Array([i, i + 1, i + 2]), false);
+      w.flush();
+    }
+    // Ten small writes, at most two pool buffers: not an ArrayBuffer of its own per write.
+    assert.ok(new Set(chunks.map((c) => c.buffer)).size <= 2);
+    assert.deepEqual(decodeAll(chunks).map((f) => [...f]), Array.from({ length: 10 }, (_, i) => [i, i + 1, i + 2]));
+  });
+
   it('copies bodies it does not own, so reusing the source buffer is safe', () => {
     const writes: Uint8Array[] = [];
     const w = new FrameWriter((c) => writes.push(c));
@@ -206,11 +218,12 @@ describe('frame writer', () => {
     assert.deepEqual([...frames[2].subarray(0, 3)], [1, 2, 3]);
   });
 
-  it('hands large frames to a copying stream as they are, in order with the batch', () => {
+  it('hands large frames to a copying stream as they are, in order with the batch, and the batch itself', () => {
     const writes: Uint8Array[] = [];
+    const chunks: Uint8Array[] = [];
     const copied: Array<[Uint8Array, Uint8Array]> = [];
     const w = new FrameWriter(
-      (c) => writes.push(c),
+      (c) => chunks.push(c),
       (head, body) => {
         copied.push([head.slice(), body]);
         writes.push(new Uint8Array([...head, ...body]));
@@ -221,10 +234,12 @@ describe('frame writer', () => {
     w.push(big, false);
     w.push2(new Uint8Array([8, 9]), big);
     w.flush();
-    assert.equal(copied.length, 2);
-    assert.equal(copied[0][1], big, 'the body itself, not a copy of it');
-    assert.deepEqual([...copied[0][0]], [0x30, 0x75, 0, 0]);
-    assert.deepEqual([...copied[1][0]], [0x32, 0x75, 0, 0, 8, 9]);
+    assert.equal(chunks.length, 0, 'a copying stream needs no chunk of its own');
+    assert.equal(copied.length, 3);
+    assert.deepEqual([...copied[0][0], ...copied[0][1]], [1, 0, 0, 0, 7]);
+    assert.equal(copied[1][1], big, 'the body itself, not a copy of it');
+    assert.deepEqual([...copied[1][0]], [0x30, 0x75, 0, 0]);
+    assert.deepEqual([...copied[2][0]], [0x32, 0x75, 0, 0, 8, 9]);
     const frames = decodeAll(writes);
     assert.deepEqual(frames.map((f) => f.length), [1, 30_000, 30_002]);
   });

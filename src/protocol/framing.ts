@@ -214,7 +214,10 @@ export class FrameWriter {
   /** Length prefix (and header) of a large frame given to writeCopy, which copies it at once. */
   readonly #head = new Uint8Array(kHeadScratchBytes);
 
-  /** `write` receives each outgoing chunk and owns it afterwards; `writeCopy` (optional) copies what it is given. */
+  /**
+   * `write` receives each outgoing chunk and owns its bytes afterwards (a view: its ArrayBuffer may
+   * hold other chunks); `writeCopy` (optional) copies what it is given, and then gets the batches too.
+   */
   constructor(write: (chunk: Uint8Array) => void, writeCopy?: CopyingWrite) {
     this.#write = write;
     this.#writeCopy = writeCopy;
@@ -307,11 +310,22 @@ export class FrameWriter {
 
   /** Writes everything queued as one chunk. */
   flush(): void {
-    if (this.#used === 0) return;
-    // The stream keeps the chunk until written, so hand it an exact-size copy and keep reusing our buffer.
-    const chunk = this.#buf.slice(0, this.#used);
-    if (this.#buf.length > kBatchBytes) this.#buf = new Uint8Array(kBatchBytes);
+    const used = this.#used;
+    if (used === 0) return;
+    const buf = this.#buf;
+    if (buf.length > kBatchBytes) this.#buf = new Uint8Array(kBatchBytes);
     this.#used = 0;
+    const writeCopy = this.#writeCopy;
+    if (writeCopy !== undefined) {
+      // The stream copies before it returns: our buffer itself can go, and be reused.
+      writeCopy(buf.subarray(0, used), kEmpty);
+      return;
+    }
+    // The stream keeps the chunk until written: an exact-size copy, from Node's shared Buffer pool.
+    // Not slice(): a small array of its own lives on the V8 heap, and a socket write first moves
+    // it into an ArrayBuffer of its own (an allocation and a copy per write, and a free later).
+    const chunk = Buffer.allocUnsafe(used);
+    chunk.set(used === buf.length ? buf : buf.subarray(0, used));
     this.#write(chunk);
   }
 }

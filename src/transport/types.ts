@@ -27,7 +27,7 @@ export interface ByteStream {
   readonly tls?: TlsPeerInfo;
   /** Starts delivering events; called once by the connection. */
   start(events: StreamEvents): void;
-  /** Queues bytes; the stream owns `chunk` afterwards. Returns false when the caller should wait for `drain`. */
+  /** Queues bytes; the stream owns `chunk`'s bytes afterwards (a view: its ArrayBuffer may hold other data). Returns false when the caller should wait for `drain`. */
   write(chunk: Uint8Array): boolean;
   /**
    * Optional: queues `head` followed by `body`, copying both before it returns (the caller keeps

@@ -38,6 +38,8 @@ export interface ConnectionHost {
   heard?(): void;
 }
 
+const kResolved = Promise.resolve();
+
 export class Connection {
   readonly id: number;
   readonly peer: PeerInfo;
@@ -63,6 +65,8 @@ export class Connection {
   #pingSentAt = 0;
   #destroyTimer: ReturnType<typeof setTimeout> | undefined;
   #pingToken = 0;
+  /** From a served connection's read until the microtask after it, which flushes what was sent meanwhile. */
+  #flushAfterRead = false;
 
   constructor(id: number, stream: ByteStream, peer: PeerInfo, host: ConnectionHost) {
     this.id = id;
@@ -144,7 +148,16 @@ export class Connection {
         if (this.#handshake) this.#handshake.push(chunk);
         else {
           this.#host.heard?.();
+          // A served connection writes what a read's calls answered in the microtask after the
+          // read (its handlers' promises settle before it), as a hand-written server writes in its
+          // data callback: the peer gets the answers while this thread reads other sockets, and
+          // the connection's state is still in cache. Answers that come later take the host's
+          // end-of-turn flush.
+          const served = this.#session !== undefined && !this.#flushAfterRead;
+          if (served) this.#flushAfterRead = true;
           this.#onData(chunk);
+          // (Not queueMicrotask: Node wraps each callback in an AsyncResource, several times the cost.)
+          if (served) void kResolved.then(this.#flushRead);
         }
       },
       drain: () => {
@@ -163,7 +176,7 @@ export class Connection {
     if (this.#closing) return;
     this.framesOut++;
     this.#writer.push(body, owned);
-    this.#host.markDirty(this);
+    if (!this.#flushAfterRead) this.#host.markDirty(this);
   }
 
   /** Queues one envelope body given as header + payload (both copied). */
@@ -171,8 +184,13 @@ export class Connection {
     if (this.#closing) return;
     this.framesOut++;
     this.#writer.push2(head, payload);
-    this.#host.markDirty(this);
+    if (!this.#flushAfterRead) this.#host.markDirty(this);
   }
+
+  readonly #flushRead = (): void => {
+    this.#flushAfterRead = false;
+    this.#writer.flush();
+  };
 
   /** Writes queued frames in one chunk. */
   flush(): void {
