@@ -12,6 +12,10 @@ import type { Connection } from '../worker/connection.js';
 
 /** A task that hosts connections on a hub. */
 export interface HubMember {
+  /** Its task's TaskSpec.key, by which the pair's control channel reaches it. */
+  readonly key: number;
+  /** What the main thread calls on it over the pair's control channel. */
+  readonly control: TaskControl;
   /** A record from the main thread for this member's connection `id`. */
   fromMain(id: number, bytes: Uint8Array, owned: boolean): void;
   /** The idle windows this member asks of the ring it reads (the hub takes the widest). */
@@ -28,9 +32,8 @@ export class WorkerHub {
   readonly toMain: RingWriter;
   readonly #fromMain: RingReader;
   readonly #owner: number;
-  /** Its tasks' controls, by TaskSpec.key: the pair's control channel answers for them. */
-  readonly #members = new Map<HubMember, number>();
-  readonly #controls = new Map<number, TaskControl>();
+  /** Its members by TaskSpec.key: the pair's control channel answers for them. */
+  readonly #members = new Map<number, HubMember>();
   readonly #control: HubOffer['control'];
   readonly #routes = new Map<number, HubMember>();
   /**
@@ -45,12 +48,11 @@ export class WorkerHub {
   #nextId = 1;
 
   /**
-   * Joins `member` (task `key`, controlled by `control`) to this thread's hub for the offering
-   * main thread, adopting `offer` when there is none yet (else the offer and its control channel
-   * go unused). The caller stores the returned hub's id in its TaskSpec.thread, which is how the
+   * Joins `member` to this thread's hub for the offering main thread, adopting `offer` when there
+   * is none yet (else the offer and its control channel go unused). The caller stores the returned hub's id in its TaskSpec.thread, which is how the
    * main thread learns which pair, and which control channel, carries the task.
    */
-  static join(offer: HubOffer, member: HubMember, key: number, control: TaskControl): WorkerHub {
+  static join(offer: HubOffer, member: HubMember): WorkerHub {
     let hub = hubs.get(offer.owner);
     if (hub === undefined) {
       hub = new WorkerHub(offer);
@@ -58,8 +60,7 @@ export class WorkerHub {
     } else {
       offer.control.close();
     }
-    hub.#members.set(member, key);
-    hub.#controls.set(key, control);
+    hub.#members.set(member.key, member);
     hub.#retune();
     return hub;
   }
@@ -68,7 +69,7 @@ export class WorkerHub {
     this.id = offer.id;
     this.#owner = offer.owner;
     this.#control = offer.control;
-    exposeThreadControl(offer.control, (key) => this.#controls.get(key));
+    exposeThreadControl(offer.control, (key) => this.#members.get(key)?.control);
     this.toMain = new RingWriter(offer.toMain);
     this.#fromMain = new RingReader(offer.toWorker, {
       onMessage: (id, bytes, owned) => {
@@ -142,10 +143,8 @@ export class WorkerHub {
    * the pair (after the records already written), which tells the main thread to drop its end.
    */
   leave(member: HubMember): void {
-    const key = this.#members.get(member);
-    if (key === undefined) return;
-    this.#members.delete(member);
-    this.#controls.delete(key);
+    if (this.#members.get(member.key) !== member) return;
+    this.#members.delete(member.key);
     for (const [id, m] of this.#routes) if (m === member) this.#routes.delete(id);
     if (this.#members.size > 0) {
       this.#retune();
@@ -161,7 +160,7 @@ export class WorkerHub {
   }
 
   #retune(): void {
-    this.#fromMain.setWindows(widestWindows(this.#members.keys()));
+    this.#fromMain.setWindows(widestWindows(this.#members.values()));
   }
 
   #flush(): void {

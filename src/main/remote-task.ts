@@ -101,7 +101,7 @@ export class RemoteTask implements HubTask {
           }
         : undefined,
       hub: () => this.#hub,
-      takeShm: (connId) => this.#whenEnded(this.#hub?.control?.takeShm(this.#key, connId), undefined),
+      takeShm: (connId) => this.#ask((control, key) => control.takeShm(key, connId)),
     });
     this.#key = registerTask(this);
     const offer = offerHub(options.ringBytes);
@@ -191,8 +191,7 @@ export class RemoteTask implements HubTask {
   /** What the task has carried since it started; undefined once it has ended (or ends meanwhile). */
   async stats(): Promise<TaskStats | undefined> {
     if (this.#endReason !== undefined) return undefined;
-    const hub = await this.#joined();
-    const stats = await this.#whenEnded(hub?.control?.stats(this.#key), undefined);
+    const stats = await this.#ask((control, key) => control.stats(key));
     // A direct connection's frames pass this thread only.
     if (stats === undefined || !this.#direct) return stats;
     const { framesIn, framesOut } = this.#relayed.linkFrames;
@@ -210,8 +209,7 @@ export class RemoteTask implements HubTask {
         // closes the control sockets, which each peer takes for the end of everything.
         const linksEnded = this.#relayed.endLinks(new RpcError('CLOSED', 'the node was closed'));
         if (linksEnded !== undefined) await linksEnded;
-        const hub = await this.#joined();
-        await this.#whenEnded(hub?.control?.close(this.#key), undefined);
+        await this.#ask((control, key) => control.close(key));
         await this.#ended;
       } finally {
         if (timer !== undefined) clearTimeout(timer);
@@ -240,10 +238,15 @@ export class RemoteTask implements HubTask {
     }
   }
 
-  /** `call`'s answer, or `fallback` once the task has ended (a dead thread answers nothing) or if the call failed. */
-  #whenEnded<T, F>(call: Promise<T> | undefined, fallback: F): Promise<T | F> {
-    if (call === undefined) return Promise.resolve(fallback);
-    return Promise.race([call.catch(() => fallback), this.#ended.then(() => fallback)]);
+  /**
+   * Asks the task's worker something over the control channel of the pair it joined, once it has:
+   * the answer, or undefined if the task ends first (a dead thread answers nothing), the pair has
+   * closed, or the call failed.
+   */
+  async #ask<T>(call: (control: NonNullable<MainHub['control']>, key: number) => Promise<T>): Promise<T | undefined> {
+    const control = (await this.#joined())?.control;
+    if (control === undefined) return undefined;
+    return Promise.race([call(control, this.#key).catch(() => undefined), this.#ended.then(() => undefined)]);
   }
 
   /**
@@ -282,8 +285,7 @@ export class RemoteTask implements HubTask {
   async drain(): Promise<void> {
     if (this.#endReason !== undefined || this.#relayed.draining) return;
     this.#relayed.drain();
-    const hub = await this.#joined();
-    await this.#whenEnded(hub?.control?.drain(this.#key), undefined);
+    await this.#ask((control, key) => control.drain(key));
   }
 
   #end(ended: RpcError, threadDied: boolean): void {

@@ -38,6 +38,8 @@ export class ConnectionTask implements ConnectionHost, HubMember {
   /** The ring pair this thread shares with the main thread, which this task's connections ride. */
   readonly #hub: WorkerHub;
   readonly ringWindows: { spinMicros: number; pollMicros: number };
+  readonly key: number;
+  readonly control: TaskControl;
   /** After the peer's bytes, this worker's loop stays awake for the poll window (see ./awake.ts). */
   readonly #awake: AwakeWindow;
   #keepAliveTimer: ReturnType<typeof setInterval> | undefined;
@@ -77,14 +79,15 @@ export class ConnectionTask implements ConnectionHost, HubMember {
       // A client's worker also looks on after the caller's messages: its calls come in bursts.
       pollMicros: Math.max(spec.idle.pollMicros, clientPollMicros),
     };
-    const control: TaskControl = {
+    this.key = spec.key;
+    this.control = {
       ready: () => this.#ready,
       close: () => this.close(),
       drain: () => this.#drain(),
       stats: () => this.#conns.stats(),
       takeShm: (id) => this.#relay?.take(id),
     };
-    this.#hub = WorkerHub.join(spec.hub, this, spec.key, control);
+    this.#hub = WorkerHub.join(spec.hub, this);
     Atomics.store(spec.thread, kHubWord, this.#hub.id);
     Atomics.notify(spec.thread, kHubWord);
     // A connect task always relays (the caller is on the main thread); a listener when its handler is there.
