@@ -242,10 +242,13 @@ describe('eventfd doorbell', function () {
   });
 
   describe('shm transport', function () {
+    /** An shm descriptor whose readers never poll: every message after a pause must be rung in. */
+    const sleepyShm = (name: string) => ({ ...shm(name, { capacity: 4096 }), pollMicros: 0, spinMicros: 0 });
+
     it('both ends offer doorbells: the connection uses eventfds (four per side), and closes them with it', async function () {
       this.timeout(10000);
       const name = uniqueName();
-      const d = { ...shm(name, { capacity: 4096 }), pollMicros: 0, spinMicros: 0 };
+      const d = sleepyShm(name);
       const before = eventfds();
       let served: ReturnType<typeof collect> | undefined;
       const listener = await shmTransport.listen(d, (stream) => {
@@ -274,7 +277,7 @@ describe('eventfd doorbell', function () {
       this.timeout(10000);
       const native = loadNative();
       const name = uniqueName();
-      const d = { ...shm(name, { capacity: 4096 }), pollMicros: 0, spinMicros: 0 };
+      const d = sleepyShm(name);
       const before = eventfds();
       let served: ReturnType<typeof collect> | undefined;
       const listener = await shmTransport.listen(d, (stream) => {
@@ -311,7 +314,7 @@ describe('eventfd doorbell', function () {
       this.timeout(10000);
       const native = loadNative();
       const name = uniqueName();
-      const d = { ...shm(name, { capacity: 4096 }), pollMicros: 0, spinMicros: 0 };
+      const d = sleepyShm(name);
       let streams = 0;
       const listener = await shmTransport.listen(d, () => streams++);
       const control = net.connect({ path: shmControlPath(name) });
